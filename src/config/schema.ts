@@ -1,0 +1,95 @@
+import { z } from 'zod';
+import { oidcConfigSchema } from '../attestation/oidc.js';
+import { policySchema, TTL_CAP_MS, TTL_FLOOR_MS } from '../policy/rules.js';
+import { formatDuration, parseDuration } from '../util/duration.js';
+
+const duration = (fallback: string) =>
+  z
+    .union([z.string(), z.number()])
+    .default(fallback)
+    .transform((value, ctx) => {
+      try {
+        return parseDuration(value);
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: (e as Error).message });
+        return z.NEVER;
+      }
+    });
+
+export const MAX_LEEWAY_MS = 30_000;
+
+const storeSchema = z.discriminatedUnion('kind', [
+  z
+    .object({
+      kind: z.literal('redis'),
+      url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
+      key_prefix: z.string().max(64).default('jit:'),
+      command_timeout: duration('1s'),
+    })
+    .strict(),
+  z.object({ kind: z.literal('memory') }).strict(),
+]);
+
+export const configSchema = z
+  .object({
+    /** Our `iss`: the URL workloads and verifiers know the broker by. */
+    issuer: z.url().refine((u) => !u.endsWith('/'), 'must not end with "/"'),
+    listen: z
+      .object({ host: z.string().default('0.0.0.0'), port: z.number().int().min(0).max(65535).default(8080) })
+      .strict()
+      .prefault({}),
+    store: storeSchema,
+    tokens: z
+      .object({
+        algorithm: z.enum(['ES256', 'EdDSA']).default('ES256'),
+        default_ttl: duration('5m'),
+        max_ttl: duration('15m'),
+        leeway: duration('30s'),
+        key_rotation: duration('6h'),
+        /** How long a retired key stays in the JWKS. */
+        key_overlap: duration('20m'),
+      })
+      .strict()
+      .prefault({}),
+    grants: z
+      .object({
+        max_active_per_workload: z.number().int().min(1).max(100_000).default(50),
+        default_lifetime: duration('1h'),
+        max_lifetime: duration('12h'),
+        audit_retention: duration('7d'),
+      })
+      .strict()
+      .prefault({}),
+    http: z
+      .object({ max_body_bytes: z.number().int().min(1024).max(1_048_576).default(65_536) })
+      .strict()
+      .prefault({}),
+    attestation: z.object({ oidc: oidcConfigSchema.optional() }).strict().prefault({}),
+    policies: policySchema,
+    log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).strict().prefault({}),
+  })
+  .strict()
+  .superRefine((cfg, ctx) => {
+    const t = cfg.tokens;
+    const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
+    if (t.max_ttl > TTL_CAP_MS) issue(['tokens', 'max_ttl'], `must be <= ${formatDuration(TTL_CAP_MS)}`);
+    if (t.max_ttl < TTL_FLOOR_MS) issue(['tokens', 'max_ttl'], `must be >= ${formatDuration(TTL_FLOOR_MS)}`);
+    if (t.default_ttl < TTL_FLOOR_MS) issue(['tokens', 'default_ttl'], `must be >= ${formatDuration(TTL_FLOOR_MS)}`);
+    if (t.default_ttl > t.max_ttl) issue(['tokens', 'default_ttl'], `must be <= tokens.max_ttl (${formatDuration(t.max_ttl)})`);
+    if (t.leeway > MAX_LEEWAY_MS) issue(['tokens', 'leeway'], `must be <= ${formatDuration(MAX_LEEWAY_MS)}`);
+    if (t.key_overlap < t.max_ttl + t.leeway)
+      issue(['tokens', 'key_overlap'], `must be >= tokens.max_ttl + tokens.leeway (${formatDuration(t.max_ttl + t.leeway)}) so no live token loses its key`);
+    if (t.key_rotation < 60_000) issue(['tokens', 'key_rotation'], 'must be >= 1m');
+    const g = cfg.grants;
+    if (g.default_lifetime < TTL_FLOOR_MS) issue(['grants', 'default_lifetime'], 'must be >= 30s');
+    if (g.default_lifetime > g.max_lifetime) issue(['grants', 'default_lifetime'], 'must be <= grants.max_lifetime');
+    cfg.policies.forEach((rule, i) => {
+      if (rule.max_ttl !== undefined && rule.max_ttl > t.max_ttl)
+        issue(['policies', i, 'max_ttl'], `must be <= ${formatDuration(t.max_ttl)} (tokens.max_ttl)`);
+      if (rule.max_lifetime !== undefined && rule.max_lifetime > g.max_lifetime)
+        issue(['policies', i, 'max_lifetime'], `must be <= ${formatDuration(g.max_lifetime)} (grants.max_lifetime)`);
+    });
+  });
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema>;

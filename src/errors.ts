@@ -1,0 +1,92 @@
+import type { ErrorCode } from './protocol/errors.js';
+
+/**
+ * One base class with a stable `code` (as jose does). `description` is public and goes into
+ * `error_description`; `detail` is operator-only and goes to the log, never to the client.
+ */
+export class BrokerError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly description: string;
+  readonly detail: string | undefined;
+  /** Seconds a client should wait before retrying (429/503). */
+  readonly retryAfter: number | undefined;
+
+  constructor(
+    code: ErrorCode,
+    status: number,
+    description: string,
+    opts: { detail?: string; retryAfter?: number; cause?: unknown } = {},
+  ) {
+    super(description, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.status = status;
+    this.description = description;
+    this.detail = opts.detail;
+    this.retryAfter = opts.retryAfter;
+  }
+}
+
+type Opts = { detail?: string; retryAfter?: number; cause?: unknown };
+
+export class InvalidRequest extends BrokerError {
+  constructor(description: string, opts?: Opts) {
+    super('invalid_request', 400, description, opts);
+  }
+}
+
+/** The workload could not be authenticated: its evidence is missing, malformed, untrusted or expired. */
+export class AttestationFailed extends BrokerError {
+  constructor(description: string, opts?: Opts) {
+    super('invalid_client', 401, description, opts);
+  }
+}
+
+export class InvalidGrant extends BrokerError {
+  constructor(description: string, opts?: Opts) {
+    super('invalid_grant', 400, description, opts);
+  }
+}
+
+/** Policy refused the intent. */
+export class AccessDenied extends BrokerError {
+  constructor(description: string, opts?: Opts) {
+    super('access_denied', 403, description, opts);
+  }
+}
+
+export class NotFound extends BrokerError {
+  constructor(description: string, opts?: Opts) {
+    super('not_found', 404, description, opts);
+  }
+}
+
+export class RequestTooLarge extends BrokerError {
+  constructor(description: string, opts?: Opts) {
+    super('request_too_large', 413, description, opts);
+  }
+}
+
+export class LimitExceeded extends BrokerError {
+  constructor(description: string, opts?: Opts) {
+    super('rate_limited', 429, description, opts);
+  }
+}
+
+/** A dependency (Redis, an issuer's keys, the signing key) is unavailable: fail closed. */
+export class Unavailable extends BrokerError {
+  constructor(description: string, opts?: Opts) {
+    super('temporarily_unavailable', 503, description, { retryAfter: 1, ...opts });
+  }
+}
+
+/** Configuration is invalid; `problems` lists each by its path. */
+export class ConfigError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`invalid configuration:\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}

@@ -1,0 +1,301 @@
+import { z } from 'zod';
+import { InvalidRequest, LimitExceeded } from '../errors.js';
+import { isGrantId, tagOfGrantId, workloadTag } from './ids.js';
+import type { AuditEvent, CreateGrantOptions, Grant, NewGrant, PublishedKey } from './store.js';
+
+/**
+ * What the Redis store and the memory store share, so both keep exactly the same contract:
+ * input validation, the record and audit-event encodings, list limits, and the errors.
+ */
+
+/** Audit streams keep at most about this many entries per workload (XADD MAXLEN ~). */
+export const AUDIT_MAXLEN = 100_000;
+export const LIST_LIMIT_DEFAULT = 100;
+export const LIST_LIMIT_MAX = 1000;
+export const AUDIT_LIMIT_DEFAULT = 1000;
+export const AUDIT_LIMIT_MAX = 10_000;
+/** Reason recorded on the `grant.denied` event when the active-grant cap refuses a grant. */
+export const CAP_DENIAL_REASON = 'active_grant_cap';
+
+const NO_CONTROL = /^[^\u0000-\u001f\u007f]*$/;
+const text = (max: number) => z.string().min(1).max(max).regex(NO_CONTROL, 'must not contain control characters');
+/** Milliseconds since the epoch (or a duration): a safe non-negative integer. */
+const ms = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+const confirmationSchema = z.union([
+  z.object({ 'x5t#S256': text(256) }).strict(),
+  z.object({ jkt: text(256) }).strict(),
+]);
+
+const grantFields = {
+  id: z.string().refine(isGrantId, 'must be a grant id (g_<tag>_<hex>)'),
+  workload: text(2048),
+  workload_kind: z.enum(['oidc', 'x509']),
+  issuer: text(2048),
+  rule: text(256),
+  audience: text(1024),
+  actions: z.array(text(256)).max(64),
+  resources: z.array(text(2048)).max(64),
+  purpose: z.string().max(2048),
+  task: text(256),
+  created_at: ms,
+  expires_at: ms,
+  token_jti: text(256),
+  token_exp: ms,
+  cnf: confirmationSchema.optional(),
+};
+
+const newGrantSchema = z.object(grantFields).strict();
+const grantSchema = z.object({
+  ...grantFields,
+  status: z.enum(['active', 'ended', 'revoked']),
+  generation: z.number().int().min(1),
+});
+
+const createOptionsSchema = z.object({
+  now: ms,
+  maxActive: z.number().int().min(1).max(1_000_000),
+  retentionMs: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+});
+
+function problems(error: z.ZodError): string {
+  return error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+}
+
+/**
+ * Validates a grant before it is written. The grant id must carry the workload's own tag, or its
+ * record would land in another workload's slot.
+ */
+export function validateNewGrant(grant: NewGrant, opts: CreateGrantOptions): { grant: Grant; opts: CreateGrantOptions } {
+  const g = newGrantSchema.safeParse(grant);
+  if (!g.success) throw new InvalidRequest('invalid grant record', { detail: problems(g.error) });
+  const o = createOptionsSchema.safeParse(opts);
+  if (!o.success) throw new InvalidRequest('invalid grant options', { detail: problems(o.error) });
+  if (tagOfGrantId(g.data.id) !== workloadTag(g.data.workload)) {
+    throw new InvalidRequest('invalid grant record', { detail: 'grant id does not carry the workload tag' });
+  }
+  if (g.data.expires_at <= o.data.now) {
+    throw new InvalidRequest('invalid grant record', { detail: 'expires_at must be after now' });
+  }
+  const record: Grant = { ...g.data, status: 'active', generation: 1 };
+  if (record.cnf === undefined) delete record.cnf;
+  return { grant: record, opts: o.data };
+}
+
+/** A grant with this id already exists: ids are random, so this is a bug, never overwritten. */
+export class DuplicateGrantId extends Error {
+  constructor(readonly grantId: string) {
+    super(`grant ${grantId} already exists`);
+    this.name = 'DuplicateGrantId';
+  }
+}
+
+/** The active-grant cap refused a grant; `earliestExpiry` is when the first live grant ends. */
+export function capExceeded(workload: string, active: number, maxActive: number, now: number, earliestExpiry: number | undefined) {
+  const retryAfter = earliestExpiry === undefined ? 1 : Math.max(1, Math.ceil((earliestExpiry - now) / 1000));
+  return new LimitExceeded(`too many active grants for this workload (limit ${maxActive}); end a task or retry later`, {
+    detail: `workload ${workload} has ${active} live grants (max ${maxActive})`,
+    retryAfter,
+  });
+}
+
+// ── grant record encoding (a Redis hash: string fields; arrays and objects as JSON) ──
+
+export function grantToHash(grant: Grant): Record<string, string> {
+  const h: Record<string, string> = {
+    id: grant.id,
+    workload: grant.workload,
+    workload_kind: grant.workload_kind,
+    issuer: grant.issuer,
+    rule: grant.rule,
+    audience: grant.audience,
+    actions: JSON.stringify(grant.actions),
+    resources: JSON.stringify(grant.resources),
+    purpose: grant.purpose,
+    task: grant.task,
+    status: grant.status,
+    created_at: String(grant.created_at),
+    expires_at: String(grant.expires_at),
+    generation: String(grant.generation),
+    token_jti: grant.token_jti,
+    token_exp: String(grant.token_exp),
+  };
+  if (grant.cnf !== undefined) h.cnf = JSON.stringify(grant.cnf);
+  return h;
+}
+
+const jsonOr = (s: string | undefined): unknown => {
+  if (s === undefined) return undefined;
+  try {
+    return JSON.parse(s);
+  } catch {
+    return Symbol('invalid json');
+  }
+};
+const numOr = (s: string | undefined): unknown => (s === undefined || s === '' ? undefined : Number(s));
+
+export type DecodeResult<T> = { ok: true; value: T } | { ok: false; problem: string };
+
+/** Decodes a stored grant hash; a record that does not decode is reported, never trusted. */
+export function grantFromHash(h: Record<string, string>): DecodeResult<Grant> {
+  const parsed = grantSchema.safeParse({
+    id: h.id,
+    workload: h.workload,
+    workload_kind: h.workload_kind,
+    issuer: h.issuer,
+    rule: h.rule,
+    audience: h.audience,
+    actions: jsonOr(h.actions),
+    resources: jsonOr(h.resources),
+    purpose: h.purpose,
+    task: h.task,
+    status: h.status,
+    created_at: numOr(h.created_at),
+    expires_at: numOr(h.expires_at),
+    generation: numOr(h.generation),
+    token_jti: h.token_jti,
+    token_exp: numOr(h.token_exp),
+    cnf: jsonOr(h.cnf),
+  });
+  if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
+  const g: Grant = parsed.data;
+  if (g.cnf === undefined) delete g.cnf;
+  return { ok: true, value: g };
+}
+
+export const isLive = (g: Grant, now: number): boolean => g.status === 'active' && g.expires_at > now;
+
+/** Newest first: created_at descending, then id descending (what ZREVRANGE does on equal scores). */
+export function newestFirst(a: Grant, b: Grant): number {
+  if (a.created_at !== b.created_at) return b.created_at - a.created_at;
+  return a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
+}
+
+export function listLimit(limit: number | undefined): number {
+  if (limit === undefined) return LIST_LIMIT_DEFAULT;
+  if (!Number.isFinite(limit)) return LIST_LIMIT_MAX;
+  return Math.min(LIST_LIMIT_MAX, Math.max(1, Math.floor(limit)));
+}
+
+export function auditLimit(limit: number | undefined): number {
+  if (limit === undefined) return AUDIT_LIMIT_DEFAULT;
+  if (!Number.isFinite(limit)) return AUDIT_LIMIT_MAX;
+  return Math.min(AUDIT_LIMIT_MAX, Math.max(1, Math.floor(limit)));
+}
+
+// ── audit events (stream entries: flat field/value strings; actions as JSON) ──
+
+const auditSchema = z
+  .object({
+    id: z.string().optional(),
+    type: z.enum(['grant.issued', 'grant.denied', 'grant.renewed', 'grant.ended', 'grant.revoked', 'grant.replay_detected']),
+    at: ms,
+    workload: text(2048),
+    grant: z.string().max(256).optional(),
+    rule: z.string().max(256).optional(),
+    reason: z.string().max(4096).optional(),
+    audience: z.string().max(1024).optional(),
+    actions: z.array(z.string().max(256)).max(64).optional(),
+    task: z.string().max(256).optional(),
+  })
+  .strict();
+
+export function validateAudit(event: AuditEvent): AuditEvent {
+  const parsed = auditSchema.safeParse(event);
+  if (!parsed.success) throw new InvalidRequest('invalid audit event', { detail: problems(parsed.error) });
+  const { id: _id, ...rest } = parsed.data;
+  return rest;
+}
+
+export function validateRetention(opts: { retentionMs: number }): number {
+  const r = opts.retentionMs;
+  if (!Number.isSafeInteger(r) || r < 1) throw new InvalidRequest('invalid audit retention', { detail: `retentionMs=${r}` });
+  return r;
+}
+
+const AUDIT_FIELD_ORDER = ['type', 'at', 'workload', 'grant', 'rule', 'reason', 'audience', 'actions', 'task'] as const;
+
+/** The event as XADD field/value pairs (absent members are left out). */
+export function auditToFields(e: AuditEvent): string[] {
+  const out: string[] = [];
+  for (const k of AUDIT_FIELD_ORDER) {
+    const v = e[k];
+    if (v === undefined) continue;
+    out.push(k, k === 'actions' ? JSON.stringify(v) : String(v));
+  }
+  return out;
+}
+
+export function auditFromFields(id: string, fields: string[]): DecodeResult<AuditEvent> {
+  const h: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) h[fields[i] as string] = fields[i + 1] as string;
+  const parsed = auditSchema.safeParse({
+    id,
+    type: h.type,
+    at: numOr(h.at),
+    workload: h.workload,
+    grant: h.grant,
+    rule: h.rule,
+    reason: h.reason,
+    audience: h.audience,
+    actions: jsonOr(h.actions),
+    task: h.task,
+  });
+  if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
+  const e: AuditEvent = parsed.data;
+  for (const k of Object.keys(e) as (keyof AuditEvent)[]) if (e[k] === undefined) delete e[k];
+  return { ok: true, value: e };
+}
+
+// ── published signing keys ──
+
+/** JWK members that hold private or symmetric key material (RFC 7518 §6). Never published. */
+export const PRIVATE_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'] as const;
+
+const publicJwkSchema = z
+  .record(z.string(), z.unknown())
+  .refine((jwk) => typeof jwk.kty === 'string' && jwk.kty.length > 0, 'jwk must have a kty')
+  .refine((jwk) => PRIVATE_JWK_MEMBERS.every((m) => !(m in jwk)), 'jwk must not contain private key material');
+
+export const publishedKeySchema = z
+  .object({
+    kid: text(256),
+    jwk: publicJwkSchema,
+    created_at: ms,
+    retire_at: ms,
+    expires_at: ms,
+  })
+  .strict();
+
+/** Refuses anything but a well-formed public key (a private JWK here is a bug, never stored). */
+export function validatePublishedKey(key: PublishedKey): PublishedKey {
+  const parsed = publishedKeySchema.safeParse(key);
+  if (!parsed.success) throw new InvalidRequest('invalid published key', { detail: problems(parsed.error) });
+  if (parsed.data.jwk.kid !== undefined && parsed.data.jwk.kid !== parsed.data.kid) {
+    throw new InvalidRequest('invalid published key', { detail: 'jwk.kid differs from kid' });
+  }
+  return parsed.data;
+}
+
+export function decodePublishedKey(json: string): DecodeResult<PublishedKey> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(json);
+  } catch {
+    return { ok: false, problem: 'not JSON' };
+  }
+  const parsed = publishedKeySchema.safeParse(raw);
+  if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
+  return { ok: true, value: parsed.data };
+}
+
+/** True when the stored value is JSON whose jwk holds private material (must be purged). */
+export function holdsPrivateMaterial(json: string): boolean {
+  try {
+    const v = JSON.parse(json) as { jwk?: unknown };
+    const jwk = v?.jwk;
+    return typeof jwk === 'object' && jwk !== null && PRIVATE_JWK_MEMBERS.some((m) => m in jwk);
+  } catch {
+    return false;
+  }
+}

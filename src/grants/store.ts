@@ -1,0 +1,113 @@
+import type { Confirmation } from '../protocol/claims.js';
+
+export type GrantStatus = 'active' | 'ended' | 'revoked';
+
+/** The Redis record of one task's authority. Times are ms since the epoch. */
+export interface Grant {
+  id: string;
+  workload: string;
+  workload_kind: 'oidc' | 'x509';
+  /** Token issuer or trust domain that vouched for the workload. */
+  issuer: string;
+  /** Name of the policy rule that allowed it. */
+  rule: string;
+  audience: string;
+  actions: string[];
+  resources: string[];
+  purpose: string;
+  task: string;
+  status: GrantStatus;
+  created_at: number;
+  /** End of the grant's lifetime; ending or revoking moves it to now. */
+  expires_at: number;
+  /** Renewal counter: the generation of the latest token minted for this grant (starts at 1). */
+  generation: number;
+  /** jti and exp (ms) of the latest token minted for this grant. */
+  token_jti: string;
+  token_exp: number;
+  cnf?: Confirmation;
+}
+
+export type NewGrant = Omit<Grant, 'status' | 'generation'>;
+
+export type AuditEventType =
+  | 'grant.issued'
+  | 'grant.denied'
+  | 'grant.renewed'
+  | 'grant.ended'
+  | 'grant.revoked'
+  | 'grant.replay_detected';
+
+/** One entry of the audit stream. Never holds a token or any secret. */
+export interface AuditEvent {
+  /** Stream entry id (assigned by the store). */
+  id?: string;
+  type: AuditEventType;
+  at: number;
+  workload: string;
+  grant?: string;
+  rule?: string;
+  /** Why a request was denied, or other short operator-facing context. */
+  reason?: string;
+  audience?: string;
+  actions?: string[];
+  task?: string;
+}
+
+/** Public half of a signing key, as published for every broker instance to serve. */
+export interface PublishedKey {
+  kid: string;
+  /** Public JWK (never a private member). */
+  jwk: Record<string, unknown>;
+  created_at: number;
+  /** After this, the key signs nothing more. */
+  retire_at: number;
+  /** After this, the key leaves the JWKS (retire_at + overlap). */
+  expires_at: number;
+}
+
+export interface CreateGrantOptions {
+  now: number;
+  /** Cap on live (active and unexpired) grants for this workload. */
+  maxActive: number;
+  /** How long the record and its indexes outlive the grant's end, for audit. */
+  retentionMs: number;
+}
+
+export interface ListOptions {
+  now: number;
+  /** Only grants that are live (active and unexpired). */
+  liveOnly?: boolean;
+  limit?: number;
+}
+
+/**
+ * Where grants live. Redis in production, memory in dev mode; both pass the same contract suite.
+ * Every method that changes state is atomic, and writes its audit event in the same step.
+ */
+export interface GrantStore {
+  readonly kind: 'redis' | 'memory';
+  /**
+   * Atomically: prune expired entries, enforce `maxActive`, write the grant, its indexes (by
+   * workload, by task) and a `grant.issued` audit event. Throws LimitExceeded when the cap is
+   * reached (then only a `grant.denied` audit event is written), Unavailable when the store is.
+   */
+  createGrant(grant: NewGrant, opts: CreateGrantOptions): Promise<Grant>;
+  getGrant(id: string): Promise<Grant | null>;
+  /** Grants of one workload, newest first. */
+  listWorkloadGrants(workload: string, opts: ListOptions): Promise<Grant[]>;
+  /** Grants of one workload's task, newest first. */
+  listTaskGrants(workload: string, task: string, opts: ListOptions): Promise<Grant[]>;
+  /** Appends an audit event to the workload's stream (denials; state changes write their own). */
+  appendAudit(event: AuditEvent, opts: { retentionMs: number }): Promise<void>;
+  /** The workload's audit events, oldest first. */
+  readAudit(workload: string, opts?: { limit?: number }): Promise<AuditEvent[]>;
+
+  publishKey(key: PublishedKey): Promise<void>;
+  /** Keys whose expires_at is in the future (prunes the rest). */
+  publishedKeys(now: number): Promise<PublishedKey[]>;
+
+  /** Throws Unavailable when the store cannot serve. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,30 @@
+import type { Context } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import { BrokerError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { ErrorBody } from '../protocol/errors.js';
+
+/** Maps any thrown value to the JSON error contract; never a stack trace or a secret. */
+export function errorResponse(err: unknown, c: Context, log: Logger): Response {
+  if (err instanceof BrokerError) {
+    const level = err.status >= 500 ? 'warn' : 'info';
+    log[level]({ code: err.code, status: err.status, detail: err.detail, path: c.req.path }, err.description);
+    const headers: Record<string, string> = {};
+    if (err.retryAfter !== undefined) headers['Retry-After'] = String(Math.max(1, Math.ceil(err.retryAfter)));
+    if (err.status === 401) headers['WWW-Authenticate'] = 'Bearer error="invalid_client"';
+    return json(err.status, { error: err.code, error_description: err.description }, headers);
+  }
+  if (err instanceof HTTPException) {
+    if (err.status === 413) return json(413, { error: 'request_too_large', error_description: 'request body is too large' });
+    return json(err.status, { error: 'invalid_request', error_description: err.message || 'invalid request' });
+  }
+  log.error({ err: err instanceof Error ? { name: err.name, message: err.message, stack: err.stack } : String(err), path: c.req.path }, 'unhandled error');
+  return json(500, { error: 'server_error', error_description: 'internal error' });
+}
+
+export function json(status: number, body: ErrorBody | object, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers },
+  });
+}

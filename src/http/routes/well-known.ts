@@ -1,0 +1,33 @@
+import type { Hono } from 'hono';
+import type { Config } from '../../config/schema.js';
+import { AUTHORIZATION_DETAILS_TYPE } from '../../protocol/intent.js';
+import type { Keyring } from '../../tokens/keyring.js';
+import { json } from '../errors.js';
+
+/** RFC 8414 metadata: only what this broker actually implements is advertised. */
+export function authorizationServerMetadata(config: Config) {
+  return {
+    issuer: config.issuer,
+    jwks_uri: `${config.issuer}/.well-known/jwks.json`,
+    // No authorization endpoint: workloads start tasks at task_endpoint; no user-facing flows.
+    response_types_supported: [],
+    grant_types_supported: [],
+    token_endpoint_auth_methods_supported: [],
+    authorization_details_types_supported: [AUTHORIZATION_DETAILS_TYPE],
+    tls_client_certificate_bound_access_tokens: false,
+    access_token_signing_alg_values_supported: [config.tokens.algorithm],
+    // jit-broker extension: where a workload starts a task.
+    task_endpoint: `${config.issuer}/v1/tasks`,
+  };
+}
+
+export function wellKnownRoutes(app: Hono, deps: { config: Config; keyring: Keyring }): void {
+  const metadata = authorizationServerMetadata(deps.config);
+  app.get('/.well-known/jwks.json', async () => {
+    const jwks = await deps.keyring.jwks();
+    return new Response(JSON.stringify(jwks), {
+      headers: { 'content-type': 'application/jwk-set+json', 'cache-control': 'public, max-age=60' },
+    });
+  });
+  app.get('/.well-known/oauth-authorization-server', () => json(200, metadata, { 'cache-control': 'public, max-age=300' }));
+}

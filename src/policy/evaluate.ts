@@ -1,0 +1,113 @@
+import type { Workload } from '../attestation/attestor.js';
+import type { Intent } from '../protocol/intent.js';
+import { compileGlob, type Matcher } from './glob.js';
+import type { Rule } from './rules.js';
+
+/** What was asked for but not allowed, by the closest rule (or by no rule at all). */
+export interface Refusal {
+  audience?: string;
+  actions: string[];
+  resources: string[];
+  binding?: boolean;
+}
+
+export type Decision =
+  | {
+      allowed: true;
+      rule: string;
+      /** Granted intent: the intersection of request and rule (what the rule covers of the request). */
+      audience: string;
+      actions: string[];
+      resources: string[];
+      maxTtlMs: number | undefined;
+      maxLifetimeMs: number | undefined;
+      requireBinding: boolean;
+    }
+  | {
+      allowed: false;
+      /** Public sentence naming what was refused. */
+      reason: string;
+      refused: Refusal;
+      /** Closest rule considered, for the operator log; undefined when no rule matched the workload. */
+      closestRule: string | undefined;
+    };
+
+interface CompiledRule {
+  rule: Rule;
+  workloads: Matcher[];
+  resources: Matcher[];
+  anyAction: boolean;
+  actions: Set<string>;
+  audiences: Set<string>;
+}
+
+/** Default deny: a request is allowed only when one rule covers all of it. */
+export class Policy {
+  private readonly rules: CompiledRule[];
+
+  constructor(rules: Rule[]) {
+    this.rules = rules.map((rule) => ({
+      rule,
+      workloads: rule.workloads.map(compileGlob),
+      resources: rule.resources.map(compileGlob),
+      anyAction: rule.actions.includes('*'),
+      actions: new Set(rule.actions),
+      audiences: new Set(rule.audiences),
+    }));
+  }
+
+  get size(): number {
+    return this.rules.length;
+  }
+
+  evaluate(workload: Workload, intent: Intent): Decision {
+    const candidates = this.rules.filter((r) => r.workloads.some((m) => m(workload.id)));
+    if (candidates.length === 0) {
+      return {
+        allowed: false,
+        reason: `no policy rule allows workload ${workload.id}`,
+        refused: { audience: intent.audience, actions: [...intent.actions], resources: [...intent.resources] },
+        closestRule: undefined,
+      };
+    }
+    let closest: { rule: Rule; refused: Refusal; weight: number } | undefined;
+    for (const c of candidates) {
+      const refused: Refusal = {
+        actions: c.anyAction ? [] : intent.actions.filter((a) => !c.actions.has(a)),
+        resources: intent.resources.filter((r) => !c.resources.some((m) => m(r))),
+      };
+      if (!c.audiences.has(intent.audience)) refused.audience = intent.audience;
+      if (c.rule.require_binding && !workload.confirmation) refused.binding = true;
+      const weight =
+        (refused.audience ? 1000 : 0) + (refused.binding ? 100 : 0) + refused.actions.length + refused.resources.length;
+      if (weight === 0) {
+        return {
+          allowed: true,
+          rule: c.rule.name,
+          audience: intent.audience,
+          actions: dedupe(intent.actions),
+          resources: dedupe(intent.resources),
+          maxTtlMs: c.rule.max_ttl,
+          maxLifetimeMs: c.rule.max_lifetime,
+          requireBinding: c.rule.require_binding,
+        };
+      }
+      if (!closest || weight < closest.weight) closest = { rule: c.rule, refused, weight };
+    }
+    const { rule, refused } = closest!;
+    return { allowed: false, reason: describeRefusal(workload.id, refused), refused, closestRule: rule.name };
+  }
+}
+
+function dedupe(values: string[]): string[] {
+  return [...new Set(values)];
+}
+
+function describeRefusal(workloadId: string, r: Refusal): string {
+  const parts: string[] = [];
+  if (r.audience) parts.push(`audience "${r.audience}"`);
+  if (r.actions.length) parts.push(`action${r.actions.length > 1 ? 's' : ''} ${r.actions.map((a) => `"${a}"`).join(', ')}`);
+  if (r.resources.length) parts.push(`resource${r.resources.length > 1 ? 's' : ''} ${r.resources.map((a) => `"${a}"`).join(', ')}`);
+  const what = parts.length ? `${parts.join('; ')} not allowed for workload ${workloadId}` : `request not allowed for workload ${workloadId}`;
+  return r.binding ? `${what}${parts.length ? '; ' : ': '}a bound token is required (present a client certificate)` : what;
+}

@@ -1,0 +1,56 @@
+import { z } from 'zod';
+import { parseDuration } from '../util/duration.js';
+
+export const TTL_FLOOR_MS = 30_000;
+export const TTL_CAP_MS = 15 * 60_000;
+
+const duration = z
+  .string()
+  .or(z.number())
+  .transform((value, ctx) => {
+    try {
+      return parseDuration(value);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return z.NEVER;
+    }
+  });
+
+const pattern = z.string().min(1).max(1024);
+
+/** One policy rule: which workloads may ask for which intents, with which caps. */
+export const ruleSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 letters, digits, . _ -'),
+    description: z.string().max(512).optional(),
+    /** Workload ids, exact or glob (`*` one segment, `**` the rest). */
+    workloads: z.array(pattern).min(1),
+    /** Audiences this rule allows (exact). */
+    audiences: z.array(z.string().min(1).max(512)).min(1),
+    /** Actions this rule allows (exact, or "*" for any). */
+    actions: z.array(z.string().min(1).max(128)).min(1),
+    /** Resource patterns this rule allows; requests may only name resources these cover. */
+    resources: z.array(pattern).default([]),
+    max_ttl: duration
+      .refine((ms) => ms >= TTL_FLOOR_MS, 'must be >= 30s')
+      .refine((ms) => ms <= TTL_CAP_MS, 'must be <= 15m')
+      .optional(),
+    max_lifetime: duration.refine((ms) => ms >= TTL_FLOOR_MS, 'must be >= 30s').optional(),
+    /** Tokens under this rule must be bound (cnf) to a key the workload holds. */
+    require_binding: z.boolean().default(false),
+  })
+  .strict();
+
+export type RuleConfig = z.input<typeof ruleSchema>;
+export type Rule = z.output<typeof ruleSchema>;
+
+export const policySchema = z
+  .array(ruleSchema)
+  .default([])
+  .superRefine((rules, ctx) => {
+    const seen = new Set<string>();
+    rules.forEach((rule, i) => {
+      if (seen.has(rule.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate rule name "${rule.name}"` });
+      seen.add(rule.name);
+    });
+  });

@@ -1,0 +1,5 @@
+// The wire contract shared by the server, the SDK and the verifier. Imports nothing else of ours.
+export * from './errors.js';
+export * from './intent.js';
+export * from './tasks.js';
+export * from './claims.js';

@@ -1,0 +1,105 @@
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { serve } from '@hono/node-server';
+import type { Hono } from 'hono';
+import type { Attestor, Evidence } from './attestation/attestor.js';
+import { createOidcAttestor } from './attestation/oidc.js';
+import { Broker } from './broker.js';
+import type { Config } from './config/schema.js';
+import { createMemoryGrantStore } from './grants/memory-store.js';
+import { createRedisGrantStore } from './grants/redis-store.js';
+import type { GrantStore } from './grants/store.js';
+import { createApp } from './http/app.js';
+import type { ReadinessCheck } from './http/routes/health.js';
+import type { Logger } from './log.js';
+import { Policy } from './policy/evaluate.js';
+import { Keyring } from './tokens/keyring.js';
+import { systemClock, type Clock } from './util/clock.js';
+
+export interface BrokerRuntime {
+  app: Hono;
+  broker: Broker;
+  store: GrantStore;
+  keyring: Keyring;
+  /** Base URL once listening. */
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  log: Logger;
+  clock?: Clock;
+  /** Dev mode mounts extra routes. */
+  extend?: (app: Hono) => void;
+  /** Use this store instead of building one from config (tests). */
+  store?: GrantStore;
+}
+
+function buildStore(config: Config, log: Logger): GrantStore {
+  if (config.store.kind === 'memory') return createMemoryGrantStore({ log });
+  return createRedisGrantStore({
+    url: config.store.url,
+    keyPrefix: config.store.key_prefix,
+    commandTimeoutMs: config.store.command_timeout,
+    log,
+  });
+}
+
+/** Wires config into a running broker: store, attestors, policy, keys, HTTP. */
+export async function startBroker(config: Config, opts: StartOptions): Promise<BrokerRuntime> {
+  const { log } = opts;
+  const clock = opts.clock ?? systemClock;
+  const store = opts.store ?? buildStore(config, log);
+  const attestors: Partial<Record<Evidence['kind'], Attestor>> = {};
+  let oidc: ReturnType<typeof createOidcAttestor> | undefined;
+  if (config.attestation.oidc) {
+    oidc = createOidcAttestor(config.attestation.oidc, { clock, log });
+    attestors.oidc = oidc as Attestor;
+    await oidc.warm();
+  }
+  const policy = new Policy(config.policies);
+  if (policy.size === 0) log.warn('no policy rules configured: every request will be denied');
+  const keyring = new Keyring({
+    alg: config.tokens.algorithm,
+    rotationMs: config.tokens.key_rotation,
+    overlapMs: config.tokens.key_overlap,
+    store,
+    clock,
+    log,
+  });
+  await keyring.start().catch((e: Error) => log.error({ err: e.message }, 'signing key could not be published; not ready'));
+  const broker = new Broker({ config, store, policy, keyring, attestors, clock, log });
+  const readiness: ReadinessCheck[] = [
+    { name: 'store', check: () => store.ping().then(() => undefined) },
+    { name: 'signing_key', check: () => keyring.notReady() },
+    ...Object.values(attestors).map((a) => ({ name: `attestation_${a.kind}`, check: () => a.notReady() })),
+  ];
+  const app = createApp({ config, broker, keyring, log, readiness, ...(opts.extend ? { extend: opts.extend } : {}) });
+
+  const server = await new Promise<Server>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: config.listen.port, hostname: config.listen.host }, () => resolve(s as Server));
+  });
+  const { port } = server.address() as AddressInfo;
+  const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? '127.0.0.1' : config.listen.host;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  log.info({ url, store: store.kind, rules: policy.size }, 'jit-broker listening');
+
+  return {
+    app,
+    broker,
+    store,
+    keyring,
+    url,
+    port,
+    async close() {
+      keyring.stop();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections?.();
+      });
+      for (const a of Object.values(attestors)) await a.close?.();
+      if (!opts.store) await store.close();
+    },
+  };
+}

@@ -1,0 +1,156 @@
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose';
+import { Unavailable } from '../errors.js';
+import type { GrantStore, PublishedKey } from '../grants/store.js';
+import type { Logger } from '../log.js';
+import type { Clock } from '../util/clock.js';
+
+export type SigningAlg = 'ES256' | 'EdDSA';
+
+export interface SigningKey {
+  kid: string;
+  alg: SigningAlg;
+  privateKey: CryptoKey;
+  publicJwk: JWK;
+  createdAt: number;
+  /** When this key stops signing. */
+  retireAt: number;
+  /** Set once the store confirmed publication; a key signs nothing before that. */
+  published: boolean;
+}
+
+export interface KeyringOptions {
+  alg: SigningAlg;
+  rotationMs: number;
+  /** How long a retired key stays in the JWKS (>= largest TTL + leeway, checked at config load). */
+  overlapMs: number;
+  store: GrantStore;
+  clock: Clock;
+  log: Logger;
+  /** Cache of the union JWKS across instances. */
+  jwksCacheMs?: number;
+}
+
+/** At most this many keys are served in the JWKS, newest first (bounds what a verifier must try). */
+export const MAX_PUBLISHED_KEYS = 16;
+
+/**
+ * Per-instance signing keys. The private half lives only in this process; the public half is
+ * published to the store so every instance serves the union as JWKS. The next key is published
+ * one rotation ahead of its first use, so verifiers that cache the JWKS already know it.
+ */
+export class Keyring {
+  private current: SigningKey | undefined;
+  private next: SigningKey | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private jwksCache: { at: number; keys: JWK[] } | undefined;
+  private lastError: string | undefined = 'signing key not published yet';
+
+  constructor(private readonly opts: KeyringOptions) {}
+
+  /** Generates and publishes the first two keys; schedules rotation and re-publication. */
+  async start(): Promise<void> {
+    const now = this.opts.clock();
+    this.current = await this.generate(now, now + this.opts.rotationMs);
+    this.next = await this.generate(now, now + 2 * this.opts.rotationMs);
+    await this.maintain();
+    const tick = Math.max(1000, Math.min(30_000, Math.floor(this.opts.rotationMs / 4)));
+    this.timer = setInterval(() => void this.maintain(), tick);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Why this instance cannot sign right now, or undefined. */
+  notReady(): string | undefined {
+    const key = this.current;
+    if (!key) return 'signing key not generated';
+    if (!key.published) return this.lastError ?? 'signing key not published';
+    return undefined;
+  }
+
+  /** The key to sign with now; rotates first when due. Throws Unavailable when none is published. */
+  signingKey(): SigningKey {
+    const now = this.opts.clock();
+    if (this.current && now >= this.current.retireAt) this.rotate(now);
+    const key = this.current;
+    if (!key || !key.published) throw new Unavailable('signing key is not available', { detail: this.notReady() });
+    return key;
+  }
+
+  /** Moves to the next key now (scheduled rotation calls this; tests may too). */
+  rotate(now = this.opts.clock()): void {
+    if (!this.next || !this.next.published) {
+      this.opts.log.error({ kid: this.next?.kid }, 'key rotation postponed: next key not published');
+      return;
+    }
+    const retired = this.current;
+    this.current = this.next;
+    this.next = undefined;
+    if (retired) {
+      retired.retireAt = Math.min(retired.retireAt, now);
+      void this.publish(retired);
+    }
+    this.opts.log.info({ kid: this.current.kid, retired: retired?.kid }, 'signing key rotated');
+    void this.maintain();
+  }
+
+  /** The union JWKS of every instance's published keys (cached briefly). */
+  async jwks(): Promise<{ keys: JWK[] }> {
+    const now = this.opts.clock();
+    const ttl = this.opts.jwksCacheMs ?? 1000;
+    if (this.jwksCache && now - this.jwksCache.at < ttl) return { keys: this.jwksCache.keys };
+    const published = await this.opts.store.publishedKeys(now);
+    const keys = published
+      .sort((a, b) => b.created_at - a.created_at)
+      .slice(0, MAX_PUBLISHED_KEYS)
+      .map((k) => k.jwk as JWK);
+    this.jwksCache = { at: now, keys };
+    return { keys };
+  }
+
+  /** Rotates when due, makes sure a next key exists, and (re)publishes our keys. */
+  private async maintain(): Promise<void> {
+    try {
+      const now = this.opts.clock();
+      if (this.current && now >= this.current.retireAt) this.rotate(now);
+      if (!this.next && this.current) this.next = await this.generate(now, this.current.retireAt + this.opts.rotationMs);
+      for (const key of [this.current, this.next]) if (key) await this.publish(key);
+    } catch (e) {
+      this.opts.log.warn({ err: (e as Error).message }, 'key maintenance failed');
+    }
+  }
+
+  private async publish(key: SigningKey): Promise<void> {
+    const record: PublishedKey = {
+      kid: key.kid,
+      jwk: key.publicJwk as Record<string, unknown>,
+      created_at: key.createdAt,
+      retire_at: key.retireAt,
+      expires_at: key.retireAt + this.opts.overlapMs,
+    };
+    try {
+      await this.opts.store.publishKey(record);
+      if (!key.published) this.jwksCache = undefined;
+      key.published = true;
+      this.lastError = undefined;
+    } catch (e) {
+      this.lastError = `signing key not published: ${(e as Error).message}`;
+      throw e;
+    }
+  }
+
+  private async generate(createdAt: number, retireAt: number): Promise<SigningKey> {
+    const { privateKey, publicKey } = await generateKeyPair(
+      this.opts.alg,
+      // Private halves are non-extractable: they cannot leave this process even by mistake.
+      this.opts.alg === 'EdDSA' ? { extractable: false, crv: 'Ed25519' } : { extractable: false },
+    );
+    const jwk = await exportJWK(publicKey);
+    const kid = await calculateJwkThumbprint(jwk);
+    const publicJwk: JWK = { ...jwk, kid, alg: this.opts.alg, use: 'sig' };
+    return { kid, alg: this.opts.alg, privateKey, publicJwk, createdAt, retireAt, published: false };
+  }
+}

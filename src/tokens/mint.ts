@@ -1,0 +1,60 @@
+import { randomBytes } from 'node:crypto';
+import { SignJWT } from 'jose';
+import type { TaskTokenClaims } from '../protocol/claims.js';
+import { AUTHORIZATION_DETAILS_TYPE, type GrantedIntent } from '../protocol/intent.js';
+import { TASK_TOKEN_TYP } from '../protocol/claims.js';
+import type { Confirmation } from '../protocol/claims.js';
+import { toSeconds } from '../util/clock.js';
+import type { SigningKey } from './keyring.js';
+
+export const newTokenId = (): string => randomBytes(16).toString('base64url');
+
+export interface TaskTokenInput {
+  issuer: string;
+  workloadId: string;
+  grantId: string;
+  jti: string;
+  intent: GrantedIntent;
+  /** ms since epoch */
+  issuedAt: number;
+  expiresAt: number;
+  cnf?: Confirmation;
+}
+
+/** The claims of a task token (DESIGN.md "Task token"; RFC 9068 §2.2, RFC 9396 §9.1). */
+export function taskTokenClaims(input: TaskTokenInput): TaskTokenClaims {
+  const { intent } = input;
+  const iat = toSeconds(input.issuedAt);
+  const claims: TaskTokenClaims = {
+    iss: input.issuer,
+    sub: input.workloadId,
+    aud: intent.audience,
+    iat,
+    nbf: iat,
+    exp: toSeconds(input.expiresAt),
+    jti: input.jti,
+    client_id: input.workloadId,
+    grant: input.grantId,
+    txn: intent.task,
+    scope: intent.actions.join(' '),
+    authorization_details: [
+      {
+        type: AUTHORIZATION_DETAILS_TYPE,
+        locations: [intent.audience],
+        actions: intent.actions,
+        resources: intent.resources,
+        purpose: intent.purpose,
+        identifier: intent.task,
+      },
+    ],
+  };
+  if (input.cnf) claims.cnf = input.cnf;
+  return claims;
+}
+
+/** Signs a task token with the given key (header alg, kid, typ at+jwt). */
+export async function signTaskToken(claims: TaskTokenClaims, key: SigningKey): Promise<string> {
+  return new SignJWT({ ...claims })
+    .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: TASK_TOKEN_TYP })
+    .sign(key.privateKey);
+}

@@ -1,0 +1,20 @@
+const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** Parses "90s", "5m", "1h", "7d", "250ms" or a number of seconds into milliseconds. */
+export function parseDuration(value: string | number): number {
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value) || value < 0) throw new RangeError(`invalid duration ${value}`);
+    return Math.round(value * 1000);
+  }
+  const m = /^(\d+)(ms|s|m|h|d)$/.exec(value.trim());
+  if (!m) throw new RangeError(`invalid duration "${value}" (use e.g. 90s, 5m, 1h)`);
+  return Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
+}
+
+/** Formats milliseconds the way config files write them (largest exact unit). */
+export function formatDuration(ms: number): string {
+  for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+    if (ms % size === 0 && ms >= size) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}

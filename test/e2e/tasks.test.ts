@@ -1,0 +1,232 @@
+import { Redis } from 'ioredis';
+import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
+import type { BrokerRuntime } from '../../src/server.js';
+import { AUDIENCE, postJson, startTestBroker } from '../helpers/broker.js';
+import { redisUrl } from '../helpers/redis.js';
+
+const WORKLOAD = 'k8s://test/ns/payments/sa/api';
+const intent = { audience: 'db.payments', actions: ['read'], resources: ['db://payments/orders'], purpose: 'nightly reconciliation', task: 'recon-42' };
+
+let issuer: OidcIssuer;
+let stranger: OidcIssuer;
+let broker: BrokerRuntime & { prefix: string };
+let redis: Redis;
+
+const saToken = (over: { namespace?: string; audience?: string; ttlSeconds?: number } = {}) =>
+  issuer.mintServiceAccountToken({
+    cluster: 'test',
+    namespace: over.namespace ?? 'payments',
+    serviceAccount: 'api',
+    pod: 'api-5f7c',
+    audience: over.audience ?? AUDIENCE,
+    ttlSeconds: over.ttlSeconds ?? 600,
+  });
+
+async function grantKeys(): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await redis.scan(cursor, 'MATCH', `${broker.prefix}*:grant:*`, 'COUNT', 1000);
+    cursor = next;
+    keys.push(...batch);
+  } while (cursor !== '0');
+  return keys;
+}
+
+beforeAll(async () => {
+  issuer = await startOidcIssuer({ alg: 'ES256' });
+  stranger = await startOidcIssuer({ alg: 'ES256' });
+  broker = await startTestBroker(issuer);
+  redis = new Redis(redisUrl());
+});
+
+afterAll(async () => {
+  await broker?.close();
+  await issuer?.close();
+  await stranger?.close();
+  redis?.disconnect();
+});
+
+describe('POST /v1/tasks', () => {
+  it('issues a task token that verifies against the served JWKS with every claim', async () => {
+    const before = Math.floor(Date.now() / 1000);
+    const res = await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token: await saToken() }, intent, ttl: '2m' });
+    expect(res.status).toBe(201);
+    const body = res.json as Record<string, any>;
+    expect(body).toMatchObject({ token_type: 'Bearer', workload: WORKLOAD, expires_in: 120, scope: 'read', rule: 'payments' });
+    expect(body.intent).toEqual(intent);
+    expect(body.grant).toMatch(/^g_[0-9a-f]{12}_[0-9a-f]{32}$/);
+
+    const header = decodeProtectedHeader(body.access_token);
+    expect(header).toMatchObject({ alg: 'ES256', typ: 'at+jwt' });
+    expect(typeof header.kid).toBe('string');
+
+    const jwks = createRemoteJWKSet(new URL(`${broker.url}/.well-known/jwks.json`));
+    const { payload } = await jwtVerify(body.access_token, jwks, {
+      issuer: 'http://broker.test',
+      audience: 'db.payments',
+      typ: 'at+jwt',
+      algorithms: ['ES256'],
+    });
+    expect(payload).toMatchObject({
+      iss: 'http://broker.test',
+      sub: WORKLOAD,
+      aud: 'db.payments',
+      client_id: WORKLOAD,
+      grant: body.grant,
+      txn: 'recon-42',
+      scope: 'read',
+      authorization_details: [
+        {
+          type: 'jit_task',
+          locations: ['db.payments'],
+          actions: ['read'],
+          resources: ['db://payments/orders'],
+          purpose: 'nightly reconciliation',
+          identifier: 'recon-42',
+        },
+      ],
+    });
+    expect(payload.cnf).toBeUndefined();
+    expect(payload.iat).toBeGreaterThanOrEqual(before);
+    expect(payload.nbf).toBe(payload.iat);
+    expect(payload.exp).toBe(payload.iat! + 120);
+    expect(payload.jti).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(body.expires_at).toBe(new Date(payload.exp! * 1000).toISOString());
+
+    // The grant is recorded, with its indexes.
+    const grant = await broker.store.getGrant(body.grant);
+    expect(grant).toMatchObject({ workload: WORKLOAD, status: 'active', rule: 'payments', token_jti: payload.jti, task: 'recon-42', generation: 1 });
+    const listed = await broker.store.listTaskGrants(WORKLOAD, 'recon-42', { now: Date.now() });
+    expect(listed.map((g) => g.id)).toContain(body.grant);
+  });
+
+  it('caps exp at the platform token expiry', async () => {
+    const res = await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token: await saToken({ ttlSeconds: 90 }) }, intent });
+    expect(res.status).toBe(201);
+    expect(res.json.expires_in).toBeLessThanOrEqual(90);
+    expect(res.json.expires_in).toBeGreaterThan(80);
+  });
+
+  it('caps ttl at the rule max_ttl and defaults to 5 minutes', async () => {
+    const token = await saToken();
+    const dflt = await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token }, intent });
+    expect(dflt.json.expires_in).toBe(300);
+    const capped = await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token }, intent, ttl: 900 });
+    expect(capped.json.expires_in).toBe(600); // rule max_ttl 10m
+  });
+
+  it('generates a task id when none is given', async () => {
+    const { task: _t, ...noTask } = intent;
+    const res = await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token: await saToken() }, intent: noTask });
+    expect(res.status).toBe(201);
+    expect((res.json.intent as { task: string }).task).toMatch(/^task_[0-9a-f]{24}$/);
+  });
+});
+
+describe('denials: each a 4xx with an OAuth error, and no grant written', () => {
+  let grantsBefore: string[];
+  beforeEach(async () => {
+    grantsBefore = await grantKeys();
+  });
+  const expectNothingWritten = async () => expect((await grantKeys()).sort()).toEqual(grantsBefore.sort());
+
+  const cases: Array<[string, () => Promise<unknown>, number, string, RegExp]> = [
+    ['unknown issuer', async () => ({ attestation: { kind: 'oidc', token: await stranger.mintServiceAccountToken({ cluster: 'test', namespace: 'payments', serviceAccount: 'api', audience: AUDIENCE }) }, intent }), 401, 'invalid_client', /not trusted/],
+    ['bad signature', async () => ({ attestation: { kind: 'oidc', token: await issuer.mintWithForeignKey({ sub: 'system:serviceaccount:payments:api', aud: AUDIENCE }) }, intent }), 401, 'invalid_client', /signature/],
+    ['alg none', async () => ({ attestation: { kind: 'oidc', token: issuer.forgeNone({ sub: 'system:serviceaccount:payments:api', aud: AUDIENCE }) }, intent }), 401, 'invalid_client', /./],
+    ['HS256 keyed with the public key', async () => ({ attestation: { kind: 'oidc', token: await issuer.forgeHs256WithPublicKey({ sub: 'system:serviceaccount:payments:api', aud: AUDIENCE }) }, intent }), 401, 'invalid_client', /algorithm/],
+    ['expired token', async () => ({ attestation: { kind: 'oidc', token: await issuer.mint({ sub: 'system:serviceaccount:payments:api', aud: AUDIENCE, 'kubernetes.io': { namespace: 'payments', serviceaccount: { name: 'api', uid: 'u' } } }, { iat: Math.floor(Date.now() / 1000) - 600, ttlSeconds: 120 }) }, intent }), 401, 'invalid_client', /expired/],
+    ['wrong audience', async () => ({ attestation: { kind: 'oidc', token: await saToken({ audience: 'someone-else' }) }, intent }), 401, 'invalid_client', /audience/],
+    ['intent outside policy (action)', async () => ({ attestation: { kind: 'oidc', token: await saToken() }, intent: { ...intent, actions: ['read', 'drop'] } }), 403, 'access_denied', /action "drop" not allowed for workload k8s:\/\/test\/ns\/payments\/sa\/api/],
+    ['intent outside policy (resource)', async () => ({ attestation: { kind: 'oidc', token: await saToken() }, intent: { ...intent, resources: ['db://hr/salaries'] } }), 403, 'access_denied', /resource "db:\/\/hr\/salaries"/],
+    ['workload no rule names', async () => ({ attestation: { kind: 'oidc', token: await saToken({ namespace: 'hr' }) }, intent }), 403, 'access_denied', /no policy rule allows workload k8s:\/\/test\/ns\/hr\/sa\/api/],
+    ['ttl below the 30 s floor', async () => ({ attestation: { kind: 'oidc', token: await saToken() }, intent, ttl: 10 }), 400, 'invalid_request', /at least 30s/],
+    ['ttl above the 15 min cap', async () => ({ attestation: { kind: 'oidc', token: await saToken() }, intent, ttl: '1h' }), 400, 'invalid_request', /at most 900s/],
+    ['evidence expiring within the floor', async () => ({ attestation: { kind: 'oidc', token: await saToken({ ttlSeconds: 20 }) }, intent }), 401, 'invalid_client', /at least 30s/],
+    ['no evidence', async () => ({ intent }), 401, 'invalid_client', /no evidence/],
+    ['unknown field', async () => ({ attestation: { kind: 'oidc', token: await saToken() }, intent, admin: true }), 400, 'invalid_request', /admin/],
+    ['wrong types', async () => ({ attestation: { kind: 'oidc', token: 42 }, intent: { ...intent, actions: 'read' } }), 400, 'invalid_request', /invalid request/],
+    ['unknown attestation kind', async () => ({ attestation: { kind: 'tpm', token: 'x' }, intent }), 400, 'invalid_request', /attestation/],
+  ];
+
+  it.each(cases)('%s', async (_name, makeBody, status, error, description) => {
+    const res = await postJson(`${broker.url}/v1/tasks`, await makeBody());
+    expect(res.status).toBe(status);
+    expect(res.json.error).toBe(error);
+    expect(res.json.error_description).toMatch(description);
+    expect(JSON.stringify(res.json)).not.toMatch(/eyJ/); // never echoes a token
+    await expectNothingWritten();
+  });
+
+  it('malformed JSON, wrong content type and oversized bodies are 4xx', async () => {
+    expect((await postJson(`${broker.url}/v1/tasks`, '{"intent":')).json.error_description).toBe('request body is not valid JSON');
+    const wrongType = await fetch(`${broker.url}/v1/tasks`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{}' });
+    expect(wrongType.status).toBe(400);
+    const big = await postJson(`${broker.url}/v1/tasks`, { intent: { ...intent, purpose: 'x'.repeat(70_000) } });
+    expect(big.status).toBe(413);
+    expect(big.json.error).toBe('request_too_large');
+    await expectNothingWritten();
+  });
+
+  it('denials are audited in the workload stream', async () => {
+    await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token: await saToken() }, intent: { ...intent, actions: ['drop'] } });
+    const events = await broker.store.readAudit(WORKLOAD);
+    const denial = events.filter((e) => e.type === 'grant.denied').at(-1);
+    expect(denial).toMatchObject({ workload: WORKLOAD, rule: 'payments', actions: ['drop'] });
+    expect(denial?.reason).toContain('action "drop"');
+  });
+});
+
+describe('active grant cap', () => {
+  it('exactly the cap succeeds under 50 concurrent requests', async () => {
+    const capped = await startTestBroker(issuer, { grants: { max_active_per_workload: 7 } });
+    try {
+      const token = await saToken();
+      const results = await Promise.all(
+        Array.from({ length: 50 }, () => postJson(`${capped.url}/v1/tasks`, { attestation: { kind: 'oidc', token }, intent })),
+      );
+      const statuses = results.map((r) => r.status);
+      expect(statuses.filter((s) => s === 201)).toHaveLength(7);
+      expect(statuses.filter((s) => s === 429)).toHaveLength(43);
+      const limited = results.find((r) => r.status === 429)!;
+      expect(limited.json.error).toBe('rate_limited');
+      expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+      const live = await capped.store.listWorkloadGrants(WORKLOAD, { now: Date.now(), liveOnly: true });
+      expect(live).toHaveLength(7);
+    } finally {
+      await capped.close();
+    }
+  });
+});
+
+describe('well-known and health', () => {
+  it('serves RFC 8414 metadata whose issuer is ours', async () => {
+    const res = await fetch(`${broker.url}/.well-known/oauth-authorization-server`);
+    const meta = (await res.json()) as Record<string, unknown>;
+    expect(meta).toMatchObject({ issuer: 'http://broker.test', jwks_uri: 'http://broker.test/.well-known/jwks.json', authorization_details_types_supported: ['jit_task'] });
+  });
+
+  it('publishes only public keys', async () => {
+    const jwks = (await (await fetch(`${broker.url}/.well-known/jwks.json`)).json()) as { keys: Record<string, unknown>[] };
+    expect(jwks.keys.length).toBeGreaterThanOrEqual(2); // current and next
+    for (const k of jwks.keys) {
+      expect(k).toMatchObject({ kty: 'EC', crv: 'P-256', alg: 'ES256', use: 'sig' });
+      expect(k.d).toBeUndefined();
+    }
+  });
+
+  it('is live and ready', async () => {
+    expect((await fetch(`${broker.url}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${broker.url}/readyz`);
+    expect(await ready.json()).toEqual({ status: 'ready', checks: { store: 'ok', signing_key: 'ok', attestation_oidc: 'ok' } });
+  });
+
+  it('answers unknown routes with a JSON 404', async () => {
+    const res = await fetch(`${broker.url}/v1/nope`);
+    expect(res.status).toBe(404);
+    expect(await res.json()).toMatchObject({ error: 'not_found' });
+  });
+});

@@ -1,0 +1,57 @@
+import { parseConfig } from '../../src/config/load.js';
+import type { ConfigInput } from '../../src/config/schema.js';
+import { silentLogger } from '../../src/log.js';
+import { startBroker, type BrokerRuntime } from '../../src/server.js';
+import type { OidcIssuer } from '../../src/dev/oidc-issuer.js';
+import { redisUrl, uniquePrefix } from './redis.js';
+
+export const AUDIENCE = 'jit-broker';
+
+/** A broker on a free loopback port, backed by the harness's real Redis under a unique prefix. */
+export async function startTestBroker(
+  issuer: OidcIssuer,
+  overrides: Partial<ConfigInput> & { prefix?: string } = {},
+): Promise<BrokerRuntime & { prefix: string }> {
+  const prefix = overrides.prefix ?? uniquePrefix('broker');
+  const { prefix: _p, ...rest } = overrides;
+  const config = parseConfig({
+    issuer: 'http://broker.test',
+    listen: { host: '127.0.0.1', port: 0 },
+    store: { kind: 'redis', url: redisUrl(), key_prefix: prefix },
+    attestation: {
+      oidc: {
+        issuers: [{ issuer: issuer.issuer, audiences: [AUDIENCE], algorithms: ['ES256'], mapping: { preset: 'kubernetes', cluster: 'test' } }],
+      },
+    },
+    policies: [
+      {
+        name: 'payments',
+        workloads: ['k8s://test/ns/payments/sa/*'],
+        audiences: ['db.payments'],
+        actions: ['read', 'write'],
+        resources: ['db://payments/**'],
+        max_ttl: '10m',
+        max_lifetime: '1h',
+      },
+    ],
+    ...rest,
+  });
+  const runtime = await startBroker(config, { log: silentLogger });
+  return Object.assign(runtime, { prefix });
+}
+
+export async function postJson(url: string, body: unknown, headers: Record<string, string> = {}) {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json: Record<string, unknown> = {};
+  try {
+    json = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    json = { raw: text };
+  }
+  return { status: res.status, headers: res.headers, json };
+}

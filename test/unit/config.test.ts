@@ -1,0 +1,97 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { applyEnv, loadConfig, parseConfig } from '../../src/config/load.js';
+import { ConfigError } from '../../src/errors.js';
+
+const base = {
+  issuer: 'https://broker.example.com',
+  store: { kind: 'memory' },
+  policies: [{ name: 'r', workloads: ['spiffe://td/*'], audiences: ['a'], actions: ['read'] }],
+};
+
+function problems(raw: unknown): string[] {
+  try {
+    parseConfig(raw);
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+  return [];
+}
+
+describe('config', () => {
+  it('applies defaults: ttl 5m, cap 15m, leeway 30s', () => {
+    const cfg = parseConfig(base);
+    expect(cfg.tokens).toMatchObject({ default_ttl: 300_000, max_ttl: 900_000, leeway: 30_000, algorithm: 'ES256' });
+    expect(cfg.listen).toEqual({ host: '0.0.0.0', port: 8080 });
+  });
+
+  it('reports every problem by its path', () => {
+    const list = problems({
+      ...base,
+      tokens: { default_ttl: '10s', max_ttl: '20m', leeway: '45s' },
+      policies: [
+        base.policies[0],
+        { name: 'ok', workloads: ['a://b'], audiences: ['a'], actions: ['r'] },
+        { name: 'long', workloads: ['a://b'], audiences: ['a'], actions: ['r'], max_ttl: '20m' },
+      ],
+      bogus: true,
+    });
+    expect(list).toEqual(
+      expect.arrayContaining([
+        'policies[2].max_ttl: must be <= 15m',
+        expect.stringMatching(/^\(root\): Unrecognized key: "bogus"/),
+      ]),
+    );
+    // Unknown key stops the object-level invariants; check them separately.
+    const inv = problems({ ...base, tokens: { default_ttl: '10s', max_ttl: '20m', leeway: '45s' } });
+    expect(inv).toEqual(
+      expect.arrayContaining([
+        'tokens.max_ttl: must be <= 15m',
+        'tokens.default_ttl: must be >= 30s',
+        'tokens.leeway: must be <= 30s',
+      ]),
+    );
+  });
+
+  it('refuses a key overlap shorter than the largest TTL plus leeway', () => {
+    expect(problems({ ...base, tokens: { max_ttl: '15m', key_overlap: '10m' } })).toEqual([
+      'tokens.key_overlap: must be >= tokens.max_ttl + tokens.leeway (930s) so no live token loses its key',
+    ]);
+  });
+
+  it('reports bad durations and a missing issuer', () => {
+    const list = problems({ store: { kind: 'memory' }, tokens: { default_ttl: 'soon' } });
+    expect(list).toContain('issuer: Invalid input: expected string, received undefined');
+    expect(list.some((p) => p.startsWith('tokens.default_ttl: invalid duration "soon"'))).toBe(true);
+  });
+
+  it('loads YAML with env overrides', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'jit-cfg-'));
+    const file = join(dir, 'broker.yaml');
+    writeFileSync(
+      file,
+      'issuer: https://broker.example.com\nstore: {kind: memory}\ntokens:\n  default_ttl: 2m\npolicies: []\n',
+    );
+    const cfg = loadConfig(file, { REDIS_URL: 'redis://127.0.0.1:6390', JIT__TOKENS__DEFAULT_TTL: '3m', PORT: '9999' });
+    expect(cfg.store).toEqual({ kind: 'redis', url: 'redis://127.0.0.1:6390', key_prefix: 'jit:', command_timeout: 1000 });
+    expect(cfg.tokens.default_ttl).toBe(180_000);
+    expect(cfg.listen.port).toBe(9999);
+  });
+
+  it('names the file for unreadable or invalid YAML', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'jit-cfg-'));
+    const file = join(dir, 'bad.yaml');
+    writeFileSync(file, 'issuer: [unclosed\n');
+    expect(() => loadConfig(file, {})).toThrow(/bad\.yaml: invalid YAML/);
+    expect(() => loadConfig(join(dir, 'missing.yaml'), {})).toThrow(/missing\.yaml: cannot read \(ENOENT\)/);
+  });
+
+  it('env override helper does not mutate its input', () => {
+    const raw = { tokens: { default_ttl: '1m' } };
+    applyEnv(raw, { JIT__TOKENS__DEFAULT_TTL: '2m' });
+    expect(raw.tokens.default_ttl).toBe('1m');
+  });
+});

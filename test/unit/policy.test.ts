@@ -1,0 +1,123 @@
+import { describe, expect, it } from 'vitest';
+import type { Workload } from '../../src/attestation/attestor.js';
+import { compileGlob } from '../../src/policy/glob.js';
+import { Policy } from '../../src/policy/evaluate.js';
+import { policySchema } from '../../src/policy/rules.js';
+
+const workload = (id: string, bound = false): Workload => ({
+  id,
+  kind: 'oidc',
+  issuer: 'https://issuer.test',
+  attributes: {},
+  evidenceExpiresAt: Date.now() + 3_600_000,
+  ...(bound ? { confirmation: { 'x5t#S256': 'abc' } } : {}),
+});
+
+const policy = new Policy(
+  policySchema.parse([
+    {
+      name: 'payments-read',
+      workloads: ['k8s://prod/ns/payments/sa/*'],
+      audiences: ['db.payments'],
+      actions: ['read'],
+      resources: ['db://payments/*', 'db://shared/**'],
+      max_ttl: '10m',
+    },
+    {
+      name: 'payments-write',
+      workloads: ['k8s://prod/ns/payments/sa/writer'],
+      audiences: ['db.payments'],
+      actions: ['read', 'write'],
+      resources: ['db://payments/*'],
+      require_binding: true,
+    },
+    { name: 'ci-any', workloads: ['github://acme/**'], audiences: ['artifacts'], actions: ['*'] },
+  ]),
+);
+
+describe('glob', () => {
+  it('matches * within one segment and ** across segments', () => {
+    expect(compileGlob('k8s://prod/ns/*/sa/x')('k8s://prod/ns/a/sa/x')).toBe(true);
+    expect(compileGlob('k8s://prod/ns/*/sa/x')('k8s://prod/ns/a/b/sa/x')).toBe(false);
+    expect(compileGlob('spiffe://td/**')('spiffe://td/a/b/c')).toBe(true);
+    expect(compileGlob('spiffe://td/**')('spiffe://other/a')).toBe(false);
+  });
+  it('treats regex characters literally', () => {
+    expect(compileGlob('db://a.b/*')('db://aXb/t')).toBe(false);
+    expect(compileGlob('db://(x)/*')('db://(x)/t')).toBe(true);
+  });
+  it('never lets a requested wildcard widen a single-segment rule wildcard', () => {
+    expect(compileGlob('db://payments/*')('db://payments/*')).toBe(true); // identical pattern
+    expect(compileGlob('db://payments/x*')('db://payments/*')).toBe(false);
+    expect(compileGlob('db://payments/*')('db://payments/**')).toBe(false);
+    expect(compileGlob('db://**')('db://payments/*')).toBe(true);
+  });
+});
+
+describe('policy evaluation', () => {
+  it('allows an intent one rule covers and names the rule and caps', () => {
+    const d = policy.evaluate(workload('k8s://prod/ns/payments/sa/api'), {
+      audience: 'db.payments',
+      actions: ['read', 'read'],
+      resources: ['db://payments/orders'],
+      purpose: 'p',
+    });
+    expect(d).toMatchObject({ allowed: true, rule: 'payments-read', actions: ['read'], maxTtlMs: 600_000, requireBinding: false });
+  });
+
+  it('default-denies a workload no rule names', () => {
+    const d = policy.evaluate(workload('k8s://prod/ns/other/sa/api'), { audience: 'db.payments', actions: ['read'], resources: [], purpose: 'p' });
+    expect(d).toMatchObject({ allowed: false, closestRule: undefined });
+    if (!d.allowed) expect(d.reason).toBe('no policy rule allows workload k8s://prod/ns/other/sa/api');
+  });
+
+  it('denies and names every refused action and resource', () => {
+    const d = policy.evaluate(workload('k8s://prod/ns/payments/sa/api'), {
+      audience: 'db.payments',
+      actions: ['read', 'delete'],
+      resources: ['db://payments/orders', 'db://secrets/keys'],
+      purpose: 'p',
+    });
+    expect(d.allowed).toBe(false);
+    if (!d.allowed) {
+      expect(d.refused).toEqual({ actions: ['delete'], resources: ['db://secrets/keys'] });
+      expect(d.reason).toContain('action "delete"');
+      expect(d.reason).toContain('resource "db://secrets/keys"');
+      expect(d.closestRule).toBe('payments-read');
+    }
+  });
+
+  it('denies an audience outside the rule', () => {
+    const d = policy.evaluate(workload('k8s://prod/ns/payments/sa/api'), { audience: 'db.hr', actions: ['read'], resources: [], purpose: 'p' });
+    expect(d.allowed).toBe(false);
+    if (!d.allowed) expect(d.reason).toContain('audience "db.hr"');
+  });
+
+  it('requires binding when the rule says so', () => {
+    const intent = { audience: 'db.payments', actions: ['write'], resources: ['db://payments/orders'], purpose: 'p' };
+    const unbound = policy.evaluate(workload('k8s://prod/ns/payments/sa/writer'), intent);
+    expect(unbound.allowed).toBe(false);
+    if (!unbound.allowed) expect(unbound.reason).toContain('bound token is required');
+    expect(policy.evaluate(workload('k8s://prod/ns/payments/sa/writer', true), intent)).toMatchObject({ allowed: true, rule: 'payments-write' });
+  });
+
+  it('"*" in a rule allows any action', () => {
+    expect(
+      policy.evaluate(workload('github://acme/deploy/ref/refs/heads/main'), { audience: 'artifacts', actions: ['publish'], resources: [], purpose: 'p' }),
+    ).toMatchObject({ allowed: true, rule: 'ci-any' });
+  });
+
+  it('an empty policy denies everything', () => {
+    const d = new Policy([]).evaluate(workload('spiffe://td/a'), { audience: 'x', actions: ['read'], resources: [], purpose: 'p' });
+    expect(d.allowed).toBe(false);
+  });
+
+  it('rejects duplicate rule names', () => {
+    const r = policySchema.safeParse([
+      { name: 'a', workloads: ['x://y'], audiences: ['a'], actions: ['r'] },
+      { name: 'a', workloads: ['x://z'], audiences: ['a'], actions: ['r'] },
+    ]);
+    expect(r.success).toBe(false);
+    expect(r.error?.issues[0]?.path).toEqual([1, 'name']);
+  });
+});
