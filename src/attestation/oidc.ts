@@ -179,6 +179,11 @@ function parseTemplate(template: string): { parts: TemplatePart[] } | { error: s
   return { parts };
 }
 
+/**
+ * How verified claims become `Workload.id`. Template placeholders name claims (dotted paths allowed;
+ * a key containing dots such as `kubernetes.io` wins over nesting) and are percent-encoded;
+ * `{iss_host}` is the configured issuer's host[:port], inserted as is (it comes from our config).
+ */
 export type OidcMapping =
   | { type: 'kubernetes'; cluster: string }
   | { type: 'github' }
@@ -616,9 +621,20 @@ export function createOidcAttestor(config: OidcConfig, deps: AttestorDeps): Oidc
   });
 
   async function fetchJson(url: string, what: string, timeoutMs: number): Promise<unknown> {
-    const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs), closing.signal]);
+    // An explicit controller and timer, not AbortSignal.any([AbortSignal.timeout(ms), …]): on
+    // Node 20 a timeout signal inside any() can be garbage-collected before it fires
+    // (nodejs/node#57736), and any() would keep every per-fetch signal tied to the long-lived one.
+    const ctrl = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      ctrl.abort(new Error(`timed out after ${timeoutMs}ms`));
+    }, timeoutMs);
+    const onClose = () => ctrl.abort(new Error('attestor closed'));
+    if (closing.signal.aborted) onClose();
+    else closing.signal.addEventListener('abort', onClose, { once: true });
     try {
-      const res = await doFetch(url, { signal, redirect: 'error', headers: { accept: 'application/json' } });
+      const res = await doFetch(url, { signal: ctrl.signal, redirect: 'error', headers: { accept: 'application/json' } });
       if (!res.ok) {
         await res.body?.cancel().catch(() => undefined);
         throw new Error(`${what} ${url} returned HTTP ${res.status}`);
@@ -630,13 +646,15 @@ export function createOidcAttestor(config: OidcConfig, deps: AttestorDeps): Oidc
         throw new Error(`${what} ${url} is not valid JSON`);
       }
     } catch (e) {
-      if (signal.aborted) {
-        const reason = closing.signal.aborted ? 'was aborted (attestor closed)' : `timed out after ${timeoutMs}ms`;
-        throw new Error(`${what} ${url} ${reason}`, { cause: e });
+      if (ctrl.signal.aborted) {
+        throw new Error(`${what} ${url} ${timedOut ? `timed out after ${timeoutMs}ms` : 'was aborted (attestor closed)'}`, { cause: e });
       }
       if (e instanceof Error && e.message.startsWith(what)) throw e;
       const cause = e instanceof Error && e.cause instanceof Error ? `: ${e.cause.message}` : '';
       throw new Error(`${what} ${url} failed: ${describeError(e)}${cause}`, { cause: e });
+    } finally {
+      clearTimeout(timer);
+      closing.signal.removeEventListener('abort', onClose);
     }
   }
 

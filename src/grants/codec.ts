@@ -17,6 +17,7 @@ export const AUDIT_LIMIT_MAX = 10_000;
 /** Reason recorded on the `grant.denied` event when the active-grant cap refuses a grant. */
 export const CAP_DENIAL_REASON = 'active_grant_cap';
 
+// eslint-disable-next-line no-control-regex -- the point is to refuse control characters
 const NO_CONTROL = /^[^\u0000-\u001f\u007f]*$/;
 const text = (max: number) => z.string().min(1).max(max).regex(NO_CONTROL, 'must not contain control characters');
 /** Milliseconds since the epoch (or a duration): a safe non-negative integer. */

@@ -79,7 +79,8 @@ export class Policy {
       if (!c.audiences.has(intent.audience)) refused.audience = intent.audience;
       if (c.rule.require_binding && !workload.confirmation) refused.binding = true;
       const weight =
-        (refused.audience ? 1000 : 0) + (refused.binding ? 100 : 0) + refused.actions.length + refused.resources.length;
+        // A rule that would allow all but the binding is the most useful one to name.
+        (refused.audience ? 1000 : 0) + (refused.binding ? 0.5 : 0) + refused.actions.length + refused.resources.length;
       if (weight === 0) {
         return {
           allowed: true,

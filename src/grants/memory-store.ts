@@ -1,0 +1,255 @@
+import { Unavailable } from '../errors.js';
+import type { Logger } from '../log.js';
+import {
+  AUDIT_MAXLEN,
+  CAP_DENIAL_REASON,
+  DuplicateGrantId,
+  auditLimit,
+  capExceeded,
+  isLive,
+  listLimit,
+  newestFirst,
+  validateAudit,
+  validateNewGrant,
+  validatePublishedKey,
+  validateRetention,
+} from './codec.js';
+import { tagOfGrantId, workloadTag } from './ids.js';
+import type { AuditEvent, CreateGrantOptions, Grant, GrantStore, ListOptions, NewGrant, PublishedKey } from './store.js';
+
+/**
+ * Dev-mode grant store in process memory, with the Redis store's semantics (the same contract
+ * suite runs on both): the same validation, cap check, index pruning and audit events.
+ *
+ * Expiry is lazy and timer-free: records, indexes and audit streams carry a deadline in the
+ * caller's clock, and are dropped once a later call's `now` passes it. Calls without a `now`
+ * (getGrant, readAudit) use the latest `now` seen. Not shared between processes; not for production.
+ */
+export function createMemoryGrantStore(opts: { log?: Logger } = {}): GrantStore {
+  const log = opts.log?.child({ component: 'grant-store', store: 'memory' });
+  log?.warn('using the in-memory grant store: grants are lost on restart and not shared (dev mode only)');
+
+  interface Expiring<T> {
+    value: T;
+    deadline: number;
+  }
+  interface Workload {
+    /** grant id → expires_at (live grants only; drives the cap). */
+    live: Map<string, number>;
+    /** grant id → created_at, every grant within retention. */
+    all: Map<string, number>;
+    /** task → (grant id → created_at). */
+    tasks: Map<string, Expiring<Map<string, number>>>;
+    allDeadline: number;
+    liveDeadline: number;
+    audit: Expiring<AuditEvent[]> | undefined;
+  }
+
+  const records = new Map<string, Expiring<Grant>>();
+  /** By workload tag (the Redis slot); each tag also remembers its workload id. */
+  const workloads = new Map<string, Workload>();
+  const keys = new Map<string, PublishedKey>();
+  let latestNow = 0;
+  let auditSeq = 0;
+  let lastAuditMs = 0;
+  let closed = false;
+
+  const see = (now: number) => {
+    if (now > latestNow) latestNow = now;
+  };
+  const check = () => {
+    if (closed) throw new Unavailable('grant store is unavailable', { detail: 'memory grant store is closed' });
+  };
+  const clone = <T>(v: T): T => structuredClone(v);
+
+  function workload(id: string, create: true): Workload;
+  function workload(id: string, create: false): Workload | undefined;
+  function workload(id: string, create: boolean): Workload | undefined {
+    const tag = workloadTag(id);
+    let w = workloads.get(tag);
+    if (w) {
+      const t = latestNow;
+      if (w.allDeadline <= t) w.all.clear();
+      if (w.liveDeadline <= t) w.live.clear();
+      for (const [task, idx] of w.tasks) if (idx.deadline <= t) w.tasks.delete(task);
+      if (w.audit && w.audit.deadline <= t) w.audit = undefined;
+    }
+    if (!w && create) {
+      w = { live: new Map(), all: new Map(), tasks: new Map(), allDeadline: 0, liveDeadline: 0, audit: undefined };
+      workloads.set(tag, w);
+    }
+    return w;
+  }
+
+  function record(id: string): Grant | undefined {
+    const r = records.get(id);
+    if (!r) return undefined;
+    if (r.deadline <= latestNow) {
+      records.delete(id);
+      return undefined;
+    }
+    return r.value;
+  }
+
+  function nextAuditId(): string {
+    const ms = Date.now();
+    if (ms > lastAuditMs) {
+      lastAuditMs = ms;
+      auditSeq = 0;
+    } else {
+      auditSeq++;
+    }
+    return `${lastAuditMs}-${auditSeq}`;
+  }
+
+  /** Appends an event; the stream lives at least `ttl` past `now` (never shortened). */
+  function append(w: Workload, event: AuditEvent, now: number, ttl: number) {
+    if (!w.audit) w.audit = { value: [], deadline: 0 };
+    w.audit.value.push({ id: nextAuditId(), ...clone(event) });
+    if (w.audit.value.length > AUDIT_MAXLEN) w.audit.value.splice(0, w.audit.value.length - AUDIT_MAXLEN);
+    w.audit.deadline = Math.max(w.audit.deadline, now + Math.max(1, ttl));
+  }
+
+  function list(ws: string, o: ListOptions, task?: string): Grant[] {
+    see(o.now);
+    const limit = listLimit(o.limit);
+    const w = workload(ws, false);
+    if (!w) return [];
+    let ids: Iterable<string>;
+    if (o.liveOnly) ids = w.live.keys();
+    else if (task === undefined) ids = w.all.keys();
+    else ids = w.tasks.get(task)?.value.keys() ?? [];
+    const grants: Grant[] = [];
+    for (const id of ids) {
+      const g = record(id);
+      if (!g) continue;
+      if (task !== undefined && g.task !== task) continue;
+      if (o.liveOnly && !isLive(g, o.now)) continue;
+      grants.push(g);
+    }
+    return grants.sort(newestFirst).slice(0, limit).map(clone);
+  }
+
+  return {
+    kind: 'memory',
+
+    async createGrant(input: NewGrant, options: CreateGrantOptions): Promise<Grant> {
+      check();
+      const { grant, opts: o } = validateNewGrant(input, options);
+      see(o.now);
+      const w = workload(grant.workload, true);
+      if (record(grant.id)) throw new DuplicateGrantId(grant.id);
+
+      // Liveness is expires_at > now: an entry expiring exactly now is already dead.
+      for (const [id, exp] of w.live) if (exp <= o.now) w.live.delete(id);
+      if (w.live.size >= o.maxActive) {
+        append(
+          w,
+          {
+            type: 'grant.denied',
+            at: o.now,
+            workload: grant.workload,
+            rule: grant.rule,
+            reason: CAP_DENIAL_REASON,
+            audience: grant.audience,
+            actions: grant.actions,
+            task: grant.task,
+          },
+          o.now,
+          o.retentionMs,
+        );
+        const earliest = Math.min(...w.live.values());
+        throw capExceeded(grant.workload, w.live.size, o.maxActive, o.now, earliest);
+      }
+
+      const keep = grant.expires_at - o.now + o.retentionMs;
+      const horizon = o.now - o.retentionMs;
+      records.set(grant.id, { value: clone(grant), deadline: o.now + keep });
+      w.live.set(grant.id, grant.expires_at);
+      w.liveDeadline = Math.max(w.liveDeadline, grant.expires_at);
+      w.all.set(grant.id, grant.created_at);
+      for (const [id, created] of w.all) if (created < horizon) w.all.delete(id);
+      w.allDeadline = Math.max(w.allDeadline, o.now + keep);
+      let idx = w.tasks.get(grant.task);
+      if (!idx) {
+        idx = { value: new Map(), deadline: 0 };
+        w.tasks.set(grant.task, idx);
+      }
+      idx.value.set(grant.id, grant.created_at);
+      for (const [id, created] of idx.value) if (created < horizon) idx.value.delete(id);
+      idx.deadline = Math.max(idx.deadline, o.now + keep);
+      append(
+        w,
+        {
+          type: 'grant.issued',
+          at: o.now,
+          workload: grant.workload,
+          grant: grant.id,
+          rule: grant.rule,
+          audience: grant.audience,
+          actions: grant.actions,
+          task: grant.task,
+        },
+        o.now,
+        keep,
+      );
+      return clone(grant);
+    },
+
+    async getGrant(id: string): Promise<Grant | null> {
+      check();
+      if (tagOfGrantId(id) === undefined) return null;
+      const g = record(id);
+      return g ? clone(g) : null;
+    },
+
+    async listWorkloadGrants(ws: string, o: ListOptions): Promise<Grant[]> {
+      check();
+      return list(ws, o);
+    },
+
+    async listTaskGrants(ws: string, task: string, o: ListOptions): Promise<Grant[]> {
+      check();
+      return list(ws, o, task);
+    },
+
+    async appendAudit(event: AuditEvent, o: { retentionMs: number }): Promise<void> {
+      check();
+      const e = validateAudit(event);
+      const retention = validateRetention(o);
+      see(e.at);
+      append(workload(e.workload, true), e, e.at, retention);
+    },
+
+    async readAudit(ws: string, o: { limit?: number } = {}): Promise<AuditEvent[]> {
+      check();
+      const w = workload(ws, false);
+      return clone((w?.audit?.value ?? []).slice(0, auditLimit(o.limit)));
+    },
+
+    async publishKey(key: PublishedKey): Promise<void> {
+      check();
+      const k = validatePublishedKey(key);
+      keys.set(k.kid, clone(k));
+    },
+
+    async publishedKeys(now: number): Promise<PublishedKey[]> {
+      check();
+      see(now);
+      const out: PublishedKey[] = [];
+      for (const [kid, k] of keys) {
+        if (k.expires_at <= now) keys.delete(kid);
+        else out.push(clone(k));
+      }
+      return out;
+    },
+
+    async ping(): Promise<void> {
+      check();
+    },
+
+    async close(): Promise<void> {
+      closed = true;
+    },
+  };
+}

@@ -1,0 +1,395 @@
+import { randomBytes } from 'node:crypto';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { InvalidRequest, LimitExceeded } from '../../src/errors.js';
+import { DuplicateGrantId } from '../../src/grants/codec.js';
+import { newGrantId } from '../../src/grants/ids.js';
+import type { AuditEvent, Grant, GrantStore, NewGrant, PublishedKey } from '../../src/grants/store.js';
+
+/**
+ * The one contract every GrantStore keeps (as every hono router runs common.case.test.ts).
+ * Run by the Redis store (integration) and the memory store (unit).
+ */
+export interface GrantStoreContractOptions {
+  /** Called after each test with the store (before it is closed). */
+  afterEach?: (store: GrantStore) => Promise<void>;
+}
+
+const MIN = 60_000;
+const HOUR = 60 * MIN;
+
+/** A workload id no other test shares. */
+export function uniqueWorkload(label = 'w'): string {
+  return `spiffe://test.example/${label}/${randomBytes(6).toString('hex')}`;
+}
+
+export function makeGrant(workload: string, now: number, over: Partial<NewGrant> = {}): NewGrant {
+  return {
+    id: newGrantId(workload),
+    workload,
+    workload_kind: 'x509',
+    issuer: 'spiffe://test.example',
+    rule: 'deploy-rule',
+    audience: 'https://api.example.com',
+    actions: ['deploy', 'read'],
+    resources: ['repo:acme/app', 'env:prod'],
+    purpose: 'ship release 1.2.3',
+    task: `task_${randomBytes(6).toString('hex')}`,
+    created_at: now,
+    expires_at: now + 10 * MIN,
+    token_jti: `jti_${randomBytes(8).toString('hex')}`,
+    token_exp: now + 5 * MIN,
+    ...over,
+  };
+}
+
+const opts = (now: number, maxActive = 10, retentionMs = 24 * HOUR) => ({ now, maxActive, retentionMs });
+
+export function describeGrantStoreContract(
+  name: string,
+  makeStore: () => Promise<GrantStore>,
+  contractOpts: GrantStoreContractOptions = {},
+): void {
+  describe(`GrantStore contract: ${name}`, () => {
+    let store: GrantStore;
+    let t0: number;
+
+    beforeEach(async () => {
+      store = await makeStore();
+      t0 = Date.now();
+    });
+    afterEach(async () => {
+      await contractOpts.afterEach?.(store);
+      await store.close();
+    });
+
+    describe('createGrant / getGrant', () => {
+      it('round-trips every field, with status active and generation 1', async () => {
+        const w = uniqueWorkload();
+        const input = makeGrant(w, t0, {
+          workload_kind: 'oidc',
+          issuer: 'https://token.actions.githubusercontent.com',
+          actions: ['a', 'b', 'c'],
+          resources: [],
+          purpose: 'quotes " \' and {braces} and unicode ✓',
+          task: 'build:123/step-4.x',
+          cnf: { 'x5t#S256': 'bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2' },
+        });
+        const created = await store.createGrant(input, opts(t0));
+        const expected: Grant = { ...input, status: 'active', generation: 1 };
+        expect(created).toEqual(expected);
+        expect(await store.getGrant(input.id)).toEqual(expected);
+
+        const withJkt = makeGrant(w, t0, { cnf: { jkt: '0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I' } });
+        await store.createGrant(withJkt, opts(t0));
+        expect((await store.getGrant(withJkt.id))?.cnf).toEqual({ jkt: withJkt.cnf && 'jkt' in withJkt.cnf ? withJkt.cnf.jkt : '' });
+
+        const unbound = makeGrant(w, t0);
+        await store.createGrant(unbound, opts(t0));
+        const got = await store.getGrant(unbound.id);
+        expect(got).toEqual({ ...unbound, status: 'active', generation: 1 });
+        expect(got && 'cnf' in got).toBe(false);
+      });
+
+      it('returns a copy: mutating the result does not change the stored grant', async () => {
+        const input = makeGrant(uniqueWorkload(), t0);
+        const created = await store.createGrant(input, opts(t0));
+        created.actions.push('admin');
+        const fetched = await store.getGrant(input.id);
+        expect(fetched?.actions).toEqual(['deploy', 'read']);
+        fetched?.actions.push('admin');
+        expect((await store.getGrant(input.id))?.actions).toEqual(['deploy', 'read']);
+      });
+
+      it('refuses a duplicate grant id and keeps the first record', async () => {
+        const w = uniqueWorkload();
+        const first = makeGrant(w, t0);
+        await store.createGrant(first, opts(t0));
+        const again = { ...makeGrant(w, t0 + 1), id: first.id, purpose: 'overwrite attempt' };
+        await expect(store.createGrant(again, opts(t0 + 1))).rejects.toBeInstanceOf(DuplicateGrantId);
+        expect(await store.getGrant(first.id)).toEqual({ ...first, status: 'active', generation: 1 });
+        const audit = await store.readAudit(w);
+        expect(audit.map((e) => e.type)).toEqual(['grant.issued']);
+        expect(await store.listWorkloadGrants(w, { now: t0 + 1 })).toHaveLength(1);
+        expect(await store.listTaskGrants(w, again.task, { now: t0 + 1 })).toEqual([]);
+      });
+
+      it('refuses invalid input before writing anything', async () => {
+        const w = uniqueWorkload();
+        const other = uniqueWorkload('other');
+        // A grant id carrying another workload's tag would land in another workload's slot.
+        const wrongTag = makeGrant(w, t0, { id: newGrantId(other) });
+        await expect(store.createGrant(wrongTag, opts(t0))).rejects.toBeInstanceOf(InvalidRequest);
+        const expired = makeGrant(w, t0, { expires_at: t0 });
+        await expect(store.createGrant(expired, opts(t0))).rejects.toBeInstanceOf(InvalidRequest);
+        const badId = makeGrant(w, t0, { id: 'g_not_an_id' });
+        await expect(store.createGrant(badId, opts(t0))).rejects.toBeInstanceOf(InvalidRequest);
+        const noActive = makeGrant(w, t0);
+        await expect(store.createGrant(noActive, opts(t0, 0))).rejects.toBeInstanceOf(InvalidRequest);
+        await expect(store.createGrant(noActive, opts(t0, 1.5))).rejects.toBeInstanceOf(InvalidRequest);
+        const control = makeGrant(w, t0, { audience: 'aud\r\nX-Evil: 1' });
+        await expect(store.createGrant(control, opts(t0))).rejects.toBeInstanceOf(InvalidRequest);
+
+        expect(await store.getGrant(wrongTag.id)).toBeNull();
+        expect(await store.getGrant(expired.id)).toBeNull();
+        expect(await store.getGrant(noActive.id)).toBeNull();
+        expect(await store.listWorkloadGrants(w, { now: t0 })).toEqual([]);
+        expect(await store.listWorkloadGrants(other, { now: t0 })).toEqual([]);
+        expect(await store.readAudit(w)).toEqual([]);
+      });
+
+      it('answers null for malformed and unknown grant ids', async () => {
+        for (const id of ['', 'nope', 'g_123', 'g_zzzzzzzzzzzz_00000000000000000000000000000000', `${newGrantId('x')}x`, '../../etc']) {
+          expect(await store.getGrant(id)).toBeNull();
+        }
+        expect(await store.getGrant(newGrantId(uniqueWorkload()))).toBeNull();
+      });
+    });
+
+    describe('active-grant cap', () => {
+      it('refuses beyond maxActive with LimitExceeded and audits only the denial', async () => {
+        const w = uniqueWorkload();
+        const a = makeGrant(w, t0, { expires_at: t0 + 1000 });
+        const b = makeGrant(w, t0, { expires_at: t0 + 2000 });
+        await store.createGrant(a, opts(t0, 2));
+        await store.createGrant(b, opts(t0, 2));
+        const c = makeGrant(w, t0 + 10);
+        const err = await store.createGrant(c, opts(t0 + 10, 2)).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(LimitExceeded);
+        expect((err as LimitExceeded).status).toBe(429);
+        // Retry-After: the earliest live grant ends in 990 ms → 1 s.
+        expect((err as LimitExceeded).retryAfter).toBe(1);
+        expect(await store.getGrant(c.id)).toBeNull();
+        expect(await store.listTaskGrants(w, c.task, { now: t0 + 10 })).toEqual([]);
+        const audit = await store.readAudit(w);
+        expect(audit.map((e) => e.type)).toEqual(['grant.issued', 'grant.issued', 'grant.denied']);
+        expect(audit[2]).toMatchObject({
+          type: 'grant.denied',
+          at: t0 + 10,
+          workload: w,
+          reason: 'active_grant_cap',
+          audience: c.audience,
+          actions: c.actions,
+          task: c.task,
+        });
+        expect(audit[2]?.grant).toBeUndefined();
+      });
+
+      it('does not count expired grants (expires_at <= now is dead)', async () => {
+        const w = uniqueWorkload();
+        await store.createGrant(makeGrant(w, t0, { expires_at: t0 + 1000 }), opts(t0, 2));
+        await store.createGrant(makeGrant(w, t0, { expires_at: t0 + 5000 }), opts(t0, 2));
+        await expect(store.createGrant(makeGrant(w, t0 + 999), opts(t0 + 999, 2))).rejects.toBeInstanceOf(LimitExceeded);
+        // At exactly expires_at the first grant is no longer live.
+        const next = makeGrant(w, t0 + 1000, { expires_at: t0 + 9000 });
+        await expect(store.createGrant(next, opts(t0 + 1000, 2))).resolves.toMatchObject({ id: next.id });
+        await expect(store.createGrant(makeGrant(w, t0 + 1001), opts(t0 + 1001, 2))).rejects.toBeInstanceOf(LimitExceeded);
+        // Once everything has expired the full cap is available again.
+        const later = t0 + 10_000;
+        await store.createGrant(makeGrant(w, later), opts(later, 2));
+        await store.createGrant(makeGrant(w, later), opts(later, 2));
+        await expect(store.createGrant(makeGrant(w, later), opts(later, 2))).rejects.toBeInstanceOf(LimitExceeded);
+      });
+
+      it('enforces the cap exactly under 50 concurrent creates (maxActive 7)', async () => {
+        const w = uniqueWorkload();
+        const inputs = Array.from({ length: 50 }, () => makeGrant(w, t0));
+        const results = await Promise.allSettled(inputs.map((g) => store.createGrant(g, opts(t0, 7))));
+        const ok = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+        const failed = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+        expect(ok).toHaveLength(7);
+        expect(failed).toHaveLength(43);
+        for (const e of failed) expect(e).toBeInstanceOf(LimitExceeded);
+
+        const live = await store.listWorkloadGrants(w, { now: t0, liveOnly: true });
+        expect(live.map((g) => g.id).sort()).toEqual(ok.map((g) => g.id).sort());
+        for (const [i, r] of results.entries()) {
+          if (r.status === 'rejected') expect(await store.getGrant(inputs[i]!.id)).toBeNull();
+        }
+        const audit = await store.readAudit(w);
+        const issued = audit.filter((e) => e.type === 'grant.issued');
+        const denied = audit.filter((e) => e.type === 'grant.denied');
+        expect(audit).toHaveLength(50);
+        expect(issued.map((e) => e.grant).sort()).toEqual(ok.map((g) => g.id).sort());
+        expect(denied).toHaveLength(43);
+        for (const e of denied) expect(e.reason).toBe('active_grant_cap');
+      });
+
+      it('keeps caps per workload', async () => {
+        const a = uniqueWorkload('a');
+        const b = uniqueWorkload('b');
+        await store.createGrant(makeGrant(a, t0), opts(t0, 1));
+        await expect(store.createGrant(makeGrant(b, t0), opts(t0, 1))).resolves.toBeTruthy();
+        await expect(store.createGrant(makeGrant(a, t0), opts(t0, 1))).rejects.toBeInstanceOf(LimitExceeded);
+        await expect(store.createGrant(makeGrant(b, t0), opts(t0, 1))).rejects.toBeInstanceOf(LimitExceeded);
+        expect((await store.readAudit(a)).map((e) => e.type)).toEqual(['grant.issued', 'grant.denied']);
+        expect((await store.readAudit(b)).map((e) => e.type)).toEqual(['grant.issued', 'grant.denied']);
+      });
+    });
+
+    describe('listWorkloadGrants / listTaskGrants', () => {
+      it('lists newest first, honours limit, task and liveOnly', async () => {
+        const w = uniqueWorkload();
+        const g1 = makeGrant(w, t0, { task: 'task-a', expires_at: t0 + 1000 });
+        const g2 = makeGrant(w, t0 + 1, { task: 'task-b', expires_at: t0 + 10 * MIN });
+        const g3 = makeGrant(w, t0 + 2, { task: 'task-a', expires_at: t0 + 10 * MIN });
+        const g4 = makeGrant(w, t0 + 3, { task: 'task-a', expires_at: t0 + 10 * MIN });
+        for (const g of [g1, g2, g3, g4]) await store.createGrant(g, opts(g.created_at));
+        const ids = (gs: Grant[]) => gs.map((g) => g.id);
+
+        expect(ids(await store.listWorkloadGrants(w, { now: t0 + 3 }))).toEqual([g4.id, g3.id, g2.id, g1.id]);
+        expect(ids(await store.listWorkloadGrants(w, { now: t0 + 3, limit: 2 }))).toEqual([g4.id, g3.id]);
+        expect(ids(await store.listTaskGrants(w, 'task-a', { now: t0 + 3 }))).toEqual([g4.id, g3.id, g1.id]);
+        expect(ids(await store.listTaskGrants(w, 'task-a', { now: t0 + 3, limit: 1 }))).toEqual([g4.id]);
+        expect(ids(await store.listTaskGrants(w, 'task-b', { now: t0 + 3 }))).toEqual([g2.id]);
+        expect(await store.listTaskGrants(w, 'task-none', { now: t0 + 3 })).toEqual([]);
+
+        // After g1 expires it is still listed (audit) but not live.
+        const later = t0 + 2000;
+        expect(ids(await store.listWorkloadGrants(w, { now: later }))).toEqual([g4.id, g3.id, g2.id, g1.id]);
+        expect(ids(await store.listWorkloadGrants(w, { now: later, liveOnly: true }))).toEqual([g4.id, g3.id, g2.id]);
+        expect(ids(await store.listWorkloadGrants(w, { now: later, liveOnly: true, limit: 2 }))).toEqual([g4.id, g3.id]);
+        expect(ids(await store.listTaskGrants(w, 'task-a', { now: later, liveOnly: true }))).toEqual([g4.id, g3.id]);
+        expect(ids(await store.listTaskGrants(w, 'task-b', { now: later, liveOnly: true }))).toEqual([g2.id]);
+        expect(await store.listWorkloadGrants(w, { now: t0 + 11 * MIN, liveOnly: true })).toEqual([]);
+
+        const full = await store.listWorkloadGrants(w, { now: t0 + 3 });
+        expect(full[0]).toEqual({ ...g4, status: 'active', generation: 1 });
+        expect(await store.listWorkloadGrants(uniqueWorkload('nobody'), { now: t0 })).toEqual([]);
+      });
+
+      it('caps limit at 1000 and defaults to 100', async () => {
+        const w = uniqueWorkload();
+        const many = Array.from({ length: 105 }, (_, i) => makeGrant(w, t0 + i));
+        await Promise.all(many.map((g) => store.createGrant(g, opts(g.created_at, 1000))));
+        expect(await store.listWorkloadGrants(w, { now: t0 + 200 })).toHaveLength(100);
+        expect(await store.listWorkloadGrants(w, { now: t0 + 200, limit: 5000 })).toHaveLength(105);
+        expect(await store.listWorkloadGrants(w, { now: t0 + 200, limit: 0 })).toHaveLength(1);
+      });
+
+      it('prunes index entries created before now - retention', async () => {
+        const w = uniqueWorkload();
+        const retention = 10_000;
+        const old = makeGrant(w, t0, { task: 'same', expires_at: t0 + 1000 });
+        await store.createGrant(old, opts(t0, 10, retention));
+        const fresh = makeGrant(w, t0 + 20_000, { task: 'same', expires_at: t0 + 30_000 });
+        await store.createGrant(fresh, opts(t0 + 20_000, 10, retention));
+        expect((await store.listWorkloadGrants(w, { now: t0 + 20_000 })).map((g) => g.id)).toEqual([fresh.id]);
+        expect((await store.listTaskGrants(w, 'same', { now: t0 + 20_000 })).map((g) => g.id)).toEqual([fresh.id]);
+      });
+    });
+
+    describe('audit', () => {
+      it('round-trips appended events, oldest first, per workload', async () => {
+        const w = uniqueWorkload();
+        const other = uniqueWorkload('other');
+        const full: AuditEvent = {
+          type: 'grant.denied',
+          at: t0,
+          workload: w,
+          grant: newGrantId(w),
+          rule: 'r1',
+          reason: 'no policy rule allows "this"',
+          audience: 'https://aud.example',
+          actions: ['x', 'y'],
+          task: 't-1',
+        };
+        const minimal: AuditEvent = { type: 'grant.revoked', at: t0 + 5, workload: w };
+        await store.appendAudit(full, { retentionMs: HOUR });
+        await store.appendAudit(minimal, { retentionMs: HOUR });
+        await store.appendAudit({ type: 'grant.ended', at: t0, workload: other }, { retentionMs: HOUR });
+
+        const events = await store.readAudit(w);
+        expect(events).toHaveLength(2);
+        const [e1, e2] = events;
+        expect(e1).toEqual({ ...full, id: e1?.id });
+        expect(e2).toEqual({ ...minimal, id: e2?.id });
+        expect(typeof e1?.id).toBe('string');
+        expect(e1?.id).not.toBe(e2?.id);
+        expect(await store.readAudit(w, { limit: 1 })).toEqual([e1]);
+        expect((await store.readAudit(other)).map((e) => e.type)).toEqual(['grant.ended']);
+        expect(await store.readAudit(uniqueWorkload('nobody'))).toEqual([]);
+      });
+
+      it('writes a grant.issued event with the grant', async () => {
+        const w = uniqueWorkload();
+        const g = makeGrant(w, t0);
+        await store.createGrant(g, opts(t0));
+        const [e, ...rest] = await store.readAudit(w);
+        expect(rest).toEqual([]);
+        expect(e).toEqual({
+          id: e?.id,
+          type: 'grant.issued',
+          at: t0,
+          workload: w,
+          grant: g.id,
+          rule: g.rule,
+          audience: g.audience,
+          actions: g.actions,
+          task: g.task,
+        });
+      });
+
+      it('refuses malformed events', async () => {
+        const w = uniqueWorkload();
+        const bad = [
+          { type: 'grant.bogus', at: t0, workload: w },
+          { type: 'grant.ended', at: -1, workload: w },
+          { type: 'grant.ended', at: t0, workload: '' },
+          { type: 'grant.ended', at: t0, workload: w, token: 'secret' },
+        ] as unknown as AuditEvent[];
+        for (const e of bad) await expect(store.appendAudit(e, { retentionMs: HOUR })).rejects.toBeInstanceOf(InvalidRequest);
+        await expect(store.appendAudit({ type: 'grant.ended', at: t0, workload: w }, { retentionMs: 0 })).rejects.toBeInstanceOf(
+          InvalidRequest,
+        );
+        expect(await store.readAudit(w)).toEqual([]);
+      });
+    });
+
+    describe('published keys', () => {
+      const key = (kid: string, now: number, over: Partial<PublishedKey> = {}): PublishedKey => ({
+        kid,
+        jwk: { kty: 'EC', crv: 'P-256', x: 'f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU', y: 'x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0', kid, alg: 'ES256', use: 'sig' },
+        created_at: now,
+        retire_at: now + HOUR,
+        expires_at: now + 2 * HOUR,
+        ...over,
+      });
+      const kids = (ks: PublishedKey[], mine: string[]) => ks.map((k) => k.kid).filter((k) => mine.includes(k)).sort();
+
+      it('publishes, overwrites by kid, and prunes expired keys', async () => {
+        const sfx = randomBytes(4).toString('hex');
+        const k1 = key(`k1-${sfx}`, t0, { expires_at: t0 + 1000 });
+        const k2 = key(`k2-${sfx}`, t0);
+        const mine = [k1.kid, k2.kid];
+        await store.publishKey(k1);
+        await store.publishKey(k2);
+        const now = await store.publishedKeys(t0);
+        expect(kids(now, mine)).toEqual(mine.sort());
+        expect(now.find((k) => k.kid === k2.kid)).toEqual(k2);
+
+        // Re-publishing a kid replaces it (e.g. an earlier retire time).
+        const k2b = { ...k2, retire_at: t0 + 10, expires_at: t0 + HOUR };
+        await store.publishKey(k2b);
+        expect((await store.publishedKeys(t0)).find((k) => k.kid === k2.kid)).toEqual(k2b);
+
+        expect(kids(await store.publishedKeys(t0 + 1000), mine)).toEqual([k2.kid]);
+        // Pruned, not merely filtered: an earlier clock does not bring it back.
+        expect(kids(await store.publishedKeys(t0), mine)).toEqual([k2.kid]);
+      });
+
+      it('refuses private or malformed JWKs', async () => {
+        const sfx = randomBytes(4).toString('hex');
+        const withD = key(`priv-${sfx}`, t0);
+        withD.jwk = { ...withD.jwk, d: 'jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI' };
+        const symmetric = key(`oct-${sfx}`, t0, { jwk: { kty: 'oct', k: 'c2VjcmV0' } });
+        const noKty = key(`nokty-${sfx}`, t0, { jwk: { x: 'y' } });
+        for (const k of [withD, symmetric, noKty]) await expect(store.publishKey(k)).rejects.toBeInstanceOf(InvalidRequest);
+        expect(kids(await store.publishedKeys(t0), [withD.kid, symmetric.kid, noKty.kid])).toEqual([]);
+      });
+    });
+
+    it('ping resolves on a healthy store', async () => {
+      await expect(store.ping()).resolves.toBeUndefined();
+    });
+  });
+}

@@ -1,0 +1,315 @@
+import { Writable } from 'node:stream';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Unavailable } from '../../src/errors.js';
+import { grantKeys, tagOfGrantId, workloadTag } from '../../src/grants/ids.js';
+import { createRedisGrantStore, redactRedisUrl, type RedisGrantStore } from '../../src/grants/redis-store.js';
+import type { GrantStore } from '../../src/grants/store.js';
+import { silentLogger } from '../../src/log.js';
+import { describeGrantStoreContract, makeGrant, uniqueWorkload } from '../helpers/grant-store-contract.js';
+import { redisUrl, startRedisServer, uniquePrefix, type RedisProcess } from '../helpers/redis.js';
+
+const prefix = uniquePrefix('redis-store');
+
+describeGrantStoreContract('redis', async () => createRedisGrantStore({ url: redisUrl(), keyPrefix: prefix, log: silentLogger }));
+
+/** CRC16/XMODEM, as Redis Cluster uses for key slots (standalone Redis refuses CLUSTER KEYSLOT). */
+function crc16(buf: Buffer): number {
+  let crc = 0;
+  for (const byte of buf) {
+    crc ^= byte << 8;
+    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc;
+}
+
+function keySlot(key: string): number {
+  const open = key.indexOf('{');
+  if (open !== -1) {
+    const close = key.indexOf('}', open + 1);
+    if (close > open + 1) key = key.slice(open + 1, close);
+  }
+  return crc16(Buffer.from(key, 'utf8')) % 16384;
+}
+
+/** Rejects if `p` has not settled within `ms` (fail-fast is a correctness property here). */
+function within<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`not settled within ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}
+
+async function eventually(fn: () => Promise<void>, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      await fn();
+      return;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+describe('redis grant store: Redis specifics', () => {
+  let store: RedisGrantStore;
+  let raw: Redis;
+
+  beforeAll(async () => {
+    store = createRedisGrantStore({ url: redisUrl(), keyPrefix: prefix, log: silentLogger });
+    raw = new Redis(redisUrl());
+  });
+  afterAll(async () => {
+    // Leave nothing behind on a shared REDIS_URL.
+    let cursor = '0';
+    do {
+      const [next, keys] = await raw.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) await raw.del(...keys);
+    } while (cursor !== '0');
+    await store.close();
+    await raw.quit();
+  });
+
+  it('CRC16 slot function matches the Redis Cluster specification', () => {
+    expect(crc16(Buffer.from('123456789'))).toBe(0x31c3);
+    expect(keySlot('foo')).toBe(12182);
+    expect(keySlot('{user1000}.following')).toBe(keySlot('{user1000}.followers'));
+    expect(keySlot('foo{}{bar}')).toBe(crc16(Buffer.from('foo{}{bar}')) % 16384);
+  });
+
+  it('writes the record and each index with the right TTL', async () => {
+    const w = uniqueWorkload();
+    const now = Date.now();
+    const retention = 60 * 60_000;
+    const g = makeGrant(w, now, { expires_at: now + 10 * 60_000 });
+    await store.createGrant(g, { now, maxActive: 5, retentionMs: retention });
+    const k = grantKeys(prefix, workloadTag(w));
+    const tol = 2000;
+    const keep = g.expires_at + retention - now;
+
+    expect(await raw.type(k.grant(g.id))).toBe('hash');
+    expect(await raw.hget(k.grant(g.id), 'status')).toBe('active');
+    expect(await raw.hget(k.grant(g.id), 'actions')).toBe(JSON.stringify(g.actions));
+    const pttl = {
+      grant: await raw.pttl(k.grant(g.id)),
+      live: await raw.pttl(k.live),
+      all: await raw.pttl(k.all),
+      task: await raw.pttl(k.task(g.task)),
+      audit: await raw.pttl(k.audit),
+    };
+    expect(pttl.grant).toBeGreaterThan(keep - tol);
+    expect(pttl.grant).toBeLessThanOrEqual(keep);
+    expect(pttl.live).toBeGreaterThan(g.expires_at - now - tol);
+    expect(pttl.live).toBeLessThanOrEqual(g.expires_at - now);
+    for (const key of ['all', 'task', 'audit'] as const) {
+      expect(pttl[key], key).toBeGreaterThan(keep - tol);
+      expect(pttl[key], key).toBeLessThanOrEqual(keep);
+    }
+    expect(await raw.zscore(k.live, g.id)).toBe(String(g.expires_at));
+    expect(await raw.zscore(k.all, g.id)).toBe(String(g.created_at));
+    expect(await raw.zscore(k.task(g.task), g.id)).toBe(String(g.created_at));
+    expect(await raw.xlen(k.audit)).toBe(1);
+    // The operators' hint index of workloads.
+    expect(await raw.zscore(`${prefix}workloads`, w)).toBe(String(now));
+
+    // A shorter-lived grant never shortens an index's TTL.
+    const short = makeGrant(w, now, { expires_at: now + 60_000 });
+    await store.createGrant(short, { now, maxActive: 5, retentionMs: retention });
+    expect(await raw.pttl(k.live)).toBeGreaterThan(g.expires_at - now - tol);
+    expect(await raw.pttl(k.all)).toBeGreaterThan(keep - tol);
+    const shortKeep = short.expires_at + retention - now;
+    expect(await raw.pttl(k.grant(short.id))).toBeLessThanOrEqual(shortKeep);
+    expect(await raw.pttl(k.grant(short.id))).toBeGreaterThan(shortKeep - tol);
+
+    // A denial alone keeps the stream for the retention window.
+    const denyW = uniqueWorkload('deny');
+    await store.appendAudit({ type: 'grant.denied', at: now, workload: denyW, reason: 'x' }, { retentionMs: 30_000 });
+    const denyTtl = await raw.pttl(grantKeys(prefix, workloadTag(denyW)).audit);
+    expect(denyTtl).toBeGreaterThan(30_000 - tol);
+    expect(denyTtl).toBeLessThanOrEqual(30_000);
+  });
+
+  it('keeps every key of a workload in one cluster slot, whatever the task id', async () => {
+    const w = 'spiffe://td/{tricky}/ns/{x}';
+    const now = Date.now();
+    const g1 = makeGrant(w, now, { task: 'a}{b' });
+    const g2 = makeGrant(w, now, { task: '{other}' });
+    await store.createGrant(g1, { now, maxActive: 5, retentionMs: 60_000 });
+    await store.createGrant(g2, { now, maxActive: 5, retentionMs: 60_000 });
+    const tag = workloadTag(w);
+    expect(tagOfGrantId(g1.id)).toBe(tag);
+    const slot = keySlot(`{w:${tag}}`);
+    const written: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, keys] = await raw.scan(cursor, 'MATCH', `${prefix}{w:${tag}}*`, 'COUNT', 1000);
+      cursor = next;
+      written.push(...keys);
+    } while (cursor !== '0');
+    const k = grantKeys(prefix, tag);
+    expect(written.sort()).toEqual([k.grant(g1.id), k.grant(g2.id), k.live, k.all, k.task(g1.task), k.task(g2.task), k.audit].sort());
+    for (const key of written) expect(keySlot(key), key).toBe(slot);
+  });
+
+  it('drops an index entry whose record is gone, and treats an undecodable record as absent', async () => {
+    const w = uniqueWorkload();
+    const now = Date.now();
+    const a = makeGrant(w, now);
+    const b = makeGrant(w, now + 1);
+    await store.createGrant(a, { now, maxActive: 5, retentionMs: 60_000 });
+    await store.createGrant(b, { now: now + 1, maxActive: 5, retentionMs: 60_000 });
+    const k = grantKeys(prefix, workloadTag(w));
+    await raw.del(k.grant(a.id));
+    await raw.hset(k.grant(b.id), 'actions', 'not json');
+    expect(await store.listWorkloadGrants(w, { now })).toEqual([]);
+    expect(await store.getGrant(a.id)).toBeNull();
+    expect(await store.getGrant(b.id)).toBeNull();
+  });
+
+  it('purges a published key holding private material that reached Redis anyway', async () => {
+    const kid = `tampered-${Date.now()}`;
+    const bad = { kid, jwk: { kty: 'EC', crv: 'P-256', x: 'a', y: 'b', d: 'secret' }, created_at: 1, retire_at: 2, expires_at: Date.now() + 60_000 };
+    await raw.hset(`${prefix}keys`, kid, JSON.stringify(bad));
+    const keys = await store.publishedKeys(Date.now());
+    expect(keys.map((k) => k.kid)).not.toContain(kid);
+    expect(await raw.hexists(`${prefix}keys`, kid)).toBe(0);
+  });
+
+  it('keeps the published-keys hash alive for as long as its longest-lived key', async () => {
+    const now = Date.now();
+    const kid = `ttl-${now}`;
+    await store.publishKey({ kid, jwk: { kty: 'OKP', crv: 'Ed25519', x: 'abc' }, created_at: now, retire_at: now + 1000, expires_at: now + 3 * 60 * 60_000 });
+    const ttl = await raw.pttl(`${prefix}keys`);
+    expect(ttl).toBeGreaterThan(3 * 60 * 60_000);
+    expect(ttl).toBeLessThanOrEqual(3 * 60 * 60_000 + 60_000);
+  });
+
+  it('redacts passwords from URLs', () => {
+    expect(redactRedisUrl('redis://user:hunter2@example.com:6380/0')).not.toContain('hunter2');
+    expect(redactRedisUrl('redis://user:hunter2@example.com:6380/0')).toContain('example.com:6380');
+  });
+});
+
+describe('redis grant store: failing closed and recovering', () => {
+  let server: RedisProcess;
+  let store: GrantStore | undefined;
+  const logs: string[] = [];
+  const log = pino(
+    { level: 'debug' },
+    new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        logs.push(chunk.toString('utf8'));
+        cb();
+      },
+    }),
+  );
+
+  beforeAll(async () => {
+    server = await startRedisServer();
+  });
+  afterEach(async () => {
+    await store?.close();
+    store = undefined;
+  });
+  afterAll(async () => {
+    await server.stop();
+  });
+
+  it('rejects with Unavailable at once when Redis is down, writes nothing, and recovers by itself', async () => {
+    // Its own server: it is given a password, which the other tests here do not use.
+    const own = await startRedisServer();
+    try {
+      await outageAndRecovery(own);
+    } finally {
+      await own.stop();
+    }
+  });
+
+  async function outageAndRecovery(server: RedisProcess): Promise<void> {
+    const url = server.url.replace('redis://', 'redis://:hunter2@');
+    const setup = new Redis(server.url);
+    await setup.config('SET', 'requirepass', 'hunter2');
+    await setup.quit();
+    const s = createRedisGrantStore({ url, keyPrefix: 'jit:', log });
+    store = s;
+    const w = uniqueWorkload();
+    const t0 = Date.now();
+    await s.createGrant(makeGrant(w, t0), { now: t0, maxActive: 5, retentionMs: 60_000 });
+
+    await server.stop();
+    const g = makeGrant(w, t0 + 1);
+    const o = { now: t0 + 1, maxActive: 5, retentionMs: 60_000 };
+    const errors = [
+      await within(s.createGrant(g, o).catch((e: unknown) => e), 2000),
+      await within(s.getGrant(g.id).catch((e: unknown) => e), 2000),
+      await within(s.listWorkloadGrants(w, { now: t0 }).catch((e: unknown) => e), 2000),
+      await within(s.appendAudit({ type: 'grant.ended', at: t0, workload: w }, { retentionMs: 1000 }).catch((e: unknown) => e), 2000),
+      await within(s.readAudit(w).catch((e: unknown) => e), 2000),
+      await within(s.publishedKeys(t0).catch((e: unknown) => e), 2000),
+      await within(s.ping().catch((e: unknown) => e), 2000),
+    ];
+    for (const e of errors) {
+      expect(e).toBeInstanceOf(Unavailable);
+      expect((e as Unavailable).status).toBe(503);
+      expect((e as Unavailable).description).toBe('grant store is unavailable');
+      expect(String((e as Unavailable).detail)).not.toContain('hunter2');
+    }
+
+    // A new server on the same port (empty; scripts not loaded): the same store instance recovers.
+    await server.restart();
+    const admin = new Redis(server.url);
+    await admin.config('SET', 'requirepass', 'hunter2');
+    await admin.quit();
+    await eventually(() => s.ping());
+    // Nothing queued during the outage is replayed on reconnect.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await s.getGrant(g.id)).toBeNull();
+    expect(await s.readAudit(w)).toEqual([]);
+    const again = makeGrant(w, t0 + 2);
+    await expect(s.createGrant(again, { now: t0 + 2, maxActive: 5, retentionMs: 60_000 })).resolves.toMatchObject({ id: again.id });
+    expect((await s.readAudit(w)).map((e) => e.grant)).toEqual([again.id]);
+    expect(logs.join('')).not.toContain('hunter2');
+    expect(logs.join('')).toContain('grant store connection restored');
+  }
+
+  it('times out a command Redis does not answer (commandTimeoutMs) with Unavailable', async () => {
+    const s = createRedisGrantStore({ url: server.url, keyPrefix: 'jit:', commandTimeoutMs: 300, log: silentLogger });
+    store = s;
+    await eventually(() => s.ping());
+    process.kill(server.pid, 'SIGSTOP');
+    try {
+      const e = await within(s.getGrant(makeGrant(uniqueWorkload(), Date.now()).id).catch((err: unknown) => err), 2000);
+      expect(e).toBeInstanceOf(Unavailable);
+    } finally {
+      process.kill(server.pid, 'SIGCONT');
+    }
+    await eventually(() => s.ping());
+  });
+
+  it('starts while Redis is down and serves once it is up', async () => {
+    await server.stop();
+    const s = createRedisGrantStore({ url: server.url, keyPrefix: 'jit:', log: silentLogger });
+    store = s;
+    await expect(within(s.ping(), 2000)).rejects.toBeInstanceOf(Unavailable);
+    await server.restart();
+    await eventually(() => s.ping());
+    const w = uniqueWorkload();
+    const now = Date.now();
+    const g = makeGrant(w, now);
+    await s.createGrant(g, { now, maxActive: 1, retentionMs: 60_000 });
+    expect(await s.getGrant(g.id)).toMatchObject({ id: g.id, status: 'active' });
+  });
+});
