@@ -2,6 +2,7 @@ import { z } from 'zod';
 
 /** Bounded strings: every field a workload sends is length-limited at the boundary. */
 const name = (max: number) => z.string().min(1).max(max);
+// eslint-disable-next-line no-control-regex -- rejecting control characters is the point
 const NO_CONTROL = /^[^\u0000-\u001f\u007f]*$/;
 const text = (max: number) => name(max).regex(NO_CONTROL, 'must not contain control characters');
 

@@ -73,8 +73,9 @@ describe('keyring', () => {
     const tokenB = await sign(b, clock());
     const jwksFromB = createLocalJWKSet(await b.jwks());
     const jwksFromA = createLocalJWKSet(await a.jwks());
-    await expect(jwtVerify(tokenA, jwksFromB)).resolves.toBeTruthy();
-    await expect(jwtVerify(tokenB, jwksFromA)).resolves.toBeTruthy();
+    const at = { currentDate: new Date(clock()) };
+    await expect(jwtVerify(tokenA, jwksFromB, at)).resolves.toBeTruthy();
+    await expect(jwtVerify(tokenB, jwksFromA, at)).resolves.toBeTruthy();
     a.stop();
     b.stop();
   });
@@ -84,7 +85,7 @@ describe('keyring', () => {
     const k = make();
     await k.start();
     const token = await sign(k, clock());
-    const { protectedHeader } = await jwtVerify(token, createLocalJWKSet(await k.jwks()), { algorithms: ['EdDSA'] });
+    const { protectedHeader } = await jwtVerify(token, createLocalJWKSet(await k.jwks()), { algorithms: ['EdDSA'], currentDate: new Date(clock()) });
     expect(protectedHeader).toMatchObject({ alg: 'EdDSA', typ: 'at+jwt' });
     k.stop();
   });
