@@ -12,7 +12,7 @@ import { stringify } from 'yaml';
 import { startOidcIssuer } from '../src/dev/oidc-issuer.js';
 import { freePort } from '../src/util/net.js';
 import { startRedisServer } from '../test/helpers/redis.js';
-import { measureSign } from './sign.js';
+import { measureJoseSign, measureSign, measureVerify, type OpCost } from './sign.js';
 
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
@@ -24,8 +24,12 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+const op = (what: string, c: OpCost) => [what, `${c.opsPerSec}/s`, `${c.usPerOp} µs`, '', '', ''];
+
 async function main() {
   const sign = await measureSign();
+  const joseSign = await measureJoseSign();
+  const verify = await measureVerify();
   const redis = await startRedisServer();
   const issuer = await startOidcIssuer({ alg: 'ES256' });
   const port = await freePort();
@@ -43,7 +47,9 @@ async function main() {
       policies: [{ name: 'bench', workloads: ['k8s://bench/ns/bench/sa/*'], audiences: ['db.bench'], actions: ['read'], resources: ['db://bench/**'] }],
     }),
   );
-  const broker = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--config', configPath], {
+  // BENCH_PROFILE=dir writes a V8 CPU profile of the broker there (open it in Chrome DevTools).
+  const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE] : [];
+  const broker = spawn(process.execPath, [...profile, '--import', 'tsx', 'src/cli/main.ts', 'serve', '--config', configPath], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   try {
@@ -69,7 +75,9 @@ async function main() {
     const rps = ok / DURATION_S;
     const rows = [
       ['POST /v1/tasks (platform token, reused)', `${Math.round(rps)}/s`, `${result.latency.p50} ms`, `${result.latency.p99} ms`, `${result.non2xx} non-2xx, ${result.errors} errors`, `${((cpu.broker / ok) * 1e6).toFixed(0)} µs broker + ${((cpu.redis / ok) * 1e6).toFixed(0)} µs redis`],
-      ['ES256 sign (jose, in-process)', `${sign.opsPerSec}/s`, `${sign.usPerOp} µs`, '', '', ''],
+      op('ES256 task-token sign (node:crypto, in-process, one at a time)', sign),
+      op('ES256 sign via jose/WebCrypto (for comparison)', joseSign),
+      op('ES256 inbound token verify (jose jwtVerify)', verify),
     ];
     const table = [
       `jit-broker bench — ${new Date().toISOString()} — node ${process.version}, ${CONNECTIONS} connections, ${DURATION_S} s after ${WARMUP_S} s warm-up`,
@@ -83,7 +91,9 @@ async function main() {
     mkdirSync('bench/results', { recursive: true });
     writeFileSync(join('bench/results', `${new Date().toISOString().replace(/[:.]/g, '-')}.md`), table);
   } finally {
+    const exited = new Promise((r) => broker.once('exit', r));
     broker.kill('SIGTERM');
+    await exited; // a CPU profile is written on exit
     await issuer.close();
     await redis.stop();
   }

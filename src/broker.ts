@@ -90,7 +90,7 @@ export class Broker {
       expiresAt: tokenExp,
       ...(workload.confirmation ? { cnf: workload.confirmation } : {}),
     });
-    const token = await signTaskToken(claims, key);
+    const token = signTaskToken(claims, key);
     const grant = await store.createGrant(
       {
         id: grantId,

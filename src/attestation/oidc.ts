@@ -11,6 +11,7 @@
  * refreshed after `ttl`, kept while a refresh fails up to `max_stale`, refetched at most once per
  * `refresh_cooldown` on an unknown `kid`, and missing keys fail closed with a 503.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import {
   createLocalJWKSet,
@@ -595,12 +596,45 @@ function fromJose(e: unknown, cfg: OidcIssuerConfig): BrokerError {
   return fail('platform token could not be verified');
 }
 
+/**
+ * The time rules of a verified token, re-applied on every use (also to cached verifications):
+ * `exp` in the future, `nbf` and `iat` not in the future, `iat` within `max_token_age`; all with
+ * the issuer's leeway.
+ */
+function timeProblem(claims: Claims, cfg: OidcIssuerConfig, nowMs: number): AttestationFailed | undefined {
+  const tol = cfg.leeway;
+  const { exp, nbf, iat } = claims;
+  if (typeof exp !== 'number' || exp * 1000 <= nowMs - tol) return new AttestationFailed('platform token has expired', { detail: `exp ${String(exp)}` });
+  if (typeof nbf === 'number' && nbf * 1000 > nowMs + tol) return new AttestationFailed('platform token is not yet valid', { detail: `nbf ${nbf}` });
+  if (typeof iat === 'number' && iat * 1000 > nowMs + tol) return new AttestationFailed('platform token was issued in the future', { detail: `iat ${iat}` });
+  if (cfg.max_token_age !== undefined && (typeof iat !== 'number' || nowMs - iat * 1000 - tol > cfg.max_token_age))
+    return new AttestationFailed('platform token is too old', { detail: `iat ${String(iat)}, max_token_age ${cfg.max_token_age}ms` });
+  return undefined;
+}
+
+/**
+ * Verified platform tokens, by SHA-256 of the token. Workloads reuse one token for its whole
+ * life (Kubernetes refreshes projected tokens hourly), so caching the signature check saves an
+ * ECDSA/RSA verify per request. An entry answers only while the issuer's key set is the very one
+ * that verified it (a refresh or rotation invalidates it), and the time rules are re-checked on
+ * every hit. Bounded: oldest entries leave first.
+ */
+export const VERIFIED_CACHE_MAX = 10_000;
+
+interface VerifiedToken {
+  state: IssuerState;
+  set: Resolver;
+  claims: Claims;
+  workload: Workload;
+}
+
 export function createOidcAttestor(config: OidcConfig, deps: AttestorDeps): OidcAttestor {
   const { clock, log } = deps;
   const doFetch = deps.fetch ?? fetch;
   const closing = new AbortController();
 
   const states = new Map<string, IssuerState>();
+  const verified = new Map<string, VerifiedToken>();
   config.issuers.forEach((cfg, n) => {
     const state: IssuerState = { cfg, remote: cfg.keys.source === 'discovery' || cfg.keys.source === 'jwks_uri', keys: 0 };
     if (cfg.keys.source === 'jwks' || cfg.keys.source === 'jwks_file') {
@@ -743,6 +777,21 @@ export function createOidcAttestor(config: OidcConfig, deps: AttestorDeps): Oidc
     if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH)
       throw new AttestationFailed('platform token is malformed', { detail: 'empty or longer than 16384 characters' });
 
+    const digest = createHash('sha256').update(token).digest('base64url');
+    const hit = verified.get(digest);
+    if (hit) {
+      const keys = await currentKeys(hit.state);
+      if (keys === hit.set) {
+        const problem = timeProblem(hit.claims, hit.state.cfg, clock());
+        if (problem) {
+          verified.delete(digest);
+          throw problem;
+        }
+        return hit.workload;
+      }
+      verified.delete(digest); // the key set changed since: verify again
+    }
+
     // 1. Unverified decode, only to choose the issuer's configuration.
     let header: ProtectedHeaderParameters;
     let unverified: JWTPayload;
@@ -794,8 +843,8 @@ export function createOidcAttestor(config: OidcConfig, deps: AttestorDeps): Oidc
     } catch (e) {
       throw fromJose(e, cfg);
     }
-    if (typeof claims.iat === 'number' && claims.iat * 1000 > nowMs + cfg.leeway)
-      throw new AttestationFailed('platform token was issued in the future', { detail: `iat ${claims.iat}` });
+    const problem = timeProblem(claims, cfg, nowMs);
+    if (problem) throw problem;
     const exp = claims.exp as number;
 
     // 5. Claims → workload id and attributes.
@@ -806,13 +855,20 @@ export function createOidcAttestor(config: OidcConfig, deps: AttestorDeps): Oidc
         : mapping.type === 'github'
           ? mapGitHub(claims)
           : mapTemplate(claims, mapping, new URL(cfg.issuer).host);
-    return {
+    const workload: Workload = Object.freeze({
       id: checkWorkloadId(mapped.id),
       kind: 'oidc',
       issuer: cfg.issuer,
-      attributes: mapped.attributes,
+      attributes: Object.freeze(mapped.attributes),
       evidenceExpiresAt: exp * 1000,
-    };
+    });
+    // Cache only what the current key set verified; after a refresh mid-verify, the next use
+    // verifies again under the new set and is cached then.
+    if (state.set === keys) {
+      if (verified.size >= VERIFIED_CACHE_MAX) verified.delete(verified.keys().next().value as string);
+      verified.set(digest, { state, set: state.set, claims, workload });
+    }
+    return workload;
   }
 
   function status(): OidcIssuerStatus[] {

@@ -168,6 +168,10 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
 
   const keysOf = (workload: string) => grantKeys(prefix, workloadTag(workload));
   const workloadsKey = `${prefix}workloads`;
+  /** When this instance last refreshed a workload's entry in the hint index (bounded memo). */
+  const hinted = new Map<string, number>();
+  const HINT_EVERY_MS = 60_000;
+  const HINT_MEMO_MAX = 10_000;
   const publishedKeysKey = `${prefix}keys`;
 
   /** Fetches records by id in one pipeline; missing or undecodable ones are dropped. */
@@ -240,12 +244,26 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         // Operators' hint index of workloads, outside the atomic script on purpose: it lives in
         // its own slot, and a cluster cannot run one script across slots. Written first, so every
         // workload that has grants is listed; a listed workload without grants is harmless.
-        await redis
-          .multi()
-          .zadd(workloadsKey, o.now, grant.workload)
-          .zremrangebyscore(workloadsKey, '-inf', `(${o.now - o.retentionMs}`)
-          .exec();
-        const reply = await redis.jitCreateGrant(
+        // Sent without waiting: one connection keeps the order, so this costs no extra round trip.
+        // Refreshed at most once a minute per workload per instance: the index only has to say
+        // which workloads had grants within the retention window, not when exactly.
+        let hint: Promise<unknown> = Promise.resolve();
+        const last = hinted.get(grant.workload);
+        if (last === undefined || o.now - last >= HINT_EVERY_MS || o.now < last) {
+          if (hinted.size >= HINT_MEMO_MAX) hinted.clear();
+          hinted.set(grant.workload, o.now);
+          hint = redis
+            .multi()
+            .zadd(workloadsKey, o.now, grant.workload)
+            .zremrangebyscore(workloadsKey, '-inf', `(${o.now - o.retentionMs}`)
+            .exec()
+            .catch((e: unknown) => {
+              hinted.delete(grant.workload); // try again next time
+              throw e;
+            });
+          hint.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
+        }
+        const script = redis.jitCreateGrant(
           keys.grant(grant.id),
           keys.live,
           keys.all,
@@ -264,6 +282,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           ...issued,
           ...denied,
         );
+        const [reply] = await Promise.all([script, hint]);
         const [status, count, earliest] = reply;
         if (status === 'ok') return grant;
         if (status === 'dup') throw new DuplicateGrantId(grant.id);

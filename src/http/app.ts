@@ -1,10 +1,8 @@
 import { Hono, type Context } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Broker, CallContext } from '../broker.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { RequestTooLarge } from '../errors.js';
 import { errorResponse, json } from './errors.js';
 import { readJson } from './body.js';
 import { wellKnownRoutes } from './routes/well-known.js';
@@ -39,18 +37,8 @@ export function createApp(deps: AppDeps): Hono {
   app.onError((err, c) => errorResponse(err, c, log));
   app.notFound((c) => json(404, { error: 'not_found', error_description: `no route for ${c.req.method} ${c.req.path}` }));
 
-  app.use(
-    '*',
-    bodyLimit({
-      maxSize: config.http.max_body_bytes,
-      onError: () => {
-        throw new RequestTooLarge(`request body exceeds ${config.http.max_body_bytes} bytes`);
-      },
-    }),
-  );
-
   app.post('/v1/tasks', async (c) => {
-    const body = await readJson(c);
+    const body = await readJson(c, config.http.max_body_bytes);
     const result = await broker.startTask(body, callContext(c));
     return json(201, result);
   });

@@ -12,6 +12,8 @@ export function errorResponse(err: unknown, c: Context, log: Logger): Response {
     const headers: Record<string, string> = {};
     if (err.retryAfter !== undefined) headers['Retry-After'] = String(Math.max(1, Math.ceil(err.retryAfter)));
     if (err.status === 401) headers['WWW-Authenticate'] = 'Bearer error="invalid_client"';
+    // The unread rest of an oversized body is not worth draining: close the connection after.
+    if (err.status === 413) headers['Connection'] = 'close';
     return json(err.status, { error: err.code, error_description: err.description }, headers);
   }
   if (err instanceof HTTPException) {

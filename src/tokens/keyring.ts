@@ -1,4 +1,6 @@
-import { calculateJwkThumbprint, exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose';
+import { generateKeyPair, type KeyObject } from 'node:crypto';
+import { promisify } from 'node:util';
+import { calculateJwkThumbprint, type JWK } from 'jose';
 import { Unavailable } from '../errors.js';
 import type { GrantStore, PublishedKey } from '../grants/store.js';
 import type { Logger } from '../log.js';
@@ -9,7 +11,8 @@ export type SigningAlg = 'ES256' | 'EdDSA';
 export interface SigningKey {
   kid: string;
   alg: SigningAlg;
-  privateKey: CryptoKey;
+  /** Lives only in this process's memory: never exported, logged, or written anywhere. */
+  privateKey: KeyObject;
   publicJwk: JWK;
   createdAt: number;
   /** When this key stops signing. */
@@ -143,14 +146,18 @@ export class Keyring {
   }
 
   private async generate(createdAt: number, retireAt: number): Promise<SigningKey> {
-    const { privateKey, publicKey } = await generateKeyPair(
-      this.opts.alg,
-      // Private halves are non-extractable: they cannot leave this process even by mistake.
-      this.opts.alg === 'EdDSA' ? { extractable: false, crv: 'Ed25519' } : { extractable: false },
-    );
-    const jwk = await exportJWK(publicKey);
+    // node:crypto KeyObjects, not WebCrypto: a synchronous OpenSSL sign costs a fraction of a
+    // WebCrypto job on the hot path (bench/sign.ts measures both).
+    const { privateKey, publicKey } =
+      this.opts.alg === 'EdDSA' ? await generateKeyPairAsync('ed25519') : await generateKeyPairAsync('ec', { namedCurve: 'P-256' });
+    const jwk = publicKey.export({ format: 'jwk' }) as JWK;
     const kid = await calculateJwkThumbprint(jwk);
     const publicJwk: JWK = { ...jwk, kid, alg: this.opts.alg, use: 'sig' };
     return { kid, alg: this.opts.alg, privateKey, publicJwk, createdAt, retireAt, published: false };
   }
 }
+
+const generateKeyPairAsync = promisify(generateKeyPair) as (
+  type: 'ec' | 'ed25519',
+  options?: { namedCurve: string },
+) => Promise<{ privateKey: KeyObject; publicKey: KeyObject }>;

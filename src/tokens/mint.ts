@@ -1,5 +1,4 @@
-import { randomBytes } from 'node:crypto';
-import { SignJWT } from 'jose';
+import { randomBytes, sign } from 'node:crypto';
 import type { TaskTokenClaims } from '../protocol/claims.js';
 import { AUTHORIZATION_DETAILS_TYPE, type GrantedIntent } from '../protocol/intent.js';
 import { TASK_TOKEN_TYP } from '../protocol/claims.js';
@@ -52,9 +51,17 @@ export function taskTokenClaims(input: TaskTokenInput): TaskTokenClaims {
   return claims;
 }
 
-/** Signs a task token with the given key (header alg, kid, typ at+jwt). */
-export async function signTaskToken(claims: TaskTokenClaims, key: SigningKey): Promise<string> {
-  return new SignJWT({ ...claims })
-    .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: TASK_TOKEN_TYP })
-    .sign(key.privateKey);
+const b64url = (value: object): string => Buffer.from(JSON.stringify(value)).toString('base64url');
+
+/**
+ * Signs a task token (JWS compact, RFC 7515 §7.1) with header alg, kid and typ at+jwt. ES256
+ * signatures are the raw r||s form JWS requires (RFC 7518 §3.4), not DER.
+ */
+export function signTaskToken(claims: TaskTokenClaims, key: SigningKey): string {
+  const input = `${b64url({ alg: key.alg, kid: key.kid, typ: TASK_TOKEN_TYP })}.${b64url(claims)}`;
+  const signature =
+    key.alg === 'ES256'
+      ? sign('sha256', Buffer.from(input), { key: key.privateKey, dsaEncoding: 'ieee-p1363' })
+      : sign(null, Buffer.from(input), key.privateKey);
+  return `${input}.${signature.toString('base64url')}`;
 }

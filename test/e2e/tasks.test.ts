@@ -1,3 +1,4 @@
+import { request as httpRequest } from 'node:http';
 import { Redis } from 'ioredis';
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -168,6 +169,16 @@ describe('denials: each a 4xx with an OAuth error, and no grant written', () => 
     const big = await postJson(`${broker.url}/v1/tasks`, { intent: { ...intent, purpose: 'x'.repeat(70_000) } });
     expect(big.status).toBe(413);
     expect(big.json.error).toBe('request_too_large');
+    // Chunked, no content-length: refused while streaming, not after buffering it all.
+    const streamed = await chunkedPost(`${broker.url}/v1/tasks`, Array.from({ length: 40 }, () => Buffer.alloc(4096, 0x20)));
+    expect(streamed.status).toBe(413);
+    expect(JSON.parse(streamed.body).error).toBe('request_too_large');
+    const small = await chunkedPost(`${broker.url}/v1/tasks`, [Buffer.from('{"intent":'), Buffer.from('{}}')]);
+    expect(small.status).toBe(400);
+    expect(JSON.parse(small.body).error_description).toMatch(/^invalid request: /);
+    const notUtf8 = await chunkedPost(`${broker.url}/v1/tasks`, [Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x3a, 0x31, 0x7d])]);
+    expect(notUtf8.status).toBe(400);
+    expect(JSON.parse(notUtf8.body).error_description).toBe('request body is not valid UTF-8');
     await expectNothingWritten();
   });
 
@@ -230,3 +241,16 @@ describe('well-known and health', () => {
     expect(await res.json()).toMatchObject({ error: 'not_found' });
   });
 });
+
+/** POSTs a JSON body in chunks with Transfer-Encoding: chunked (no content-length). */
+function chunkedPost(url: string, chunks: Buffer[]): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (d: string) => (body += d)).on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    for (const chunk of chunks) req.write(chunk);
+    req.end();
+  });
+}

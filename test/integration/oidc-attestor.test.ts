@@ -372,6 +372,36 @@ describe('oidc attestor: keys', () => {
     await expectAttestationFailed(a.attest({ kind: 'oidc', token: oldToken }), 'platform token signing key is not known');
   });
 
+  it('caches a verified token for reuse, yet re-applies time rules and key changes on every use', async () => {
+    const fresh = await freshIssuer();
+    const clock = fakeClock();
+    const a = attestorFor([issuerEntry(fresh, { max_token_age: '20m', key_cache: { ttl: '10m' } })], clock);
+    const token = await fresh.mint(saClaims(), { iat: T0s, ttlSeconds: 3600 });
+    const first = await a.attest({ kind: 'oidc', token });
+    expect(await a.attest({ kind: 'oidc', token })).toBe(first); // the very same verified result
+    expect(fresh.requests).toBe(1);
+
+    // The issuer drops the key; once the cache ttl passes and keys are refetched, the cached
+    // verification no longer counts and the token is refused.
+    await fresh.rotateKey({ dropOld: true });
+    clock.advance(11 * 60_000);
+    await expectAttestationFailed(a.attest({ kind: 'oidc', token }), 'platform token signing key is not known');
+    expect(fresh.requests).toBe(2);
+
+    // Time rules on a cached token: max_token_age, then exp, exactly as on a first use.
+    const live = await fresh.mint(saClaims(), { iat: T0s + 11 * 60, ttlSeconds: 30 * 60 });
+    expect((await a.attest({ kind: 'oidc', token: live })).id).toBe('k8s://prod/ns/payments/sa/api');
+    clock.advance(19 * 60_000); // 19 min after iat: within max_token_age
+    expect((await a.attest({ kind: 'oidc', token: live })).id).toBe('k8s://prod/ns/payments/sa/api');
+    clock.advance(2 * 60_000); // 21 min after iat
+    await expectAttestationFailed(a.attest({ kind: 'oidc', token: live }), 'platform token is too old');
+    const lenient = attestorFor([issuerEntry(fresh, { max_token_age: false, leeway: '0s' })], clock);
+    const short = await fresh.mint(saClaims(), { iat: clock.now / 1000, ttlSeconds: 60 });
+    await lenient.attest({ kind: 'oidc', token: short });
+    clock.advance(61_000);
+    await expectAttestationFailed(lenient.attest({ kind: 'oidc', token: short }), 'platform token has expired');
+  });
+
   it('does not let unknown kids cause a refetch storm', async () => {
     const fresh = await freshIssuer();
     const clock = fakeClock();
