@@ -26,7 +26,7 @@ import {
 } from 'jose';
 import { z } from 'zod';
 import { AttestationFailed, BrokerError, ConfigError, Unavailable } from '../errors.js';
-import { parseDuration } from '../util/duration.js';
+import { durationField, parseDuration } from '../util/duration.js';
 import type { Attestor, AttestorDeps, AttestorModule, Workload } from './attestor.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -80,18 +80,6 @@ export const publicJwksSchema = z.looseObject({ keys: z.array(jwkSchema).max(MAX
 
 const discoveryDocSchema = z.looseObject({ issuer: z.string(), jwks_uri: z.string() });
 
-const duration = (fallback: string) =>
-  z
-    .union([z.string(), z.number()])
-    .default(fallback)
-    .transform((value, ctx) => {
-      try {
-        return parseDuration(value);
-      } catch (e) {
-        ctx.addIssue({ code: 'custom', message: (e as Error).message });
-        return z.NEVER;
-      }
-    });
 
 const isLoopbackHost = (hostname: string) =>
   hostname === 'localhost' || hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(hostname);
@@ -230,10 +218,10 @@ const KEY_SOURCES = ['discovery', 'jwks_uri', 'jwks', 'jwks_file'] as const;
 
 const keyCacheSchema = z
   .object({
-    ttl: duration('10m'),
-    refresh_cooldown: duration('30s'),
-    max_stale: duration('1h'),
-    fetch_timeout: duration('2s'),
+    ttl: durationField('10m'),
+    refresh_cooldown: durationField('30s'),
+    max_stale: durationField('1h'),
+    fetch_timeout: durationField('2s'),
   })
   .strict()
   .prefault({})
@@ -268,7 +256,7 @@ const issuerSchema = z
           return z.NEVER;
         }
       }),
-    leeway: duration('30s').refine((ms) => ms <= MAX_OIDC_LEEWAY_MS, 'must be <= 30s'),
+    leeway: durationField('30s').refine((ms) => ms <= MAX_OIDC_LEEWAY_MS, 'must be <= 30s'),
     key_cache: keyCacheSchema,
     mapping: mappingSchema,
   })

@@ -1,20 +1,8 @@
 import { z } from 'zod';
 import { oidcConfigSchema } from '../attestation/oidc.js';
 import { policySchema, TTL_CAP_MS, TTL_FLOOR_MS } from '../policy/rules.js';
-import { formatDuration, parseDuration } from '../util/duration.js';
+import { durationField, formatDuration } from '../util/duration.js';
 
-const duration = (fallback: string) =>
-  z
-    .union([z.string(), z.number()])
-    .default(fallback)
-    .transform((value, ctx) => {
-      try {
-        return parseDuration(value);
-      } catch (e) {
-        ctx.addIssue({ code: 'custom', message: (e as Error).message });
-        return z.NEVER;
-      }
-    });
 
 export const MAX_LEEWAY_MS = 30_000;
 
@@ -24,7 +12,7 @@ const storeSchema = z.discriminatedUnion('kind', [
       kind: z.literal('redis'),
       url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
       key_prefix: z.string().max(64).default('jit:'),
-      command_timeout: duration('1s'),
+      command_timeout: durationField('1s'),
     })
     .strict(),
   z.object({ kind: z.literal('memory') }).strict(),
@@ -42,21 +30,21 @@ export const configSchema = z
     tokens: z
       .object({
         algorithm: z.enum(['ES256', 'EdDSA']).default('ES256'),
-        default_ttl: duration('5m'),
-        max_ttl: duration('15m'),
-        leeway: duration('30s'),
-        key_rotation: duration('6h'),
+        default_ttl: durationField('5m'),
+        max_ttl: durationField('15m'),
+        leeway: durationField('30s'),
+        key_rotation: durationField('6h'),
         /** How long a retired key stays in the JWKS. */
-        key_overlap: duration('20m'),
+        key_overlap: durationField('20m'),
       })
       .strict()
       .prefault({}),
     grants: z
       .object({
         max_active_per_workload: z.number().int().min(1).max(100_000).default(50),
-        default_lifetime: duration('1h'),
-        max_lifetime: duration('12h'),
-        audit_retention: duration('7d'),
+        default_lifetime: durationField('1h'),
+        max_lifetime: durationField('12h'),
+        audit_retention: durationField('7d'),
       })
       .strict()
       .prefault({}),

@@ -1,20 +1,10 @@
 import { z } from 'zod';
-import { parseDuration } from '../util/duration.js';
+import { durationValue } from '../util/duration.js';
 
 export const TTL_FLOOR_MS = 30_000;
 export const TTL_CAP_MS = 15 * 60_000;
 
-const duration = z
-  .string()
-  .or(z.number())
-  .transform((value, ctx) => {
-    try {
-      return parseDuration(value);
-    } catch (e) {
-      ctx.addIssue({ code: 'custom', message: (e as Error).message });
-      return z.NEVER;
-    }
-  });
+const duration = durationValue();
 
 const pattern = z.string().min(1).max(1024);
 

@@ -1,3 +1,5 @@
+import { z } from 'zod';
+
 const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
 /** Parses "90s", "5m", "1h", "7d", "250ms" or a number of seconds into milliseconds. */
@@ -18,3 +20,20 @@ export function formatDuration(ms: number): string {
   }
   return `${ms}ms`;
 }
+
+const durationInput = z.union([z.string(), z.number()]);
+
+function toMs(value: string | number, ctx: z.RefinementCtx): number {
+  try {
+    return parseDuration(value);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+}
+
+/** A config duration (`"5m"` or seconds) validated into milliseconds, `fallback` when absent. */
+export const durationField = (fallback: string) => durationInput.default(fallback).transform(toMs);
+
+/** The same without a default (for optional fields such as a rule's `max_ttl`). */
+export const durationValue = () => durationInput.transform(toMs);
