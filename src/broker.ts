@@ -14,6 +14,7 @@ import type { Keyring } from './tokens/keyring.js';
 import { newTokenId, signTaskToken, taskTokenClaims } from './tokens/mint.js';
 import type { Clock } from './util/clock.js';
 import { parseDuration } from './util/duration.js';
+import { issuesToProblems, type Issue } from './util/issues.js';
 
 export interface BrokerDeps {
   config: Config;
@@ -167,11 +168,8 @@ function parseBody(body: unknown) {
 }
 
 /** One sentence naming the first problems by path, e.g. `intent.actions: expected array`. */
-export function describeZodError(error: { issues: ReadonlyArray<{ path: readonly PropertyKey[]; message: string }> }): string {
-  const parts = error.issues.slice(0, 3).map((i) => {
-    const path = i.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('').replace(/^\./, '');
-    return `${path || 'body'}: ${i.message}`;
-  });
+export function describeZodError(error: { issues: readonly Issue[] }): string {
+  const parts = issuesToProblems(error.issues.slice(0, 3), 'body');
   return `invalid request: ${parts.join('; ')}${error.issues.length > 3 ? ` (and ${error.issues.length - 3} more)` : ''}`;
 }
 

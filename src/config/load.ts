@@ -1,22 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
-import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { configSchema, type Config } from './schema.js';
-
-/** Formats a zod path the way people write it: policies[2].max_ttl */
-export function formatPath(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const seg of path) {
-    if (typeof seg === 'number') out += `[${seg}]`;
-    else out += out ? `.${String(seg)}` : String(seg);
-  }
-  return out || '(root)';
-}
-
-export function issuesToProblems(issues: readonly z.core.$ZodIssue[]): string[] {
-  return issues.map((i) => `${formatPath(i.path)}: ${i.message}`);
-}
+import { issuesToProblems } from '../util/issues.js';
 
 /** Validates a parsed config object; throws ConfigError listing every problem by its path. */
 export function parseConfig(raw: unknown): Config {
