@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import type { Attestor, Evidence, Workload } from './attestation/attestor.js';
 import type { Config } from './config/schema.js';
 import { AccessDenied, AttestationFailed, InvalidRequest } from './errors.js';
@@ -15,6 +14,7 @@ import { newTokenId, signTaskToken, taskTokenClaims } from './tokens/mint.js';
 import type { Clock } from './util/clock.js';
 import { parseDuration } from './util/duration.js';
 import { issuesToProblems, type Issue } from './util/issues.js';
+import { randomHex } from './util/random.js';
 
 export interface BrokerDeps {
   config: Config;
@@ -74,7 +74,7 @@ export class Broker {
       actions: decision.actions,
       resources: decision.resources,
       purpose: intent.purpose,
-      task: intent.task ?? `task_${randomBytes(12).toString('hex')}`,
+      task: intent.task ?? `task_${randomHex(12)}`,
     };
     const grantId = newGrantId(workload.id);
     const jti = newTokenId();

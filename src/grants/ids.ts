@@ -1,4 +1,5 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
+import { randomHex } from '../util/random.js';
 
 /**
  * Every key about one workload's grants carries the hash tag {w:<tag>}, so one Lua script can
@@ -12,7 +13,7 @@ export function workloadTag(workloadId: string): string {
 const GRANT_ID = /^g_([0-9a-f]{12})_([0-9a-f]{32})$/;
 
 export function newGrantId(workloadId: string): string {
-  return `g_${workloadTag(workloadId)}_${randomBytes(16).toString('hex')}`;
+  return `g_${workloadTag(workloadId)}_${randomHex(16)}`;
 }
 
 /** The workload tag inside a grant id, or undefined when the id is malformed. */

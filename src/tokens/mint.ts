@@ -1,4 +1,5 @@
-import { randomBytes, sign } from 'node:crypto';
+import { sign } from 'node:crypto';
+import { randomBase64url } from '../util/random.js';
 import type { TaskTokenClaims } from '../protocol/claims.js';
 import { AUTHORIZATION_DETAILS_TYPE, type GrantedIntent } from '../protocol/intent.js';
 import { TASK_TOKEN_TYP } from '../protocol/claims.js';
@@ -6,7 +7,7 @@ import type { Confirmation } from '../protocol/claims.js';
 import { toSeconds } from '../util/clock.js';
 import type { SigningKey } from './keyring.js';
 
-export const newTokenId = (): string => randomBytes(16).toString('base64url');
+export const newTokenId = (): string => randomBase64url(16);
 
 export interface TaskTokenInput {
   issuer: string;
