@@ -6,6 +6,28 @@ import { durationField, formatDuration } from '../util/duration.js';
 
 export const MAX_LEEWAY_MS = 30_000;
 
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/**
+ * RFC 8414 §2: the issuer is an https URL with no query or fragment (and, here, no credentials
+ * or trailing slash). Plain http only on loopback, for dev and tests.
+ */
+export function issuerProblem(value: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return 'must be an absolute URL';
+  }
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && LOOPBACK.has(url.hostname)))
+    return 'must be an https URL (http only on localhost)';
+  if (url.username || url.password) return 'must not contain credentials';
+  if (url.search || value.includes('?')) return 'must not have a query';
+  if (url.hash || value.includes('#')) return 'must not have a fragment';
+  if (value.endsWith('/')) return 'must not end with "/"';
+  return undefined;
+}
+
 const storeSchema = z.discriminatedUnion('kind', [
   z
     .object({
@@ -21,7 +43,10 @@ const storeSchema = z.discriminatedUnion('kind', [
 export const configSchema = z
   .object({
     /** Our `iss`: the URL workloads and verifiers know the broker by. */
-    issuer: z.url().refine((u) => !u.endsWith('/'), 'must not end with "/"'),
+    issuer: z.string().superRefine((value, ctx) => {
+      const problem = issuerProblem(value);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    }),
     listen: z
       .object({ host: z.string().default('0.0.0.0'), port: z.number().int().min(0).max(65535).default(8080) })
       .strict()

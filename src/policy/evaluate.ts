@@ -8,6 +8,8 @@ export interface Refusal {
   audience?: string;
   actions: string[];
   resources: string[];
+  /** The rule scopes tokens to resources, but the request named none. */
+  resourcesRequired?: boolean;
   binding?: boolean;
 }
 
@@ -77,10 +79,16 @@ export class Policy {
         resources: intent.resources.filter((r) => !c.resources.some((m) => m(r))),
       };
       if (!c.audiences.has(intent.audience)) refused.audience = intent.audience;
+      // An empty resource list must not read as "any resource" under a rule that scopes them.
+      if (c.resources.length > 0 && intent.resources.length === 0) refused.resourcesRequired = true;
       if (c.rule.require_binding && !workload.confirmation) refused.binding = true;
       const weight =
         // A rule that would allow all but the binding is the most useful one to name.
-        (refused.audience ? 1000 : 0) + (refused.binding ? 0.5 : 0) + refused.actions.length + refused.resources.length;
+        (refused.audience ? 1000 : 0) +
+        (refused.binding ? 0.5 : 0) +
+        (refused.resourcesRequired ? 1 : 0) +
+        refused.actions.length +
+        refused.resources.length;
       if (weight === 0) {
         return {
           allowed: true,
@@ -104,11 +112,22 @@ function dedupe(values: string[]): string[] {
   return [...new Set(values)];
 }
 
+/** At most a few items, each clipped: the reason goes into the response and the audit event. */
+function list(kind: string, values: string[]): string {
+  const shown = values.slice(0, 3).map((v) => `"${v.length > 100 ? `${v.slice(0, 100)}…` : v}"`);
+  const more = values.length > 3 ? ` and ${values.length - 3} more` : '';
+  return `${kind}${values.length > 1 ? 's' : ''} ${shown.join(', ')}${more}`;
+}
+
 function describeRefusal(workloadId: string, r: Refusal): string {
   const parts: string[] = [];
-  if (r.audience) parts.push(`audience "${r.audience}"`);
-  if (r.actions.length) parts.push(`action${r.actions.length > 1 ? 's' : ''} ${r.actions.map((a) => `"${a}"`).join(', ')}`);
-  if (r.resources.length) parts.push(`resource${r.resources.length > 1 ? 's' : ''} ${r.resources.map((a) => `"${a}"`).join(', ')}`);
+  if (r.audience) parts.push(list('audience', [r.audience]));
+  if (r.actions.length) parts.push(list('action', r.actions));
+  if (r.resources.length) parts.push(list('resource', r.resources));
   const what = parts.length ? `${parts.join('; ')} not allowed for workload ${workloadId}` : `request not allowed for workload ${workloadId}`;
-  return r.binding ? `${what}${parts.length ? '; ' : ': '}a bound token is required (present a client certificate)` : what;
+  const needs = [
+    ...(r.resourcesRequired ? ['name at least one resource (the rule scopes tokens to resources)'] : []),
+    ...(r.binding ? ['a bound token is required (present a client certificate)'] : []),
+  ];
+  return needs.length ? `${what}${parts.length ? '; ' : ': '}${needs.join('; ')}` : what;
 }

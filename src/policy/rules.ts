@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { SCOPE_TOKEN } from '../protocol/intent.js';
 import { durationValue } from '../util/duration.js';
 
 export const TTL_FLOOR_MS = 30_000;
@@ -18,7 +19,7 @@ export const ruleSchema = z
     /** Audiences this rule allows (exact). */
     audiences: z.array(z.string().min(1).max(512)).min(1),
     /** Actions this rule allows (exact, or "*" for any). */
-    actions: z.array(z.string().min(1).max(128)).min(1),
+    actions: z.array(z.string().min(1).max(128).regex(SCOPE_TOKEN, 'must be a scope token (no spaces)')).min(1),
     /** Resource patterns this rule allows; requests may only name resources these cover. */
     resources: z.array(pattern).default([]),
     max_ttl: duration

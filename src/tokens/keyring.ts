@@ -33,8 +33,12 @@ export interface KeyringOptions {
   jwksCacheMs?: number;
 }
 
-/** At most this many keys are served in the JWKS, newest first (bounds what a verifier must try). */
-export const MAX_PUBLISHED_KEYS = 16;
+/**
+ * Hard cap on keys published across all instances. Reaching it fails closed (a new instance is
+ * not ready) rather than serving a JWKS that drops a key whose tokens are still live. Each
+ * instance publishes about key_overlap / key_rotation + 2 keys.
+ */
+export const MAX_PUBLISHED_KEYS = 64;
 
 /**
  * Per-instance signing keys. The private half lives only in this process; the public half is
@@ -47,6 +51,7 @@ export class Keyring {
   private timer: NodeJS.Timeout | undefined;
   private jwksCache: { at: number; keys: JWK[] } | undefined;
   private lastError: string | undefined = 'signing key not published yet';
+  private lastPostponedLog = 0;
 
   constructor(private readonly opts: KeyringOptions) {}
 
@@ -80,13 +85,18 @@ export class Keyring {
     if (this.current && now >= this.current.retireAt) this.rotate(now);
     const key = this.current;
     if (!key || !key.published) throw new Unavailable('signing key is not available', { detail: this.notReady() });
+    // Past its retire time the key's JWKS entry may vanish before a new token's exp: never sign.
+    if (now >= key.retireAt) throw new Unavailable('signing key is not available', { detail: 'key rotation pending: next key not published' });
     return key;
   }
 
   /** Moves to the next key now (scheduled rotation calls this; tests may too). */
   rotate(now = this.opts.clock()): void {
     if (!this.next || !this.next.published) {
-      this.opts.log.error({ kid: this.next?.kid }, 'key rotation postponed: next key not published');
+      if (now - this.lastPostponedLog >= 10_000) {
+        this.lastPostponedLog = now;
+        this.opts.log.error({ kid: this.next?.kid }, 'key rotation postponed: next key not published; not signing');
+      }
       return;
     }
     const retired = this.current;
@@ -94,22 +104,32 @@ export class Keyring {
     this.next = undefined;
     if (retired) {
       retired.retireAt = Math.min(retired.retireAt, now);
-      void this.publish(retired);
+      // Re-publish with the earlier retire time; the old record keeps it listed if this fails.
+      this.publish(retired).catch((e: Error) => this.opts.log.warn({ kid: retired.kid, err: e.message }, 'retired key not re-published'));
     }
     this.opts.log.info({ kid: this.current.kid, retired: retired?.kid }, 'signing key rotated');
     void this.maintain();
   }
 
-  /** The union JWKS of every instance's published keys (cached briefly). */
+  /**
+   * The union JWKS of every instance's published keys, newest first (cached briefly). When the
+   * store cannot answer, the last good union plus our own keys: a Redis blip must not make
+   * verifiers fail on tokens that are still valid.
+   */
   async jwks(): Promise<{ keys: JWK[] }> {
     const now = this.opts.clock();
     const ttl = this.opts.jwksCacheMs ?? 1000;
     if (this.jwksCache && now - this.jwksCache.at < ttl) return { keys: this.jwksCache.keys };
-    const published = await this.opts.store.publishedKeys(now);
-    const keys = published
-      .sort((a, b) => b.created_at - a.created_at)
-      .slice(0, MAX_PUBLISHED_KEYS)
-      .map((k) => k.jwk as JWK);
+    let published: PublishedKey[];
+    try {
+      published = await this.opts.store.publishedKeys(now);
+    } catch (e) {
+      this.opts.log.warn({ err: (e as Error).message }, 'published keys unavailable; serving the last known JWKS');
+      const own = [this.current, this.next].filter((k): k is SigningKey => k?.published === true).map((k) => k.publicJwk);
+      const known = (this.jwksCache?.keys ?? []).filter((k) => !own.some((o) => o.kid === k.kid));
+      return { keys: [...own, ...known] };
+    }
+    const keys = published.sort((a, b) => b.created_at - a.created_at).map((k) => k.jwk as JWK);
     this.jwksCache = { at: now, keys };
     return { keys };
   }
@@ -135,6 +155,11 @@ export class Keyring {
       expires_at: key.retireAt + this.opts.overlapMs,
     };
     try {
+      if (!key.published) {
+        const existing = await this.opts.store.publishedKeys(this.opts.clock());
+        if (existing.length >= MAX_PUBLISHED_KEYS && !existing.some((k) => k.kid === key.kid))
+          throw new Error(`${existing.length} signing keys are published already (cap ${MAX_PUBLISHED_KEYS}); lower the number of instances or raise key_rotation`);
+      }
       await this.opts.store.publishKey(record);
       if (!key.published) this.jwksCache = undefined;
       key.published = true;

@@ -25,15 +25,33 @@ const saToken = (over: { namespace?: string; audience?: string; ttlSeconds?: num
     ttlSeconds: over.ttlSeconds ?? 600,
   });
 
-async function grantKeys(): Promise<string[]> {
+async function keysUnder(pattern: string): Promise<string[]> {
   const keys: string[] = [];
   let cursor = '0';
   do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', `${broker.prefix}*:grant:*`, 'COUNT', 1000);
+    const [next, batch] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
     cursor = next;
     keys.push(...batch);
   } while (cursor !== '0');
-  return keys;
+  return keys.sort();
+}
+
+/**
+ * Everything the broker holds about grants: records, every index and every audit event except
+ * denials (a refusal may add a `grant.denied` event and nothing else).
+ */
+async function grantState(): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = {};
+  for (const key of await keysUnder(`${broker.prefix}*`)) {
+    const type = await redis.type(key);
+    if (type === 'hash') out[key] = await redis.hgetall(key);
+    else if (type === 'zset') out[key] = await redis.zrange(key, 0, -1, 'WITHSCORES');
+    else if (type === 'stream') {
+      const entries = await redis.xrange(key, '-', '+');
+      out[key] = entries.filter(([, fields]) => fields[fields.indexOf('type') + 1] !== 'grant.denied');
+    }
+  }
+  return out;
 }
 
 beforeAll(async () => {
@@ -58,7 +76,7 @@ describe('POST /v1/tasks', () => {
     const body = res.json as Record<string, any>;
     expect(body).toMatchObject({ token_type: 'Bearer', workload: WORKLOAD, expires_in: 120, scope: 'read', rule: 'payments' });
     expect(body.intent).toEqual(intent);
-    expect(body.grant).toMatch(/^g_[0-9a-f]{12}_[0-9a-f]{32}$/);
+    expect(body.grant).toMatch(/^g_[0-9a-f]{32}_[0-9a-f]{32}$/);
 
     const header = decodeProtectedHeader(body.access_token);
     expect(header).toMatchObject({ alg: 'ES256', typ: 'at+jwt' });
@@ -66,13 +84,13 @@ describe('POST /v1/tasks', () => {
 
     const jwks = createRemoteJWKSet(new URL(`${broker.url}/.well-known/jwks.json`));
     const { payload } = await jwtVerify(body.access_token, jwks, {
-      issuer: 'http://broker.test',
+      issuer: 'https://broker.test',
       audience: 'db.payments',
       typ: 'at+jwt',
       algorithms: ['ES256'],
     });
     expect(payload).toMatchObject({
-      iss: 'http://broker.test',
+      iss: 'https://broker.test',
       sub: WORKLOAD,
       aud: 'db.payments',
       client_id: WORKLOAD,
@@ -104,6 +122,33 @@ describe('POST /v1/tasks', () => {
     expect(listed.map((g) => g.id)).toContain(body.grant);
   });
 
+  it('records the grant in Redis with its indexes and audit event, each living for the grant plus retention', async () => {
+    const res = await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token: await saToken() }, intent: { ...intent, task: 'ttl-check' }, lifetime: '30m' });
+    expect(res.status).toBe(201);
+    const id = res.json.grant as string;
+    const [keyOf] = await keysUnder(`${broker.prefix}*:grant:${id}`);
+    expect(keyOf).toBeDefined();
+    const slot = keyOf!.slice(0, keyOf!.indexOf(':grant:'));
+    expect(slot).toMatch(/\{w:[0-9a-f]{32}\}$/);
+    expect(id.slice(2, 34)).toBe(slot.slice(-33, -1)); // the grant id carries its slot's tag
+    const lifetime = 30 * 60_000;
+    const retention = 7 * 24 * 3_600_000; // audit_retention default
+    const tol = 10_000;
+    const keep = lifetime + retention;
+    const pttl = async (key: string) => redis.pttl(key);
+    for (const key of [keyOf!, `${slot}:grants`, `${slot}:task:ttl-check`, `${slot}:audit`]) {
+      const ttl = await pttl(key);
+      expect(ttl, key).toBeGreaterThan(keep - tol);
+      expect(ttl, key).toBeLessThanOrEqual(keep);
+    }
+    const live = await pttl(`${slot}:live`);
+    expect(live).toBeGreaterThan(lifetime - tol);
+    expect(await redis.zscore(`${slot}:live`, id)).toBe(String(Date.parse(res.json.grant_expires_at as string)));
+    expect(await redis.hget(keyOf!, 'expires_at')).toBe(String(Date.parse(res.json.grant_expires_at as string)));
+    const events = await broker.store.readAudit(WORKLOAD);
+    expect(events.filter((e) => e.type === 'grant.issued' && e.grant === id)).toHaveLength(1);
+  });
+
   it('caps exp at the platform token expiry', async () => {
     const res = await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token: await saToken({ ttlSeconds: 90 }) }, intent });
     expect(res.status).toBe(201);
@@ -128,16 +173,22 @@ describe('POST /v1/tasks', () => {
 });
 
 describe('denials: each a 4xx with an OAuth error, and no grant written', () => {
-  let grantsBefore: string[];
+  let before: Record<string, unknown>;
   beforeEach(async () => {
-    grantsBefore = await grantKeys();
+    before = await grantState();
+    expect(Object.keys(before).some((k) => k.includes(':grant:'))).toBe(true); // the snapshot sees grants
   });
-  const expectNothingWritten = async () => expect((await grantKeys()).sort()).toEqual(grantsBefore.sort());
+  const expectNothingWritten = async () => {
+    const after = await grantState();
+    // Streams that appear only to hold denials show up as empty lists.
+    for (const [k, v] of Object.entries(after)) if (Array.isArray(v) && v.length === 0 && !(k in before)) delete after[k];
+    expect(after).toEqual(before);
+  };
 
   const cases: Array<[string, () => Promise<unknown>, number, string, RegExp]> = [
     ['unknown issuer', async () => ({ attestation: { kind: 'oidc', token: await stranger.mintServiceAccountToken({ cluster: 'test', namespace: 'payments', serviceAccount: 'api', audience: AUDIENCE }) }, intent }), 401, 'invalid_client', /not trusted/],
     ['bad signature', async () => ({ attestation: { kind: 'oidc', token: await issuer.mintWithForeignKey({ sub: 'system:serviceaccount:payments:api', aud: AUDIENCE }) }, intent }), 401, 'invalid_client', /signature/],
-    ['alg none', async () => ({ attestation: { kind: 'oidc', token: issuer.forgeNone({ sub: 'system:serviceaccount:payments:api', aud: AUDIENCE }) }, intent }), 401, 'invalid_client', /./],
+    ['alg none', async () => ({ attestation: { kind: 'oidc', token: issuer.forgeNone({ sub: 'system:serviceaccount:payments:api', aud: AUDIENCE }) }, intent }), 401, 'invalid_client', /algorithm is not allowed/],
     ['HS256 keyed with the public key', async () => ({ attestation: { kind: 'oidc', token: await issuer.forgeHs256WithPublicKey({ sub: 'system:serviceaccount:payments:api', aud: AUDIENCE }) }, intent }), 401, 'invalid_client', /algorithm/],
     ['expired token', async () => ({ attestation: { kind: 'oidc', token: await issuer.mint({ sub: 'system:serviceaccount:payments:api', aud: AUDIENCE, 'kubernetes.io': { namespace: 'payments', serviceaccount: { name: 'api', uid: 'u' } } }, { iat: Math.floor(Date.now() / 1000) - 600, ttlSeconds: 120 }) }, intent }), 401, 'invalid_client', /expired/],
     ['wrong audience', async () => ({ attestation: { kind: 'oidc', token: await saToken({ audience: 'someone-else' }) }, intent }), 401, 'invalid_client', /audience/],
@@ -150,6 +201,9 @@ describe('denials: each a 4xx with an OAuth error, and no grant written', () => 
     ['no evidence', async () => ({ intent }), 401, 'invalid_client', /no evidence/],
     ['unknown field', async () => ({ attestation: { kind: 'oidc', token: await saToken() }, intent, admin: true }), 400, 'invalid_request', /admin/],
     ['wrong types', async () => ({ attestation: { kind: 'oidc', token: 42 }, intent: { ...intent, actions: 'read' } }), 400, 'invalid_request', /invalid request/],
+    ['resource escaping its rule through ".."', async () => ({ attestation: { kind: 'oidc', token: await saToken() }, intent: { ...intent, resources: ['db://payments/../hr/salaries'] } }), 400, 'invalid_request', /resources\[0\]: must not contain "\." or "\.\." path segments/],
+    ['no resource under a rule that scopes resources', async () => ({ attestation: { kind: 'oidc', token: await saToken() }, intent: { ...intent, resources: [] } }), 403, 'access_denied', /name at least one resource/],
+    ['action that is not a scope token', async () => ({ attestation: { kind: 'oidc', token: await saToken() }, intent: { ...intent, actions: ['read write'] } }), 400, 'invalid_request', /intent\.actions\[0\]: must be a scope token/],
     ['unknown attestation kind', async () => ({ attestation: { kind: 'tpm', token: 'x' }, intent }), 400, 'invalid_request', /attestation/],
   ];
 
@@ -180,6 +234,15 @@ describe('denials: each a 4xx with an OAuth error, and no grant written', () => 
     expect(notUtf8.status).toBe(400);
     expect(JSON.parse(notUtf8.body).error_description).toBe('request body is not valid UTF-8');
     await expectNothingWritten();
+  });
+
+  it('a denial naming many long resources is still audited, with a short reason', async () => {
+    const resources = Array.from({ length: 10 }, (_, i) => `db://hr/${i}-${'x'.repeat(600)}`);
+    const res = await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token: await saToken() }, intent: { ...intent, resources } });
+    expect(res.status).toBe(403);
+    expect((res.json.error_description as string).length).toBeLessThan(600);
+    const denial = (await broker.store.readAudit(WORKLOAD)).filter((e) => e.type === 'grant.denied').at(-1);
+    expect(denial?.reason).toBe(res.json.error_description);
   });
 
   it('denials are audited in the workload stream', async () => {
@@ -217,7 +280,20 @@ describe('well-known and health', () => {
   it('serves RFC 8414 metadata whose issuer is ours', async () => {
     const res = await fetch(`${broker.url}/.well-known/oauth-authorization-server`);
     const meta = (await res.json()) as Record<string, unknown>;
-    expect(meta).toMatchObject({ issuer: 'http://broker.test', jwks_uri: 'http://broker.test/.well-known/jwks.json', authorization_details_types_supported: ['jit_task'] });
+    expect(meta).toMatchObject({ issuer: 'https://broker.test', jwks_uri: 'https://broker.test/.well-known/jwks.json', authorization_details_types_supported: ['jit_task'] });
+  });
+
+  it('serves metadata at the path-inserted well-known URL when the issuer has a path (RFC 8414 §3.1)', async () => {
+    const tenant = await startTestBroker(issuer, { issuer: 'https://broker.test/tenant-a' });
+    try {
+      const res = await fetch(`${tenant.url}/.well-known/oauth-authorization-server/tenant-a`);
+      expect(res.status).toBe(200);
+      const meta = (await res.json()) as Record<string, unknown>;
+      expect(meta).toMatchObject({ issuer: 'https://broker.test/tenant-a', jwks_uri: 'https://broker.test/tenant-a/.well-known/jwks.json' });
+      expect((await fetch(`${tenant.url}/.well-known/oauth-authorization-server/other`)).status).toBe(404);
+    } finally {
+      await tenant.close();
+    }
   });
 
   it('publishes only public keys', async () => {

@@ -15,7 +15,7 @@ export async function startTestBroker(
   const prefix = overrides.prefix ?? uniquePrefix('broker');
   const { prefix: _p, ...rest } = overrides;
   const config = parseConfig({
-    issuer: 'http://broker.test',
+    issuer: 'https://broker.test',
     listen: { host: '127.0.0.1', port: 0 },
     store: { kind: 'redis', url: redisUrl(), key_prefix: prefix },
     attestation: {

@@ -68,6 +68,24 @@ describe('config', () => {
     expect(list.some((p) => p.startsWith('tokens.default_ttl: invalid duration "soon"'))).toBe(true);
   });
 
+  it('accepts only an https issuer (http on loopback) without query, fragment, credentials or trailing slash', () => {
+    for (const [issuer, problem] of [
+      ['ftp://x', 'issuer: must be an https URL (http only on localhost)'],
+      ['http://broker.example.com', 'issuer: must be an https URL (http only on localhost)'],
+      ['javascript:alert(1)', 'issuer: must be an https URL (http only on localhost)'],
+      ['https://x/a?b=1', 'issuer: must not have a query'],
+      ['https://x/#f', 'issuer: must not have a fragment'],
+      ['https://user:pw@x', 'issuer: must not contain credentials'],
+      ['https://x/', 'issuer: must not end with "/"'],
+      ['not a url', 'issuer: must be an absolute URL'],
+    ]) {
+      expect(problems({ ...base, issuer }), issuer).toEqual([problem]);
+    }
+    for (const issuer of ['https://jit.example.com', 'https://example.com/tenant-a', 'http://127.0.0.1:8080', 'http://localhost:8080', 'http://[::1]:9000']) {
+      expect(problems({ ...base, issuer }), issuer).toEqual([]);
+    }
+  });
+
   it('loads YAML with env overrides', () => {
     const dir = mkdtempSync(join(tmpdir(), 'jit-cfg-'));
     const file = join(dir, 'broker.yaml');

@@ -3,6 +3,7 @@ import type { Workload } from '../../src/attestation/attestor.js';
 import { compileGlob } from '../../src/policy/glob.js';
 import { Policy } from '../../src/policy/evaluate.js';
 import { policySchema } from '../../src/policy/rules.js';
+import { intentSchema } from '../../src/protocol/intent.js';
 
 const workload = (id: string, bound = false): Workload => ({
   id,
@@ -119,5 +120,65 @@ describe('policy evaluation', () => {
     ]);
     expect(r.success).toBe(false);
     expect(r.error?.issues[0]?.path).toEqual([1, 'name']);
+  });
+});
+
+describe('requested resources and actions at the boundary', () => {
+  const parse = (resources: string[], actions = ['read']) =>
+    intentSchema.safeParse({ audience: 'db.payments', actions, resources, purpose: 'p' });
+
+  it('refuses resources a resource server could normalise onto another path', () => {
+    for (const r of [
+      's3://bucket/team-a/../team-b/secret',
+      'files://team-a/..',
+      'files://team-a/./x',
+      'files://team-a/%2e%2e/x',
+      'files://team-a/%2E%2e',
+      'files://team-a%2fteam-b',
+      'files://team-a/x%5Cy',
+      'files://team-a\\..\\team-b',
+      'db://payments//orders',
+      '../etc/passwd',
+    ]) {
+      const result = parse([r]);
+      expect(result.success, r).toBe(false);
+      expect(result.error?.issues[0]?.path, r).toEqual(['resources', 0]);
+    }
+    for (const r of ['db://payments/orders', 'file:///etc/app', 'db://payments/orders/', 'db://payments/v1.2/x..y', 'urn:jit:thing']) {
+      expect(parse([r]).success, r).toBe(true);
+    }
+  });
+
+  it('so a rule glob can no longer be escaped through a dot segment', () => {
+    const escape = 's3://bucket/team-a/../team-b/secret';
+    // The glob alone would match it: the schema is what stops it.
+    expect(compileGlob('s3://bucket/team-a/**')(escape)).toBe(true);
+    expect(parse([escape]).success).toBe(false);
+  });
+
+  it('refuses actions that are not scope tokens (they travel space-separated in scope)', () => {
+    for (const a of ['read write', 'a"b', 'a\\b', '']) expect(parse(['db://payments/x'], [a]).success, a).toBe(false);
+    expect(parse(['db://payments/x'], ['read', 'db:select', 'x.y_z-1']).success).toBe(true);
+    expect(() => policySchema.parse([{ name: 'r', workloads: ['a://b'], audiences: ['a'], actions: ['read all'] }])).toThrow(/scope token/);
+  });
+
+  it('requires naming a resource under a rule that scopes resources', () => {
+    const d = policy.evaluate(workload('k8s://prod/ns/payments/sa/api'), { audience: 'db.payments', actions: ['read'], resources: [], purpose: 'p' });
+    expect(d).toMatchObject({ allowed: false, closestRule: 'payments-read', refused: { resourcesRequired: true } });
+    if (!d.allowed) expect(d.reason).toBe('request not allowed for workload k8s://prod/ns/payments/sa/api: name at least one resource (the rule scopes tokens to resources)');
+    // A rule without resources grants audience and actions only, and needs none.
+    const ci = policy.evaluate(workload('github://acme/app/ref/refs/heads/main'), { audience: 'artifacts', actions: ['push'], resources: [], purpose: 'p' });
+    expect(ci).toMatchObject({ allowed: true, rule: 'ci-any', resources: [] });
+  });
+
+  it('keeps the refusal reason short however much was refused', () => {
+    const resources = Array.from({ length: 10 }, (_, i) => `db://other/${i}${'x'.repeat(600)}`);
+    const d = policy.evaluate(workload('k8s://prod/ns/payments/sa/api'), { audience: 'db.payments', actions: ['read'], resources, purpose: 'p' });
+    expect(d.allowed).toBe(false);
+    if (!d.allowed) {
+      expect(d.reason.length).toBeLessThan(600);
+      expect(d.reason).toContain('and 7 more');
+      expect(d.refused.resources).toHaveLength(10);
+    }
   });
 });

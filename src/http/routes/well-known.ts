@@ -15,7 +15,6 @@ export function authorizationServerMetadata(config: Config) {
     token_endpoint_auth_methods_supported: [],
     authorization_details_types_supported: [AUTHORIZATION_DETAILS_TYPE],
     tls_client_certificate_bound_access_tokens: false,
-    access_token_signing_alg_values_supported: [config.tokens.algorithm],
     // jit-broker extension: where a workload starts a task.
     task_endpoint: `${config.issuer}/v1/tasks`,
   };
@@ -29,5 +28,9 @@ export function wellKnownRoutes(app: Hono, deps: { config: Config; keyring: Keyr
       headers: { 'content-type': 'application/jwk-set+json', 'cache-control': 'public, max-age=60' },
     });
   });
-  app.get('/.well-known/oauth-authorization-server', () => json(200, metadata, { 'cache-control': 'public, max-age=300' }));
+  const serveMetadata = () => json(200, metadata, { 'cache-control': 'public, max-age=300' });
+  app.get('/.well-known/oauth-authorization-server', serveMetadata);
+  // RFC 8414 §3.1: an issuer with a path has its metadata at the well-known prefix + that path.
+  const path = new URL(deps.config.issuer).pathname.replace(/\/+$/, '');
+  if (path) app.get(`/.well-known/oauth-authorization-server${path}`, serveMetadata);
 }

@@ -3,8 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { createMemoryGrantStore } from '../../src/grants/memory-store.js';
 import { createRedisGrantStore } from '../../src/grants/redis-store.js';
 import { freePort } from '../../src/util/net.js';
+import { startRedisServer } from '../helpers/redis.js';
 import { silentLogger } from '../../src/log.js';
-import { Keyring, type SigningAlg } from '../../src/tokens/keyring.js';
+import { Keyring, MAX_PUBLISHED_KEYS, type SigningAlg } from '../../src/tokens/keyring.js';
 import { signTaskToken, taskTokenClaims } from '../../src/tokens/mint.js';
 
 const MIN = 60_000;
@@ -17,7 +18,7 @@ function setup(alg: SigningAlg = 'ES256') {
   return { store, make, advance: (ms: number) => (now += ms), clock };
 }
 
-async function sign(keyring: Keyring, now: number) {
+function sign(keyring: Keyring, now: number): string {
   const claims = taskTokenClaims({
     issuer: 'http://broker.test',
     workloadId: 'spiffe://td/w',
@@ -99,5 +100,74 @@ describe('keyring', () => {
     expect(() => k.signingKey()).toThrow(expect.objectContaining({ status: 503, code: 'temporarily_unavailable' }));
     k.stop();
     await store.close();
+  });
+
+  it('serves every unexpired key of many instances: no live token loses its key', async () => {
+    const { make, advance, clock } = setup();
+    const rings = Array.from({ length: 12 }, () => make());
+    for (const r of rings) await r.start();
+    const tokens: Array<{ token: string; at: number }> = [];
+    for (let round = 0; round < 3; round++) {
+      for (const r of rings) tokens.push({ token: sign(r, clock()), at: clock() });
+      advance(61 * MIN); // every instance rotates; the keys that signed above are now retired
+      for (const r of rings) r.signingKey();
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const jwks = createLocalJWKSet(await rings[0]!.jwks());
+    // Tokens of the last round are within the overlap: each must verify with the served JWKS.
+    for (const { token, at } of tokens.slice(-rings.length)) {
+      await expect(jwtVerify(token, jwks, { currentDate: new Date(at + MIN) })).resolves.toBeTruthy();
+    }
+    for (const r of rings) r.stop();
+  });
+
+  it('fails closed instead of exceeding the published-key cap', async () => {
+    const { make } = setup();
+    const rings = Array.from({ length: MAX_PUBLISHED_KEYS / 2 }, () => make());
+    for (const r of rings) await r.start();
+    for (const r of rings) expect(r.notReady()).toBeUndefined();
+    const extra = make();
+    await extra.start();
+    expect(extra.notReady()).toMatch(/signing keys are published already \(cap 64\)/);
+    expect(() => extra.signingKey()).toThrow(expect.objectContaining({ status: 503 }));
+    for (const r of [...rings, extra]) r.stop();
+  });
+
+  it('with Redis down: stops signing once rotation is overdue, and keeps serving the last known JWKS', async () => {
+    const server = await startRedisServer();
+    let now = Date.UTC(2026, 10, 28, 12);
+    const clock = () => now;
+    const store = createRedisGrantStore({ url: server.url, commandTimeoutMs: 200, log: silentLogger });
+    const other = new Keyring({ alg: 'ES256', rotationMs: 60 * MIN, overlapMs: 20 * MIN, store, clock, log: silentLogger, jwksCacheMs: 0 });
+    const k = new Keyring({ alg: 'ES256', rotationMs: 60 * MIN, overlapMs: 20 * MIN, store, clock, log: silentLogger, jwksCacheMs: 0 });
+    try {
+      await other.start();
+      await k.start();
+      const union = await k.jwks();
+      expect(union.keys).toHaveLength(4);
+      await server.stop();
+
+      // The JWKS stays whole while the store cannot answer.
+      const during = await k.jwks();
+      expect(during.keys.map((j) => j.kid).sort()).toEqual(union.keys.map((j) => j.kid).sort());
+
+      // The next key was published at start, so the first rotation still works ...
+      now += 61 * MIN;
+      expect(() => k.signingKey()).not.toThrow();
+      await new Promise((r) => setTimeout(r, 300)); // the new next key's publication fails
+      // ... but the one after has no published successor: past retire time, never sign.
+      now += 60 * MIN;
+      expect(() => k.signingKey()).toThrow(expect.objectContaining({ status: 503, detail: expect.stringMatching(/rotation pending/) }));
+
+      await server.restart();
+      for (let i = 0; i < 50 && !(await store.ping().then(() => true, () => false)); i++) await new Promise((r) => setTimeout(r, 100));
+      await k['maintain'](); // what the timer does: publishes the pending key, then rotation resumes
+      expect(() => k.signingKey()).not.toThrow();
+    } finally {
+      k.stop();
+      other.stop();
+      await store.close();
+      await server.stop();
+    }
   });
 });
