@@ -4,7 +4,8 @@
  *
  * Validation follows the shared inbound checklist (STANDARDS §2.13, RFC 8725): issuer picked by
  * exact `iss` from an unverified decode, then `typ` (never a token of ours: `at+jwt`, `txntoken+jwt`,
- * …), then jose `jwtVerify` with the issuer's asymmetric `alg` allow-list, exact `iss`, `aud`,
+ * …), the `alg` allow-list, a `kid` in the header (unless the issuer sets `require_kid: false`),
+ * then jose `jwtVerify` with the issuer's asymmetric `alg` allow-list, exact `iss`, `aud`,
  * required `exp` (and `iat` while `max_token_age` is set), leeway ≤ 30 s, and the injected clock.
  *
  * Keys come from a small per-issuer cache with bounded staleness (not jose's remote JWKS set):
@@ -241,6 +242,11 @@ const issuerSchema = z
     jwks_uri: fetchUrl.optional(),
     jwks: publicJwksSchema.optional(),
     jwks_file: z.string().min(1).max(4096).optional(),
+    /**
+     * Refuse tokens whose header names no `kid` (§2.13 "kid present and known"). `false` is for
+     * issuers that omit it; jose then accepts only when exactly one published key fits.
+     */
+    require_kid: z.boolean().default(true),
     /** `false` disables the age check (then `iat` is optional but must not be in the future). */
     max_token_age: z
       .union([z.literal(false), z.string(), z.number()])
@@ -290,6 +296,7 @@ const issuerSchema = z
       audiences: c.audiences,
       algorithms: [...new Set(c.algorithms)],
       keys,
+      require_kid: c.require_kid,
       max_token_age: c.max_token_age,
       leeway: c.leeway,
       key_cache: c.key_cache,
@@ -338,6 +345,8 @@ export type OidcAttestor = Attestor<{ kind: 'oidc'; token: string }> & {
   /** Fetches every remote issuer's keys once; failures are recorded (see status()), never thrown. */
   warm(): Promise<void>;
   status(): OidcIssuerStatus[];
+  /** Entries in the verified-token cache (for tests and metrics). */
+  cacheSize(): number;
 };
 
 function describeError(e: unknown): string {
@@ -585,18 +594,30 @@ function fromJose(e: unknown, cfg: OidcIssuerConfig): BrokerError {
 }
 
 /**
- * The time rules of a verified token, re-applied on every use (also to cached verifications):
- * `exp` in the future, `nbf` and `iat` not in the future, `iat` within `max_token_age`; all with
- * the issuer's leeway.
+ * jose's clock: whole seconds, rounded down. The cache must judge time exactly as jose does, or a
+ * cached verification could accept what an uncached one refuses.
+ */
+const joseNow = (nowMs: number) => Math.floor(nowMs / 1000);
+
+/** jose's `exp` rule (`exp <= now - tolerance` is expired); also used to prune the cache. */
+const hasExpired = (exp: unknown, cfg: OidcIssuerConfig, nowMs: number) =>
+  typeof exp !== 'number' || exp <= joseNow(nowMs) - cfg.leeway / 1000;
+
+/**
+ * The time rules of a verified token, re-applied on every use (also to cached verifications), with
+ * jose's exact comparisons and order (jwt_claims_set.js) so that a cache hit is never looser:
+ * `nbf` not in the future, `exp` in the future, `iat` within `max_token_age` (which jose gets as
+ * whole seconds). Our addition: `iat` not in the future even when the age is not checked.
  */
 function timeProblem(claims: Claims, cfg: OidcIssuerConfig, nowMs: number): AttestationFailed | undefined {
-  const tol = cfg.leeway;
+  const now = joseNow(nowMs);
+  const tol = cfg.leeway / 1000;
   const { exp, nbf, iat } = claims;
-  if (typeof exp !== 'number' || exp * 1000 <= nowMs - tol) return new AttestationFailed('platform token has expired', { detail: `exp ${String(exp)}` });
-  if (typeof nbf === 'number' && nbf * 1000 > nowMs + tol) return new AttestationFailed('platform token is not yet valid', { detail: `nbf ${nbf}` });
-  if (typeof iat === 'number' && iat * 1000 > nowMs + tol) return new AttestationFailed('platform token was issued in the future', { detail: `iat ${iat}` });
-  if (cfg.max_token_age !== undefined && (typeof iat !== 'number' || nowMs - iat * 1000 - tol > cfg.max_token_age))
+  if (typeof nbf === 'number' && nbf > now + tol) return new AttestationFailed('platform token is not yet valid', { detail: `nbf ${nbf}` });
+  if (hasExpired(exp, cfg, nowMs)) return new AttestationFailed('platform token has expired', { detail: `exp ${String(exp)}` });
+  if (cfg.max_token_age !== undefined && (typeof iat !== 'number' || now - iat - tol > Math.floor(cfg.max_token_age / 1000)))
     return new AttestationFailed('platform token is too old', { detail: `iat ${String(iat)}, max_token_age ${cfg.max_token_age}ms` });
+  if (typeof iat === 'number' && iat > now + tol) return new AttestationFailed('platform token was issued in the future', { detail: `iat ${iat}` });
   return undefined;
 }
 
@@ -608,6 +629,12 @@ function timeProblem(claims: Claims, cfg: OidcIssuerConfig, nowMs: number): Atte
  * every hit. Bounded: oldest entries leave first.
  */
 export const VERIFIED_CACHE_MAX = 10_000;
+/**
+ * Expired entries of tokens that are never presented again would otherwise stay until the size cap
+ * pushes them out: each insert examines this many entries of a sweep in insertion order (oldest
+ * first) and drops the expired ones, so pruning costs O(1) per insert and reaches every entry.
+ */
+const VERIFIED_PRUNE_STEP = 8;
 
 interface VerifiedToken {
   state: IssuerState;
@@ -623,6 +650,21 @@ export function createOidcAttestor(config: OidcConfig, deps: AttestorDeps): Oidc
 
   const states = new Map<string, IssuerState>();
   const verified = new Map<string, VerifiedToken>();
+  // A Map iterator stays valid across inserts and deletes (deleted entries are skipped, new ones
+  // visited), so the sweep resumes where the previous insert left off.
+  let sweep = verified.entries();
+
+  function pruneExpired(nowMs: number): void {
+    for (let step = 0; step < VERIFIED_PRUNE_STEP; step++) {
+      const next = sweep.next();
+      if (next.done) {
+        sweep = verified.entries(); // a finished iterator never yields again: start a new pass
+        continue;
+      }
+      const [digest, entry] = next.value;
+      if (hasExpired(entry.claims.exp, entry.state.cfg, nowMs)) verified.delete(digest);
+    }
+  }
   config.issuers.forEach((cfg, n) => {
     const state: IssuerState = { cfg, remote: cfg.keys.source === 'discovery' || cfg.keys.source === 'jwks_uri', keys: 0 };
     if (cfg.keys.source === 'jwks' || cfg.keys.source === 'jwks_file') {
@@ -813,6 +855,13 @@ export function createOidcAttestor(config: OidcConfig, deps: AttestorDeps): Oidc
         detail: `alg ${JSON.stringify(header.alg)?.slice(0, 40)} is not in [${cfg.algorithms.join(', ')}] for issuer ${cfg.issuer}`,
       });
 
+    // 3b. A named key (§2.13), before any key lookup: without a kid, jose would try whichever
+    // published key fits, and a refetch on an unknown kid could not be triggered.
+    if (cfg.require_kid && typeof header.kid !== 'string')
+      throw new AttestationFailed('platform token does not name its signing key (kid)', {
+        detail: `issuer ${cfg.issuer} requires a kid header (require_kid)`,
+      });
+
     // 4. Signature and claims.
     const keys = await currentKeys(state);
     const nowMs = clock();
@@ -853,6 +902,7 @@ export function createOidcAttestor(config: OidcConfig, deps: AttestorDeps): Oidc
     // Cache only what the current key set verified; after a refresh mid-verify, the next use
     // verifies again under the new set and is cached then.
     if (state.set === keys) {
+      pruneExpired(clock());
       if (verified.size >= VERIFIED_CACHE_MAX) verified.delete(verified.keys().next().value as string);
       verified.set(digest, { state, set: state.set, claims, workload });
     }
@@ -886,6 +936,7 @@ export function createOidcAttestor(config: OidcConfig, deps: AttestorDeps): Oidc
     attest,
     notReady,
     status,
+    cacheSize: () => verified.size,
     async warm() {
       await Promise.all([...states.values()].filter((s) => s.remote).map((s) => refresh(s)));
     },
