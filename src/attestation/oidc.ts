@@ -855,8 +855,8 @@ export function createOidcAttestor(config: OidcConfig, deps: AttestorDeps): Oidc
         detail: `alg ${JSON.stringify(header.alg)?.slice(0, 40)} is not in [${cfg.algorithms.join(', ')}] for issuer ${cfg.issuer}`,
       });
 
-    // 3b. A named key (§2.13), before any key lookup: without a kid, jose would try whichever
-    // published key fits, and a refetch on an unknown kid could not be triggered.
+    // 3b. A named key (§2.13), before any key lookup: without a kid, jose would accept a
+    // signature by whichever published key happens to fit the alg.
     if (cfg.require_kid && typeof header.kid !== 'string')
       throw new AttestationFailed('platform token does not name its signing key (kid)', {
         detail: `issuer ${cfg.issuer} requires a kid header (require_kid)`,

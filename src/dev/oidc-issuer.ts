@@ -21,8 +21,8 @@ export interface MintOptions {
   ttlSeconds?: number;
   /** Issued-at (seconds); default now from the issuer's clock. */
   iat?: number;
-  /** Header kid; default the current key's. */
-  kid?: string;
+  /** Header kid; default the current key's; null leaves it out (issuers with a single key may). */
+  kid?: string | null;
   /** Header typ; default "JWT"; null leaves it out (as Kubernetes does). */
   typ?: string | null;
   /** Header alg; default the key's algorithm (must suit the key). */
@@ -189,7 +189,8 @@ export async function startOidcIssuer(
   };
 
   const header = (o: MintOptions, key: KeyEntry, defaultAlg: string) => {
-    const h: Record<string, unknown> = { alg: o.alg ?? defaultAlg, kid: o.kid ?? key.kid };
+    const h: Record<string, unknown> = { alg: o.alg ?? defaultAlg };
+    if (o.kid !== null) h.kid = o.kid ?? key.kid;
     if (o.typ !== null) h.typ = o.typ ?? 'JWT';
     return h;
   };
@@ -293,7 +294,7 @@ export async function startOidcIssuer(
     },
     async mintWithForeignKey(claims, o = {}) {
       foreign ??= await newKey();
-      return sign(foreign, claims, { ...o, kid: o.kid ?? current().kid });
+      return sign(foreign, claims, { ...o, kid: o.kid === undefined ? current().kid : o.kid });
     },
     async close() {
       for (const t of timers) clearTimeout(t);

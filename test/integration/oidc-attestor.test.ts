@@ -3,7 +3,7 @@
  * loopback). No fetch mocks; time moves through the injected clock, never through sleeps.
  */
 import { Writable } from 'node:stream';
-import { decodeJwt } from 'jose';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createOidcAttestor, oidcAttestor, oidcConfigSchema, type OidcAttestor } from '../../src/attestation/oidc.js';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
@@ -262,6 +262,36 @@ describe('oidc attestor: token validation', () => {
     expect((await a.attest({ kind: 'oidc', token: other })).issuer).toBe(issuer.issuer);
   });
 
+  it('refuses a token without kid before any key lookup (require_kid defaults to true)', async () => {
+    const fresh = await freshIssuer();
+    const noKid = await fresh.mint(saClaims(), { kid: null });
+    expect(decodeProtectedHeader(noKid)).not.toHaveProperty('kid');
+    for (const entry of [issuerEntry(fresh), issuerEntry(fresh, { require_kid: true })]) {
+      const a = attestorFor([entry]);
+      const err = await expectAttestationFailed(a.attest({ kind: 'oidc', token: noKid }), 'platform token does not name its signing key (kid)');
+      expect(err.detail).toContain('require_kid');
+    }
+    expect(fresh.discoveryRequests + fresh.requests).toBe(0); // refused before any key lookup
+    const a = attestorFor([issuerEntry(fresh)]);
+    expect((await a.attest({ kind: 'oidc', token: await fresh.mint(saClaims()) })).id).toBe('k8s://prod/ns/payments/sa/api');
+  });
+
+  it('accepts a token without kid when require_kid is false, only while a single published key fits', async () => {
+    const fresh = await freshIssuer();
+    const noKid = await fresh.mint(saClaims(), { kid: null });
+    const a = attestorFor([issuerEntry(fresh, { require_kid: false })]);
+    expect((await a.attest({ kind: 'oidc', token: noKid })).id).toBe('k8s://prod/ns/payments/sa/api');
+    expect((await a.attest({ kind: 'oidc', token: await fresh.mint(saClaims()) })).id).toBe('k8s://prod/ns/payments/sa/api');
+    // Still a real signature check: a foreign key without kid is refused.
+    await expectAttestationFailed(a.attest({ kind: 'oidc', token: await fresh.mintWithForeignKey(saClaims(), { kid: null }) }), 'platform token signature is invalid');
+
+    // Two published keys fit: jose cannot choose, and the token is refused.
+    await fresh.rotateKey();
+    const ambiguous = attestorFor([issuerEntry(fresh, { require_kid: false })]);
+    const token = await fresh.mint(saClaims(), { kid: null });
+    await expectAttestationFailed(ambiguous.attest({ kind: 'oidc', token }), 'platform token does not identify its signing key (kid)');
+  });
+
   it('refuses a token without exp', async () => {
     const a = attestorFor([issuerEntry(issuer)]);
     const token = await issuer.mint(saClaims(), { noExp: true });
@@ -402,6 +432,61 @@ describe('oidc attestor: keys', () => {
     await expectAttestationFailed(lenient.attest({ kind: 'oidc', token: short }), 'platform token has expired');
   });
 
+  it("judges a cached token by jose's whole-second time rules: refused at the same instant as an uncached verify", async () => {
+    const cfg = { max_token_age: '1900ms', leeway: '500ms' }; // jose sees maxTokenAge 1 s, clockTolerance 0.5 s
+    /** Attests with a fresh attestor (no cache) at `nowMs`. */
+    const uncached = (token: string, nowMs: number, entry = issuerEntry(issuer, cfg)) =>
+      attestorFor([entry], fakeClock(nowMs)).attest({ kind: 'oidc', token });
+
+    // max_token_age: too old once floor(now) - iat - 0.5 > 1, i.e. from iat + 2 s on (not iat + 2.4 s).
+    const clock = fakeClock();
+    const a = attestorFor([issuerEntry(issuer, cfg)], clock);
+    const token = await issuer.mint(saClaims(), { iat: T0s, ttlSeconds: 3600 });
+    const first = await a.attest({ kind: 'oidc', token });
+    clock.now = T0 + 1999;
+    expect(await a.attest({ kind: 'oidc', token })).toBe(first); // a cache hit
+    expect((await uncached(token, clock.now)).id).toBe(first.id);
+    clock.now = T0 + 2000;
+    await expectAttestationFailed(uncached(token, clock.now), 'platform token is too old');
+    await expectAttestationFailed(a.attest({ kind: 'oidc', token }), 'platform token is too old');
+
+    // exp: expired once exp <= floor(now) - 0.5, i.e. from exp + 1 s on (not exp + 0.5 s).
+    const expiring = { ...cfg, max_token_age: false };
+    const b = attestorFor([issuerEntry(issuer, expiring)], clock);
+    const short = await issuer.mint(saClaims(), { iat: T0s, ttlSeconds: 60 });
+    clock.now = T0;
+    const cached = await b.attest({ kind: 'oidc', token: short });
+    clock.now = (T0s + 61) * 1000 - 1;
+    expect(await b.attest({ kind: 'oidc', token: short })).toBe(cached);
+    expect((await uncached(short, clock.now, issuerEntry(issuer, expiring))).id).toBe(cached.id);
+    clock.now = (T0s + 61) * 1000;
+    await expectAttestationFailed(uncached(short, clock.now, issuerEntry(issuer, expiring)), 'platform token has expired');
+    await expectAttestationFailed(b.attest({ kind: 'oidc', token: short }), 'platform token has expired');
+  });
+
+  it('prunes expired entries (past exp + leeway) from the verified cache as new tokens are cached', async () => {
+    const clock = fakeClock();
+    const a = attestorFor([issuerEntry(issuer, { leeway: '30s' })], clock);
+    const attest = async (sa: string, ttlSeconds = 600) =>
+      a.attest({ kind: 'oidc', token: await issuer.mint(saClaims('payments', sa), { iat: clock.now / 1000, ttlSeconds }) });
+    const longLived = await issuer.mint(saClaims('payments', 'long'), { iat: T0s, ttlSeconds: 3600 });
+    const kept = await a.attest({ kind: 'oidc', token: longLived });
+    for (let i = 0; i < 12; i++) await attest(`short-${i}`, 60);
+    expect(a.cacheSize()).toBe(13);
+
+    clock.now = T0 + 80_000; // past exp, within the leeway: nothing to prune yet
+    await attest('x');
+    expect(a.cacheSize()).toBe(14);
+
+    clock.now = T0 + 90_000; // exp + leeway reached: each insert drops up to 8 expired entries
+    await attest('a');
+    expect(a.cacheSize()).toBeLessThan(14);
+    await attest('b');
+    await attest('c');
+    expect(a.cacheSize()).toBe(5); // long, x, a, b, c
+    expect(await a.attest({ kind: 'oidc', token: longLived })).toBe(kept); // live entries stay cached
+  });
+
   it('does not let unknown kids cause a refetch storm', async () => {
     const fresh = await freshIssuer();
     const clock = fakeClock();
@@ -536,6 +621,7 @@ describe('oidc config schema', () => {
       algorithms: ['RS256', 'ES256'],
       keys: { source: 'discovery' },
       max_token_age: 86_400_000,
+      require_kid: true,
       leeway: 30_000,
       key_cache: { ttl: 600_000, refresh_cooldown: 30_000, max_stale: 3_600_000, fetch_timeout: 2000 },
       mapping: { type: 'github' },
