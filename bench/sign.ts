@@ -22,7 +22,7 @@ const claims = () =>
   taskTokenClaims({
     issuer: 'http://bench',
     workloadId: 'k8s://bench/ns/bench/sa/loader',
-    grantId: 'g_000000000000_00000000000000000000000000000000',
+    grantId: 'g_00000000000000000000000000000000_00000000000000000000000000000000',
     jti: 'j'.repeat(22),
     intent: { audience: 'db.bench', actions: ['read'], resources: ['db://bench/t'], purpose: 'bench', task: 'bench' },
     issuedAt: Date.now(),

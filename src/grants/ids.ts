@@ -5,12 +5,19 @@ import { randomHex } from '../util/random.js';
  * Every key about one workload's grants carries the hash tag {w:<tag>}, so one Lua script can
  * touch them all atomically, on standalone Redis and on Redis Cluster alike. Grant ids embed the
  * tag, so any grant id routes to its slot without a lookup.
+ *
+ * The tag is 128 bits of SHA-256 (32 hex digits): workload ids can be chosen by whoever runs
+ * the workload (a branch name, say), and a shorter tag would let one search for an id whose tag
+ * equals a victim's, to share the victim's keys (its cap, listings and audit stream).
  */
+const WORKLOAD_TAG_HEX = 32;
+
 export function workloadTag(workloadId: string): string {
-  return createHash('sha256').update(workloadId).digest('hex').slice(0, 12);
+  return createHash('sha256').update(workloadId).digest('hex').slice(0, WORKLOAD_TAG_HEX);
 }
 
-const GRANT_ID = /^g_([0-9a-f]{12})_([0-9a-f]{32})$/;
+/** g_<workload tag>_<128 random bits>, all lowercase hex. */
+const GRANT_ID = /^g_([0-9a-f]{32})_([0-9a-f]{32})$/;
 
 export function newGrantId(workloadId: string): string {
   return `g_${workloadTag(workloadId)}_${randomHex(16)}`;

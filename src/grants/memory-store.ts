@@ -17,6 +17,15 @@ import {
 import { tagOfGrantId, workloadTag } from './ids.js';
 import type { AuditEvent, CreateGrantOptions, Grant, GrantStore, ListOptions, NewGrant, PublishedKey } from './store.js';
 
+export interface MemoryGrantStoreOptions {
+  log?: Logger;
+  /**
+   * Which workloads share a slot, as the Redis store's hash tag decides (default `workloadTag`).
+   * Tests pass one that collides, to check that no workload is shown another's grants or events.
+   */
+  workloadTag?: (workloadId: string) => string;
+}
+
 /**
  * Dev-mode grant store in process memory, with the Redis store's semantics (the same contract
  * suite runs on both): the same validation, cap check, index pruning and audit events.
@@ -25,7 +34,8 @@ import type { AuditEvent, CreateGrantOptions, Grant, GrantStore, ListOptions, Ne
  * caller's clock, and are dropped once a later call's `now` passes it. Calls without a `now`
  * (getGrant, readAudit) use the latest `now` seen. Not shared between processes; not for production.
  */
-export function createMemoryGrantStore(opts: { log?: Logger } = {}): GrantStore {
+export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): GrantStore {
+  const tagOf = opts.workloadTag ?? workloadTag;
   const log = opts.log?.child({ component: 'grant-store', store: 'memory' });
   log?.warn('using the in-memory grant store: grants are lost on restart and not shared (dev mode only)');
 
@@ -65,7 +75,7 @@ export function createMemoryGrantStore(opts: { log?: Logger } = {}): GrantStore 
   function workload(id: string, create: true): Workload;
   function workload(id: string, create: false): Workload | undefined;
   function workload(id: string, create: boolean): Workload | undefined {
-    const tag = workloadTag(id);
+    const tag = tagOf(id);
     let w = workloads.get(tag);
     if (w) {
       const t = latestNow;
@@ -115,14 +125,19 @@ export function createMemoryGrantStore(opts: { log?: Logger } = {}): GrantStore 
     const limit = listLimit(o.limit);
     const w = workload(ws, false);
     if (!w) return [];
-    let ids: Iterable<string>;
-    if (o.liveOnly) ids = w.live.keys();
-    else if (task === undefined) ids = w.all.keys();
-    else ids = w.tasks.get(task)?.value.keys() ?? [];
+    let index: Map<string, number>;
+    if (o.liveOnly) index = w.live;
+    else if (task === undefined) index = w.all;
+    else index = w.tasks.get(task)?.value ?? new Map<string, number>();
     const grants: Grant[] = [];
-    for (const id of ids) {
+    for (const id of index.keys()) {
       const g = record(id);
-      if (!g) continue;
+      if (!g) {
+        index.delete(id); // pruned on read, as the Redis store does
+        continue;
+      }
+      // Only the asked workload's own grants, even if another workload shares its slot.
+      if (g.workload !== ws) continue;
       if (task !== undefined && g.task !== task) continue;
       if (o.liveOnly && !isLive(g, o.now)) continue;
       grants.push(g);
@@ -223,8 +238,10 @@ export function createMemoryGrantStore(opts: { log?: Logger } = {}): GrantStore 
 
     async readAudit(ws: string, o: { limit?: number } = {}): Promise<AuditEvent[]> {
       check();
-      const w = workload(ws, false);
-      return clone((w?.audit?.value ?? []).slice(0, auditLimit(o.limit)));
+      const events = workload(ws, false)?.audit?.value ?? [];
+      // Only the asked workload's own events, even if another workload shares its slot.
+      const own = events.filter((e) => e.workload === ws);
+      return clone(own.slice(0, auditLimit(o.limit)));
     },
 
     async publishKey(key: PublishedKey): Promise<void> {

@@ -33,6 +33,7 @@ export const LUA_SCRIPTS = {
   createGrant: readFileSync(new URL('./lua/create-grant.lua', import.meta.url), 'utf8'),
   appendAudit: readFileSync(new URL('./lua/append-audit.lua', import.meta.url), 'utf8'),
   publishKey: readFileSync(new URL('./lua/publish-key.lua', import.meta.url), 'utf8'),
+  readGrants: readFileSync(new URL('./lua/read-grants.lua', import.meta.url), 'utf8'),
 } as const;
 
 declare module 'ioredis' {
@@ -40,6 +41,8 @@ declare module 'ioredis' {
     jitCreateGrant(...args: (string | number)[]): Result<(string | number)[], Context>;
     jitAppendAudit(...args: (string | number)[]): Result<string, Context>;
     jitPublishKey(...args: (string | number)[]): Result<number, Context>;
+    /** numkeys, then keys and args (the key count varies with the page). */
+    jitReadGrants(...args: (string | number)[]): Result<(string | string[])[], Context>;
   }
 }
 
@@ -97,6 +100,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   redis.defineCommand('jitCreateGrant', { numberOfKeys: 5, lua: LUA_SCRIPTS.createGrant });
   redis.defineCommand('jitAppendAudit', { numberOfKeys: 1, lua: LUA_SCRIPTS.appendAudit });
   redis.defineCommand('jitPublishKey', { numberOfKeys: 1, lua: LUA_SCRIPTS.publishKey });
+  redis.defineCommand('jitReadGrants', { lua: LUA_SCRIPTS.readGrants });
 
   // Connection state is logged on transitions only (ioredis emits an error per reconnect attempt).
   let healthy = true;
@@ -174,22 +178,42 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   const HINT_MEMO_MAX = 10_000;
   const publishedKeysKey = `${prefix}keys`;
 
-  /** Fetches records by id in one pipeline; missing or undecodable ones are dropped. */
-  async function fetchGrants(workload: string, ids: string[]): Promise<Grant[]> {
+  /** Pairs a flat HGETALL reply into an object. */
+  function hashOf(flat: string[]): Record<string, string> {
+    const h: Record<string, string> = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) h[flat[i] as string] = flat[i + 1] as string;
+    return h;
+  }
+
+  /**
+   * The record, if it decodes and is this workload's own. Another workload's record can only sit
+   * under this workload's keys if their tags collide (or someone wrote it there): never returned.
+   */
+  function ownRecord(workload: string, id: string, h: Record<string, string>): Grant | undefined {
+    const decoded = grantFromHash(h);
+    if (!decoded.ok) {
+      log.error({ grant: id, problem: decoded.problem }, 'grant record does not decode; ignored');
+      return undefined;
+    }
+    if (decoded.value.id !== id || decoded.value.workload !== workload) {
+      log.error({ grant: id }, "grant record under this workload's keys is not this workload's; ignored");
+      return undefined;
+    }
+    return decoded.value;
+  }
+
+  /**
+   * Up to `max` of this workload's records among `ids` (index order), in one round trip. The
+   * script drops from `indexKey` the ids whose records are gone, so reads prune the index too.
+   */
+  async function readRecords(workload: string, indexKey: string, ids: string[], max: number): Promise<Grant[]> {
     if (ids.length === 0) return [];
-    const keys = keysOf(workload);
-    const pipe = redis.pipeline();
-    for (const id of ids) pipe.hgetall(keys.grant(id));
-    const replies = (await pipe.exec()) ?? [];
+    const grantKey = keysOf(workload).grant;
+    const reply = await redis.jitReadGrants(1 + ids.length, indexKey, ...ids.map(grantKey), workload, max, ...ids);
     const out: Grant[] = [];
-    for (const [i, reply] of replies.entries()) {
-      const [err, value] = reply;
-      if (err) throw err;
-      const h = value as Record<string, string>;
-      if (Object.keys(h).length === 0) continue;
-      const decoded = grantFromHash(h);
-      if (decoded.ok) out.push(decoded.value);
-      else log.error({ grant: ids[i], problem: decoded.problem }, 'grant record does not decode; ignored');
+    for (let i = 0; i + 1 < reply.length; i += 2) {
+      const g = ownRecord(workload, reply[i] as string, hashOf(reply[i + 1] as string[]));
+      if (g) out.push(g);
     }
     return out;
   }
@@ -198,17 +222,45 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     const limit = listLimit(o.limit);
     if (o.liveOnly) {
       // The live set is bounded by the active cap; read it whole, then filter on the records.
-      const keys = keysOf(workload);
-      const ids = await redis.zrangebyscore(keys.live, `(${o.now}`, '+inf');
-      const grants = await fetchGrants(workload, ids);
+      const live = keysOf(workload).live;
+      const ids = await redis.zrangebyscore(live, `(${o.now}`, '+inf');
+      const grants = await readRecords(workload, live, ids, ids.length);
       return grants
         .filter((g) => isLive(g, o.now) && (taskFilter === undefined || g.task === taskFilter))
         .sort(newestFirst)
         .slice(0, limit);
     }
-    const ids = await redis.zrevrange(indexKey, 0, limit - 1);
-    const grants = await fetchGrants(workload, ids);
+    // Twice the page's ids, so ids whose records are gone (pruned as they are met) do not cut
+    // the page short; a read that meets more than that many leaves fewer for the next one.
+    const ids = await redis.zrevrange(indexKey, 0, 2 * limit - 1);
+    const grants = await readRecords(workload, indexKey, ids, limit);
     return grants.sort(newestFirst);
+  }
+
+  /**
+   * Refreshes the workload's entry in the operators' hint index, best effort: it is never
+   * awaited, and a failure is logged and forgotten by the memo so the next grant retries it.
+   */
+  function refreshWorkloadHint(workload: string, now: number, retentionMs: number): void {
+    const last = hinted.get(workload);
+    if (last !== undefined && now - last < HINT_EVERY_MS && now >= last) return;
+    if (hinted.size >= HINT_MEMO_MAX) hinted.clear();
+    hinted.set(workload, now);
+    const failed = (err: unknown) => {
+      hinted.delete(workload);
+      const message = err instanceof Error ? err.message : String(err);
+      log.warn({ op: 'workloadsHint', err: message }, 'workloads hint index not updated; retried on the next grant');
+    };
+    redis
+      .multi()
+      .zadd(workloadsKey, now, workload)
+      .zremrangebyscore(workloadsKey, '-inf', `(${now - retentionMs}`)
+      .exec()
+      // EXEC answers errors of queued commands (e.g. WRONGTYPE) as replies, not as a rejection.
+      .then((replies) => {
+        const err = replies?.find(([e]) => e)?.[0];
+        if (err) failed(err);
+      }, failed);
   }
 
   const store: RedisGrantStore = {
@@ -242,28 +294,13 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       });
       return guarded('createGrant', async () => {
         // Operators' hint index of workloads, outside the atomic script on purpose: it lives in
-        // its own slot, and a cluster cannot run one script across slots. Written first, so every
-        // workload that has grants is listed; a listed workload without grants is harmless.
-        // Sent without waiting: one connection keeps the order, so this costs no extra round trip.
-        // Refreshed at most once a minute per workload per instance: the index only has to say
-        // which workloads had grants within the retention window, not when exactly.
-        let hint: Promise<unknown> = Promise.resolve();
-        const last = hinted.get(grant.workload);
-        if (last === undefined || o.now - last >= HINT_EVERY_MS || o.now < last) {
-          if (hinted.size >= HINT_MEMO_MAX) hinted.clear();
-          hinted.set(grant.workload, o.now);
-          hint = redis
-            .multi()
-            .zadd(workloadsKey, o.now, grant.workload)
-            .zremrangebyscore(workloadsKey, '-inf', `(${o.now - o.retentionMs}`)
-            .exec()
-            .catch((e: unknown) => {
-              hinted.delete(grant.workload); // try again next time
-              throw e;
-            });
-          hint.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
-        }
-        const script = redis.jitCreateGrant(
+        // its own slot, and a cluster cannot run one script across slots. Sent first on the same
+        // connection, so a workload is normally listed before its grants exist; a listed workload
+        // without grants is harmless. Best effort: the grant (and its audit event) must not be
+        // refused or delayed over an operators' convenience. Refreshed at most once a minute per
+        // workload per instance: it only has to say which workloads had grants within retention.
+        refreshWorkloadHint(grant.workload, o.now, o.retentionMs);
+        const reply = await redis.jitCreateGrant(
           keys.grant(grant.id),
           keys.live,
           keys.all,
@@ -282,7 +319,6 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           ...issued,
           ...denied,
         );
-        const [reply] = await Promise.all([script, hint]);
         const [status, count, earliest] = reply;
         if (status === 'ok') return grant;
         if (status === 'dup') throw new DuplicateGrantId(grant.id);
@@ -331,11 +367,16 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       return guarded('readAudit', async () => {
         const entries = await redis.xrange(keysOf(workload).audit, '-', '+', 'COUNT', limit);
         const out: AuditEvent[] = [];
+        let foreign = 0;
         for (const [id, fields] of entries) {
           const decoded = auditFromFields(id, fields);
-          if (decoded.ok) out.push(decoded.value);
-          else log.error({ entry: id, problem: decoded.problem }, 'audit entry does not decode; skipped');
+          if (!decoded.ok) log.error({ entry: id, problem: decoded.problem }, 'audit entry does not decode; skipped');
+          // Only this workload's own events (see ownRecord).
+          else if (decoded.value.workload === workload) out.push(decoded.value);
+          else foreign++;
         }
+        // Once per read: a flood of foreign events must not become a flood of log lines.
+        if (foreign > 0) log.error({ entries: foreign }, "audit entries under this workload's keys are not this workload's; skipped");
         return out;
       });
     },

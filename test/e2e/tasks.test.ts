@@ -15,11 +15,11 @@ let stranger: OidcIssuer;
 let broker: BrokerRuntime & { prefix: string };
 let redis: Redis;
 
-const saToken = (over: { namespace?: string; audience?: string; ttlSeconds?: number } = {}) =>
+const saToken = (over: { namespace?: string; serviceAccount?: string; audience?: string; ttlSeconds?: number } = {}) =>
   issuer.mintServiceAccountToken({
     cluster: 'test',
     namespace: over.namespace ?? 'payments',
-    serviceAccount: 'api',
+    serviceAccount: over.serviceAccount ?? 'api',
     pod: 'api-5f7c',
     audience: over.audience ?? AUDIENCE,
     ttlSeconds: over.ttlSeconds ?? 600,
@@ -123,7 +123,9 @@ describe('POST /v1/tasks', () => {
   });
 
   it('records the grant in Redis with its indexes and audit event, each living for the grant plus retention', async () => {
-    const res = await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token: await saToken() }, intent: { ...intent, task: 'ttl-check' }, lifetime: '30m' });
+    // A workload of its own: index TTLs are never shortened, so earlier grants would show through.
+    const token = await saToken({ serviceAccount: 'ttl-checker' });
+    const res = await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token }, intent: { ...intent, task: 'ttl-check' }, lifetime: '30m' });
     expect(res.status).toBe(201);
     const id = res.json.grant as string;
     const [keyOf] = await keysUnder(`${broker.prefix}*:grant:${id}`);
@@ -145,7 +147,7 @@ describe('POST /v1/tasks', () => {
     expect(live).toBeGreaterThan(lifetime - tol);
     expect(await redis.zscore(`${slot}:live`, id)).toBe(String(Date.parse(res.json.grant_expires_at as string)));
     expect(await redis.hget(keyOf!, 'expires_at')).toBe(String(Date.parse(res.json.grant_expires_at as string)));
-    const events = await broker.store.readAudit(WORKLOAD);
+    const events = await broker.store.readAudit('k8s://test/ns/payments/sa/ttl-checker');
     expect(events.filter((e) => e.type === 'grant.issued' && e.grant === id)).toHaveLength(1);
   });
 

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { InvalidRequest, LimitExceeded } from '../../src/errors.js';
 import { DuplicateGrantId } from '../../src/grants/codec.js';
@@ -12,6 +12,12 @@ import type { AuditEvent, Grant, GrantStore, NewGrant, PublishedKey } from '../.
 export interface GrantStoreContractOptions {
   /** Called after each test with the store (before it is closed). */
   afterEach?: (store: GrantStore) => Promise<void>;
+  /**
+   * Writes under `victim`'s keys (its slot) what a workload whose tag collides with the victim's
+   * would: a live grant of task `task`, created at `now`, and its `grant.issued` event. Each
+   * store does it the way it can; the tests that need it are skipped without it.
+   */
+  plantForeign?: (store: GrantStore, victim: string, at: { now: number; task: string }) => Promise<void>;
 }
 
 const MIN = 60_000;
@@ -43,6 +49,8 @@ export function makeGrant(workload: string, now: number, over: Partial<NewGrant>
 }
 
 const opts = (now: number, maxActive = 10, retentionMs = 24 * HOUR) => ({ now, maxActive, retentionMs });
+const ids = (gs: Grant[]) => gs.map((g) => g.id);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export function describeGrantStoreContract(
   name: string,
@@ -137,8 +145,21 @@ export function describeGrantStoreContract(
         expect(await store.readAudit(w)).toEqual([]);
       });
 
+      it('names a grant g_<128-bit workload tag>_<128 random bits>, in lowercase hex', async () => {
+        const w = uniqueWorkload();
+        const g = await store.createGrant(makeGrant(w, t0), opts(t0));
+        expect(g.id).toMatch(/^g_[0-9a-f]{32}_[0-9a-f]{32}$/);
+        const tag = createHash('sha256').update(w).digest('hex').slice(0, 32);
+        expect(g.id.slice(2, 34)).toBe(tag);
+        // The former 48-bit tag is no grant id any more.
+        const short = makeGrant(w, t0, { id: `g_${tag.slice(0, 12)}_${'0'.repeat(32)}` });
+        await expect(store.createGrant(short, opts(t0))).rejects.toBeInstanceOf(InvalidRequest);
+        expect(await store.getGrant(short.id)).toBeNull();
+      });
+
       it('answers null for malformed and unknown grant ids', async () => {
-        for (const id of ['', 'nope', 'g_123', 'g_zzzzzzzzzzzz_00000000000000000000000000000000', `${newGrantId('x')}x`, '../../etc']) {
+        const malformed = ['', 'nope', 'g_123', `g_${'z'.repeat(32)}_${'0'.repeat(32)}`, `g_${'A'.repeat(32)}_${'0'.repeat(32)}`];
+        for (const id of [...malformed, `${newGrantId('x')}x`, '../../etc']) {
           expect(await store.getGrant(id)).toBeNull();
         }
         expect(await store.getGrant(newGrantId(uniqueWorkload()))).toBeNull();
@@ -234,7 +255,6 @@ export function describeGrantStoreContract(
         const g3 = makeGrant(w, t0 + 2, { task: 'task-a', expires_at: t0 + 10 * MIN });
         const g4 = makeGrant(w, t0 + 3, { task: 'task-a', expires_at: t0 + 10 * MIN });
         for (const g of [g1, g2, g3, g4]) await store.createGrant(g, opts(g.created_at));
-        const ids = (gs: Grant[]) => gs.map((g) => g.id);
 
         expect(ids(await store.listWorkloadGrants(w, { now: t0 + 3 }))).toEqual([g4.id, g3.id, g2.id, g1.id]);
         expect(ids(await store.listWorkloadGrants(w, { now: t0 + 3, limit: 2 }))).toEqual([g4.id, g3.id]);
@@ -275,6 +295,44 @@ export function describeGrantStoreContract(
         await store.createGrant(fresh, opts(t0 + 20_000, 10, retention));
         expect((await store.listWorkloadGrants(w, { now: t0 + 20_000 })).map((g) => g.id)).toEqual([fresh.id]);
         expect((await store.listTaskGrants(w, 'same', { now: t0 + 20_000 })).map((g) => g.id)).toEqual([fresh.id]);
+      });
+
+      it('skips grants whose records are gone, without them taking places in the page', async () => {
+        const w = uniqueWorkload();
+        const kept = makeGrant(w, t0, { task: 'same' });
+        await store.createGrant(kept, opts(t0));
+        // Newer, and its record lives 2 ms (retention 1 ms): its index entries outlive it.
+        const gone = makeGrant(w, t0 + 1, { task: 'same', expires_at: t0 + 2 });
+        await store.createGrant(gone, opts(t0 + 1, 10, 1));
+        await sleep(50); // Redis expires in real time; the memory store at a later `now`
+        const later = t0 + 100;
+        // Twice: the first read meets the gone id (and prunes it), the second reads the pruned index.
+        for (let pass = 0; pass < 2; pass++) {
+          expect(ids(await store.listWorkloadGrants(w, { now: later, limit: 1 }))).toEqual([kept.id]);
+          expect(ids(await store.listTaskGrants(w, 'same', { now: later, limit: 1 }))).toEqual([kept.id]);
+          expect(ids(await store.listWorkloadGrants(w, { now: later, liveOnly: true }))).toEqual([kept.id]);
+        }
+        expect(await store.getGrant(gone.id)).toBeNull();
+      });
+    });
+
+    describe('another workload under the same keys (a tag collision)', () => {
+      it.skipIf(!contractOpts.plantForeign)("is never listed, nor read back, as this workload's", async () => {
+        const w = uniqueWorkload();
+        const task = 'shared-task';
+        const own = makeGrant(w, t0, { task });
+        await store.createGrant(own, opts(t0));
+        // Newer than ours: newest first, it would take the only place in a page of one.
+        await contractOpts.plantForeign?.(store, w, { now: t0 + 1, task });
+        const now = t0 + 2;
+        expect(ids(await store.listWorkloadGrants(w, { now }))).toEqual([own.id]);
+        expect(ids(await store.listWorkloadGrants(w, { now, limit: 1 }))).toEqual([own.id]);
+        expect(ids(await store.listWorkloadGrants(w, { now, liveOnly: true }))).toEqual([own.id]);
+        expect(ids(await store.listTaskGrants(w, task, { now }))).toEqual([own.id]);
+        expect(ids(await store.listTaskGrants(w, task, { now, limit: 1 }))).toEqual([own.id]);
+        expect(ids(await store.listTaskGrants(w, task, { now, liveOnly: true }))).toEqual([own.id]);
+        const audit = await store.readAudit(w);
+        expect(audit.map((e) => [e.type, e.workload, e.grant])).toEqual([['grant.issued', w, own.id]]);
       });
     });
 

@@ -1,18 +1,48 @@
+import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Unavailable } from '../../src/errors.js';
+import { auditToFields, grantToHash } from '../../src/grants/codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from '../../src/grants/ids.js';
 import { createRedisGrantStore, redactRedisUrl, type RedisGrantStore } from '../../src/grants/redis-store.js';
-import type { GrantStore } from '../../src/grants/store.js';
+import type { Grant, GrantStore } from '../../src/grants/store.js';
 import { silentLogger } from '../../src/log.js';
 import { describeGrantStoreContract, makeGrant, uniqueWorkload } from '../helpers/grant-store-contract.js';
 import { redisUrl, startRedisServer, uniquePrefix, type RedisProcess } from '../helpers/redis.js';
 
 const prefix = uniquePrefix('redis-store');
 
-describeGrantStoreContract('redis', async () => createRedisGrantStore({ url: redisUrl(), keyPrefix: prefix, log: silentLogger }));
+/**
+ * What a workload whose tag collides with the victim's would leave in the victim's slot, written
+ * with a raw client: a live grant record (its id routes to the victim's slot), its index entries
+ * and its audit event.
+ */
+async function plantForeign(_store: GrantStore, victim: string, at: { now: number; task: string }): Promise<void> {
+  const raw = new Redis(redisUrl());
+  try {
+    const tag = workloadTag(victim);
+    const k = grantKeys(prefix, tag);
+    const id = `g_${tag}_${randomBytes(16).toString('hex')}`;
+    const foreign = `${victim}#foreign`;
+    const g: Grant = { ...makeGrant(foreign, at.now, { task: at.task }), id, status: 'active', generation: 1 };
+    await raw
+      .multi()
+      .hset(k.grant(id), grantToHash(g))
+      .zadd(k.live, g.expires_at, id)
+      .zadd(k.all, g.created_at, id)
+      .zadd(k.task(g.task), g.created_at, id)
+      .xadd(k.audit, '*', ...auditToFields({ type: 'grant.issued', at: at.now, workload: foreign, grant: id, task: g.task }))
+      .exec();
+  } finally {
+    await raw.quit();
+  }
+}
+
+describeGrantStoreContract('redis', async () => createRedisGrantStore({ url: redisUrl(), keyPrefix: prefix, log: silentLogger }), {
+  plantForeign,
+});
 
 /** CRC16/XMODEM, as Redis Cluster uses for key slots (standalone Redis refuses CLUSTER KEYSLOT). */
 function crc16(buf: Buffer): number {
@@ -167,8 +197,8 @@ describe('redis grant store: Redis specifics', () => {
   it('drops an index entry whose record is gone, and treats an undecodable record as absent', async () => {
     const w = uniqueWorkload();
     const now = Date.now();
-    const a = makeGrant(w, now);
-    const b = makeGrant(w, now + 1);
+    const a = makeGrant(w, now, { task: 't' });
+    const b = makeGrant(w, now + 1, { task: 't' });
     await store.createGrant(a, { now, maxActive: 5, retentionMs: 60_000 });
     await store.createGrant(b, { now: now + 1, maxActive: 5, retentionMs: 60_000 });
     const k = grantKeys(prefix, workloadTag(w));
@@ -177,6 +207,96 @@ describe('redis grant store: Redis specifics', () => {
     expect(await store.listWorkloadGrants(w, { now })).toEqual([]);
     expect(await store.getGrant(a.id)).toBeNull();
     expect(await store.getGrant(b.id)).toBeNull();
+    // The read pruned the index it read (only): the undecodable record is still there.
+    expect(await raw.zrange(k.all, 0, -1)).toEqual([b.id]);
+    expect(await raw.zrange(k.task('t'), 0, -1)).toEqual([a.id, b.id]);
+    expect(await raw.zrange(k.live, 0, -1)).toEqual([a.id, b.id]);
+    expect(await store.listTaskGrants(w, 't', { now })).toEqual([]);
+    expect(await store.listWorkloadGrants(w, { now, liveOnly: true })).toEqual([]);
+    expect(await raw.zrange(k.task('t'), 0, -1)).toEqual([b.id]);
+    expect(await raw.zrange(k.live, 0, -1)).toEqual([b.id]);
+  });
+
+  it('prunes only ids whose records are gone, not the records of another workload', async () => {
+    const w = uniqueWorkload();
+    const now = Date.now();
+    const own = makeGrant(w, now, { task: 't' });
+    await store.createGrant(own, { now, maxActive: 5, retentionMs: 60_000 });
+    await plantForeign(store, w, { now: now + 1, task: 't' });
+    const k = grantKeys(prefix, workloadTag(w));
+    const [foreignId] = await raw.zrevrange(k.all, 0, 0);
+    expect(foreignId).not.toBe(own.id);
+    expect((await store.listWorkloadGrants(w, { now, limit: 1 })).map((g) => g.id)).toEqual([own.id]);
+    expect(await raw.zscore(k.all, foreignId as string)).not.toBeNull();
+    expect(await raw.exists(k.grant(foreignId as string))).toBe(1);
+  });
+
+  /** A logger whose warnings land in `lines`. */
+  function warningsTo(lines: string[]) {
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        lines.push(chunk.toString('utf8'));
+        cb();
+      },
+    });
+    return pino({ level: 'warn' }, sink);
+  }
+
+  /** createGrant succeeds, the grant and its audit event exist, a warning says why, no token in it. */
+  async function expectGrantDespiteHint(s: GrantStore, lines: string[], now: number, why: string): Promise<string> {
+    const w = uniqueWorkload();
+    const g = makeGrant(w, now);
+    await expect(s.createGrant(g, { now, maxActive: 5, retentionMs: 60_000 })).resolves.toMatchObject({ id: g.id });
+    expect(await s.getGrant(g.id)).toMatchObject({ id: g.id, status: 'active' });
+    expect((await s.readAudit(w)).map((e) => [e.type, e.grant])).toEqual([['grant.issued', g.id]]);
+    await s.ping(); // the hint's reply came before this one (one connection)
+    const warned = lines.join('');
+    expect(warned).toContain('workloads hint index not updated');
+    expect(warned).toContain(why);
+    expect(warned).not.toContain(g.token_jti);
+    return w;
+  }
+
+  it('creates the grant though the workloads hint write fails inside EXEC, and retries it later', async () => {
+    const lines: string[] = [];
+    const keyPrefix = uniquePrefix('redis-store-hint');
+    const hintKey = `${keyPrefix}workloads`;
+    const s = createRedisGrantStore({ url: redisUrl(), keyPrefix, log: warningsTo(lines) });
+    try {
+      await raw.set(hintKey, 'not a zset'); // ZADD answers WRONGTYPE
+      const now = Date.now();
+      const w = await expectGrantDespiteHint(s, lines, now, 'WRONGTYPE');
+      // Within the refresh interval, yet retried: the failure was forgotten.
+      await raw.del(hintKey);
+      await s.createGrant(makeGrant(w, now + 1), { now: now + 1, maxActive: 5, retentionMs: 60_000 });
+      await s.ping();
+      expect(await raw.zscore(hintKey, w)).toBe(String(now + 1));
+    } finally {
+      await s.close();
+      const leftovers = await raw.keys(`${keyPrefix}*`);
+      if (leftovers.length) await raw.del(...leftovers);
+    }
+  });
+
+  it('creates the grant though the workloads hint transaction is rejected (EXECABORT)', async () => {
+    // Its own server, with a user that may write the workloads' slots but only read the hint index.
+    const own = await startRedisServer();
+    const lines: string[] = [];
+    const keyPrefix = 'jit:';
+    let s: GrantStore | undefined;
+    try {
+      const admin = new Redis(own.url);
+      await admin.acl('SETUSER', 'nohint', 'on', '>pw', '+@all', `~${keyPrefix}{*`, `%R~${keyPrefix}workloads`);
+      await admin.quit();
+      const url = own.url.replace('redis://', 'redis://nohint:pw@');
+      const store = createRedisGrantStore({ url, keyPrefix, log: warningsTo(lines) });
+      s = store;
+      await eventually(() => store.ping());
+      await expectGrantDespiteHint(store, lines, Date.now(), 'EXECABORT');
+    } finally {
+      await s?.close();
+      await own.stop();
+    }
   });
 
   it('purges a published key holding private material that reached Redis anyway', async () => {

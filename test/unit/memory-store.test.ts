@@ -1,10 +1,20 @@
 import { describe, expect, it } from 'vitest';
 import { Unavailable } from '../../src/errors.js';
+import { workloadTag } from '../../src/grants/ids.js';
 import { createMemoryGrantStore } from '../../src/grants/memory-store.js';
 import { silentLogger } from '../../src/log.js';
 import { describeGrantStoreContract, makeGrant, uniqueWorkload } from '../helpers/grant-store-contract.js';
 
-describeGrantStoreContract('memory', async () => createMemoryGrantStore({ log: silentLogger }));
+/** `<id>#foreign` shares `<id>`'s slot, as a workload whose tag collides with `<id>`'s would. */
+const FOREIGN = '#foreign';
+const collidingTag = (id: string) => workloadTag(id.endsWith(FOREIGN) ? id.slice(0, -FOREIGN.length) : id);
+
+describeGrantStoreContract('memory', async () => createMemoryGrantStore({ log: silentLogger, workloadTag: collidingTag }), {
+  // Through the store itself: the colliding workload's grant and event land in the victim's slot.
+  async plantForeign(store, victim, { now, task }) {
+    await store.createGrant(makeGrant(`${victim}${FOREIGN}`, now, { task }), { now, maxActive: 10, retentionMs: 60 * 60_000 });
+  },
+});
 
 describe('memory grant store', () => {
   it('expires records lazily once a later now passes expires_at + retention', async () => {
