@@ -153,7 +153,8 @@ export class Broker {
           audience,
           actions,
         },
-        { retentionMs: config.grants.audit_retention },
+        // No rule names this workload: one shared capped stream, not a stream per attested id.
+        { retentionMs: config.grants.audit_retention, unmatched: decision.closestRule === undefined },
       );
     } catch (e) {
       log.warn({ workload: workload.id, err: (e as Error).message }, 'denial audit write failed');

@@ -10,6 +10,8 @@ import type { AuditEvent, CreateGrantOptions, Grant, NewGrant, PublishedKey } fr
 
 /** Audit streams keep at most about this many entries per workload (XADD MAXLEN ~). */
 export const AUDIT_MAXLEN = 100_000;
+/** Length cap of the shared stream of denials for workloads no rule names. */
+export const UNMATCHED_AUDIT_MAXLEN = 10_000;
 export const LIST_LIMIT_DEFAULT = 100;
 export const LIST_LIMIT_MAX = 1000;
 export const AUDIT_LIMIT_DEFAULT = 1000;

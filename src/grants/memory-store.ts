@@ -2,6 +2,7 @@ import { Unavailable } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
   AUDIT_MAXLEN,
+  UNMATCHED_AUDIT_MAXLEN,
   CAP_DENIAL_REASON,
   DuplicateGrantId,
   auditLimit,
@@ -15,7 +16,7 @@ import {
   validateRetention,
 } from './codec.js';
 import { tagOfGrantId, workloadTag } from './ids.js';
-import type { AuditEvent, CreateGrantOptions, Grant, GrantStore, ListOptions, NewGrant, PublishedKey } from './store.js';
+import type { AppendAuditOptions, AuditEvent, CreateGrantOptions, Grant, GrantStore, ListOptions, NewGrant, PublishedKey } from './store.js';
 
 export interface MemoryGrantStoreOptions {
   log?: Logger;
@@ -59,6 +60,8 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
   /** By workload tag (the Redis slot); each tag also remembers its workload id. */
   const workloads = new Map<string, Workload>();
   const keys = new Map<string, PublishedKey>();
+  /** Denials of workloads no rule names: one shared, length-capped stream. */
+  const unmatched: AuditEvent[] = [];
   let latestNow = 0;
   let auditSeq = 0;
   let lastAuditMs = 0;
@@ -228,12 +231,22 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       return list(ws, o, task);
     },
 
-    async appendAudit(event: AuditEvent, o: { retentionMs: number }): Promise<void> {
+    async appendAudit(event: AuditEvent, o: AppendAuditOptions): Promise<void> {
       check();
       const e = validateAudit(event);
-      const retention = validateRetention(o);
+      validateRetention(o);
       see(e.at);
-      append(workload(e.workload, true), e, e.at, retention);
+      if (o.unmatched) {
+        unmatched.push({ id: nextAuditId(), ...clone(e) });
+        if (unmatched.length > UNMATCHED_AUDIT_MAXLEN) unmatched.splice(0, unmatched.length - UNMATCHED_AUDIT_MAXLEN);
+        return;
+      }
+      append(workload(e.workload, true), e, e.at, o.retentionMs);
+    },
+
+    async readUnmatchedAudit(o: { limit?: number } = {}): Promise<AuditEvent[]> {
+      check();
+      return clone(unmatched.slice(0, auditLimit(o.limit)));
     },
 
     async readAudit(ws: string, o: { limit?: number } = {}): Promise<AuditEvent[]> {

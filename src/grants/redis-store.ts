@@ -4,6 +4,7 @@ import { BrokerError, Unavailable } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
   AUDIT_MAXLEN,
+  UNMATCHED_AUDIT_MAXLEN,
   CAP_DENIAL_REASON,
   DuplicateGrantId,
   auditFromFields,
@@ -23,7 +24,7 @@ import {
   validateRetention,
 } from './codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from './ids.js';
-import type { AuditEvent, CreateGrantOptions, Grant, GrantStore, ListOptions, NewGrant, PublishedKey } from './store.js';
+import type { AppendAuditOptions, AuditEvent, CreateGrantOptions, Grant, GrantStore, ListOptions, NewGrant, PublishedKey } from './store.js';
 
 /**
  * The Lua scripts, read once at module load. They live next to this file in `lua/`; the build
@@ -172,6 +173,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
 
   const keysOf = (workload: string) => grantKeys(prefix, workloadTag(workload));
   const workloadsKey = `${prefix}workloads`;
+  const unmatchedAuditKey = `${prefix}audit:unmatched`;
   /** When this instance last refreshed a workload's entry in the hint index (bounded memo). */
   const hinted = new Map<string, number>();
   const HINT_EVERY_MS = 60_000;
@@ -354,11 +356,26 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       return guarded('listTaskGrants', () => listIndex(workload, keysOf(workload).task(task), o, task));
     },
 
-    async appendAudit(event: AuditEvent, o: { retentionMs: number }): Promise<void> {
+    async appendAudit(event: AuditEvent, o: AppendAuditOptions): Promise<void> {
       const e = validateAudit(event);
       const retention = validateRetention(o);
+      const [key, maxlen] = o.unmatched ? [unmatchedAuditKey, UNMATCHED_AUDIT_MAXLEN] : [keysOf(e.workload).audit, AUDIT_MAXLEN];
       await guarded('appendAudit', async () => {
-        await redis.jitAppendAudit(keysOf(e.workload).audit, retention, AUDIT_MAXLEN, ...auditToFields(e));
+        await redis.jitAppendAudit(key, retention, maxlen, ...auditToFields(e));
+      });
+    },
+
+    async readUnmatchedAudit(o: { limit?: number } = {}): Promise<AuditEvent[]> {
+      const limit = auditLimit(o.limit);
+      return guarded('readUnmatchedAudit', async () => {
+        const entries = await redis.xrange(unmatchedAuditKey, '-', '+', 'COUNT', limit);
+        const out: AuditEvent[] = [];
+        for (const [id, fields] of entries) {
+          const decoded = auditFromFields(id, fields);
+          if (decoded.ok) out.push(decoded.value);
+          else log.error({ entry: id, problem: decoded.problem }, 'audit entry does not decode; skipped');
+        }
+        return out;
       });
     },
 

@@ -74,6 +74,11 @@ export interface CreateGrantOptions {
   retentionMs: number;
 }
 
+export interface AppendAuditOptions {
+  retentionMs: number;
+  unmatched?: boolean;
+}
+
 export interface ListOptions {
   now: number;
   /** Only grants that are live (active and unexpired). */
@@ -98,10 +103,16 @@ export interface GrantStore {
   listWorkloadGrants(workload: string, opts: ListOptions): Promise<Grant[]>;
   /** Grants of one workload's task, newest first. */
   listTaskGrants(workload: string, task: string, opts: ListOptions): Promise<Grant[]>;
-  /** Appends an audit event to the workload's stream (denials; state changes write their own). */
-  appendAudit(event: AuditEvent, opts: { retentionMs: number }): Promise<void>;
+  /**
+   * Appends an audit event to the workload's stream (denials; state changes write their own).
+   * `unmatched`: the workload is named by no policy rule. Such denials go to one shared stream,
+   * capped in length, so that arbitrary attested ids cannot make the store grow a stream each.
+   */
+  appendAudit(event: AuditEvent, opts: AppendAuditOptions): Promise<void>;
   /** The workload's audit events, oldest first. */
   readAudit(workload: string, opts?: { limit?: number }): Promise<AuditEvent[]>;
+  /** Denials of workloads no rule names (the shared stream), oldest first. */
+  readUnmatchedAudit(opts?: { limit?: number }): Promise<AuditEvent[]>;
 
   publishKey(key: PublishedKey): Promise<void>;
   /** Keys whose expires_at is in the future (prunes the rest). */

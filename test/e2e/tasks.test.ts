@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { Redis } from 'ioredis';
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
@@ -245,6 +246,17 @@ describe('denials: each a 4xx with an OAuth error, and no grant written', () => 
     expect((res.json.error_description as string).length).toBeLessThan(600);
     const denial = (await broker.store.readAudit(WORKLOAD)).filter((e) => e.type === 'grant.denied').at(-1);
     expect(denial?.reason).toBe(res.json.error_description);
+  });
+
+  it('a workload no rule names leaves no key of its own: its denial goes to the shared stream', async () => {
+    const res = await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token: await saToken({ namespace: 'unlisted' }) }, intent });
+    expect(res.status).toBe(403);
+    const stranger = 'k8s://test/ns/unlisted/sa/api';
+    expect(await broker.store.readAudit(stranger)).toEqual([]);
+    const tag = createHash('sha256').update(stranger).digest('hex').slice(0, 32);
+    expect(await keysUnder(`${broker.prefix}{w:${tag}}*`)).toEqual([]);
+    const shared = await broker.store.readUnmatchedAudit({ limit: 10_000 });
+    expect(shared.filter((e) => e.workload === stranger).at(-1)).toMatchObject({ type: 'grant.denied', reason: `no policy rule allows workload ${stranger}` });
   });
 
   it('denials are audited in the workload stream', async () => {

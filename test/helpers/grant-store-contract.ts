@@ -368,6 +368,16 @@ export function describeGrantStoreContract(
         expect(await store.readAudit(uniqueWorkload('nobody'))).toEqual([]);
       });
 
+      it('keeps denials of workloads no rule names in one shared stream, not a stream per workload', async () => {
+        const before = await store.readUnmatchedAudit({ limit: 10_000 });
+        const ids = [uniqueWorkload('stranger'), uniqueWorkload('stranger')];
+        for (const w of ids) await store.appendAudit({ type: 'grant.denied', at: t0, workload: w, reason: 'no rule' }, { retentionMs: HOUR, unmatched: true });
+        for (const w of ids) expect(await store.readAudit(w)).toEqual([]);
+        const after = await store.readUnmatchedAudit({ limit: 10_000 });
+        expect(after.slice(before.length).map((e) => e.workload)).toEqual(ids);
+        expect(after.at(-1)).toMatchObject({ type: 'grant.denied', reason: 'no rule' });
+      });
+
       it('writes a grant.issued event with the grant', async () => {
         const w = uniqueWorkload();
         const g = makeGrant(w, t0);
