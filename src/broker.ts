@@ -1,6 +1,7 @@
 import type { Attestor, Evidence, Workload } from './attestation/attestor.js';
 import type { Config } from './config/schema.js';
-import { AccessDenied, AttestationFailed, InvalidRequest } from './errors.js';
+import { AccessDenied, AttestationFailed, InvalidRequest, Unavailable } from './errors.js';
+import { DuplicateGrantId } from './grants/codec.js';
 import { newGrantId } from './grants/ids.js';
 import type { GrantStore } from './grants/store.js';
 import type { Logger } from './log.js';
@@ -111,7 +112,11 @@ export class Broker {
         ...(workload.confirmation ? { cnf: workload.confirmation } : {}),
       },
       { now, maxActive: config.grants.max_active_per_workload, retentionMs: config.grants.audit_retention },
-    );
+    ).catch((e: unknown) => {
+      // 128 random bits make this a bug, never an input error: fail closed like a store fault.
+      if (e instanceof DuplicateGrantId) throw new Unavailable('grant could not be recorded', { detail: e.message });
+      throw e;
+    });
     log.info({ grant: grant.id, workload: workload.id, rule: decision.rule, jti, exp: claims.exp }, 'task token issued');
     return {
       access_token: token,

@@ -78,7 +78,17 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
   const app = createApp({ config, broker, keyring, log, readiness, ...(opts.extend ? { extend: opts.extend } : {}) });
 
   const server = await new Promise<Server>((resolve) => {
-    const s = serve({ fetch: app.fetch, port: config.listen.port, hostname: config.listen.host }, () => resolve(s as Server));
+    const timeout = config.http.request_timeout;
+    const s = serve(
+      {
+        fetch: app.fetch,
+        port: config.listen.port,
+        hostname: config.listen.host,
+        // Slow or stalled requests (slow-loris) are cut off: Node answers 408 and closes.
+        serverOptions: { requestTimeout: timeout, headersTimeout: Math.min(timeout, 5000), connectionsCheckingInterval: Math.min(1000, timeout) },
+      },
+      () => resolve(s as Server),
+    );
   });
   const { port } = server.address() as AddressInfo;
   const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? '127.0.0.1' : config.listen.host;

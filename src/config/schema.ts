@@ -74,7 +74,11 @@ export const configSchema = z
       .strict()
       .prefault({}),
     http: z
-      .object({ max_body_bytes: z.number().int().min(1024).max(1_048_576).default(65_536) })
+      .object({
+        max_body_bytes: z.number().int().min(1024).max(1_048_576).default(65_536),
+        /** A request (headers and body) must arrive within this; slower ones get 408 and are closed. */
+        request_timeout: durationField('10s'),
+      })
       .strict()
       .prefault({}),
     attestation: z.object({ oidc: oidcConfigSchema.optional() }).strict().prefault({}),
@@ -93,6 +97,7 @@ export const configSchema = z
     if (t.key_overlap < t.max_ttl + t.leeway)
       issue(['tokens', 'key_overlap'], `must be >= tokens.max_ttl + tokens.leeway (${formatDuration(t.max_ttl + t.leeway)}) so no live token loses its key`);
     if (t.key_rotation < 60_000) issue(['tokens', 'key_rotation'], 'must be >= 1m');
+    if (cfg.http.request_timeout < 1000 || cfg.http.request_timeout > 300_000) issue(['http', 'request_timeout'], 'must be between 1s and 5m');
     const g = cfg.grants;
     if (g.default_lifetime < TTL_FLOOR_MS) issue(['grants', 'default_lifetime'], 'must be >= 30s');
     if (g.default_lifetime > g.max_lifetime) issue(['grants', 'default_lifetime'], 'must be <= grants.max_lifetime');

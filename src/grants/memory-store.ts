@@ -136,7 +136,8 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
     for (const id of index.keys()) {
       const g = record(id);
       if (!g) {
-        index.delete(id); // pruned on read, as the Redis store does
+        // Pruned on read, as the Redis store does; never the live index (it drives the cap).
+        if (!o.liveOnly) index.delete(id);
         continue;
       }
       // Only the asked workload's own grants, even if another workload shares its slot.
@@ -246,7 +247,7 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
 
     async readUnmatchedAudit(o: { limit?: number } = {}): Promise<AuditEvent[]> {
       check();
-      return clone(unmatched.slice(0, auditLimit(o.limit)));
+      return clone(unmatched.slice(-auditLimit(o.limit)));
     },
 
     async readAudit(ws: string, o: { limit?: number } = {}): Promise<AuditEvent[]> {

@@ -208,10 +208,10 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
    * Up to `max` of this workload's records among `ids` (index order), in one round trip. The
    * script drops from `indexKey` the ids whose records are gone, so reads prune the index too.
    */
-  async function readRecords(workload: string, indexKey: string, ids: string[], max: number): Promise<Grant[]> {
+  async function readRecords(workload: string, indexKey: string, ids: string[], max: number, prune: boolean): Promise<Grant[]> {
     if (ids.length === 0) return [];
     const grantKey = keysOf(workload).grant;
-    const reply = await redis.jitReadGrants(1 + ids.length, indexKey, ...ids.map(grantKey), workload, max, ...ids);
+    const reply = await redis.jitReadGrants(1 + ids.length, indexKey, ...ids.map(grantKey), workload, max, prune ? '1' : '0', ...ids);
     const out: Grant[] = [];
     for (let i = 0; i + 1 < reply.length; i += 2) {
       const g = ownRecord(workload, reply[i] as string, hashOf(reply[i + 1] as string[]));
@@ -226,7 +226,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       // The live set is bounded by the active cap; read it whole, then filter on the records.
       const live = keysOf(workload).live;
       const ids = await redis.zrangebyscore(live, `(${o.now}`, '+inf');
-      const grants = await readRecords(workload, live, ids, ids.length);
+      const grants = await readRecords(workload, live, ids, ids.length, false); // the cap's index: see read-grants.lua
       return grants
         .filter((g) => isLive(g, o.now) && (taskFilter === undefined || g.task === taskFilter))
         .sort(newestFirst)
@@ -235,7 +235,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     // Twice the page's ids, so ids whose records are gone (pruned as they are met) do not cut
     // the page short; a read that meets more than that many leaves fewer for the next one.
     const ids = await redis.zrevrange(indexKey, 0, 2 * limit - 1);
-    const grants = await readRecords(workload, indexKey, ids, limit);
+    const grants = await readRecords(workload, indexKey, ids, limit, true);
     return grants.sort(newestFirst);
   }
 
@@ -368,7 +368,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     async readUnmatchedAudit(o: { limit?: number } = {}): Promise<AuditEvent[]> {
       const limit = auditLimit(o.limit);
       return guarded('readUnmatchedAudit', async () => {
-        const entries = await redis.xrange(unmatchedAuditKey, '-', '+', 'COUNT', limit);
+        // The latest `limit` entries (the stream is capped; its head is what operators need).
+        const entries = (await redis.xrevrange(unmatchedAuditKey, '+', '-', 'COUNT', limit)).reverse();
         const out: AuditEvent[] = [];
         for (const [id, fields] of entries) {
           const decoded = auditFromFields(id, fields);

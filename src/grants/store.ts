@@ -111,7 +111,7 @@ export interface GrantStore {
   appendAudit(event: AuditEvent, opts: AppendAuditOptions): Promise<void>;
   /** The workload's audit events, oldest first. */
   readAudit(workload: string, opts?: { limit?: number }): Promise<AuditEvent[]>;
-  /** Denials of workloads no rule names (the shared stream), oldest first. */
+  /** The latest denials of workloads no rule names (the shared stream), oldest first. */
   readUnmatchedAudit(opts?: { limit?: number }): Promise<AuditEvent[]>;
 
   publishKey(key: PublishedKey): Promise<void>;

@@ -11,20 +11,41 @@ export const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
 const action = text(128).regex(SCOPE_TOKEN, 'must be a scope token: printable ASCII without spaces, " or \\');
 
 /**
- * A resource a workload names. Anything a resource server might normalise into another path is
- * refused, so the glob match against a rule sees the same path the resource server will:
- * no `.` or `..` segments, no empty segment inside the path, no backslash, no percent-encoded
- * `.`, `/` or `\`.
+ * A resource a workload names. The glob match against a rule must see the path a resource server
+ * will act on, so anything that some server normalises into another path is refused rather than
+ * guessed at: an allow-list of printable ASCII; `%XX` only for bytes that must be encoded (never
+ * unreserved characters, `.`, `/`, `\`, `%` or `;`) and only as valid UTF-8; no segment made of
+ * dots alone, before or after `;params` are cut off (`..;`), raw or percent-decoded; no empty
+ * segment inside the path; no backslash.
  */
 export function resourceProblem(resource: string): string | undefined {
+  if (!/^[\x21-\x7e]+$/.test(resource)) return 'must be printable ASCII without spaces (percent-encode other characters)';
   if (resource.includes('\\')) return 'must not contain a backslash';
-  if (/%(2e|2f|5c)/i.test(resource)) return 'must not percent-encode ".", "/" or "\\"';
-  const path = resource.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '');
-  const segments = path.split('/');
-  if (segments.some((s) => s === '.' || s === '..')) return 'must not contain "." or ".." path segments';
-  if (segments.slice(1, -1).some((s) => s === '')) return 'must not contain an empty path segment ("//")';
+  const bytes: number[] = [];
+  for (const m of resource.matchAll(/%(.{0,2})/g)) {
+    if (!/^[0-9a-fA-F]{2}$/.test(m[1]!)) return 'must use "%" only as %XX with two hex digits';
+    const byte = parseInt(m[1]!, 16);
+    if (byte < 0x80 && !NEEDS_ENCODING.test(String.fromCharCode(byte))) return `must not percent-encode "${String.fromCharCode(byte)}"`;
+    bytes.push(byte);
+  }
+  let decoded = resource;
+  if (bytes.length) {
+    try {
+      decoded = decodeURIComponent(resource);
+    } catch {
+      return 'must percent-encode valid UTF-8 only';
+    }
+  }
+  for (const path of [resource, decoded]) {
+    const segments = path.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '').split('/');
+    if (segments.some((seg) => /^\.+$/.test(seg.split(';')[0]!))) return 'must not contain "." or ".." path segments';
+    if (segments.slice(1, -1).some((seg) => seg === '')) return 'must not contain an empty path segment ("//")';
+  }
   return undefined;
 }
+
+/** ASCII characters that may appear percent-encoded: space and the delimiters a URI cannot carry as data. Never control characters. */
+const NEEDS_ENCODING = /^[ "<>^`{|}#?[\]@!$&'()*+,=:]$/;
 
 const resource = text(1024).superRefine((value, ctx) => {
   const problem = resourceProblem(value);

@@ -52,6 +52,9 @@ export class Keyring {
   private jwksCache: { at: number; keys: JWK[] } | undefined;
   private lastError: string | undefined = 'signing key not published yet';
   private lastPostponedLog = 0;
+  private maintaining: Promise<void> | undefined;
+  /** Our retired keys still within their overlap (kept for the JWKS, never for signing). */
+  private retired: SigningKey[] = [];
 
   constructor(private readonly opts: KeyringOptions) {}
 
@@ -82,7 +85,10 @@ export class Keyring {
   /** The key to sign with now; rotates first when due. Throws Unavailable when none is published. */
   signingKey(): SigningKey {
     const now = this.opts.clock();
-    if (this.current && now >= this.current.retireAt) this.rotate(now);
+    if (this.current && now >= this.current.retireAt) {
+      this.rotate(now);
+      void this.maintain(); // makes and publishes the new next key (joins a run in flight)
+    }
     const key = this.current;
     if (!key || !key.published) throw new Unavailable('signing key is not available', { detail: this.notReady() });
     // Past its retire time the key's JWKS entry may vanish before a new token's exp: never sign.
@@ -104,11 +110,11 @@ export class Keyring {
     this.next = undefined;
     if (retired) {
       retired.retireAt = Math.min(retired.retireAt, now);
+      this.retired = [...this.retired.filter((k) => now < k.retireAt + this.opts.overlapMs), retired];
       // Re-publish with the earlier retire time; the old record keeps it listed if this fails.
       this.publish(retired).catch((e: Error) => this.opts.log.warn({ kid: retired.kid, err: e.message }, 'retired key not re-published'));
     }
     this.opts.log.info({ kid: this.current.kid, retired: retired?.kid }, 'signing key rotated');
-    void this.maintain();
   }
 
   /**
@@ -125,17 +131,37 @@ export class Keyring {
       published = await this.opts.store.publishedKeys(now);
     } catch (e) {
       this.opts.log.warn({ err: (e as Error).message }, 'published keys unavailable; serving the last known JWKS');
-      const own = [this.current, this.next].filter((k): k is SigningKey => k?.published === true).map((k) => k.publicJwk);
+      const own = this.ownKeys();
       const known = (this.jwksCache?.keys ?? []).filter((k) => !own.some((o) => o.kid === k.kid));
       return { keys: [...own, ...known] };
     }
-    const keys = published.sort((a, b) => b.created_at - a.created_at).map((k) => k.jwk as JWK);
+    // Our own published keys always, even if the store lost them (until maintenance re-publishes).
+    const own = this.ownKeys().filter((k) => !published.some((p) => p.kid === k.kid));
+    const keys = [...own, ...published.sort((a, b) => b.created_at - a.created_at).map((k) => k.jwk as JWK)];
     this.jwksCache = { at: now, keys };
     return { keys };
   }
 
-  /** Rotates when due, makes sure a next key exists, and (re)publishes our keys. */
-  private async maintain(): Promise<void> {
+  /** Public halves of this instance's keys that were published and are within their overlap. */
+  private ownKeys(): JWK[] {
+    const now = this.opts.clock();
+    return [this.current, this.next, ...this.retired]
+      .filter((k): k is SigningKey => k?.published === true && now < k.retireAt + this.opts.overlapMs)
+      .map((k) => k.publicJwk);
+  }
+
+  /**
+   * Rotates when due, makes sure a next key exists, and (re)publishes our keys. One run at a
+   * time: the timer and a rotation may both ask, and two runs would each make a next key.
+   */
+  private maintain(): Promise<void> {
+    this.maintaining ??= this.maintainOnce().finally(() => {
+      this.maintaining = undefined;
+    });
+    return this.maintaining;
+  }
+
+  private async maintainOnce(): Promise<void> {
     try {
       const now = this.opts.clock();
       if (this.current && now >= this.current.retireAt) this.rotate(now);

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import { Redis } from 'ioredis';
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -177,6 +178,11 @@ describe('POST /v1/tasks', () => {
 
 describe('denials: each a 4xx with an OAuth error, and no grant written', () => {
   let before: Record<string, unknown>;
+  beforeAll(async () => {
+    // A grant to begin with, so the snapshot below is known to see grant records.
+    const res = await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token: await saToken() }, intent });
+    expect(res.status).toBe(201);
+  });
   beforeEach(async () => {
     before = await grantState();
     expect(Object.keys(before).some((k) => k.includes(':grant:'))).toBe(true); // the snapshot sees grants
@@ -237,6 +243,22 @@ describe('denials: each a 4xx with an OAuth error, and no grant written', () => 
     expect(notUtf8.status).toBe(400);
     expect(JSON.parse(notUtf8.body).error_description).toBe('request body is not valid UTF-8');
     await expectNothingWritten();
+  });
+
+  it('a stalled body (slow-loris) is answered 408 and closed after http.request_timeout', async () => {
+    const slow = await startTestBroker(issuer, { http: { request_timeout: '1s' } });
+    try {
+      const { port } = new URL(slow.url);
+      const socket = connect(Number(port), '127.0.0.1');
+      let reply = '';
+      socket.on('data', (d: Buffer) => (reply += d.toString()));
+      const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+      socket.write('POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"intent":');
+      await closed; // the server closes; the test timeout bounds the wait
+      expect(reply).toMatch(/^HTTP\/1\.1 408/);
+    } finally {
+      await slow.close();
+    }
   });
 
   it('a denial naming many long resources is still audited, with a short reason', async () => {

@@ -102,6 +102,40 @@ describe('keyring', () => {
     await store.close();
   });
 
+  it('a rotation driven by the maintenance timer makes exactly one new next key', async () => {
+    const { make, advance, store, clock } = setup();
+    const k = make();
+    await k.start();
+    for (let i = 0; i < 3; i++) {
+      advance(61 * MIN);
+      await k['maintain'](); // what the timer does when the current key is due
+    }
+    await new Promise((r) => setTimeout(r, 20));
+    // current + next + retired ones still within the 20 min overlap (only the latest one).
+    const published = await store.publishedKeys(clock());
+    expect(published).toHaveLength(3);
+    expect(published.map((p) => p.kid)).toContain(k.signingKey().kid);
+    k.stop();
+  });
+
+  it('keeps its own keys in the JWKS even when the store lost them', async () => {
+    const server = await startRedisServer();
+    const store = createRedisGrantStore({ url: server.url, commandTimeoutMs: 500, log: silentLogger });
+    const k = new Keyring({ alg: 'ES256', rotationMs: 60 * MIN, overlapMs: 20 * MIN, store, clock: Date.now, log: silentLogger, jwksCacheMs: 0 });
+    try {
+      await k.start();
+      const kid = k.signingKey().kid;
+      await server.restart(); // data is not kept: the published keys are gone
+      for (let i = 0; i < 50 && !(await store.ping().then(() => true, () => false)); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(await store.publishedKeys(Date.now())).toEqual([]);
+      expect((await k.jwks()).keys.map((j) => j.kid)).toContain(kid);
+    } finally {
+      k.stop();
+      await store.close();
+      await server.stop();
+    }
+  });
+
   it('serves every unexpired key of many instances: no live token loses its key', async () => {
     const { make, advance, clock } = setup();
     const rings = Array.from({ length: 12 }, () => make());

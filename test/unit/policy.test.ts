@@ -139,12 +139,39 @@ describe('requested resources and actions at the boundary', () => {
       'files://team-a\\..\\team-b',
       'db://payments//orders',
       '../etc/passwd',
+      // Normalisation tricks of real servers and decoders:
+      'https://files.example/team-a/..;/team-b/secret', // Tomcat/Spring path parameters
+      'db://payments/..;',
+      'files://team-a/%252e%252e/x', // double encoding
+      'files://team-a/\uff0e\uff0e/x', // fullwidth dots (NFKC → "..")
+      'files://team-a\uff0fteam-b', // fullwidth slash
+      'files://team-a/%c0%ae%c0%ae/x', // overlong UTF-8
+      'files://team-a/%u002e%u002e/x', // IIS %u encoding
+      'files://team-a/.../x',
+      'files://team-a/.. /x',
+      'files://team-a/x\u0085y',
+      'files://team-a/x\u2028y',
+      'files://team-a/%2E./x', // mixed
+      'files://team-a/%00/x', // encoded control character
+      'files://team-a/%41', // unreserved characters are never encoded
+      'files://team-a/%',
+      'files://team-a/%zz',
     ]) {
       const result = parse([r]);
       expect(result.success, r).toBe(false);
       expect(result.error?.issues[0]?.path, r).toEqual(['resources', 0]);
     }
-    for (const r of ['db://payments/orders', 'file:///etc/app', 'db://payments/orders/', 'db://payments/v1.2/x..y', 'urn:jit:thing']) {
+    for (const r of [
+      'db://payments/orders',
+      'file:///etc/app',
+      'db://payments/orders/',
+      'db://payments/v1.2/x..y',
+      'urn:jit:thing',
+      'files://team-a/caf%C3%A9', // UTF-8, encoded
+      'files://team-a/a%20b%3Fc',
+      'db://payments/orders;v=2',
+      'db://payments/*',
+    ]) {
       expect(parse([r]).success, r).toBe(true);
     }
   });

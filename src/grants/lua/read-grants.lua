@@ -2,16 +2,21 @@
 --
 -- All keys carry the same {w:<tag>} hash tag; the script touches only the keys passed in KEYS.
 --
--- KEYS[1] index zset (all-grants, task or live)   KEYS[2 .. n+1] the grant hashes of ARGV[3 .. n+2]
--- ARGV[1] workload id   ARGV[2] max: how many records to return at most   ARGV[3 .. n+2] grant ids
+-- KEYS[1] index zset (all-grants, task or live)   KEYS[2 .. n+1] the grant hashes of ARGV[4 .. n+3]
+-- ARGV[1] workload id   ARGV[2] max: how many records to return at most
+-- ARGV[3] '1' to prune ids whose records are gone, '0' to leave the index alone
+-- ARGV[4 .. n+3] grant ids
 --
 -- Returns {id, {field, value, ...}, id, {...}, ...}: up to `max` records of this workload, in the
 -- order given. An id whose record is gone (it expired) is removed from the index, so reads prune
 -- too, and counts nowhere towards `max`. A record of another workload (one whose tag is the same)
--- is skipped but left alone: the index is that workload's index as well.
+-- is skipped but left alone: the index is that workload's index as well. The live index is never
+-- pruned here: it drives the active cap, and a record missing before its time (evicted under a
+-- volatile-* maxmemory policy) must not free a slot; live entries leave by their own score.
 
 local workload = ARGV[1]
 local max = tonumber(ARGV[2])
+local prune = ARGV[3] == '1'
 
 local function field(h, name)
   for i = 1, #h, 2 do
@@ -25,7 +30,7 @@ local found = 0
 local gone = {}
 for i = 2, #KEYS do
   if found >= max then break end
-  local id = ARGV[i + 1]
+  local id = ARGV[i + 2]
   local h = redis.call('HGETALL', KEYS[i])
   if #h == 0 then
     gone[#gone + 1] = id
@@ -35,7 +40,7 @@ for i = 2, #KEYS do
     found = found + 1
   end
 end
-if #gone > 0 then
+if prune and #gone > 0 then
   redis.call('ZREM', KEYS[1], unpack(gone))
 end
 return out
