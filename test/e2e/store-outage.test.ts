@@ -1,0 +1,68 @@
+/**
+ * Fail closed when Redis goes away: the broker answers 503 with Retry-After (never a token, never
+ * a 500), /readyz names the store, and issuance resumes by itself once Redis is back.
+ */
+import { createLocalJWKSet, jwtVerify } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
+import type { BrokerRuntime } from '../../src/server.js';
+import { AUDIENCE, postJson, startTestBroker } from '../helpers/broker.js';
+import { startRedisServer, type RedisProcess } from '../helpers/redis.js';
+
+let issuer: OidcIssuer;
+let redis: RedisProcess;
+let broker: BrokerRuntime;
+
+beforeAll(async () => {
+  issuer = await startOidcIssuer({ alg: 'ES256' });
+  redis = await startRedisServer();
+  broker = await startTestBroker(issuer, { store: { kind: 'redis', url: redis.url, key_prefix: 'outage:', command_timeout: '300ms' } });
+});
+afterAll(async () => {
+  await broker?.close();
+  await redis?.stop();
+  await issuer?.close();
+});
+
+const start = async () => {
+  const token = await issuer.mintServiceAccountToken({ cluster: 'test', namespace: 'payments', serviceAccount: 'api', audience: AUDIENCE, ttlSeconds: 600 });
+  return postJson(`${broker.url}/v1/tasks`, {
+    attestation: { kind: 'oidc', token },
+    intent: { audience: 'db.payments', actions: ['read'], resources: ['db://payments/orders'], purpose: 'outage test' },
+  });
+};
+
+describe('Redis outage', () => {
+  it('answers 503 with Retry-After while Redis is down, and recovers without a restart', async () => {
+    expect((await start()).status).toBe(201);
+
+    await redis.kill();
+    const down = await Promise.all(Array.from({ length: 5 }, start));
+    for (const res of down) {
+      expect(res.status).toBe(503);
+      expect(res.json).toEqual({ error: 'temporarily_unavailable', error_description: 'grant store is unavailable' });
+      expect(res.headers.get('retry-after')).toBe('1');
+    }
+    const ready = await fetch(`${broker.url}/readyz`);
+    expect(ready.status).toBe(503);
+    const body = (await ready.json()) as { status: string; checks: Record<string, string> };
+    expect(body.status).toBe('not_ready');
+    expect(body.checks.store).not.toBe('ok');
+    expect(body.checks.attestation_oidc).toBe('ok');
+    // Verifiers still get the keys of tokens issued before the outage.
+    expect(((await (await fetch(`${broker.url}/.well-known/jwks.json`)).json()) as { keys: unknown[] }).keys.length).toBeGreaterThan(0);
+
+    await redis.restart(); // an empty Redis: nothing survived
+    let after = await start();
+    for (let i = 0; i < 50 && after.status !== 201; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = await start();
+    }
+    expect(after.status).toBe(201);
+    expect(await broker.store.getGrant(after.json.grant as string)).toMatchObject({ status: 'active' });
+    // The token verifies with the JWKS served now, though Redis lost the published keys.
+    const jwks = createLocalJWKSet((await (await fetch(`${broker.url}/.well-known/jwks.json`)).json()) as { keys: [] });
+    await expect(jwtVerify(after.json.access_token as string, jwks, { issuer: 'https://broker.test', audience: 'db.payments' })).resolves.toBeTruthy();
+    expect((await fetch(`${broker.url}/readyz`)).status).toBe(200);
+  }, 30_000);
+});
