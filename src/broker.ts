@@ -1,6 +1,7 @@
 import type { Attestor, Evidence, Workload } from './attestation/attestor.js';
 import type { Config } from './config/schema.js';
-import { AccessDenied, AttestationFailed, InvalidRequest, Unavailable } from './errors.js';
+import { AccessDenied, AttestationFailed, InvalidRequest, OutcomeUnknown, Unavailable } from './errors.js';
+import { UndeliveredGrants } from './grants/undelivered.js';
 import { DuplicateGrantId } from './grants/codec.js';
 import { newGrantId } from './grants/ids.js';
 import type { GrantStore } from './grants/store.js';
@@ -39,7 +40,16 @@ export interface CallContext {
  * operation; REST routes, the token endpoint, the SDK and the CLI are thin adapters over these.
  */
 export class Broker {
-  constructor(private readonly deps: BrokerDeps) {}
+  private readonly voider: UndeliveredGrants;
+
+  constructor(private readonly deps: BrokerDeps) {
+    this.voider = new UndeliveredGrants(deps.store, deps.clock, deps.log);
+  }
+
+  /** Stops background work (retries of undelivered grants). */
+  close(): void {
+    this.voider.close();
+  }
 
   /** POST /v1/tasks: attest the workload, authorize its intent, record the grant, mint its token. */
   async startTask(body: unknown, ctx: CallContext = {}): Promise<TaskStartResponse> {
@@ -115,6 +125,8 @@ export class Broker {
     ).catch((e: unknown) => {
       // 128 random bits make this a bug, never an input error: fail closed like a store fault.
       if (e instanceof DuplicateGrantId) throw new Unavailable('grant could not be recorded', { detail: e.message });
+      // The caller gets a 503 and no token; the grant may still land: void it.
+      if (e instanceof OutcomeUnknown) this.voider.add(grantId, workload.id);
       throw e;
     });
     log.info({ grant: grant.id, workload: workload.id, rule: decision.rule, jti, exp: claims.exp }, 'task token issued');

@@ -81,6 +81,12 @@ export class Unavailable extends BrokerError {
   }
 }
 
+/**
+ * A write was sent but its reply never came (timeout, connection lost): it may or may not have
+ * happened. Still a 503 to the caller; the caller of the store makes the outcome definite.
+ */
+export class OutcomeUnknown extends Unavailable {}
+
 /** Configuration is invalid; `problems` lists each by its path. */
 export class ConfigError extends Error {
   readonly problems: string[];

@@ -104,6 +104,7 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
     port,
     async close() {
       keyring.stop();
+      broker.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections?.();

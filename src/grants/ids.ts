@@ -43,5 +43,7 @@ export function grantKeys(prefix: string, tag: string) {
     task: (task: string) => `${slot}:task:${task}`,
     /** stream of audit events. */
     audit: `${slot}:audit`,
+    /** marker: this grant id was voided before its record arrived (see void-grant.lua). */
+    voided: (id: string) => `${slot}:void:${id}`,
   };
 }

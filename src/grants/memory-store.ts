@@ -1,4 +1,4 @@
-import { Unavailable } from '../errors.js';
+import { InvalidRequest, Unavailable } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
   AUDIT_MAXLEN,
@@ -16,7 +16,7 @@ import {
   validateRetention,
 } from './codec.js';
 import { tagOfGrantId, workloadTag } from './ids.js';
-import type { AppendAuditOptions, AuditEvent, CreateGrantOptions, Grant, GrantStore, ListOptions, NewGrant, PublishedKey } from './store.js';
+import { NOT_DELIVERED_REASON, type AppendAuditOptions, type AuditEvent, type CreateGrantOptions, type Grant, type GrantStore, type ListOptions, type NewGrant, type PublishedKey, type VoidOutcome } from './store.js';
 
 export interface MemoryGrantStoreOptions {
   log?: Logger;
@@ -60,6 +60,8 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
   /** By workload tag (the Redis slot); each tag also remembers its workload id. */
   const workloads = new Map<string, Workload>();
   const keys = new Map<string, PublishedKey>();
+  /** Grant ids voided before their record arrived (see GrantStore.voidGrant). */
+  const voided = new Set<string>();
   /** Denials of workloads no rule names: one shared, length-capped stream. */
   const unmatched: AuditEvent[] = [];
   let latestNow = 0;
@@ -158,6 +160,7 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       see(o.now);
       const w = workload(grant.workload, true);
       if (record(grant.id)) throw new DuplicateGrantId(grant.id);
+      if (voided.has(grant.id)) throw new Unavailable('grant store is unavailable', { detail: `grant ${grant.id} was voided before it was written` });
 
       // Liveness is expires_at > now: an entry expiring exactly now is already dead.
       for (const [id, exp] of w.live) if (exp <= o.now) w.live.delete(id);
@@ -230,6 +233,24 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
     async listTaskGrants(ws: string, task: string, o: ListOptions): Promise<Grant[]> {
       check();
       return list(ws, o, task);
+    },
+
+    async voidGrant(id: string, ws: string, o: { now: number }): Promise<VoidOutcome> {
+      check();
+      if (tagOfGrantId(id) !== tagOf(ws)) throw new InvalidRequest('invalid grant id', { detail: 'grant id does not carry the workload tag' });
+      see(o.now);
+      const g = record(id);
+      if (!g) {
+        voided.add(id); // memory never loses a reply; kept for the contract's sake
+        return 'marked';
+      }
+      if (g.status !== 'active') return 'noop';
+      g.status = 'ended';
+      g.expires_at = o.now;
+      const w = workload(ws, true);
+      w.live.delete(id);
+      append(w, { type: 'grant.ended', at: o.now, workload: ws, grant: id, reason: NOT_DELIVERED_REASON }, o.now, 0);
+      return 'ended';
     },
 
     async appendAudit(event: AuditEvent, o: AppendAuditOptions): Promise<void> {

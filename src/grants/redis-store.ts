@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Redis, type Result } from 'ioredis';
-import { BrokerError, Unavailable } from '../errors.js';
+import { BrokerError, InvalidRequest, OutcomeUnknown, Unavailable } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
   AUDIT_MAXLEN,
@@ -24,7 +24,7 @@ import {
   validateRetention,
 } from './codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from './ids.js';
-import type { AppendAuditOptions, AuditEvent, CreateGrantOptions, Grant, GrantStore, ListOptions, NewGrant, PublishedKey } from './store.js';
+import { NOT_DELIVERED_REASON, type AppendAuditOptions, type AuditEvent, type CreateGrantOptions, type Grant, type GrantStore, type ListOptions, type NewGrant, type PublishedKey, type VoidOutcome } from './store.js';
 
 /**
  * The Lua scripts, read once at module load. They live next to this file in `lua/`; the build
@@ -35,6 +35,7 @@ export const LUA_SCRIPTS = {
   appendAudit: readFileSync(new URL('./lua/append-audit.lua', import.meta.url), 'utf8'),
   publishKey: readFileSync(new URL('./lua/publish-key.lua', import.meta.url), 'utf8'),
   readGrants: readFileSync(new URL('./lua/read-grants.lua', import.meta.url), 'utf8'),
+  voidGrant: readFileSync(new URL('./lua/void-grant.lua', import.meta.url), 'utf8'),
 } as const;
 
 declare module 'ioredis' {
@@ -44,6 +45,7 @@ declare module 'ioredis' {
     jitPublishKey(...args: (string | number)[]): Result<number, Context>;
     /** numkeys, then keys and args (the key count varies with the page). */
     jitReadGrants(...args: (string | number)[]): Result<(string | string[])[], Context>;
+    jitVoidGrant(...args: (string | number)[]): Result<string, Context>;
   }
 }
 
@@ -61,6 +63,8 @@ export interface RedisGrantStoreOptions {
 export type RedisGrantStore = GrantStore & { readonly kind: 'redis'; readonly redis: Redis };
 
 const UNAVAILABLE = 'grant store is unavailable';
+/** How long a void marker bars a late create: far longer than any command can be in flight. */
+const VOID_MARKER_TTL_MS = 10 * 60_000;
 
 /** The URL without its password (for logs and error detail). */
 export function redactRedisUrl(url: string): string {
@@ -98,7 +102,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 10), 1000),
     reconnectOnError: null,
   });
-  redis.defineCommand('jitCreateGrant', { numberOfKeys: 5, lua: LUA_SCRIPTS.createGrant });
+  redis.defineCommand('jitCreateGrant', { numberOfKeys: 6, lua: LUA_SCRIPTS.createGrant });
+  redis.defineCommand('jitVoidGrant', { numberOfKeys: 4, lua: LUA_SCRIPTS.voidGrant });
   redis.defineCommand('jitAppendAudit', { numberOfKeys: 1, lua: LUA_SCRIPTS.appendAudit });
   redis.defineCommand('jitPublishKey', { numberOfKeys: 1, lua: LUA_SCRIPTS.publishKey });
   redis.defineCommand('jitReadGrants', { lua: LUA_SCRIPTS.readGrants });
@@ -155,10 +160,15 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     return pendingReady;
   }
 
-  /** Runs `fn` against a ready connection; every Redis failure becomes Unavailable. */
-  async function guarded<T>(op: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` against a ready connection; every Redis failure becomes Unavailable. For a `write`,
+   * a failure once the command may have been sent is OutcomeUnknown: it may still have happened.
+   */
+  async function guarded<T>(op: string, fn: () => Promise<T>, o: { write?: boolean } = {}): Promise<T> {
+    let sent = false;
     try {
       await ready();
+      sent = true;
       return await fn();
     } catch (e) {
       if (e instanceof BrokerError || e instanceof DuplicateGrantId) {
@@ -167,7 +177,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       }
       const message = e instanceof Error ? e.message : String(e);
       log.warn({ op, err: message }, UNAVAILABLE);
-      throw new Unavailable(UNAVAILABLE, { detail: `${op}: ${message}`, cause: e });
+      const Failure = o.write && sent ? OutcomeUnknown : Unavailable;
+      throw new Failure(UNAVAILABLE, { detail: `${op}: ${message}`, cause: e });
     }
   }
 
@@ -308,6 +319,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           keys.all,
           keys.task(grant.task),
           keys.audit,
+          keys.voided(grant.id),
           o.now,
           o.maxActive,
           o.retentionMs,
@@ -324,11 +336,23 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         const [status, count, earliest] = reply;
         if (status === 'ok') return grant;
         if (status === 'dup') throw new DuplicateGrantId(grant.id);
+        if (status === 'void') throw new Unavailable(UNAVAILABLE, { detail: `grant ${grant.id} was voided before it was written` });
         if (status === 'cap') {
           const first = earliest === undefined || earliest === '' ? undefined : Number(earliest);
           throw capExceeded(grant.workload, Number(count), o.maxActive, o.now, first);
         }
         throw new Error(`unexpected create-grant reply ${JSON.stringify(reply)}`);
+      }, { write: true });
+    },
+
+    async voidGrant(id: string, workload: string, o: { now: number }): Promise<VoidOutcome> {
+      if (tagOfGrantId(id) !== workloadTag(workload)) throw new InvalidRequest('invalid grant id', { detail: 'grant id does not carry the workload tag' });
+      const keys = keysOf(workload);
+      const ended = auditToFields({ type: 'grant.ended', at: o.now, workload, grant: id, reason: NOT_DELIVERED_REASON });
+      return guarded('voidGrant', async () => {
+        const outcome = await redis.jitVoidGrant(keys.grant(id), keys.live, keys.audit, keys.voided(id), o.now, id, VOID_MARKER_TTL_MS, AUDIT_MAXLEN, ...ended);
+        if (outcome !== 'ended' && outcome !== 'marked' && outcome !== 'noop') throw new Error(`unexpected void-grant reply ${String(outcome)}`);
+        return outcome;
       });
     },
 

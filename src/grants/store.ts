@@ -74,6 +74,11 @@ export interface CreateGrantOptions {
   retentionMs: number;
 }
 
+export type VoidOutcome = 'ended' | 'marked' | 'noop';
+
+/** Audit reason of a grant ended because its token was never delivered. */
+export const NOT_DELIVERED_REASON = 'not_delivered: the grant write was not confirmed, so no token was returned';
+
 export interface AppendAuditOptions {
   retentionMs: number;
   unmatched?: boolean;
@@ -98,6 +103,12 @@ export interface GrantStore {
    * reached (then only a `grant.denied` audit event is written), Unavailable when the store is.
    */
   createGrant(grant: NewGrant, opts: CreateGrantOptions): Promise<Grant>;
+  /**
+   * Makes the outcome of a create whose reply never came definite: ends the grant now (with a
+   * `grant.ended` event) if it was written and is active, or marks the id so a create arriving
+   * late writes nothing. Idempotent.
+   */
+  voidGrant(id: string, workload: string, opts: { now: number }): Promise<VoidOutcome>;
   getGrant(id: string): Promise<Grant | null>;
   /** Grants of one workload, newest first. */
   listWorkloadGrants(workload: string, opts: ListOptions): Promise<Grant[]>;

@@ -2,9 +2,11 @@
  * Fail closed when Redis goes away: the broker answers 503 with Retry-After (never a token, never
  * a 500), /readyz names the store, and issuance resumes by itself once Redis is back.
  */
+import { Redis } from 'ioredis';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
+import type { AuditEvent } from '../../src/grants/store.js';
 import type { BrokerRuntime } from '../../src/server.js';
 import { AUDIENCE, postJson, startTestBroker } from '../helpers/broker.js';
 import { startRedisServer, type RedisProcess } from '../helpers/redis.js';
@@ -64,5 +66,32 @@ describe('Redis outage', () => {
     const jwks = createLocalJWKSet((await (await fetch(`${broker.url}/.well-known/jwks.json`)).json()) as { keys: [] });
     await expect(jwtVerify(after.json.access_token as string, jwks, { issuer: 'https://broker.test', audience: 'db.payments' })).resolves.toBeTruthy();
     expect((await fetch(`${broker.url}/readyz`)).status).toBe(200);
+  }, 30_000);
+
+  it('a write whose reply never came (Redis paused) is a 503, and its grant, when it lands, is voided', async () => {
+    const admin = new Redis(redis.url);
+    try {
+      await admin.client('PAUSE', 1500, 'WRITE'); // writes queue up; the broker times out at 300 ms
+      const res = await start();
+      expect(res.status).toBe(503);
+      expect(res.headers.get('retry-after')).toBe('1');
+      // Once Redis runs the queued write, the broker voids it: nothing live is left behind.
+      const workload = 'k8s://test/ns/payments/sa/api';
+      // (Reads share the broker's connection, so they wait behind the paused writes: retried.)
+      let events: AuditEvent[] = [];
+      for (let i = 0; i < 100 && !events.some((e) => e.type === 'grant.ended'); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        events = await broker.store.readAudit(workload).catch(() => events);
+      }
+      const ended = events.filter((e) => e.type === 'grant.ended');
+      expect(ended).toHaveLength(1);
+      expect(ended[0]!.reason).toMatch(/^not_delivered/);
+      const voided = await broker.store.getGrant(ended[0]!.grant!);
+      expect(voided).toMatchObject({ status: 'ended' });
+      const live = await broker.store.listWorkloadGrants(workload, { now: Date.now(), liveOnly: true });
+      expect(live.map((g) => g.id)).not.toContain(voided!.id);
+    } finally {
+      admin.disconnect();
+    }
   }, 30_000);
 });

@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { InvalidRequest, LimitExceeded } from '../../src/errors.js';
 import { DuplicateGrantId } from '../../src/grants/codec.js';
 import { newGrantId } from '../../src/grants/ids.js';
-import type { AuditEvent, Grant, GrantStore, NewGrant, PublishedKey } from '../../src/grants/store.js';
+import { NOT_DELIVERED_REASON, type AuditEvent, type Grant, type GrantStore, type NewGrant, type PublishedKey } from '../../src/grants/store.js';
 
 /**
  * The one contract every GrantStore keeps (as every hono router runs common.case.test.ts).
@@ -379,6 +379,28 @@ export function describeGrantStoreContract(
         // The latest come back, however long the shared stream is.
         expect((await store.readUnmatchedAudit({ limit: 1 })).map((e) => e.workload)).toEqual([ids[1]]);
         expect(after.length).toBeGreaterThanOrEqual(Math.min(before.length + 2, 10_000));
+      });
+
+      it('voids a grant whose create reply never came: ends it if written, bars it if not', async () => {
+        const w = uniqueWorkload();
+        const written = makeGrant(w, t0);
+        await store.createGrant(written, opts(t0, 1));
+        expect(await store.voidGrant(written.id, w, { now: t0 + 5 })).toBe('ended');
+        expect(await store.getGrant(written.id)).toMatchObject({ status: 'ended', expires_at: t0 + 5 });
+        expect(await store.listWorkloadGrants(w, { now: t0 + 6, liveOnly: true })).toEqual([]);
+        expect((await store.readAudit(w)).at(-1)).toMatchObject({ type: 'grant.ended', grant: written.id, reason: NOT_DELIVERED_REASON });
+        // Its cap slot is free again, and a second void changes nothing.
+        await store.createGrant(makeGrant(w, t0 + 6), opts(t0 + 6, 1));
+        expect(await store.voidGrant(written.id, w, { now: t0 + 7 })).toBe('noop');
+
+        // Voided before it arrived: a late create writes nothing at all.
+        const late = makeGrant(w, t0 + 8);
+        expect(await store.voidGrant(late.id, w, { now: t0 + 8 })).toBe('marked');
+        const auditBefore = await store.readAudit(w);
+        await expect(store.createGrant(late, opts(t0 + 9))).rejects.toMatchObject({ status: 503 });
+        expect(await store.getGrant(late.id)).toBeNull();
+        expect(await store.readAudit(w)).toEqual(auditBefore);
+        await expect(store.voidGrant(late.id, uniqueWorkload('other'), { now: t0 })).rejects.toMatchObject({ status: 400 });
       });
 
       it('writes a grant.issued event with the grant', async () => {

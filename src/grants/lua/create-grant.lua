@@ -8,6 +8,7 @@
 -- KEYS[3] all-grants zset   <prefix>{w:tag}:grants      member id, score created_at
 -- KEYS[4] task zset         <prefix>{w:tag}:task:<task> member id, score created_at
 -- KEYS[5] audit stream      <prefix>{w:tag}:audit
+-- KEYS[6] void marker       <prefix>{w:tag}:void:<id>   (set by void-grant.lua)
 --
 -- ARGV[1] now (ms)   ARGV[2] maxActive   ARGV[3] retention (ms)   ARGV[4] grant id
 -- ARGV[5] created_at ARGV[6] expires_at  ARGV[7] audit MAXLEN (approximate)
@@ -17,7 +18,7 @@
 -- ARGV[10+n1 .. 9+n1+n2]      grant.issued audit field/value pairs
 -- ARGV[10+n1+n2 .. #ARGV]     grant.denied audit field/value pairs (written only on refusal)
 --
--- Returns {'ok'} | {'dup'} | {'cap', live_count, earliest_live_expiry}.
+-- Returns {'ok'} | {'dup'} | {'void'} | {'cap', live_count, earliest_live_expiry}.
 --
 -- TTLs are set with relative PEXPIRE computed from the caller's `now`, so the broker's clock
 -- and Redis's clock need not agree: a record lives (expires_at - now) + retention from the write.
@@ -56,6 +57,10 @@ end
 -- A grant id is never reused: refuse before anything is written.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'dup'}
+end
+-- Voided before it arrived (its caller already got a 503): write nothing.
+if redis.call('EXISTS', KEYS[6]) == 1 then
+  return {'void'}
 end
 
 -- Liveness is expires_at > now, so an entry scored exactly `now` is already dead.
