@@ -77,19 +77,17 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
   ];
   const app = createApp({ config, broker, keyring, log, readiness, ...(opts.extend ? { extend: opts.extend } : {}) });
 
-  const server = await new Promise<Server>((resolve) => {
-    const timeout = config.http.request_timeout;
-    const s = serve(
-      {
-        fetch: app.fetch,
-        port: config.listen.port,
-        hostname: config.listen.host,
-        // Slow or stalled requests (slow-loris) are cut off: Node answers 408 and closes.
-        serverOptions: { requestTimeout: timeout, headersTimeout: Math.min(timeout, 5000), connectionsCheckingInterval: Math.min(1000, timeout) },
-      },
-      () => resolve(s as Server),
-    );
-  });
+  let server: Server;
+  try {
+    server = await listen(app, config);
+  } catch (e) {
+    // Nothing may keep the process alive after a failed start.
+    keyring.stop();
+    broker.close();
+    for (const a of Object.values(attestors)) await a.close?.();
+    if (!opts.store) await store.close();
+    throw e;
+  }
   const { port } = server.address() as AddressInfo;
   const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? '127.0.0.1' : config.listen.host;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
@@ -113,4 +111,31 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
       if (!opts.store) await store.close();
     },
   };
+}
+
+/** Listens as configured; a port in use or a bad address is a clear error, not a crash. */
+function listen(app: Hono, config: Config): Promise<Server> {
+  return new Promise<Server>((resolve, reject) => {
+    const timeout = config.http.request_timeout;
+    const s = serve(
+      {
+        fetch: app.fetch,
+        port: config.listen.port,
+        hostname: config.listen.host,
+        // Slow or stalled requests (slow-loris) are cut off: Node answers 408 and closes.
+        serverOptions: { requestTimeout: timeout, headersTimeout: Math.min(timeout, 5000), connectionsCheckingInterval: Math.min(1000, timeout) },
+      },
+      () => resolve(s as Server),
+    );
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      const where = `${config.listen.host}:${config.listen.port}`;
+      const why = e.code === 'EADDRINUSE' ? 'the address is already in use (choose another port: listen.port, PORT or --port)' : e.message;
+      reject(new StartError(`cannot listen on ${where}: ${why}`));
+    });
+  });
+}
+
+/** The broker could not start for a reason the operator can fix (printed without a stack). */
+export class StartError extends Error {
+  override name = 'StartError';
 }

@@ -72,7 +72,10 @@ export async function startDevMode(opts: { port?: number; log: Logger }): Promis
       return new Response(token, { headers: { 'content-type': 'text/plain', 'cache-control': 'no-store' } });
     });
   };
-  const broker = await startBroker(config, { log: opts.log, extend });
+  const broker = await startBroker(config, { log: opts.log, extend }).catch(async (e: unknown) => {
+    await issuer.close();
+    throw e;
+  });
   const body = `{"attestation":{"kind":"oidc","token":"'"$(curl -s ${broker.url}/dev/platform-token)"'"},"intent":{"audience":"reports-api","actions":["read"],"resources":["reports://demo/2026-q4"],"purpose":"build the quarterly report"},"ttl":"5m"}`;
   const curl = `curl -s -X POST ${broker.url}/v1/tasks -H 'content-type: application/json' -d '${body}'`;
   return {

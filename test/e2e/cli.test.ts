@@ -5,6 +5,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -86,6 +87,20 @@ describe('jit-broker check-config', () => {
 });
 
 describe('jit-broker serve', () => {
+  it('exits with a clear message (no stack) when its port is taken', async () => {
+    const blocker = createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', () => r()));
+    const { port } = blocker.address() as AddressInfo;
+    try {
+      const r = await cli(['serve', '--config', writeConfig('taken.yaml', baseConfig(port))]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`jit-broker: cannot listen on 127.0.0.1:${port}: the address is already in use`);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    } finally {
+      blocker.close();
+    }
+  });
+
   it('serves task tokens from a config file (JIT_CONFIG, env overrides) and stops cleanly on SIGTERM', async () => {
     const port = await freePort();
     const cfg = { ...baseConfig(1), listen: { host: '127.0.0.1', port: 1 } };
