@@ -54,7 +54,7 @@ describe('keyring', () => {
     advance(61 * MIN); // past retire_at: the next (already published) key takes over
     const second = k.signingKey().kid;
     expect(second).not.toBe(first);
-    await new Promise((r) => setTimeout(r, 20)); // background publish of the new next key
+    await k['maintain'](); // joins the background run that publishes the new next key
     const during = await k.jwks();
     expect(during.keys.map((j) => j.kid)).toEqual(expect.arrayContaining([first, second]));
     await expect(jwtVerify(oldToken, createLocalJWKSet(during), { currentDate: new Date(clock() - 58 * MIN) })).resolves.toBeTruthy();
@@ -110,7 +110,6 @@ describe('keyring', () => {
       advance(61 * MIN);
       await k['maintain'](); // what the timer does when the current key is due
     }
-    await new Promise((r) => setTimeout(r, 20));
     // current + next + retired ones still within the 20 min overlap (only the latest one).
     const published = await store.publishedKeys(clock());
     expect(published).toHaveLength(3);
@@ -145,7 +144,7 @@ describe('keyring', () => {
       for (const r of rings) tokens.push({ token: sign(r, clock()), at: clock() });
       advance(61 * MIN); // every instance rotates; the keys that signed above are now retired
       for (const r of rings) r.signingKey();
-      await new Promise((r) => setTimeout(r, 10));
+      await Promise.all(rings.map((r) => r['maintain']())); // the new next keys are published
     }
     const jwks = createLocalJWKSet(await rings[0]!.jwks());
     // Tokens of the last round are within the overlap: each must verify with the served JWKS.
@@ -188,7 +187,7 @@ describe('keyring', () => {
       // The next key was published at start, so the first rotation still works ...
       now += 61 * MIN;
       expect(() => k.signingKey()).not.toThrow();
-      await new Promise((r) => setTimeout(r, 300)); // the new next key's publication fails
+      await k['maintain'](); // the new next key's publication fails (Redis is down)
       // ... but the one after has no published successor: past retire time, never sign.
       now += 60 * MIN;
       expect(() => k.signingKey()).toThrow(expect.objectContaining({ status: 503, detail: expect.stringMatching(/rotation pending/) }));
