@@ -125,13 +125,17 @@ function listen(app: Hono, config: Config): Promise<Server> {
         // Slow or stalled requests (slow-loris) are cut off: Node answers 408 and closes.
         serverOptions: { requestTimeout: timeout, headersTimeout: Math.min(timeout, 5000), connectionsCheckingInterval: Math.min(1000, timeout) },
       },
-      () => resolve(s as Server),
+      () => {
+        s.off('error', onError); // only start-up errors are ours to turn into a StartError
+        resolve(s as Server);
+      },
     );
-    s.once('error', (e: NodeJS.ErrnoException) => {
+    const onError = (e: NodeJS.ErrnoException) => {
       const where = `${config.listen.host}:${config.listen.port}`;
       const why = e.code === 'EADDRINUSE' ? 'the address is already in use (choose another port: listen.port, PORT or --port)' : e.message;
       reject(new StartError(`cannot listen on ${where}: ${why}`));
-    });
+    };
+    s.once('error', onError);
   });
 }
 

@@ -246,7 +246,7 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       }
       if (g.status !== 'active') return 'noop';
       g.status = 'ended';
-      g.expires_at = o.now;
+      g.expires_at = Math.min(g.expires_at, o.now);
       const w = workload(ws, true);
       w.live.delete(id);
       append(w, { type: 'grant.ended', at: o.now, workload: ws, grant: id, reason: NOT_DELIVERED_REASON }, o.now, 0);

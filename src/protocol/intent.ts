@@ -13,32 +13,36 @@ const action = text(128).regex(SCOPE_TOKEN, 'must be a scope token: printable AS
 /**
  * A resource a workload names. The glob match against a rule must see the path a resource server
  * will act on, so anything that some server normalises into another path is refused rather than
- * guessed at: an allow-list of printable ASCII; `%XX` only for bytes that must be encoded (never
- * unreserved characters, `.`, `/`, `\`, `%` or `;`) and only as valid UTF-8; no segment made of
- * dots alone, before or after `;params` are cut off (`..;`), raw or percent-decoded; no empty
- * segment inside the path; no backslash.
+ * guessed at:
+ * - printable ASCII only, no backslash, no raw `?` or `#` (a query or fragment is not a resource);
+ * - `%XX` only for bytes that must be encoded (never unreserved characters, `.`, `/`, `\`, `%`
+ *   or `;`), only as valid UTF-8, and only in NFKC form (no fullwidth dots, slashes, ...);
+ * - no segment of dots and spaces alone, raw or decoded, before or after `;params` (`..;`, `.. `);
+ * - no empty segment inside the path (`//`).
  */
 export function resourceProblem(resource: string): string | undefined {
   if (!/^[\x21-\x7e]+$/.test(resource)) return 'must be printable ASCII without spaces (percent-encode other characters)';
   if (resource.includes('\\')) return 'must not contain a backslash';
-  const bytes: number[] = [];
+  if (/[?#]/.test(resource)) return 'must not contain "?" or "#" (percent-encode them as data)';
+  let encoded = false;
   for (const m of resource.matchAll(/%(.{0,2})/g)) {
     if (!/^[0-9a-fA-F]{2}$/.test(m[1]!)) return 'must use "%" only as %XX with two hex digits';
     const byte = parseInt(m[1]!, 16);
     if (byte < 0x80 && !NEEDS_ENCODING.test(String.fromCharCode(byte))) return `must not percent-encode "${String.fromCharCode(byte)}"`;
-    bytes.push(byte);
+    encoded = true;
   }
   let decoded = resource;
-  if (bytes.length) {
+  if (encoded) {
     try {
       decoded = decodeURIComponent(resource);
     } catch {
       return 'must percent-encode valid UTF-8 only';
     }
+    if (decoded.normalize('NFKC') !== decoded) return 'must percent-encode NFKC-normalised text only';
   }
   for (const path of [resource, decoded]) {
     const segments = path.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '').split('/');
-    if (segments.some((seg) => /^\.+$/.test(seg.split(';')[0]!))) return 'must not contain "." or ".." path segments';
+    if (segments.some((seg) => /^[. ]*\.[. ]*$/.test(seg.split(';')[0]!))) return 'must not contain "." or ".." path segments';
     if (segments.slice(1, -1).some((seg) => seg === '')) return 'must not contain an empty path segment ("//")';
   }
   return undefined;

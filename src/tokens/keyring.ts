@@ -34,9 +34,11 @@ export interface KeyringOptions {
 }
 
 /**
- * Hard cap on keys published across all instances. Reaching it fails closed (a new instance is
- * not ready) rather than serving a JWKS that drops a key whose tokens are still live. Each
- * instance publishes about key_overlap / key_rotation + 2 keys.
+ * Cap on keys published across all instances, checked before each new key is published (a
+ * read, then a write: instances starting at the same moment can overshoot it a little).
+ * Reaching it fails closed, never by dropping a key whose tokens are still live: a starting
+ * instance is not ready, a running one postpones rotation and keeps signing until its current
+ * key retires. Each instance publishes about key_overlap / key_rotation + 2 keys.
  */
 export const MAX_PUBLISHED_KEYS = 64;
 
@@ -53,6 +55,7 @@ export class Keyring {
   private lastError: string | undefined = 'signing key not published yet';
   private lastPostponedLog = 0;
   private maintaining: Promise<void> | undefined;
+  private lastRunFailed = false;
   /** Our retired keys still within their overlap (kept for the JWKS, never for signing). */
   private retired: SigningKey[] = [];
 
@@ -87,7 +90,7 @@ export class Keyring {
     const now = this.opts.clock();
     if (this.current && now >= this.current.retireAt) {
       this.rotate(now);
-      void this.maintain(); // makes and publishes the new next key (joins a run in flight)
+      void this.maintain(); // makes and publishes the new next key
     }
     const key = this.current;
     if (!key || !key.published) throw new Unavailable('signing key is not available', { detail: this.notReady() });
@@ -98,7 +101,7 @@ export class Keyring {
 
   /** Moves to the next key now (scheduled rotation calls this; tests may too). */
   rotate(now = this.opts.clock()): void {
-    if (!this.next || !this.next.published) {
+    if (!this.next || !this.next.published || this.next.retireAt <= now) {
       if (now - this.lastPostponedLog >= 10_000) {
         this.lastPostponedLog = now;
         this.opts.log.error({ kid: this.next?.kid }, 'key rotation postponed: next key not published; not signing');
@@ -157,17 +160,29 @@ export class Keyring {
   private maintain(): Promise<void> {
     this.maintaining ??= this.maintainOnce().finally(() => {
       this.maintaining = undefined;
+      // A rotation that joined this run after its next-key step left no next key: make it now
+      // (not after a failed run: the timer retries those).
+      if (this.timer && this.current && !this.next && !this.lastRunFailed) void this.maintain();
     });
     return this.maintaining;
   }
 
   private async maintainOnce(): Promise<void> {
+    this.lastRunFailed = false;
     try {
-      const now = this.opts.clock();
-      if (this.current && now >= this.current.retireAt) this.rotate(now);
-      if (!this.next && this.current) this.next = await this.generate(now, this.current.retireAt + this.opts.rotationMs);
-      for (const key of [this.current, this.next]) if (key) await this.publish(key);
+      // Two rounds at most: after a long store outage the first publishes a fresh next key, the
+      // second rotates onto it and publishes its successor.
+      for (let round = 0; round < 2 && this.current; round++) {
+        const now = this.opts.clock();
+        // A next key whose own retire time passed during an outage would never sign: replace it.
+        if (this.next && this.next.retireAt <= now) this.next = undefined;
+        if (now >= this.current.retireAt) this.rotate(now);
+        if (!this.next) this.next = await this.generate(now, Math.max(now, this.current.retireAt) + this.opts.rotationMs);
+        for (const key of [this.current, this.next]) await this.publish(key);
+        if (this.opts.clock() < this.current.retireAt) break;
+      }
     } catch (e) {
+      this.lastRunFailed = true;
       this.opts.log.warn({ err: (e as Error).message }, 'key maintenance failed');
     }
   }

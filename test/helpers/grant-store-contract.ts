@@ -393,6 +393,12 @@ export function describeGrantStoreContract(
         await store.createGrant(makeGrant(w, t0 + 6), opts(t0 + 6, 1));
         expect(await store.voidGrant(written.id, w, { now: t0 + 7 })).toBe('noop');
 
+        // A grant whose lifetime already ran out keeps its own end when voided.
+        const short = makeGrant(w, t0 + 7, { expires_at: t0 + 60_000 });
+        await store.createGrant(short, opts(t0 + 7, 5));
+        expect(await store.voidGrant(short.id, w, { now: t0 + 120_000 })).toBe('ended');
+        expect(await store.getGrant(short.id)).toMatchObject({ status: 'ended', expires_at: t0 + 60_000 });
+
         // Voided before it arrived: a late create writes nothing at all.
         const late = makeGrant(w, t0 + 8);
         expect(await store.voidGrant(late.id, w, { now: t0 + 8 })).toBe('marked');

@@ -156,6 +156,15 @@ describe('requested resources and actions at the boundary', () => {
       'files://team-a/%41', // unreserved characters are never encoded
       'files://team-a/%',
       'files://team-a/%zz',
+      'https://files.example/team-a/..?x', // a query after a dot segment: URL parsers resolve it
+      'https://files.example/team-a/..#x',
+      'db://payments/orders?admin=1',
+      'files://team-a/%EF%BC%8E%EF%BC%8E/x', // fullwidth dots, encoded
+      'files://team-a/%E2%80%A5/x', // two-dot leader: NFKC gives ".."
+      'files://team-a/..%EF%BC%8Fteam-b', // fullwidth slash, encoded
+      'files://team-a/x%EF%BC%BC..%EF%BC%BC', // fullwidth backslash, encoded
+      'files://team-a/..%20/x', // Windows strips trailing spaces
+      'files://team-a/.%20./x',
     ]) {
       const result = parse([r]);
       expect(result.success, r).toBe(false);

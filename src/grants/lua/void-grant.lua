@@ -18,7 +18,10 @@ end
 if redis.call('HGET', KEYS[1], 'status') ~= 'active' then
   return 'noop'
 end
-redis.call('HSET', KEYS[1], 'status', 'ended', 'expires_at', ARGV[1])
+-- Never later than it was: a grant whose lifetime already ran out keeps its own end.
+local ends = tonumber(redis.call('HGET', KEYS[1], 'expires_at'))
+if ends == nil or ends > tonumber(ARGV[1]) then ends = ARGV[1] end
+redis.call('HSET', KEYS[1], 'status', 'ended', 'expires_at', ends)
 redis.call('ZREM', KEYS[2], ARGV[2])
 local fields = {}
 for i = 5, #ARGV do
