@@ -28,6 +28,7 @@ import {
 import { z } from 'zod';
 import { AttestationFailed, BrokerError, ConfigError, Unavailable } from '../errors.js';
 import { durationField, parseDuration } from '../util/duration.js';
+import { parseSecureUrl } from '../util/url.js';
 import type { Attestor, AttestorDeps, AttestorModule, Workload } from './attestor.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -81,21 +82,11 @@ export const publicJwksSchema = z.looseObject({ keys: z.array(jwkSchema).max(MAX
 
 const discoveryDocSchema = z.looseObject({ issuer: z.string(), jwks_uri: z.string() });
 
-
-const isLoopbackHost = (hostname: string) =>
-  hostname === 'localhost' || hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(hostname);
-
 /** Why a URL we fetch keys from is unacceptable, or undefined when it is fine. */
 function fetchUrlProblem(raw: string): string | undefined {
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    return 'must be an absolute URL';
-  }
-  if (url.protocol === 'https:') return undefined;
-  if (url.protocol === 'http:' && isLoopbackHost(url.hostname)) return undefined;
-  return 'must use https (http is allowed only for loopback hosts)';
+  const checked = parseSecureUrl(raw);
+  if (checked.ok) return undefined;
+  return checked.reason === 'not_absolute' ? 'must be an absolute URL' : 'must use https (http is allowed only for loopback hosts)';
 }
 
 const fetchUrl = z

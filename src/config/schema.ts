@@ -2,25 +2,18 @@ import { z } from 'zod';
 import { oidcConfigSchema } from '../attestation/oidc.js';
 import { policySchema, TTL_CAP_MS, TTL_FLOOR_MS } from '../policy/rules.js';
 import { durationField, formatDuration } from '../util/duration.js';
-
+import { parseSecureUrl } from '../util/url.js';
 
 export const MAX_LEEWAY_MS = 30_000;
-
-const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
 
 /**
  * RFC 8414 §2: the issuer is an https URL with no query or fragment (and, here, no credentials
  * or trailing slash). Plain http only on loopback, for dev and tests.
  */
 export function issuerProblem(value: string): string | undefined {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    return 'must be an absolute URL';
-  }
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && LOOPBACK.has(url.hostname)))
-    return 'must be an https URL (http only on localhost)';
+  const checked = parseSecureUrl(value);
+  if (!checked.ok) return checked.reason === 'not_absolute' ? 'must be an absolute URL' : 'must be an https URL (http only on localhost)';
+  const { url } = checked;
   if (url.username || url.password) return 'must not contain credentials';
   if (url.search || value.includes('?')) return 'must not have a query';
   if (url.hash || value.includes('#')) return 'must not have a fragment';

@@ -199,20 +199,32 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   }
 
   /**
-   * The record, if it decodes and is this workload's own. Another workload's record can only sit
-   * under this workload's keys if their tags collide (or someone wrote it there): never returned.
+   * The record, if it decodes and answers for its own id (and, when given, this workload).
+   * Another workload's record can only sit under this workload's keys if their tags collide (or
+   * someone wrote it there): never returned.
    */
-  function ownRecord(workload: string, id: string, h: Record<string, string>): Grant | undefined {
+  function ownRecord(id: string, h: Record<string, string>, workload?: string): Grant | undefined {
     const decoded = grantFromHash(h);
     if (!decoded.ok) {
       log.error({ grant: id, problem: decoded.problem }, 'grant record does not decode; ignored');
       return undefined;
     }
-    if (decoded.value.id !== id || decoded.value.workload !== workload) {
-      log.error({ grant: id }, "grant record under this workload's keys is not this workload's; ignored");
+    if (decoded.value.id !== id || (workload !== undefined && decoded.value.workload !== workload)) {
+      log.error({ grant: id }, 'grant record under these keys is not their own; ignored');
       return undefined;
     }
     return decoded.value;
+  }
+
+  /** Stream entries as audit events; entries that do not decode are logged and skipped. */
+  function decodeAudit(entries: [string, string[]][]): AuditEvent[] {
+    const out: AuditEvent[] = [];
+    for (const [id, fields] of entries) {
+      const decoded = auditFromFields(id, fields);
+      if (decoded.ok) out.push(decoded.value);
+      else log.error({ entry: id, problem: decoded.problem }, 'audit entry does not decode; skipped');
+    }
+    return out;
   }
 
   /**
@@ -225,7 +237,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     const reply = await redis.jitReadGrants(1 + ids.length, indexKey, ...ids.map(grantKey), workload, max, prune ? '1' : '0', ...ids);
     const out: Grant[] = [];
     for (let i = 0; i + 1 < reply.length; i += 2) {
-      const g = ownRecord(workload, reply[i] as string, hashOf(reply[i + 1] as string[]));
+      const g = ownRecord(reply[i] as string, hashOf(reply[i + 1] as string[]), workload);
       if (g) out.push(g);
     }
     return out;
@@ -362,13 +374,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       return guarded('getGrant', async () => {
         const h = await redis.hgetall(grantKeys(prefix, tag).grant(id));
         if (Object.keys(h).length === 0) return null;
-        const decoded = grantFromHash(h);
-        if (!decoded.ok) {
-          log.error({ grant: id, problem: decoded.problem }, 'grant record does not decode; treated as absent');
-          return null;
-        }
-        // A record only answers for its own id (and so its own slot).
-        return decoded.value.id === id ? decoded.value : null;
+        return ownRecord(id, h) ?? null;
       });
     },
 
@@ -393,33 +399,19 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       const limit = auditLimit(o.limit);
       return guarded('readUnmatchedAudit', async () => {
         // The latest `limit` entries (the stream is capped; its head is what operators need).
-        const entries = (await redis.xrevrange(unmatchedAuditKey, '+', '-', 'COUNT', limit)).reverse();
-        const out: AuditEvent[] = [];
-        for (const [id, fields] of entries) {
-          const decoded = auditFromFields(id, fields);
-          if (decoded.ok) out.push(decoded.value);
-          else log.error({ entry: id, problem: decoded.problem }, 'audit entry does not decode; skipped');
-        }
-        return out;
+        return decodeAudit((await redis.xrevrange(unmatchedAuditKey, '+', '-', 'COUNT', limit)).reverse());
       });
     },
 
     async readAudit(workload: string, o: { limit?: number } = {}): Promise<AuditEvent[]> {
       const limit = auditLimit(o.limit);
       return guarded('readAudit', async () => {
-        const entries = await redis.xrange(keysOf(workload).audit, '-', '+', 'COUNT', limit);
-        const out: AuditEvent[] = [];
-        let foreign = 0;
-        for (const [id, fields] of entries) {
-          const decoded = auditFromFields(id, fields);
-          if (!decoded.ok) log.error({ entry: id, problem: decoded.problem }, 'audit entry does not decode; skipped');
-          // Only this workload's own events (see ownRecord).
-          else if (decoded.value.workload === workload) out.push(decoded.value);
-          else foreign++;
-        }
-        // Once per read: a flood of foreign events must not become a flood of log lines.
-        if (foreign > 0) log.error({ entries: foreign }, "audit entries under this workload's keys are not this workload's; skipped");
-        return out;
+        const events = decodeAudit(await redis.xrange(keysOf(workload).audit, '-', '+', 'COUNT', limit));
+        // Only this workload's own events (see ownRecord); logged once per read, not per entry.
+        const own = events.filter((e) => e.workload === workload);
+        if (own.length < events.length)
+          log.error({ entries: events.length - own.length }, "audit entries under this workload's keys are not this workload's; skipped");
+        return own;
       });
     },
 

@@ -60,9 +60,8 @@ const b64url = (value: object): string => Buffer.from(JSON.stringify(value)).toS
  */
 export function signTaskToken(claims: TaskTokenClaims, key: SigningKey): string {
   const input = `${b64url({ alg: key.alg, kid: key.kid, typ: TASK_TOKEN_TYP })}.${b64url(claims)}`;
+  const data = Buffer.from(input);
   const signature =
-    key.alg === 'ES256'
-      ? sign('sha256', Buffer.from(input), { key: key.privateKey, dsaEncoding: 'ieee-p1363' })
-      : sign(null, Buffer.from(input), key.privateKey);
+    key.alg === 'ES256' ? sign('sha256', data, { key: key.privateKey, dsaEncoding: 'ieee-p1363' }) : sign(null, data, key.privateKey);
   return `${input}.${signature.toString('base64url')}`;
 }
