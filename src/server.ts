@@ -1,19 +1,23 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { serve } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Attestor, Evidence } from './attestation/attestor.js';
 import { createOidcAttestor } from './attestation/oidc.js';
+import { createX509Attestor } from './attestation/x509.js';
 import { Broker } from './broker.js';
 import type { Config } from './config/schema.js';
 import { createMemoryGrantStore } from './grants/memory-store.js';
 import { createRedisGrantStore } from './grants/redis-store.js';
 import type { GrantStore } from './grants/store.js';
 import { createApp } from './http/app.js';
+import { createClientCertSource } from './http/client-cert.js';
 import type { ReadinessCheck } from './http/routes/health.js';
 import type { Logger } from './log.js';
 import { Policy } from './policy/evaluate.js';
 import { Keyring } from './tokens/keyring.js';
+import { TlsMaterialWatcher, type TlsMaterial } from './tls/material.js';
 import { systemClock, type Clock } from './util/clock.js';
 
 export interface BrokerRuntime {
@@ -21,6 +25,8 @@ export interface BrokerRuntime {
   broker: Broker;
   store: GrantStore;
   keyring: Keyring;
+  /** The TLS files in use (reloading), when `tls` is configured. */
+  tls: TlsMaterialWatcher | undefined;
   /** Base URL once listening. */
   url: string;
   port: number;
@@ -50,8 +56,13 @@ function buildStore(config: Config, log: Logger): GrantStore {
 export async function startBroker(config: Config, opts: StartOptions): Promise<BrokerRuntime> {
   const { log } = opts;
   const clock = opts.clock ?? systemClock;
+  // TLS files first: a missing or bad file is a config error before anything is opened.
+  const tls = config.tls ? new TlsMaterialWatcher({ cert: config.tls.cert, key: config.tls.key, bundles: config.tls.client_ca_bundles }, log) : undefined;
   const store = opts.store ?? buildStore(config, log);
   const attestors: Partial<Record<Evidence['kind'], Attestor>> = {};
+  if (tls && tls.current.bundles.size > 0) {
+    attestors.x509 = createX509Attestor(config.attestation.x509 ?? { subjects: [] }, { clock, log, tls }) as Attestor;
+  }
   let oidc: ReturnType<typeof createOidcAttestor> | undefined;
   if (config.attestation.oidc) {
     oidc = createOidcAttestor(config.attestation.oidc, { clock, log });
@@ -75,11 +86,12 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
     { name: 'signing_key', check: () => keyring.notReady() },
     ...Object.values(attestors).map((a) => ({ name: `attestation_${a.kind}`, check: () => a.notReady() })),
   ];
-  const app = createApp({ config, broker, keyring, log, readiness, ...(opts.extend ? { extend: opts.extend } : {}) });
+  const clientCerts = attestors.x509 ? createClientCertSource({ forwarded: config.attestation.x509?.forwarded, log }) : undefined;
+  const app = createApp({ config, broker, keyring, log, readiness, ...(clientCerts ? { clientCerts } : {}), ...(opts.extend ? { extend: opts.extend } : {}) });
 
   let server: Server;
   try {
-    server = await listen(app, config);
+    server = await listen(app, config, tls?.current);
   } catch (e) {
     // Nothing may keep the process alive after a failed start.
     keyring.stop();
@@ -90,17 +102,26 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
   }
   const { port } = server.address() as AddressInfo;
   const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? '127.0.0.1' : config.listen.host;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-  log.info({ url, store: store.kind, rules: policy.size }, 'jit-broker listening');
+  const https = Boolean(tls?.current.cert);
+  const url = `${https ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  if (tls && config.tls) {
+    // New bundles and server certificates apply to the next handshake; the in-process validator
+    // reads tls.current on every request.
+    if (https) tls.onChange((m) => (server as unknown as HttpsServer).setSecureContext(secureContextOptions(m)));
+    tls.start(config.tls.reload_interval);
+  }
+  log.info({ url, store: store.kind, rules: policy.size, trust_domains: [...(tls?.current.bundles.keys() ?? [])] }, 'jit-broker listening');
 
   return {
     app,
     broker,
     store,
     keyring,
+    tls,
     url,
     port,
     async close() {
+      tls?.stop();
       keyring.stop();
       broker.close();
       await new Promise<void>((resolve) => {
@@ -113,17 +134,38 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
   };
 }
 
+/**
+ * Client certificates are requested, never required (platform-token callers have none), and a
+ * chain OpenSSL cannot verify still completes the handshake: the request is then refused with a
+ * clear 401 by the same in-process validation the forwarded-header path uses.
+ */
+function secureContextOptions(m: TlsMaterial) {
+  return {
+    cert: m.cert,
+    key: m.key,
+    ...(m.caPem.length ? { ca: m.caPem } : {}),
+    // Any bundle certificate is a trust anchor, as for SPIFFE bundles and the in-process validator.
+    allowPartialTrustChain: true,
+  };
+}
+
 /** Listens as configured; a port in use or a bad address is a clear error, not a crash. */
-function listen(app: Hono, config: Config): Promise<Server> {
+function listen(app: Hono, config: Config, tls: TlsMaterial | undefined): Promise<Server> {
   return new Promise<Server>((resolve, reject) => {
     const timeout = config.http.request_timeout;
+    // Slow or stalled requests (slow-loris) are cut off: Node answers 408 and closes.
+    const timeouts = { requestTimeout: timeout, headersTimeout: Math.min(timeout, 5000), connectionsCheckingInterval: Math.min(1000, timeout) };
     const s = serve(
       {
         fetch: app.fetch,
         port: config.listen.port,
         hostname: config.listen.host,
-        // Slow or stalled requests (slow-loris) are cut off: Node answers 408 and closes.
-        serverOptions: { requestTimeout: timeout, headersTimeout: Math.min(timeout, 5000), connectionsCheckingInterval: Math.min(1000, timeout) },
+        ...(tls?.cert
+          ? {
+              createServer: createHttpsServer,
+              serverOptions: { ...timeouts, ...secureContextOptions(tls), requestCert: true, rejectUnauthorized: false },
+            }
+          : { serverOptions: timeouts }),
       },
       () => {
         s.off('error', onError); // only start-up errors are ours to turn into a StartError

@@ -22,7 +22,16 @@ export interface Workload {
 /** What the workload presented. */
 export type Evidence =
   | { kind: 'oidc'; token: string }
-  | { kind: 'x509'; chain: Uint8Array[]; source: 'handshake' | 'forwarded' };
+  | {
+      kind: 'x509';
+      /** DER certificates, leaf first, as the client (or the proxy on its behalf) presented them. */
+      chain: Uint8Array[];
+      source: 'handshake' | 'forwarded';
+      /** OpenSSL's verdict when the handshake did not verify the chain (a further reason to refuse). */
+      handshakeError?: string;
+      /** Why the presented certificate could not even be read (a malformed forwarded header). */
+      problem?: string;
+    };
 
 export interface Attestor<E extends Evidence = Evidence> {
   readonly kind: E['kind'];

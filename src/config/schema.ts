@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { oidcConfigSchema } from '../attestation/oidc.js';
+import { trustDomainProblem } from '../attestation/spiffe-id.js';
+import { x509ConfigSchema } from '../attestation/x509.js';
 import { policySchema, TTL_CAP_MS, TTL_FLOOR_MS } from '../policy/rules.js';
 import { durationField, formatDuration } from '../util/duration.js';
 import { parseSecureUrl } from '../util/url.js';
@@ -74,7 +76,31 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
-    attestation: z.object({ oidc: oidcConfigSchema.optional() }).strict().prefault({}),
+    /**
+     * HTTPS with client certificates requested (not required: platform-token callers need none).
+     * Without cert/key the broker speaks plain HTTP and client certificates can only arrive
+     * from a trusted proxy (attestation.x509.forwarded).
+     */
+    tls: z
+      .object({
+        cert: z.string().min(1).optional(),
+        key: z.string().min(1).optional(),
+        /** trust domain → CA bundle file (PEM, or a SPIFFE bundle JWK set). */
+        client_ca_bundles: z
+          .record(
+            z.string().superRefine((v, ctx) => {
+              const problem = trustDomainProblem(v);
+              if (problem) ctx.addIssue({ code: 'custom', message: `not a trust domain name: ${problem}` });
+            }),
+            z.string().min(1),
+          )
+          .default({}),
+        /** How often the files are checked for changes (rotated bundles and server certificates). */
+        reload_interval: durationField('5s'),
+      })
+      .strict()
+      .optional(),
+    attestation: z.object({ oidc: oidcConfigSchema.optional(), x509: x509ConfigSchema.optional() }).strict().prefault({}),
     policies: policySchema,
     log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).strict().prefault({}),
   })
@@ -91,6 +117,19 @@ export const configSchema = z
       issue(['tokens', 'key_overlap'], `must be >= tokens.max_ttl + tokens.leeway (${formatDuration(t.max_ttl + t.leeway)}) so no live token loses its key`);
     if (t.key_rotation < 60_000) issue(['tokens', 'key_rotation'], 'must be >= 1m');
     if (cfg.http.request_timeout < 1000 || cfg.http.request_timeout > 300_000) issue(['http', 'request_timeout'], 'must be between 1s and 5m');
+    if (cfg.tls) {
+      const tls = cfg.tls;
+      if ((tls.cert === undefined) !== (tls.key === undefined)) issue(['tls', tls.cert === undefined ? 'cert' : 'key'], 'tls.cert and tls.key go together');
+      if (tls.reload_interval < 100 || tls.reload_interval > 3_600_000) issue(['tls', 'reload_interval'], 'must be between 100ms and 1h');
+    }
+    const bundles = Object.keys(cfg.tls?.client_ca_bundles ?? {});
+    if (cfg.attestation.x509) {
+      if (bundles.length === 0) issue(['attestation', 'x509'], 'needs tls.client_ca_bundles (the CAs that validate client certificates)');
+      cfg.attestation.x509.subjects.forEach((s, i) => {
+        if (!bundles.includes(s.trust_domain))
+          issue(['attestation', 'x509', 'subjects', i, 'trust_domain'], `has no bundle in tls.client_ca_bundles`);
+      });
+    }
     const g = cfg.grants;
     if (g.default_lifetime < TTL_FLOOR_MS) issue(['grants', 'default_lifetime'], 'must be >= 30s');
     if (g.default_lifetime > g.max_lifetime) issue(['grants', 'default_lifetime'], 'must be <= grants.max_lifetime');

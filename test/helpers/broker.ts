@@ -1,6 +1,6 @@
 import { parseConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
-import { silentLogger } from '../../src/log.js';
+import { createLogger, silentLogger } from '../../src/log.js';
 import { startBroker, type BrokerRuntime } from '../../src/server.js';
 import type { OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import { redisUrl, uniquePrefix } from './redis.js';
@@ -11,6 +11,7 @@ export const AUDIENCE = 'jit-broker';
 export async function startTestBroker(
   issuer: OidcIssuer,
   overrides: Partial<ConfigInput> & { prefix?: string } = {},
+  opts: { destination?: NodeJS.WritableStream } = {},
 ): Promise<BrokerRuntime & { prefix: string }> {
   const prefix = overrides.prefix ?? uniquePrefix('broker');
   const { prefix: _p, ...rest } = overrides;
@@ -36,7 +37,8 @@ export async function startTestBroker(
     ],
     ...rest,
   });
-  const runtime = await startBroker(config, { log: silentLogger });
+  const log = opts.destination ? createLogger({ level: config.log.level, destination: opts.destination }) : silentLogger;
+  const runtime = await startBroker(config, { log });
   return Object.assign(runtime, { prefix });
 }
 

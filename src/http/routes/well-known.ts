@@ -5,7 +5,7 @@ import type { Keyring } from '../../tokens/keyring.js';
 import { json } from '../errors.js';
 
 /** RFC 8414 metadata: only what this broker actually implements is advertised. */
-export function authorizationServerMetadata(config: Config) {
+export function authorizationServerMetadata(config: Config, opts: { boundTokens?: boolean } = {}) {
   return {
     issuer: config.issuer,
     jwks_uri: `${config.issuer}/.well-known/jwks.json`,
@@ -14,14 +14,15 @@ export function authorizationServerMetadata(config: Config) {
     grant_types_supported: [],
     token_endpoint_auth_methods_supported: [],
     authorization_details_types_supported: [AUTHORIZATION_DETAILS_TYPE],
-    tls_client_certificate_bound_access_tokens: false,
+    // RFC 8705 §3.3: tokens issued on client-certificate evidence carry cnf.x5t#S256.
+    tls_client_certificate_bound_access_tokens: opts.boundTokens ?? false,
     // jit-broker extension: where a workload starts a task.
     task_endpoint: `${config.issuer}/v1/tasks`,
   };
 }
 
-export function wellKnownRoutes(app: Hono, deps: { config: Config; keyring: Keyring }): void {
-  const metadata = authorizationServerMetadata(deps.config);
+export function wellKnownRoutes(app: Hono, deps: { config: Config; keyring: Keyring; boundTokens?: boolean }): void {
+  const metadata = authorizationServerMetadata(deps.config, { boundTokens: deps.boundTokens ?? false });
   app.get('/.well-known/jwks.json', async () => {
     const jwks = await deps.keyring.jwks();
     return new Response(JSON.stringify(jwks), {
