@@ -123,12 +123,15 @@ export function validateChain<T extends string>(
   chain: ParsedCertificate[],
   bundles: ReadonlyMap<T, readonly ParsedCertificate[]>,
   now: number,
+  /** Tried first: the trust domain the leaf claims, so a CA shared by two bundles validates it under its own. */
+  preferred?: string,
 ): ChainResult<T> {
   const [leaf, ...intermediates] = chain;
   if (!leaf) return { ok: false, problem: 'no client certificate was presented' };
   let firstProblem: string | undefined;
   let badSignature: string | undefined;
-  for (const [trustDomain, anchors] of bundles) {
+  const order = [...bundles].sort(([a], [b]) => Number(b === preferred) - Number(a === preferred));
+  for (const [trustDomain, anchors] of order) {
     const built = buildPaths(leaf, intermediates, anchors);
     if (built.badSignature) badSignature ??= built.badSignature;
     for (const path of built.paths) {
@@ -174,7 +177,6 @@ function buildPaths(leaf: ParsedCertificate, pool: ParsedCertificate[], anchors:
 
 /** The first reason this signature-valid path is unacceptable, or undefined. */
 function checkPath(path: ParsedCertificate[], now: number): string | undefined {
-  const leaf = path[0]!;
   for (let i = 0; i < path.length; i++) {
     const cert = path[i]!;
     const what = i === 0 ? 'the client certificate' : i === path.length - 1 ? `the trust anchor ${clip(cert.subject)}` : `intermediate ${clip(cert.subject)}`;
@@ -197,7 +199,7 @@ function checkPath(path: ParsedCertificate[], now: number): string | undefined {
     if (cert.pathLength !== undefined && i - 1 > cert.pathLength)
       return `${what} allows ${cert.pathLength} intermediate(s) below it (pathLenConstraint) but the chain has ${i - 1}`;
     if (cert.nameConstraints) {
-      const problem = nameConstraintProblem(cert.nameConstraints, path.slice(0, i), leaf);
+      const problem = nameConstraintProblem(cert.nameConstraints, path.slice(0, i));
       if (problem) return `${what}: ${problem}`;
     }
   }
@@ -206,34 +208,35 @@ function checkPath(path: ParsedCertificate[], now: number): string | undefined {
 
 // ---------------------------------------------------------------------------------------------
 // Name constraints (RFC 5280 §4.2.1.10) for URI, DNS, email and directoryName; IP-address
-// constraints are not evaluated, so a leaf with IP SANs under them is refused (fail closed).
+// constraints are not evaluated, so a certificate with IP SANs under them is refused (fail closed).
 
-function nameConstraintProblem(nc: NameConstraints, below: ParsedCertificate[], leaf: ParsedCertificate): string | undefined {
+/** `below` is every certificate under the constraining CA, leaf first. */
+function nameConstraintProblem(nc: NameConstraints, below: ParsedCertificate[]): string | undefined {
   const permitted = nc.permittedSubtrees ? [...nc.permittedSubtrees].map((s) => s.base) : [];
   const excluded = nc.excludedSubtrees ? [...nc.excludedSubtrees].map((s) => s.base) : [];
   const check = (kind: NameKind, values: string[], label: string): string | undefined => {
     const p = permitted.filter((g) => kindOf(g) === kind);
     const x = excluded.filter((g) => kindOf(g) === kind);
     for (const value of values) {
-      if (kind === 'ip' && (p.length || x.length)) return `IP address name constraints are not supported, and the leaf names ${label} ${value}`;
+      if (kind === 'ip' && (p.length || x.length)) return `IP address name constraints are not supported, and a certificate below it names ${label} ${value}`;
       if (x.some((g) => matches(kind, g, value))) return `${label} ${clip(value.replace(/\n/g, ', '))} is excluded by its name constraints`;
       if (p.length && !p.some((g) => matches(kind, g, value))) return `${label} ${clip(value.replace(/\n/g, ', '))} is outside its permitted name constraints`;
     }
     return undefined;
   };
+  // The names of intermediates count too (RFC 5280 §6.1.3 b, c), as OpenSSL checks them in the
+  // handshake; a self-issued intermediate (key rollover) is exempt.
   for (const cert of below) {
-    if (cert.subjectRdns.length) {
-      const problem = check('dn', [cert.subjectRdns.join('\n')], 'subject');
-      if (problem) return problem;
-    }
+    if (cert !== below[0] && cert.subject === cert.issuer) continue;
+    const problem =
+      (cert.subjectRdns.length ? check('dn', [cert.subjectRdns.join('\n')], 'subject') : undefined) ??
+      check('uri', cert.uris, 'URI') ??
+      check('dns', cert.dnsNames, 'DNS name') ??
+      check('email', cert.emails, 'email') ??
+      check('ip', cert.ips, 'IP address');
+    if (problem) return problem;
   }
-  return (
-    check('uri', leaf.uris, 'URI') ??
-    check('dns', leaf.dnsNames, 'DNS name') ??
-    check('email', leaf.emails, 'email') ??
-    check('ip', leaf.ips, 'IP address') ??
-    unsupportedKinds(permitted, excluded)
-  );
+  return unsupportedKinds(permitted, excluded);
 }
 
 type NameKind = 'uri' | 'dns' | 'email' | 'dn' | 'ip' | 'other';

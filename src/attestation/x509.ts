@@ -141,7 +141,8 @@ export function createX509Attestor(config: X509Config, deps: X509Deps): Attestor
       if (e instanceof CertificateParseError) throw new AttestationFailed('the client certificate is not a valid X.509 certificate', { detail: e.message });
       throw e;
     }
-    const result = validateChain(chain, deps.tls.current.bundles, clock());
+    const claimed = chain[0]!.uris.length === 1 ? parseSpiffeId(chain[0]!.uris[0]!) : undefined;
+    const result = validateChain(chain, deps.tls.current.bundles, clock(), claimed?.ok ? claimed.value.trustDomain : undefined);
     if (!result.ok) throw new AttestationFailed(result.problem);
     const leaf = chain[0]!;
     const id = identify(leaf, result.trustDomain);

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
-import { startDevMode } from '../dev/dev-mode.js';
+import { DEV_SPIFFE_ID, startDevMode } from '../dev/dev-mode.js';
+import { initCaDir, issueToDir } from '../dev/dev-ca.js';
+import { parseDuration } from '../util/duration.js';
 import { ConfigError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { startBroker } from '../server.js';
@@ -12,11 +14,69 @@ commands:
   serve --config FILE     run the broker (config also from JIT_CONFIG; env overrides: see README)
   check-config --config FILE
                           validate a config file and print every problem by its path
-  dev [--port N]          dev mode: memory store, demo OIDC issuer, demo policy (no Redis needed)
+  dev [--port N]          dev mode: memory store, demo OIDC issuer, dev CA, demo policy (no Redis needed)
+  dev-ca init --dir DIR [--trust-domain TD] [--force]
+                          create a throwaway CA for a trust domain (DIR/ca.pem, DIR/ca-key.pem)
+  dev-ca issue --dir DIR --spiffe-id ID [--out NAME] [--ttl 24h]
+                          issue an X.509-SVID (DIR/NAME.pem, DIR/NAME-key.pem)
+  dev-ca issue --dir DIR --server [--dns NAME]... [--ip ADDR]... [--out NAME]
+                          issue a server certificate (default localhost and 127.0.0.1)
 `;
+
+/** `jit-broker dev-ca init|issue`: the dev CA on disk (see src/dev/dev-ca.ts). */
+async function devCa(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      dir: { type: 'string', short: 'd' },
+      'trust-domain': { type: 'string' },
+      force: { type: 'boolean' },
+      'spiffe-id': { type: 'string' },
+      server: { type: 'boolean' },
+      dns: { type: 'string', multiple: true },
+      ip: { type: 'string', multiple: true },
+      out: { type: 'string', short: 'o' },
+      ttl: { type: 'string' },
+    },
+    allowPositionals: false,
+  });
+  if (!values.dir) throw new UsageError('dev-ca needs --dir DIR');
+  if (sub === 'init') {
+    const td = values['trust-domain'] ?? 'example.org';
+    const made = await initCaDir(values.dir, td, { force: values.force ?? false });
+    process.stdout.write(`dev CA for trust domain ${td}: ${made.cert} (key ${made.key}, keep it private)\n`);
+    return 0;
+  }
+  if (sub === 'issue') {
+    let ttlMs: number | undefined;
+    if (values.ttl !== undefined) {
+      try {
+        ttlMs = parseDuration(values.ttl);
+      } catch {
+        throw new UsageError('--ttl must be a duration such as 1h or 24h');
+      }
+    }
+    const made = await issueToDir(values.dir, {
+      name: values.out ?? (values.server ? 'server' : 'workload'),
+      ...(values['spiffe-id'] ? { spiffeId: values['spiffe-id'] } : {}),
+      ...(values.server ? { server: true } : {}),
+      ...(values.dns ? { dns: values.dns } : {}),
+      ...(values.ip ? { ips: values.ip } : {}),
+      ...(ttlMs !== undefined ? { ttlMs } : {}),
+    });
+    process.stdout.write(`${made.id ? `X.509-SVID for ${made.id}` : 'server certificate'}: ${made.cert} (key ${made.key})\n`);
+    return 0;
+  }
+  throw new UsageError('dev-ca needs a subcommand: init or issue');
+}
+
+/** A wrong command line: printed with the usage, exit 2. */
+class UsageError extends Error {}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command === 'dev-ca') return devCa(rest);
   const { values } = parseArgs({
     args: rest,
     options: { config: { type: 'string', short: 'c' }, port: { type: 'string', short: 'p' }, help: { type: 'boolean', short: 'h' } },
@@ -48,10 +108,14 @@ async function main(argv: string[]): Promise<number> {
       const dev = await startDevMode({ log, ...(port !== undefined ? { port } : {}) });
       process.stdout.write(
         [
-          `jit-broker dev mode listening on ${dev.broker.url} (memory store, demo issuer ${dev.issuer.issuer})`,
-          'Get a task token for the demo workload k8s://dev/ns/demo/sa/report-builder:',
+          `jit-broker dev mode listening on ${dev.broker.url} (memory store, demo issuer ${dev.issuer.issuer}, dev CA in ${dev.certificates.dir})`,
+          'Get a task token for the demo workload k8s://dev/ns/demo/sa/report-builder (platform token):',
           '',
           `  ${dev.curl}`,
+          '',
+          `Get a certificate-bound task token for ${DEV_SPIFFE_ID} (mTLS with its X.509-SVID):`,
+          '',
+          `  ${dev.curlMtls}`,
           '',
           'Keys: ' + `${dev.broker.url}/.well-known/jwks.json` + '   Ctrl-C to stop.',
           '',
@@ -79,7 +143,10 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exitCode = code;
   },
   (err: unknown) => {
-    if (err instanceof ConfigError) {
+    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      console.error(`jit-broker: ${(err as Error).message}\n${USAGE}`);
+      process.exitCode = 2;
+    } else if (err instanceof ConfigError) {
       console.error(err.message);
       process.exitCode = 78; // EX_CONFIG
     } else {

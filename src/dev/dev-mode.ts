@@ -1,28 +1,48 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Hono } from 'hono';
 import { parseConfig } from '../config/load.js';
 import type { ConfigInput } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { startBroker, type BrokerRuntime } from '../server.js';
 import { freePort } from '../util/net.js';
+import { createCA, issueCertificate } from './dev-ca.js';
 import { startOidcIssuer, type OidcIssuer } from './oidc-issuer.js';
 
 export const DEV_AUDIENCE = 'jit-broker';
 export const DEV_CLUSTER = 'dev';
+export const DEV_TRUST_DOMAIN = 'example.org';
+export const DEV_SPIFFE_ID = `spiffe://${DEV_TRUST_DOMAIN}/ns/demo/sa/report-builder`;
+
+/** Where dev mode wrote its CA, server and demo workload certificates. */
+export interface DevCertificates {
+  dir: string;
+  ca: string;
+  cert: string;
+  key: string;
+  workloadCert: string;
+  workloadKey: string;
+}
 
 export interface DevMode {
   broker: BrokerRuntime;
   issuer: OidcIssuer;
-  /** A copy-paste shell command that obtains a task token from this broker. */
+  /** A copy-paste shell command that obtains a task token with a demo platform token. */
   curl: string;
+  /** The same over mTLS with the demo workload's X.509-SVID (a certificate-bound token). */
+  curlMtls: string;
+  certificates: DevCertificates;
   close(): Promise<void>;
 }
 
-/** The demo config: memory store, the local demo issuer, one demo rule. */
-export function devConfig(issuerUrl: string, port: number): ConfigInput {
+/** The demo config: memory store, HTTPS with the dev CA, the local demo issuer, one demo rule. */
+export function devConfig(issuerUrl: string, port: number, certs: DevCertificates): ConfigInput {
   return {
-    issuer: `http://127.0.0.1:${port}`,
+    issuer: `https://127.0.0.1:${port}`,
     listen: { host: '127.0.0.1', port },
     store: { kind: 'memory' },
+    tls: { cert: certs.cert, key: certs.key, client_ca_bundles: { [DEV_TRUST_DOMAIN]: certs.ca } },
     attestation: {
       oidc: {
         issuers: [
@@ -39,7 +59,7 @@ export function devConfig(issuerUrl: string, port: number): ConfigInput {
       {
         name: 'demo-reports',
         description: 'demo workloads may read and write demo reports',
-        workloads: [`k8s://${DEV_CLUSTER}/ns/demo/sa/*`],
+        workloads: [`k8s://${DEV_CLUSTER}/ns/demo/sa/*`, `spiffe://${DEV_TRUST_DOMAIN}/ns/demo/sa/*`],
         audiences: ['reports-api'],
         actions: ['read', 'write'],
         resources: ['reports://demo/**'],
@@ -50,15 +70,38 @@ export function devConfig(issuerUrl: string, port: number): ConfigInput {
   };
 }
 
+/** A fresh dev CA (trust domain example.org), a server certificate for 127.0.0.1/localhost and a demo SVID. */
+export async function writeDevCertificates(): Promise<DevCertificates> {
+  const dir = mkdtempSync(join(tmpdir(), 'jit-broker-dev-'));
+  const ca = await createCA({ trustDomain: DEV_TRUST_DOMAIN });
+  const server = await issueCertificate(ca, { server: true, dns: ['localhost'], ips: ['127.0.0.1'] });
+  const workload = await issueCertificate(ca, { uris: [DEV_SPIFFE_ID] });
+  const write = (name: string, text: string, mode = 0o644) => {
+    const path = join(dir, name);
+    writeFileSync(path, text, { mode });
+    return path;
+  };
+  return {
+    dir,
+    ca: write('ca.pem', ca.certPem),
+    cert: write('server.pem', server.chainPem),
+    key: write('server-key.pem', server.keyPem, 0o600),
+    workloadCert: write('workload.pem', workload.chainPem),
+    workloadKey: write('workload-key.pem', workload.keyPem, 0o600),
+  };
+}
+
 /**
- * Dev mode: needs nothing but Node. A real local OIDC issuer plays the Kubernetes API server,
- * and GET /dev/platform-token hands out a fresh demo service-account token so the printed curl
- * never embeds a token in the terminal history.
+ * Dev mode: needs nothing but Node. It serves HTTPS with a fresh dev CA (files in a temp dir,
+ * removed at exit); a real local OIDC issuer plays the Kubernetes API server, and
+ * GET /dev/platform-token hands out a fresh demo service-account token so the printed curl never
+ * embeds a token in the terminal history. A demo workload SVID shows the mTLS path.
  */
 export async function startDevMode(opts: { port?: number; log: Logger }): Promise<DevMode> {
   const issuer = await startOidcIssuer({ alg: 'ES256' });
   const port = opts.port && opts.port > 0 ? opts.port : opts.port === 0 ? await freePort() : 8080;
-  const config = parseConfig(devConfig(issuer.issuer, port));
+  const certs = await writeDevCertificates();
+  const config = parseConfig(devConfig(issuer.issuer, port, certs));
   const extend = (app: Hono) => {
     app.get('/dev/platform-token', async () => {
       const token = await issuer.mintServiceAccountToken({
@@ -74,17 +117,24 @@ export async function startDevMode(opts: { port?: number; log: Logger }): Promis
   };
   const broker = await startBroker(config, { log: opts.log, extend }).catch(async (e: unknown) => {
     await issuer.close();
+    rmSync(certs.dir, { recursive: true, force: true });
     throw e;
   });
-  const body = `{"attestation":{"kind":"oidc","token":"'"$(curl -s ${broker.url}/dev/platform-token)"'"},"intent":{"audience":"reports-api","actions":["read"],"resources":["reports://demo/2026-q4"],"purpose":"build the quarterly report"},"ttl":"5m"}`;
-  const curl = `curl -s -X POST ${broker.url}/v1/tasks -H 'content-type: application/json' -d '${body}'`;
+  const tls = `--cacert '${certs.ca}'`;
+  const intent = `"intent":{"audience":"reports-api","actions":["read"],"resources":["reports://demo/2026-q4"],"purpose":"build the quarterly report"},"ttl":"5m"`;
+  const body = `{"attestation":{"kind":"oidc","token":"'"$(curl -s ${tls} ${broker.url}/dev/platform-token)"'"},${intent}}`;
+  const curl = `curl -s ${tls} -X POST ${broker.url}/v1/tasks -H 'content-type: application/json' -d '${body}'`;
+  const curlMtls = `curl -s ${tls} --cert '${certs.workloadCert}' --key '${certs.workloadKey}' -X POST ${broker.url}/v1/tasks -H 'content-type: application/json' -d '{${intent}}'`;
   return {
     broker,
     issuer,
     curl,
+    curlMtls,
+    certificates: certs,
     async close() {
       await broker.close();
       await issuer.close();
+      rmSync(certs.dir, { recursive: true, force: true });
     },
   };
 }

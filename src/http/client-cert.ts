@@ -13,6 +13,9 @@ import { pemDers } from '../tls/material.js';
 
 type Forwarded = NonNullable<X509Config['forwarded']>;
 
+/** Envoy writes one `DNS=`/`URI=` pair per SAN of the client certificate; every other key appears at most once. */
+const REPEATABLE_XFCC_KEYS = new Set(['dns', 'uri']);
+
 interface HandshakeCert {
   chain: Uint8Array[];
   error: string | undefined;
@@ -114,6 +117,7 @@ export function parseForwarded(value: string, format: Forwarded['format']): X509
       const eq = pair.indexOf('=');
       if (eq <= 0) return fail('the x-forwarded-client-cert header is malformed');
       const key = pair.slice(0, eq).trim().toLowerCase();
+      if (REPEATABLE_XFCC_KEYS.has(key)) continue; // informational only, never read
       if (fields.has(key)) return fail(`the x-forwarded-client-cert header repeats "${key.slice(0, 20)}"`);
       fields.set(key, unquote(pair.slice(eq + 1).trim()));
     }

@@ -144,6 +144,7 @@ export class TlsMaterialWatcher {
   /** One poll: reload when any file's bytes changed. Returns whether new material is in use. */
   check(): boolean {
     const fingerprint = this.readFingerprint();
+    if (fingerprint === this.fingerprint) this.lastBad = undefined; // rolled back: the same bad files again deserve a new error line
     if (fingerprint === undefined || fingerprint === this.fingerprint || fingerprint === this.lastBad) return false;
     let next: TlsMaterial;
     try {

@@ -1,6 +1,10 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createHash, X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { createRemoteJWKSet, jwtVerify } from 'jose';
+import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
+import { httpsJson } from '../helpers/pki.js';
 import { afterAll, describe, expect, it } from 'vitest';
 
 const run = promisify(execFile);
@@ -11,8 +15,8 @@ afterAll(() => {
   if (child?.pid && child.exitCode === null) process.kill(-child.pid, 'SIGTERM');
 });
 
-/** Starts `npm run dev -- --port 0` exactly as the README says and waits for its printed curl. */
-async function startDev(): Promise<{ curl: string; output: () => string }> {
+/** Starts `npm run dev -- --port 0` exactly as the README says and waits for its two printed curls. */
+async function startDev(): Promise<{ curls: string[]; output: () => string }> {
   child = spawn('npm', ['run', '--silent', 'dev', '--', '--port', '0'], {
     cwd: process.cwd(),
     env: { ...process.env, LOG_LEVEL: 'warn' },
@@ -24,8 +28,8 @@ async function startDev(): Promise<{ curl: string; output: () => string }> {
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const deadline = Date.now() + 25_000;
   while (Date.now() < deadline) {
-    const line = out.split('\n').find((l) => l.trim().startsWith('curl '));
-    if (line) return { curl: line.trim(), output: () => out };
+    const lines = out.split('\n').filter((l) => l.trim().startsWith('curl '));
+    if (lines.length === 2 && out.includes('Ctrl-C')) return { curls: lines.map((l) => l.trim()), output: () => out };
     if (child.exitCode !== null) break;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -33,20 +37,33 @@ async function startDev(): Promise<{ curl: string; output: () => string }> {
 }
 
 describe('npm run dev', () => {
-  it('starts without Redis or config and its printed curl obtains a verifiable task token', async () => {
-    const { curl, output } = await startDev();
-    const { stdout } = await run('bash', ['-c', curl], { timeout: 10_000 });
-    const body = JSON.parse(stdout) as Record<string, any>;
-    expect(body.workload).toBe('k8s://dev/ns/demo/sa/report-builder');
-    expect(body.expires_in).toBe(300);
-    const base = /listening on (http:\/\/\S+)/.exec(output())![1]!;
-    const { payload } = await jwtVerify(body.access_token, createRemoteJWKSet(new URL(`${base}/.well-known/jwks.json`)), {
-      issuer: base,
-      audience: 'reports-api',
-      typ: 'at+jwt',
-    });
-    expect(payload).toMatchObject({ sub: 'k8s://dev/ns/demo/sa/report-builder', scope: 'read', grant: body.grant });
+  it('starts without Redis or config and its printed curls obtain verifiable task tokens (platform token, then mTLS)', async () => {
+    const { curls, output } = await startDev();
+    const base = /listening on (https:\/\/\S+)/.exec(output())![1]!;
+    const dir = /dev CA in (\S+)\)/.exec(output())![1]!;
+    const ca = readFileSync(join(dir, 'ca.pem'), 'utf8');
+    const jwks = (await httpsJson(`${base}/.well-known/jwks.json`, { ca })).json as unknown as JSONWebKeySet;
+    const verify = (token: string) => jwtVerify(token, createLocalJWKSet(jwks), { issuer: base, audience: 'reports-api', typ: 'at+jwt' });
+
+    const platform = JSON.parse((await run('bash', ['-c', curls[0]!], { timeout: 10_000 })).stdout) as Record<string, any>;
+    expect(platform.workload).toBe('k8s://dev/ns/demo/sa/report-builder');
+    expect(platform.expires_in).toBe(300);
+    const { payload } = await verify(platform.access_token);
+    expect(payload).toMatchObject({ sub: 'k8s://dev/ns/demo/sa/report-builder', scope: 'read', grant: platform.grant });
+    expect(payload.cnf).toBeUndefined();
+
+    const mtls = JSON.parse((await run('bash', ['-c', curls[1]!], { timeout: 10_000 })).stdout) as Record<string, any>;
+    expect(mtls.workload).toBe('spiffe://example.org/ns/demo/sa/report-builder');
+    const bound = (await verify(mtls.access_token)).payload;
+    const der = new X509Certificate(readFileSync(join(dir, 'workload.pem'))).raw;
+    expect(bound.cnf).toEqual({ 'x5t#S256': createHash('sha256').update(der).digest('base64url') });
+
     // dev mode never prints a token
     expect(output()).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}\./);
+    // and removes its throwaway CA when stopped
+    process.kill(-child!.pid!, 'SIGTERM');
+    const deadline = Date.now() + 10_000;
+    while (existsSync(dir) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(existsSync(dir)).toBe(false);
   }, 40_000);
 });

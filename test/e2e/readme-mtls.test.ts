@@ -1,0 +1,65 @@
+/**
+ * The README's mTLS walk-through, run line for line: dev CA, server and workload certificates from
+ * the CLI, `serve` with the config it writes, and the curl with --cert/--key/--cacert. Only the
+ * port is changed (to a free one) and `npx jit-broker` runs this checkout's source.
+ */
+import { spawn } from 'node:child_process';
+import { createHash, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { decodeJwt } from 'jose';
+import { afterAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../src/util/net.js';
+import { scratchDir } from '../helpers/pki.js';
+
+const repo = resolve(import.meta.dirname, '../..');
+const work = scratchDir('jit-readme-');
+let pgid: number | undefined;
+
+afterAll(() => {
+  if (pgid) {
+    try {
+      process.kill(-pgid, 'SIGTERM'); // the shell and the broker it left in the background
+    } catch {
+      /* already gone */
+    }
+  }
+  work.cleanup();
+});
+
+function readmeFlow(): string {
+  const readme = readFileSync(join(repo, 'README.md'), 'utf8');
+  const block = /<!-- mtls-flow -->\n```sh\n([\s\S]*?)```\n<!-- \/mtls-flow -->/.exec(readme);
+  if (!block) throw new Error('README has no mtls-flow block');
+  return block[1]!;
+}
+
+describe('README mTLS flow', () => {
+  it('gets a certificate-bound token for the SPIFFE ID with the copy-paste commands', async () => {
+    const port = await freePort();
+    const script = readmeFlow().replaceAll('8443', String(port));
+    expect(script).toContain('npx jit-broker dev-ca init');
+    const shell = [
+      'set -e',
+      `npx() { if [ "$1" = jit-broker ]; then shift; "${repo}/node_modules/.bin/tsx" "${repo}/src/cli/main.ts" "$@"; else command npx "$@"; fi; }`,
+      script,
+    ].join('\n');
+    const child = spawn('bash', ['-c', shell], { cwd: work.dir, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'warn' } });
+    pgid = child.pid;
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const code = await new Promise<number | null>((done) => child.on('exit', done));
+    expect(code, `stdout:\n${out}\nstderr:\n${err}`).toBe(0);
+
+    const lastLine = out.trim().split('\n').pop()!;
+    const body = JSON.parse(lastLine) as Record<string, any>;
+    expect(body.workload).toBe('spiffe://example.org/ns/payments/sa/api');
+    expect(body.rule).toBe('payments-api');
+    const der = new X509Certificate(readFileSync(join(work.dir, 'dev-ca', 'api.pem'))).raw;
+    expect(decodeJwt(body.access_token as string).cnf).toEqual({ 'x5t#S256': createHash('sha256').update(der).digest('base64url') });
+    // The CA key is private to its owner.
+    expect(readFileSync(join(work.dir, 'dev-ca', 'ca-key.pem'), 'utf8')).toContain('PRIVATE KEY');
+  }, 60_000);
+});
