@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { TLSSocket } from 'node:tls';
 import { serve } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Attestor, Evidence } from './attestation/attestor.js';
@@ -163,11 +164,14 @@ function listen(app: Hono, config: Config, tls: TlsMaterial | undefined): Promis
         ...(tls?.cert
           ? {
               createServer: createHttpsServer,
-              serverOptions: { ...timeouts, ...secureContextOptions(tls), requestCert: true, rejectUnauthorized: false },
+              serverOptions: { ...timeouts, ...secureContextOptions(tls), requestCert: tls.bundles.size > 0, rejectUnauthorized: false },
             }
           : { serverOptions: timeouts }),
       },
       () => {
+        // A connection's client certificate is read once and kept for its requests, so it must
+        // not change under them: no TLS 1.2 renegotiation (TLS 1.3 has none).
+        s.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation());
         s.off('error', onError); // only start-up errors are ours to turn into a StartError
         resolve(s as Server);
       },

@@ -26,6 +26,7 @@ export type SpiffeIdResult = { ok: true; value: SpiffeId } | { ok: false; proble
 export function trustDomainProblem(name: string): string | undefined {
   if (name.length === 0) return 'the trust domain is empty';
   if (name.length > MAX_TRUST_DOMAIN_BYTES) return `the trust domain is longer than ${MAX_TRUST_DOMAIN_BYTES} bytes`;
+  if (name.includes('[') || name.includes(']')) return 'the trust domain may only contain a-z, 0-9, ".", "-" and "_" (no IP literal)';
   if (name.includes('@')) return 'the trust domain must not carry userinfo';
   if (name.includes(':')) return 'the trust domain must not carry a port';
   if (name.includes('%')) return 'the trust domain must not be percent-encoded';

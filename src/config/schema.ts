@@ -87,14 +87,15 @@ export const configSchema = z
         key: z.string().min(1).optional(),
         /** trust domain → CA bundle file (PEM, or a SPIFFE bundle JWK set). */
         client_ca_bundles: z
-          .record(
-            z.string().superRefine((v, ctx) => {
-              const problem = trustDomainProblem(v);
-              if (problem) ctx.addIssue({ code: 'custom', message: `not a trust domain name: ${problem}` });
-            }),
-            z.string().min(1),
-          )
-          .default({}),
+          .record(z.string(), z.string().min(1))
+          .default({})
+          .superRefine((bundles, ctx) => {
+            // Checked here rather than as the record's key schema, whose issues lose their message.
+            for (const td of Object.keys(bundles)) {
+              const problem = trustDomainProblem(td);
+              if (problem) ctx.addIssue({ code: 'custom', path: [td], message: `not a trust domain name: ${problem}` });
+            }
+          }),
         /** How often the files are checked for changes (rotated bundles and server certificates). */
         reload_interval: durationField('5s'),
       })

@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Writable } from 'node:stream';
+import { connect as tlsConnect } from 'node:tls';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { derToPem, createCA, issueCertificate, tamperSignature, type Credential } from '../../src/dev/dev-ca.js';
@@ -261,6 +262,28 @@ describe('HTTPS without a client certificate', () => {
   it('metadata advertises certificate-bound tokens', async () => {
     const res = await httpsJson(`${tlsBroker.url}/.well-known/oauth-authorization-server`, { ca: pki.example.certPem });
     expect(res.json.tls_client_certificate_bound_access_tokens).toBe(true);
+  });
+});
+
+describe('TLS connection', () => {
+  it('refuses TLS 1.2 renegotiation, so the certificate read for a connection cannot change under it', async () => {
+    const cred = await leaf();
+    const url = new URL(tlsBroker.url);
+    const socket = tlsConnect({ host: url.hostname, port: Number(url.port), ca: pki.example.certPem, cert: cred.chainPem, key: cred.keyPem, maxVersion: 'TLSv1.2', servername: 'localhost' });
+    await new Promise<void>((ok, fail) => socket.once('secureConnect', ok).once('error', fail));
+    expect(socket.authorized).toBe(true);
+    // Closed by the server, or still open after 3 s (renegotiation allowed).
+    const outcome = new Promise<string>((ok) => {
+      socket.once('close', () => ok('closed'));
+      setTimeout(() => ok('still open'), 3000).unref();
+    });
+    socket.on('error', () => undefined);
+    let renegotiated = false;
+    socket.renegotiate({ rejectUnauthorized: true }, (err) => (renegotiated = !err));
+    socket.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    expect(await outcome).toBe('closed');
+    expect(renegotiated).toBe(false);
+    socket.destroy();
   });
 });
 
