@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
-import { ConfigError } from '../../src/errors.js';
+import { configProblems } from '../helpers/config.js';
 
 const base = {
   issuer: 'https://broker.example.com',
@@ -10,15 +10,7 @@ const base = {
 const bundles = { 'example.org': '/etc/jit/example.org.pem' };
 const subject = (trust_domain: string, workload: string) => ({ trust_domain, subject: 'CN=batch, O=Acme', workload });
 
-function problems(raw: unknown): string[] {
-  try {
-    parseConfig(raw);
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems;
-    throw e;
-  }
-  return [];
-}
+const problems = configProblems;
 
 describe('config: tls and attestation.x509', () => {
   it('accepts a complete setup and applies the defaults', () => {
