@@ -7,6 +7,7 @@ import { parseDuration } from '../util/duration.js';
 import { ConfigError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { startBroker } from '../server.js';
+import { loadTlsMaterial } from '../tls/material.js';
 
 const USAGE = `usage: jit-broker <command> [options]
 
@@ -98,7 +99,9 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'check-config': {
       if (!configPath) throw new ConfigError(['--config FILE (or JIT_CONFIG) is required']);
-      loadConfig(configPath);
+      const config = loadConfig(configPath);
+      // The files it names must load too: serve would refuse to start on them.
+      if (config.tls) loadTlsMaterial({ cert: config.tls.cert, key: config.tls.key, bundles: config.tls.client_ca_bundles });
       process.stdout.write(`${configPath}: ok\n`);
       return 0;
     }

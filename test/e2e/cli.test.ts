@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { createCA, issueCertificate } from '../../src/dev/dev-ca.js';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import { freePort } from '../../src/util/net.js';
 import { postJson } from '../helpers/broker.js';
@@ -83,6 +84,29 @@ describe('jit-broker check-config', () => {
     const missing = await cli(['check-config'], { JIT_CONFIG: join(dir, 'nope.yaml') });
     expect(missing.code).toBe(78);
     expect(missing.stderr).toContain('nope.yaml');
+  });
+});
+
+describe('jit-broker check-config: TLS files', () => {
+  it('loads the certificate, key and bundles the file names, and lists each one that does not load', async () => {
+    const ca = await createCA({ trustDomain: 'example.org' });
+    const server = await issueCertificate(ca, { server: true });
+    const other = await issueCertificate(ca, { server: true });
+    const files = { cert: join(dir, 'srv.pem'), key: join(dir, 'srv-key.pem'), bundle: join(dir, 'bundle.pem') };
+    writeFileSync(files.cert, server.chainPem);
+    writeFileSync(files.key, server.keyPem);
+    writeFileSync(files.bundle, ca.certPem);
+    const tls = { cert: files.cert, key: files.key, client_ca_bundles: { 'example.org': files.bundle } };
+    const ok = await cli(['check-config', '--config', writeConfig('tls-ok.yaml', { ...baseConfig(8080), tls })]);
+    expect(ok.code, ok.stderr).toBe(0);
+
+    writeFileSync(files.key, other.keyPem); // a key that is not the certificate's
+    const bad = { ...tls, client_ca_bundles: { 'example.org': files.bundle, 'other.org': join(dir, 'missing.pem') } };
+    const r = await cli(['check-config', '--config', writeConfig('tls-bad.yaml', { ...baseConfig(8080), tls: bad })]);
+    expect(r.code).toBe(78);
+    expect(r.stderr).toContain(`tls.client_ca_bundles.other.org ${join(dir, 'missing.pem')}: cannot read (ENOENT)`);
+    expect(r.stderr).toContain(`tls.key ${files.key}: does not match the certificate in ${files.cert}`);
+    expect(r.stderr).not.toContain('PRIVATE KEY');
   });
 });
 
