@@ -21,7 +21,7 @@ import {
   type JsonGeneralName,
 } from '@peculiar/x509';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { parseCertificate, validateChain, type ChainResult, type ParsedCertificate } from '../../src/attestation/x509-chain.js';
+import { CertificateParseError, parseCertificate, validateChain, type ChainResult, type ParsedCertificate } from '../../src/attestation/x509-chain.js';
 import { createCA, generateKeys, issueCertificate, type Credential, type IssueOptions } from '../../src/dev/dev-ca.js';
 
 const DAY = 86_400_000;
@@ -297,6 +297,17 @@ describe('extensions and key usage', () => {
       `the client certificate carries an unsupported critical extension (${UNKNOWN_OID})`,
     );
     expectValid(presented(await craft(root, { ...base, extensions: [unknown(false)] })));
+  });
+
+  it('a certificate that carries an extension twice is not parsed at all (which copy would count?)', async () => {
+    const twice = await craft(root, {
+      subject: 'CN=twice',
+      eku: [ExtendedKeyUsage.clientAuth],
+      san: [{ type: 'url', value: ID }],
+      extensions: [new SubjectAlternativeNameExtension([{ type: 'url', value: 'spiffe://example.org/ns/other/sa/admin' }], false)],
+    });
+    expect(() => parseCertificate(twice.der)).toThrow(CertificateParseError);
+    expect(() => parseCertificate(twice.der)).toThrow(/extension 2\.5\.29\.17 appears twice/);
   });
 
   it('an unknown critical extension on an intermediate is refused', async () => {
