@@ -10,7 +10,7 @@ export interface OpCost {
 }
 
 /** Runs `op` after a warm-up and reports its mean cost (one at a time: in-process cost, not throughput under load). */
-async function measure(op: () => unknown, iterations = 5000): Promise<OpCost> {
+export async function measure(op: () => unknown, iterations = 5000): Promise<OpCost> {
   for (let i = 0; i < 500; i++) await op();
   const start = process.hrtime.bigint();
   for (let i = 0; i < iterations; i++) await op();

@@ -23,7 +23,6 @@ import {
   KeyUsageFlags,
   NameConstraints,
   SubjectAlternativeName,
-  anyExtendedKeyUsage,
   id_ce_basicConstraints,
   id_ce_extKeyUsage,
   id_ce_keyUsage,
@@ -35,8 +34,30 @@ import {
 } from '@peculiar/asn1-x509';
 import { Name } from '@peculiar/x509';
 
-/** Longest path tried: leaf, up to 6 intermediates, the anchor. */
+/** Longest path tried: leaf, up to 7 intermediates (the attestor's cap of 8 certificates), the anchor. */
 const MAX_DEPTH = 8;
+/**
+ * Path building is a search: certificates that share a name and key "sign" one another, and a
+ * chain of them makes the search explode. Each (child, issuer) signature is checked once, and the
+ * whole search has a fixed budget; a chain that needs more is refused.
+ */
+const MAX_SIGNATURE_CHECKS = 48;
+const MAX_WALK_STEPS = 256;
+const OID_EMAIL_ADDRESS = '1.2.840.113549.1.9.1';
+const OID_COMMON_NAME = '2.5.4.3';
+/** Signature algorithms accepted on issued certificates (SHA-1 and MD5 are not). */
+const SIGNATURE_ALGORITHMS = new Map([
+  ['1.2.840.10045.4.3.2', 'ecdsa-with-SHA256'],
+  ['1.2.840.10045.4.3.3', 'ecdsa-with-SHA384'],
+  ['1.2.840.10045.4.3.4', 'ecdsa-with-SHA512'],
+  ['1.2.840.113549.1.1.11', 'sha256WithRSAEncryption'],
+  ['1.2.840.113549.1.1.12', 'sha384WithRSAEncryption'],
+  ['1.2.840.113549.1.1.13', 'sha512WithRSAEncryption'],
+  ['1.2.840.113549.1.1.10', 'RSASSA-PSS'],
+  ['1.3.101.112', 'Ed25519'],
+  ['1.3.101.113', 'Ed448'],
+]);
+const MIN_RSA_BITS = 2048;
 
 /** Extensions this validator understands; any other marked critical makes the certificate unusable (RFC 5280 §4.2). */
 const KNOWN_EXTENSIONS = new Set([
@@ -70,6 +91,16 @@ export interface ParsedCertificate {
   unknownCritical: string[];
   nameConstraints: NameConstraints | undefined;
   subjectRdns: string[];
+  /** Subject attributes that name constraints also bind: emailAddress and commonName. */
+  subjectEmails: string[];
+  subjectCommonNames: string[];
+  /** The public key (SPKI DER, base64): with the subject, what makes two certificates "the same CA". */
+  key: string;
+  /** Why its signature algorithm, or its key, is too weak to rely on (judged apart: an anchor's self-signature is not relied on, its key is). */
+  weakSignature: string | undefined;
+  weakKey: string | undefined;
+  /** A subject emailAddress not encoded as IA5String, which OpenSSL cannot check against name constraints. */
+  oddEmailSyntax: boolean;
 }
 
 export class CertificateParseError extends Error {}
@@ -83,6 +114,10 @@ export function parseCertificate(der: Uint8Array): ParsedCertificate {
   const buf = Buffer.from(der);
   try {
     const node = new NodeCertificate(buf);
+    // Exactly one certificate: trailing bytes would change the thumbprint but not the certificate.
+    if (!node.raw.equals(buf)) throw new Error('bytes follow the certificate');
+    // Times OpenSSL cannot read (month 13) must not be read differently here.
+    if (Number.isNaN(Date.parse(node.validFrom)) || Number.isNaN(Date.parse(node.validTo))) throw new Error('its validity times are malformed');
     const asn = AsnConvert.parse(buf, AsnCertificate);
     const tbs = asn.tbsCertificate;
     const values = new Map<string, ArrayBuffer>();
@@ -120,10 +155,31 @@ export function parseCertificate(der: Uint8Array): ParsedCertificate {
       unknownCritical,
       nameConstraints: ext(id_ce_nameConstraints, NameConstraints),
       subjectRdns: rdnKeys(tbs.subject),
+      subjectEmails: attributeValues(tbs.subject, OID_EMAIL_ADDRESS),
+      subjectCommonNames: attributeValues(tbs.subject, OID_COMMON_NAME),
+      key: node.publicKey.export({ type: 'spki', format: 'der' }).toString('base64'),
+      weakSignature: SIGNATURE_ALGORITHMS.has(asn.signatureAlgorithm.algorithm)
+        ? undefined
+        : `is signed with an algorithm that is not accepted (${asn.signatureAlgorithm.algorithm})`,
+      weakKey: weakKey(node),
+      oddEmailSyntax: [...tbs.subject].some((rdn) => [...rdn].some((atv) => atv.type === OID_EMAIL_ADDRESS && atv.value.ia5String === undefined)),
     };
   } catch (e) {
     throw new CertificateParseError(`not a valid DER X.509 certificate (${(e as Error).message})`);
   }
+}
+
+function attributeValues(name: AsnName, type: string): string[] {
+  return [...name].flatMap((rdn) => [...rdn].filter((atv) => atv.type === type).map((atv) => atv.value.toString()));
+}
+
+function weakKey(node: NodeCertificate): string | undefined {
+  const key = node.publicKey;
+  if (key.asymmetricKeyType === 'rsa' || key.asymmetricKeyType === 'rsa-pss') {
+    const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+    if (bits < MIN_RSA_BITS) return `has a ${bits}-bit RSA key (at least ${MIN_RSA_BITS} bits are required)`;
+  }
+  return undefined;
 }
 
 export type ChainResult<T extends string> =
@@ -150,6 +206,7 @@ export function validateChain<T extends string>(
   const order = [...bundles].sort(([a], [b]) => Number(b === preferred) - Number(a === preferred));
   for (const [trustDomain, anchors] of order) {
     const built = buildPaths(leaf, intermediates, anchors);
+    if (built.overBudget) return { ok: false, problem: 'the client certificate chain is too convoluted to validate (too many candidate paths)' };
     if (built.badSignature) badSignature ??= built.badSignature;
     for (const path of built.paths) {
       const problem = checkPath(path, now);
@@ -162,34 +219,55 @@ export function validateChain<T extends string>(
   return { ok: false, problem: `the client certificate (issuer ${clip(leaf.issuer)}) was not issued by a CA in any trusted bundle` };
 }
 
-/** Every path leaf → … → anchor whose signatures verify (depth-first, bounded). */
-function buildPaths(leaf: ParsedCertificate, pool: ParsedCertificate[], anchors: readonly ParsedCertificate[]) {
+/** Every path leaf → … → anchor whose signatures verify (depth-first, memoised, on a fixed budget). */
+function buildPaths(leaf: ParsedCertificate, presented: ParsedCertificate[], anchors: readonly ParsedCertificate[]) {
   const paths: ParsedCertificate[][] = [];
   let badSignature: string | undefined;
+  let overBudget = false;
+  let checks = 0;
+  let steps = 0;
+  // Anchors are never intermediates, and a certificate sent twice counts once.
+  const pool = presented.filter((c, i) => !anchors.some((a) => a.der.equals(c.der)) && presented.findIndex((o) => o.der.equals(c.der)) === i);
+  const verdicts = new Map<ParsedCertificate, Map<ParsedCertificate, boolean>>();
   const signedBy = (child: ParsedCertificate, issuer: ParsedCertificate): boolean => {
     if (child.issuer !== issuer.subject) return false;
+    let byIssuer = verdicts.get(child);
+    if (!byIssuer) verdicts.set(child, (byIssuer = new Map()));
+    const known = byIssuer.get(issuer);
+    if (known !== undefined) return known;
+    if (++checks > MAX_SIGNATURE_CHECKS) {
+      overBudget = true;
+      return false;
+    }
     let ok = false;
     try {
       ok = child.node.verify(issuer.node.publicKey);
     } catch {
       ok = false;
     }
+    byIssuer.set(issuer, ok);
     if (!ok) badSignature ??= `the signature on certificate ${clip(child.subject || '(no subject)')} does not verify with its issuer's key`;
     return ok;
   };
   const walk = (path: ParsedCertificate[]) => {
-    if (paths.length >= 4 || path.length > MAX_DEPTH) return;
+    if (paths.length >= 4 || path.length > MAX_DEPTH || overBudget) return;
+    if (++steps > MAX_WALK_STEPS) {
+      overBudget = true;
+      return;
+    }
     const current = path[path.length - 1]!;
     for (const anchor of anchors) {
       if (signedBy(current, anchor)) paths.push([...path, anchor]);
     }
     for (const next of pool) {
-      if (path.includes(next) || anchors.some((a) => a.der.equals(next.der))) continue;
+      // The same name and key twice in one path is a loop, not a longer path (key rollovers,
+      // with a new key under the same name, stay possible).
+      if (path.some((c) => c === next || (c.subject === next.subject && c.key === next.key))) continue;
       if (signedBy(current, next)) walk([...path, next]);
     }
   };
   walk([leaf]);
-  return { paths, badSignature };
+  return { paths, badSignature, overBudget };
 }
 
 /** The first reason this signature-valid path is unacceptable, or undefined. */
@@ -200,8 +278,12 @@ function checkPath(path: ParsedCertificate[], now: number): string | undefined {
     if (now < cert.notBefore) return `${what} is not valid until ${new Date(cert.notBefore).toISOString()}`;
     if (now > cert.notAfter) return `${what} expired at ${new Date(cert.notAfter).toISOString()}`;
     if (cert.unknownCritical.length) return `${what} carries an unsupported critical extension (${cert.unknownCritical.join(', ')})`;
-    if (cert.extKeyUsage && !cert.extKeyUsage.includes(id_kp_clientAuth) && !(i > 0 && cert.extKeyUsage.includes(anyExtendedKeyUsage)))
-      return `${what} has an extendedKeyUsage without clientAuth`;
+    // A trust anchor's own self-signature is not relied on; its key is.
+    if (cert.weakKey) return `${what} ${cert.weakKey}`;
+    if (cert.weakSignature && i < path.length - 1) return `${what} ${cert.weakSignature}`;
+    // As OpenSSL's clientAuth purpose check: every certificate that lists usages must list
+    // clientAuth (anyExtendedKeyUsage is not enough, on a CA either).
+    if (cert.extKeyUsage && !cert.extKeyUsage.includes(id_kp_clientAuth)) return `${what} has an extendedKeyUsage without clientAuth`;
     if (i === 0) {
       if (cert.ca === true) return 'the client certificate is a CA certificate (basicConstraints cA=true); a client must present a leaf';
       if (cert.keyUsage !== undefined) {
@@ -227,11 +309,12 @@ function checkPath(path: ParsedCertificate[], now: number): string | undefined {
 // Name constraints (RFC 5280 §4.2.1.10) for URI, DNS, email and directoryName; IP-address
 // constraints are not evaluated, so a certificate with IP SANs under them is refused (fail closed).
 
-/** `below` is every certificate under the constraining CA, leaf first. */
-function nameConstraintProblem(nc: NameConstraints, below: ParsedCertificate[]): string | undefined {
+type ConstraintCheck = (kind: NameKind, values: string[], label: string) => string | undefined;
+
+function constraintChecker(nc: NameConstraints): { check: ConstraintCheck; permitted: AsnGeneralName[]; excluded: AsnGeneralName[] } {
   const permitted = nc.permittedSubtrees ? [...nc.permittedSubtrees].map((s) => s.base) : [];
   const excluded = nc.excludedSubtrees ? [...nc.excludedSubtrees].map((s) => s.base) : [];
-  const check = (kind: NameKind, values: string[], label: string): string | undefined => {
+  const check: ConstraintCheck = (kind, values, label) => {
     const p = permitted.filter((g) => kindOf(g) === kind);
     const x = excluded.filter((g) => kindOf(g) === kind);
     for (const value of values) {
@@ -241,6 +324,24 @@ function nameConstraintProblem(nc: NameConstraints, below: ParsedCertificate[]):
     }
     return undefined;
   };
+  return { check, permitted, excluded };
+}
+
+/**
+ * A workload id given to a certificate by configuration (a mapped subject) must stay inside the
+ * URI name constraints of its path, as the certificate's own SPIFFE ID would have to.
+ */
+export function uriConstraintProblem(path: ParsedCertificate[], uri: string): string | undefined {
+  for (const ca of path.slice(1)) {
+    const problem = ca.nameConstraints && constraintChecker(ca.nameConstraints).check('uri', [uri], 'mapped workload id');
+    if (problem) return `${ca.subject}: ${problem}`;
+  }
+  return undefined;
+}
+
+/** `below` is every certificate under the constraining CA, leaf first. */
+function nameConstraintProblem(nc: NameConstraints, below: ParsedCertificate[]): string | undefined {
+  const { check, permitted, excluded } = constraintChecker(nc);
   // The names of intermediates count too (RFC 5280 §6.1.3 b, c), as OpenSSL checks them in the
   // handshake; a self-issued intermediate (key rollover) is exempt.
   for (const cert of below) {
@@ -249,11 +350,35 @@ function nameConstraintProblem(nc: NameConstraints, below: ParsedCertificate[]):
       (cert.subjectRdns.length ? check('dn', [cert.subjectRdns.join('\n')], 'subject') : undefined) ??
       check('uri', cert.uris, 'URI') ??
       check('dns', cert.dnsNames, 'DNS name') ??
-      check('email', cert.emails, 'email') ??
+      // emailAddress in the subject is bound like an rfc822Name (RFC 5280 §4.2.1.10); OpenSSL
+      // reads it only as IA5String and refuses any other encoding under name constraints.
+      (cert.oddEmailSyntax ? 'a subject emailAddress is not an IA5String, which name constraints cannot check' : undefined) ??
+      check('email', [...cert.emails, ...cert.subjectEmails], 'email') ??
+      // A leaf without DNS SANs whose CN looks like a host name: OpenSSL binds the CN to DNS constraints.
+      (cert === below[0] && cert.dnsNames.length === 0 ? check('dns', cert.subjectCommonNames.filter(looksLikeHostname), 'common name') : undefined) ??
       check('ip', cert.ips, 'IP address');
     if (problem) return problem;
   }
   return unsupportedKinds(permitted, excluded);
+}
+
+/** OpenSSL's test for a CN that is a host name: at least two labels of letters, digits and hyphens. */
+function looksLikeHostname(cn: string): boolean {
+  // OpenSSL's cn2dnsid: letters, digits and "_" anywhere; "-" and "." not first or last; "." not
+  // next to "." or "-"; at least one ".".
+  let dotted = false;
+  for (let i = 0; i < cn.length; i++) {
+    const c = cn[i]!;
+    if (/[A-Za-z0-9_]/.test(c)) continue;
+    const inner = i > 0 && i < cn.length - 1;
+    if (c === '-' && inner) continue;
+    if (c === '.' && inner && !'.-'.includes(cn[i + 1]!) && !'.-'.includes(cn[i - 1]!)) {
+      dotted = true;
+      continue;
+    }
+    return false;
+  }
+  return dotted;
 }
 
 type NameKind = 'uri' | 'dns' | 'email' | 'dn' | 'ip' | 'other';
@@ -277,7 +402,7 @@ function matches(kind: NameKind, g: AsnGeneralName, value: string): boolean {
     case 'uri':
       return uriHostMatches(g.uniformResourceIdentifier!, value);
     case 'dns':
-      return dnsMatches(g.dNSName!, value.toLowerCase());
+      return dnsMatches(g.dNSName!, value.replace(/[A-Z]/g, (c) => c.toLowerCase()));
     case 'email':
       return emailMatches(g.rfc822Name!, value);
     case 'dn': {
@@ -311,19 +436,33 @@ function dnsMatches(constraint: string, name: string): boolean {
   return name === c || name.endsWith(`.${c}`);
 }
 
+/** The local part compares exactly (RFC 5280 §4.2.1.10, as OpenSSL does); host names ignore ASCII case. */
 function emailMatches(constraint: string, email: string): boolean {
-  const c = constraint.toLowerCase();
-  const e = email.toLowerCase();
-  if (c.includes('@')) return e === c;
-  const host = e.slice(e.lastIndexOf('@') + 1);
+  const lower = (v: string) => v.replace(/[A-Z]/g, (ch) => ch.toLowerCase());
+  const at = email.lastIndexOf('@');
+  const host = lower(email.slice(at + 1));
+  const cAt = constraint.lastIndexOf('@');
+  if (cAt >= 0) return email.slice(0, at) === constraint.slice(0, cAt) && host === lower(constraint.slice(cAt + 1));
+  const c = lower(constraint);
   return c.startsWith('.') ? host.endsWith(c) : host === c;
 }
 
-/** Each RDN as `type=value` pairs (case-folded, whitespace collapsed) for prefix comparison. */
+/**
+ * Each RDN as escaped `type=value` pairs for comparison (subject mappings, directoryName
+ * constraints): whitespace collapsed, ASCII letters case-folded (not Unicode: the Kelvin sign is
+ * not a "k"), separators escaped so one value can never read as two attributes, and values that
+ * are not strings kept apart from strings that spell their hex.
+ */
 export function rdnKeys(name: AsnName): string[] {
   return [...name].map((rdn) =>
     [...rdn]
-      .map((atv) => `${atv.type}=${atv.value.toString().trim().replace(/\s+/g, ' ').toLowerCase()}`)
+      .map((atv) => {
+        const v = atv.value;
+        const isString = [v.utf8String, v.printableString, v.ia5String, v.teletexString, v.bmpString, v.universalString].some((x) => x !== undefined);
+        const text = isString ? v.toString().trim().replace(/\s+/g, ' ').replace(/[A-Z]/g, (c) => c.toLowerCase()) : v.toString();
+        const escaped = text.replace(/[\\+,=#\n]/g, (c) => `\\${c}`);
+        return `${atv.type}=${isString ? escaped : `#${escaped}`}`; // only non-strings start with a bare #
+      })
       .sort()
       .join('+'),
   );

@@ -19,12 +19,14 @@ import { AttestationFailed } from '../errors.js';
 import type { TlsMaterial } from '../tls/material.js';
 import type { Attestor, AttestorDeps, AttestorModule, Evidence, Workload } from './attestor.js';
 import { parseSpiffeId, trustDomainProblem } from './spiffe-id.js';
-import { CertificateParseError, parseCertificate, rdnKeys, validateChain, type ParsedCertificate } from './x509-chain.js';
+import { CertificateParseError, parseCertificate, rdnKeys, uriConstraintProblem, validateChain, type ParsedCertificate } from './x509-chain.js';
 
 export type X509Evidence = Extract<Evidence, { kind: 'x509' }>;
 
-/** Longest chain a client may present (leaf + intermediates). */
+/** Longest chain a client may present (leaf + intermediates, not counting our own anchors). */
 export const MAX_CHAIN_LENGTH = 8;
+/** What a transport may hand over at most (room for anchors a client or Node adds); beyond it nothing is parsed. */
+export const MAX_PRESENTED_CERTIFICATES = 16;
 const CACHE_MAX = 10_000;
 
 const trustDomainName = z.string().superRefine((v, ctx) => {
@@ -108,7 +110,8 @@ export function createX509Attestor(config: X509Config, deps: X509Deps): Attestor
   const mappings = config.subjects.map((s) => ({ ...s, keys: subjectKeys(s.subject).join('\n') }));
   const cache = new Map<string, Cached>();
 
-  function identify(leaf: ParsedCertificate, trustDomain: string): string {
+  function identify(path: ParsedCertificate[], trustDomain: string): string {
+    const leaf = path[0]!;
     if (leaf.uris.length > 1) throw new AttestationFailed(`the client certificate has ${leaf.uris.length} URI SANs; an X509-SVID has exactly one`);
     const uri = leaf.uris[0];
     if (uri !== undefined) {
@@ -128,11 +131,15 @@ export function createX509Attestor(config: X509Config, deps: X509Deps): Attestor
         `the client certificate has no URI SAN (not an X509-SVID) and its subject "${leaf.subject.slice(0, 200)}" is not mapped (attestation.x509.subjects)`,
       );
     }
+    // A URI-constrained sub-CA must not mint a mapped identity outside its constraints.
+    const problem = uriConstraintProblem(path, mapped.workload);
+    if (problem) throw new AttestationFailed(`the client certificate's mapped identity is not allowed by its CA: ${problem}`);
     return mapped.workload;
   }
 
   function verify(chainDer: Uint8Array[]): Omit<Cached, 'generation'> {
     if (chainDer.length === 0) throw new AttestationFailed('no client certificate was presented');
+    // Counted without trust anchors: the handshake's chain ends in ours, a forwarded one may not.
     if (chainDer.length > MAX_CHAIN_LENGTH) throw new AttestationFailed(`the client certificate chain is longer than ${MAX_CHAIN_LENGTH} certificates`);
     let chain: ParsedCertificate[];
     try {
@@ -145,7 +152,7 @@ export function createX509Attestor(config: X509Config, deps: X509Deps): Attestor
     const result = validateChain(chain, deps.tls.current.bundles, clock(), claimed?.ok ? claimed.value.trustDomain : undefined);
     if (!result.ok) throw new AttestationFailed(result.problem);
     const leaf = chain[0]!;
-    const id = identify(leaf, result.trustDomain);
+    const id = identify(result.path, result.trustDomain);
     const notBefore = Math.max(...result.path.map((c) => c.notBefore));
     const notAfter = Math.min(...result.path.map((c) => c.notAfter));
     const workload: Workload = Object.freeze({
@@ -165,9 +172,13 @@ export function createX509Attestor(config: X509Config, deps: X509Deps): Attestor
 
   async function attest(evidence: X509Evidence): Promise<Workload> {
     if (evidence.problem) throw new AttestationFailed(evidence.problem);
-    const { generation } = deps.tls.current;
+    const { generation, anchorDers } = deps.tls.current;
+    // The leaf and what the client sent with it, without our own anchors (which Node appends to a
+    // handshake chain), so both paths see the same chain. Each DER is length-prefixed in the key.
+    const isAnchor = (der: Uint8Array) => anchorDers.some((a) => a.length === der.length && a.equals(der));
+    const chain = evidence.chain.length === 1 ? evidence.chain : evidence.chain.filter((der, i) => i === 0 || !isAnchor(der));
     const h = createHash('sha256');
-    for (const der of evidence.chain) h.update(der);
+    for (const der of chain) h.update(`${der.length}:`).update(der);
     const digest = h.digest('base64url');
     const now = clock();
     let entry = cache.get(digest);
@@ -176,7 +187,7 @@ export function createX509Attestor(config: X509Config, deps: X509Deps): Attestor
       entry = undefined; // bundles changed or a certificate's validity ended: validate again (and explain)
     }
     if (!entry) {
-      entry = { ...verify(evidence.chain), generation };
+      entry = { ...verify(chain), generation };
       if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value as string);
       cache.set(digest, entry);
     }

@@ -9,7 +9,7 @@
  */
 import 'reflect-metadata';
 import { randomBytes, webcrypto } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { GeneralName as AsnGeneralName, GeneralSubtree, GeneralSubtrees, NameConstraints, id_ce_nameConstraints } from '@peculiar/asn1-x509';
@@ -211,6 +211,12 @@ export function derToPem(der: Uint8Array): string {
 export const CA_CERT_FILE = 'ca.pem';
 export const CA_KEY_FILE = 'ca-key.pem';
 
+/** A private key file, created anew with mode 0600 (never through an existing file or symlink). */
+function writeKey(path: string, pem: string): void {
+  rmSync(path, { force: true });
+  writeFileSync(path, pem, { mode: 0o600, flag: 'wx' });
+}
+
 /** Creates DIR/ca.pem and DIR/ca-key.pem (mode 0600); refuses to overwrite an existing CA. */
 export async function initCaDir(dir: string, trustDomain: string, opts: { force?: boolean } = {}): Promise<{ cert: string; key: string }> {
   const cert = join(dir, CA_CERT_FILE);
@@ -219,8 +225,7 @@ export async function initCaDir(dir: string, trustDomain: string, opts: { force?
   const ca = await createCA({ trustDomain });
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   writeFileSync(cert, ca.certPem);
-  writeFileSync(key, ca.keyPem, { mode: 0o600 });
-  chmodSync(key, 0o600);
+  writeKey(key, ca.keyPem);
   return { cert, key };
 }
 
@@ -254,13 +259,17 @@ export interface IssueToDirOptions {
 /** Issues a workload (SPIFFE ID) or server (DNS/IP) certificate into DIR/NAME.pem and DIR/NAME-key.pem. */
 export async function issueToDir(dir: string, opts: IssueToDirOptions): Promise<{ cert: string; key: string; id?: string }> {
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(opts.name) || opts.name.startsWith('.')) throw new Error('--out must be a plain file name such as "workload"');
-  if (opts.name === 'ca') throw new Error('--out "ca" would overwrite the CA');
+  if (opts.name === 'ca' || opts.name === 'ca-key') throw new Error(`--out "${opts.name}" would overwrite the CA`);
   if (!opts.spiffeId && !opts.server) throw new Error('give --spiffe-id ID (a workload certificate) or --server (a server certificate)');
   if (opts.spiffeId) {
     const id = parseSpiffeId(opts.spiffeId, { requirePath: true });
     if (!id.ok) throw new Error(`invalid --spiffe-id: ${id.problem}`);
   }
   const ca = await loadCaDir(dir);
+  const caDomain = ca.cert.getExtension(SubjectAlternativeNameExtension)?.names.items.find((n) => n.type === 'url')?.value;
+  if (opts.spiffeId && caDomain && !opts.spiffeId.startsWith(`${caDomain}/`)) {
+    throw new Error(`--spiffe-id must be in this CA's trust domain (${caDomain}/...): the broker refuses a SPIFFE ID from another trust domain`);
+  }
   const now = Date.now();
   const issued = await issueCertificate(ca, {
     ...(opts.spiffeId ? { uris: [opts.spiffeId] } : {}),
@@ -272,7 +281,6 @@ export async function issueToDir(dir: string, opts: IssueToDirOptions): Promise<
   const cert = join(dir, `${opts.name}.pem`);
   const key = join(dir, `${opts.name}-key.pem`);
   writeFileSync(cert, issued.chainPem);
-  writeFileSync(key, issued.keyPem, { mode: 0o600 });
-  chmodSync(key, 0o600);
+  writeKey(key, issued.keyPem);
   return { cert, key, ...(opts.spiffeId ? { id: opts.spiffeId } : {}) };
 }

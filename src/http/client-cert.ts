@@ -7,7 +7,7 @@
 import { BlockList, isIPv4 } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { X509Evidence, X509Config } from '../attestation/x509.js';
-import { MAX_CHAIN_LENGTH } from '../attestation/x509.js';
+import { MAX_PRESENTED_CERTIFICATES } from '../attestation/x509.js';
 import type { Logger } from '../log.js';
 import { pemDers } from '../tls/material.js';
 
@@ -63,7 +63,7 @@ export function createClientCertSource(opts: { forwarded?: Forwarded | undefined
     if (peer && peer.raw) {
       const chain: Uint8Array[] = [];
       // The chain as OpenSSL assembled it (sent intermediates, possibly our anchor at the end).
-      for (let c: typeof peer | undefined = peer; c?.raw && chain.length <= MAX_CHAIN_LENGTH; c = c.issuerCertificate) {
+      for (let c: typeof peer | undefined = peer; c?.raw && chain.length < MAX_PRESENTED_CERTIFICATES; c = c.issuerCertificate) {
         chain.push(c.raw);
         if (c.issuerCertificate === c) break;
       }
@@ -126,6 +126,14 @@ export function parseForwarded(value: string, format: Forwarded['format']): X509
     const decoded = urlDecode(chosen);
     if (decoded === undefined) return fail('the forwarded client certificate is not valid URL-encoded PEM');
     pem = decoded;
+    // With both, Chain must begin with Cert: otherwise which certificate did the client prove?
+    const cert = fields.get('cert');
+    if (fields.has('chain') && cert !== undefined) {
+      const leaf = urlDecode(cert);
+      const first = pemDers(pem, 'CERTIFICATE')[0];
+      const sent = leaf === undefined ? undefined : pemDers(leaf, 'CERTIFICATE');
+      if (!first || !sent || sent.length !== 1 || !sent[0]!.equals(first)) return fail('the x-forwarded-client-cert Chain does not begin with its Cert');
+    }
   } else {
     const decoded = value.includes('%') ? urlDecode(value) : value;
     if (decoded === undefined) return fail('the forwarded client certificate is not valid URL-encoded PEM');
@@ -133,7 +141,10 @@ export function parseForwarded(value: string, format: Forwarded['format']): X509
   }
   const chain = pemDers(pem, 'CERTIFICATE');
   if (chain.length === 0) return fail('the forwarded client certificate header holds no PEM certificate');
-  if (chain.length > MAX_CHAIN_LENGTH) return fail(`the forwarded client certificate chain is longer than ${MAX_CHAIN_LENGTH} certificates`);
+  // nginx forwards the leaf alone; more than one means the header was sent twice (joined by ", ").
+  if (format === 'pem' && chain.length > 1) return fail('the forwarded client certificate header must hold exactly one certificate');
+  // The attestor applies the real cap (8, without our anchors), with the same words as for a handshake.
+  if (chain.length > MAX_PRESENTED_CERTIFICATES) return fail(`the client certificate chain is longer than ${MAX_PRESENTED_CERTIFICATES} certificates`);
   return { kind: 'x509', chain, source: 'forwarded' };
 }
 

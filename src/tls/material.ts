@@ -25,6 +25,8 @@ export interface TlsMaterial {
   bundles: ReadonlyMap<string, readonly ParsedCertificate[]>;
   /** Every anchor as PEM, for the TLS server's `ca`. */
   caPem: string[];
+  /** Every anchor's DER, to tell our anchors apart from what a client sent. */
+  anchorDers: readonly Buffer[];
   cert?: string;
   key?: string;
   /** Increases on every successful reload (keys caches). */
@@ -71,7 +73,8 @@ export function loadTlsMaterial(files: TlsFiles, generation = 1): TlsMaterial {
     }
   }
   if (problems.length) throw new ConfigError(problems);
-  return { bundles, caPem, generation, ...(cert !== undefined && key !== undefined ? { cert, key } : {}) };
+  const anchorDers = [...bundles.values()].flat().map((c) => c.der);
+  return { bundles, caPem, anchorDers, generation, ...(cert !== undefined && key !== undefined ? { cert, key } : {}) };
 }
 
 /** PEM certificates, or a SPIFFE bundle (JWK set whose `x509-svid` keys carry `x5c`). Each must be a CA. */
@@ -112,6 +115,7 @@ export class TlsMaterialWatcher {
   private material: TlsMaterial;
   private fingerprint: string;
   private lastBad: string | undefined;
+  private unreadablePolls = 0;
   private timer: NodeJS.Timeout | undefined;
   private readonly listeners: ((m: TlsMaterial) => void)[] = [];
 
@@ -145,7 +149,14 @@ export class TlsMaterialWatcher {
   check(): boolean {
     const fingerprint = this.readFingerprint();
     if (fingerprint === this.fingerprint) this.lastBad = undefined; // rolled back: the same bad files again deserve a new error line
-    if (fingerprint === undefined || fingerprint === this.fingerprint || fingerprint === this.lastBad) return false;
+    if (fingerprint === undefined) {
+      // Mid-rewrite this lasts a poll; a file still missing at the next one keeps the last
+      // material in use, which must be said (once).
+      if (++this.unreadablePolls === 2) this.log.warn('a TLS file cannot be read; keeping the previous TLS material until it can');
+      return false;
+    }
+    this.unreadablePolls = 0;
+    if (fingerprint === this.fingerprint || fingerprint === this.lastBad) return false;
     let next: TlsMaterial;
     try {
       next = loadTlsMaterial(this.files, this.material.generation + 1);

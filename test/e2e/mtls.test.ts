@@ -1,15 +1,35 @@
 /**
- * X.509-SVID attestation end to end: every certificate in the matrix is made by the dev CA at
- * test time and presented twice — in a real TLS handshake to an HTTPS broker, and as Envoy's
- * x-forwarded-client-cert header from a trusted proxy address to a plain-HTTP broker — and both
- * paths must reach the same decision.
+ * X.509-SVID attestation end to end: every certificate in the matrix is made at test time (by
+ * the dev CA, or by @peculiar/x509's generator for what the dev CA cannot write) and presented
+ * twice — in a real TLS handshake to an HTTPS broker, and as Envoy's x-forwarded-client-cert
+ * header from a trusted proxy address to a plain-HTTP broker — and both paths must reach the same
+ * decision. For chain rules OpenSSL enforces too, OpenSSL's own verdict must agree as well.
  */
-import { createHash } from 'node:crypto';
+import 'reflect-metadata';
+import { createHash, webcrypto } from 'node:crypto';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { GeneralName, GeneralSubtree, GeneralSubtrees, Name as AsnName, NameConstraints, id_ce_nameConstraints } from '@peculiar/asn1-x509';
+import {
+  AuthorityKeyIdentifierExtension,
+  BasicConstraintsExtension,
+  ExtendedKeyUsage,
+  ExtendedKeyUsageExtension,
+  Extension,
+  KeyUsageFlags,
+  KeyUsagesExtension,
+  Name,
+  PemConverter,
+  SubjectAlternativeNameExtension,
+  X509CertificateGenerator,
+  type JsonGeneralName,
+} from '@peculiar/x509';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { derToPem, createCA, issueCertificate, tamperSignature, type Credential } from '../../src/dev/dev-ca.js';
+import { derToPem, createCA, generateKeys, issueCertificate, tamperSignature, type Credential } from '../../src/dev/dev-ca.js';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import type { BrokerRuntime } from '../../src/server.js';
 import type { ConfigInput } from '../../src/config/schema.js';
@@ -25,6 +45,8 @@ let pki: TestPki;
 let files: ReturnType<typeof scratchDir>;
 let tlsBroker: BrokerRuntime;
 let proxyBroker: BrokerRuntime;
+/** A second example.org anchor that allows no intermediate below it (pathLenConstraint 0). */
+let pathlenRoot: Credential;
 
 const policies: ConfigInput['policies'] = [
   {
@@ -54,23 +76,24 @@ const policies: ConfigInput['policies'] = [
 beforeAll(async () => {
   issuer = await startOidcIssuer({ alg: 'ES256' });
   pki = await createTestPki();
+  pathlenRoot = await createCA({ trustDomain: 'example.org', commonName: 'pathlen 0 root', pathLength: 0 });
   files = scratchDir();
   const bundles = {
-    'example.org': files.write('example.org.pem', pki.example.certPem),
+    'example.org': files.write('example.org.pem', pki.example.certPem + pathlenRoot.certPem),
     'other.org': files.write('other.org.pem', pki.other.certPem),
   };
   const x509 = { subjects: [{ trust_domain: 'example.org', subject: 'CN=legacy-batch, O=Acme', workload: 'spiffe://example.org/legacy/batch' }] };
+  const oidc: NonNullable<ConfigInput['attestation']>['oidc'] = {
+    issuers: [{ issuer: issuer.issuer, audiences: [AUDIENCE], algorithms: ['ES256'], mapping: { preset: 'kubernetes', cluster: 'test' } }],
+  };
   tlsBroker = await startTestBroker(issuer, {
     tls: { cert: files.write('server.pem', pki.server.chainPem), key: files.write('server-key.pem', pki.server.keyPem), client_ca_bundles: bundles },
-    attestation: {
-      oidc: { issuers: [{ issuer: issuer.issuer, audiences: [AUDIENCE], algorithms: ['ES256'], mapping: { preset: 'kubernetes', cluster: 'test' } }] },
-      x509,
-    },
+    attestation: { oidc, x509 },
     policies,
   });
   proxyBroker = await startTestBroker(issuer, {
     tls: { client_ca_bundles: bundles },
-    attestation: { x509: { ...x509, forwarded: { trusted_proxies: ['127.0.0.1/32', '::1'] } } },
+    attestation: { oidc, x509: { ...x509, forwarded: { trusted_proxies: ['127.0.0.1/32', '::1'] } } },
     policies,
   });
 }, 30_000);
@@ -114,6 +137,104 @@ async function bothPaths(p: Presented, body?: unknown) {
 
 const leaf = (over: Parameters<typeof issueCertificate>[1] = {}, from?: Credential) =>
   issueCertificate(from ?? pki.example, { uris: [ID], ...over });
+
+/**
+ * OpenSSL's own verdict on a presented chain, from a TLS server set up as the broker's is (our
+ * bundles as `ca`, partial chains allowed, client certificates requested but not required).
+ */
+async function opensslVerdict(p: Presented): Promise<{ authorized: boolean; error?: string }> {
+  const server = createTlsServer({
+    cert: pki.server.chainPem,
+    key: pki.server.keyPem,
+    ca: tlsBroker.tls!.current.caPem,
+    allowPartialTrustChain: true,
+    requestCert: true,
+    rejectUnauthorized: false,
+  });
+  const verdict = new Promise<{ authorized: boolean; error?: string }>((resolve) =>
+    server.once('secureConnection', (socket: TLSSocket) => {
+      resolve(socket.authorized ? { authorized: true } : { authorized: false, error: String(socket.authorizationError) });
+      socket.end();
+    }),
+  );
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const socket = tlsConnect({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, ca: pki.example.certPem, servername: 'localhost', cert: p.chainPem, key: p.keyPem });
+  socket.on('error', () => undefined);
+  try {
+    return await verdict;
+  } finally {
+    socket.destroy();
+    server.close();
+  }
+}
+
+// ---- certificates the dev CA cannot make (subject emailAddress, anyExtendedKeyUsage, other constraints) ----
+
+const ANY_EKU = '2.5.29.37.0';
+
+interface Crafted {
+  subject: string;
+  ca?: boolean;
+  /** EKU OIDs; undefined leaves the extension out. */
+  eku?: string[];
+  san?: JsonGeneralName[];
+  extensions?: Extension[];
+}
+
+/** A certificate signed by `issuer` with exactly these extensions, as a full credential (PKCS#8 key). */
+async function craft(issuer: Credential, opts: Crafted): Promise<Credential> {
+  const keys = await generateKeys();
+  const ca = opts.ca ?? false;
+  const cert = await X509CertificateGenerator.create(
+    {
+      serialNumber: '01' + Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString('hex'),
+      subject: opts.subject,
+      issuer: issuer.cert.subject,
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + DAY),
+      publicKey: keys.publicKey,
+      signingKey: issuer.keys.privateKey,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+      extensions: [
+        new BasicConstraintsExtension(ca, undefined, true),
+        new KeyUsagesExtension(ca ? KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign : KeyUsageFlags.digitalSignature, true),
+        await AuthorityKeyIdentifierExtension.create(issuer.keys.publicKey, false, webcrypto),
+        ...(opts.eku ? [new ExtendedKeyUsageExtension(opts.eku, false)] : []),
+        ...(opts.san?.length ? [new SubjectAlternativeNameExtension(opts.san, false)] : []),
+        ...(opts.extensions ?? []),
+      ],
+    },
+    webcrypto,
+  );
+  const certPem = cert.toString('pem');
+  const intermediates = issuer.intermediates.length || issuer.cert.subject !== issuer.cert.issuer ? [issuer, ...issuer.intermediates] : [];
+  return {
+    cert,
+    der: Buffer.from(cert.rawData),
+    keys,
+    intermediates,
+    certPem: `${certPem}\n`,
+    chainPem: [certPem, ...intermediates.map((i) => i.certPem.trim())].join('\n') + '\n',
+    keyPem: PemConverter.encode([{ type: 'PRIVATE KEY', rawData: await webcrypto.subtle.exportKey('pkcs8', keys.privateKey) }]),
+  };
+}
+
+function nameConstraints(permitted: GeneralName[], excluded: GeneralName[] = []): Extension {
+  const subtrees = (names: GeneralName[]) => (names.length ? new GeneralSubtrees(names.map((base) => new GeneralSubtree({ base }))) : undefined);
+  const p = subtrees(permitted);
+  const x = subtrees(excluded);
+  return new Extension(id_ce_nameConstraints, true, AsnConvert.serialize(new NameConstraints({ ...(p ? { permittedSubtrees: p } : {}), ...(x ? { excludedSubtrees: x } : {}) })));
+}
+
+const svidSan: JsonGeneralName[] = [{ type: 'url', value: ID }];
+
+/** A leaf under `depth` intermediates below the example.org CA, each issued by the one above. */
+async function deepLeaf(depth: number): Promise<Credential> {
+  let from = pki.example;
+  for (let i = 1; i <= depth; i++) from = await issueCertificate(from, { ca: true, subject: `CN=depth ${i} of ${depth}` });
+  return leaf({}, from);
+}
 
 describe('valid X.509-SVIDs', () => {
   it('a leaf issued directly by the trust domain CA gets a token bound to that certificate', async () => {
@@ -242,6 +363,188 @@ describe('refused certificates: same 401 on the handshake and the forwarded path
     await bothPaths(present(await leaf({ eku: ['serverAuth'] })));
     const after = await tlsBroker.store.listWorkloadGrants(ID, { now: Date.now() });
     expect(after.length).toBe(before.length);
+  });
+});
+
+describe('chain rules OpenSSL applies too: one decision in the handshake, the forwarded header and OpenSSL itself', () => {
+  /**
+   * Node has no name for OpenSSL's name-constraint errors (X509_V_ERR_PERMITTED_VIOLATION,
+   * _EXCLUDED_VIOLATION): it reports them as UNSPECIFIED. The accepted twins below show that the
+   * constraint, not something else, is what OpenSSL refuses.
+   */
+  const NAME_CONSTRAINT_VIOLATION = 'UNSPECIFIED';
+  const cases: [string, () => Promise<Presented>, string, string][] = [
+    [
+      'an intermediate whose only extendedKeyUsage is anyExtendedKeyUsage',
+      async () => present(await leaf({}, await craft(pki.example, { subject: 'CN=any-eku intermediate', ca: true, eku: [ANY_EKU] }))),
+      'intermediate CN=any-eku intermediate has an extendedKeyUsage without clientAuth',
+      'INVALID_PURPOSE',
+    ],
+    [
+      'a subject emailAddress in an excluded email subtree of an intermediate',
+      async () => {
+        const inter = await craft(pki.example, {
+          subject: 'CN=no evil mail',
+          ca: true,
+          extensions: [nameConstraints([], [new GeneralName({ rfc822Name: 'evil.com' })])],
+        });
+        return present(await craft(inter, { subject: 'CN=api, E=bad@evil.com', eku: [ExtendedKeyUsage.clientAuth], san: svidSan }));
+      },
+      'intermediate CN=no evil mail: email bad@evil.com is excluded by its name constraints',
+      NAME_CONSTRAINT_VIOLATION, // openssl verify: error 48, excluded subtree violation
+    ],
+    [
+      'a leaf CN that is a host name outside the permitted DNS subtree (no DNS SAN)',
+      async () => {
+        const inter = await issueCertificate(pki.example, { ca: true, subject: 'CN=example.org hosts only', nameConstraints: { permittedDns: ['example.org'] } });
+        return present(await leaf({ subject: 'CN=host.evil.com' }, inter));
+      },
+      'intermediate CN=example.org hosts only: common name host.evil.com is outside its permitted name constraints',
+      NAME_CONSTRAINT_VIOLATION, // openssl verify: error 47, permitted subtree violation
+    ],
+    [
+      'a leaf CN with "_" that OpenSSL still reads as a host name (host_1.evil.com)',
+      async () => {
+        const inter = await issueCertificate(pki.example, { ca: true, subject: 'CN=example.org hosts only', nameConstraints: { permittedDns: ['example.org'] } });
+        return present(await leaf({ subject: 'CN=host_1.evil.com' }, inter));
+      },
+      'intermediate CN=example.org hosts only: common name host_1.evil.com is outside its permitted name constraints',
+      NAME_CONSTRAINT_VIOLATION,
+    ],
+    [
+      'a subject emailAddress whose local part differs in case from the permitted mailbox',
+      async () => {
+        const inter = await craft(pki.example, { subject: 'CN=ops mailbox only', ca: true, extensions: [nameConstraints([new GeneralName({ rfc822Name: 'Ops@example.org' })])] });
+        return present(await craft(inter, { subject: 'CN=api, E=ops@example.org', eku: [ExtendedKeyUsage.clientAuth], san: svidSan }));
+      },
+      'intermediate CN=ops mailbox only: email ops@example.org is outside its permitted name constraints',
+      NAME_CONSTRAINT_VIOLATION,
+    ],
+    [
+      'a subject outside the directoryName subtree of an intermediate',
+      async () => {
+        const acme = new GeneralName({ directoryName: AsnConvert.parse(new Name('O=Acme').toArrayBuffer(), AsnName) });
+        const inter = await craft(pki.example, { subject: 'O=Acme, CN=acme issuing', ca: true, extensions: [nameConstraints([acme])] });
+        return present(await leaf({ subject: 'O=Elsewhere, CN=api' }, inter));
+      },
+      'intermediate O=Acme, CN=acme issuing: subject 2.5.4.10=elsewhere, 2.5.4.3=api is outside its permitted name constraints',
+      NAME_CONSTRAINT_VIOLATION, // openssl verify: error 47, permitted subtree violation
+    ],
+    [
+      'an intermediate below a trust anchor with pathLenConstraint 0',
+      async () => present(await leaf({}, await issueCertificate(pathlenRoot, { ca: true, subject: 'CN=below pathlen 0' }))),
+      'the trust anchor CN=pathlen 0 root, O=jit-broker dev allows 0 intermediate(s) below it (pathLenConstraint) but the chain has 1',
+      'PATH_LENGTH_EXCEEDED',
+    ],
+  ];
+
+  it.each(cases)('%s is refused', async (_name, make, description, opensslError) => {
+    const p = await make();
+    const res = await bothPaths(p);
+    expect({ status: res.status, error: res.json.error, error_description: res.json.error_description }).toEqual({
+      status: 401,
+      error: 'invalid_client',
+      error_description: description,
+    });
+    expect(await opensslVerdict(p)).toEqual({ authorized: false, error: opensslError });
+  });
+
+  /** The twins of the refused cases, inside their constraints. */
+  const accepted: [string, () => Promise<Presented>][] = [
+    [
+      'an intermediate with clientAuth beside anyExtendedKeyUsage',
+      async () => present(await leaf({}, await craft(pki.example, { subject: 'CN=client-eku intermediate', ca: true, eku: [ANY_EKU, ExtendedKeyUsage.clientAuth] }))),
+    ],
+    [
+      'a subject emailAddress outside the excluded email subtree',
+      async () => {
+        const inter = await craft(pki.example, { subject: 'CN=no evil mail', ca: true, extensions: [nameConstraints([], [new GeneralName({ rfc822Name: 'evil.com' })])] });
+        return present(await craft(inter, { subject: 'CN=api, E=ops@example.org', eku: [ExtendedKeyUsage.clientAuth], san: svidSan }));
+      },
+    ],
+    [
+      'a host-name CN inside the permitted DNS subtree',
+      async () => {
+        const inter = await issueCertificate(pki.example, { ca: true, subject: 'CN=example.org hosts only', nameConstraints: { permittedDns: ['example.org'] } });
+        return present(await leaf({ subject: 'CN=api.example.org' }, inter));
+      },
+    ],
+    [
+      'a subject inside the directoryName subtree',
+      async () => {
+        const acme = new GeneralName({ directoryName: AsnConvert.parse(new Name('O=Acme').toArrayBuffer(), AsnName) });
+        const inter = await craft(pki.example, { subject: 'O=Acme, CN=acme issuing', ca: true, extensions: [nameConstraints([acme])] });
+        return present(await leaf({ subject: 'O=Acme, CN=api' }, inter));
+      },
+    ],
+    ['a leaf issued directly by the pathLenConstraint 0 anchor', async () => present(await leaf({}, pathlenRoot))],
+    [
+      'a CN that OpenSSL does not read as a host name ("-" first), beside a DNS constraint',
+      async () => {
+        const inter = await issueCertificate(pki.example, { ca: true, subject: 'CN=example.org hosts only', nameConstraints: { permittedDns: ['example.org'] } });
+        return present(await leaf({ subject: 'CN=-host.evil.com' }, inter));
+      },
+    ],
+    [
+      'a subject emailAddress with the host in another case than the permitted mailbox',
+      async () => {
+        const inter = await craft(pki.example, { subject: 'CN=ops mailbox only', ca: true, extensions: [nameConstraints([new GeneralName({ rfc822Name: 'ops@Example.ORG' })])] });
+        return present(await craft(inter, { subject: 'CN=api, E=ops@example.org', eku: [ExtendedKeyUsage.clientAuth], san: svidSan }));
+      },
+    ],
+  ];
+
+  it.each(accepted)('%s is accepted', async (_name, make) => {
+    const p = await make();
+    const res = await bothPaths(p);
+    expect({ status: res.status, workload: res.json.workload }).toEqual({ status: 201, workload: ID });
+    expect(await opensslVerdict(p)).toEqual({ authorized: true });
+  });
+});
+
+describe('chain length: what the client sends, without our anchor', () => {
+  it('leaf + 7 intermediates (8 certificates) is accepted on both paths', async () => {
+    const p = present(await deepLeaf(7));
+    expect(p.chainPem.match(/BEGIN CERTIFICATE/g)).toHaveLength(8);
+    const res = await bothPaths(p);
+    expect({ status: res.status, workload: res.json.workload }).toEqual({ status: 201, workload: ID });
+    expect(await opensslVerdict(p)).toEqual({ authorized: true });
+  });
+
+  it('leaf + 8 intermediates (9 certificates) is refused on both paths', async () => {
+    const p = present(await deepLeaf(8));
+    expect(p.chainPem.match(/BEGIN CERTIFICATE/g)).toHaveLength(9);
+    const res = await bothPaths(p);
+    expect({ status: res.status, error_description: res.json.error_description }).toEqual({
+      status: 401,
+      error_description: 'the client certificate chain is longer than 8 certificates',
+    });
+    // The limit is the broker's own: OpenSSL would have verified this chain.
+    expect(await opensslVerdict(p)).toEqual({ authorized: true });
+  });
+});
+
+describe('a platform token in the body beside a client certificate', () => {
+  const token = () => issuer.mintServiceAccountToken({ cluster: 'test', namespace: 'payments', serviceAccount: 'api', pod: 'p', audience: AUDIENCE, ttlSeconds: 600 });
+
+  it('the body wins: the token attests, and the access token is not bound to the certificate', async () => {
+    const res = await bothPaths(present(await leaf()), { attestation: { kind: 'oidc', token: await token() }, intent });
+    expect({ status: res.status, workload: res.json.workload, rule: res.json.rule }).toEqual({ status: 201, workload: 'k8s://test/ns/payments/sa/api', rule: 'payments-k8s' });
+    const claims = decodeJwt(res.json.access_token as string);
+    expect(claims.sub).toBe('k8s://test/ns/payments/sa/api');
+    expect(claims.cnf).toBeUndefined();
+  });
+
+  it('the certificate is not even judged: an expired one beside a good token does not matter', async () => {
+    const expired = await leaf({ notBefore: new Date(Date.now() - 2 * DAY), notAfter: new Date(Date.now() - DAY) });
+    const res = await bothPaths(present(expired), { attestation: { kind: 'oidc', token: await token() }, intent });
+    expect({ status: res.status, workload: res.json.workload }).toEqual({ status: 201, workload: 'k8s://test/ns/payments/sa/api' });
+    expect(decodeJwt(res.json.access_token as string).cnf).toBeUndefined();
+  });
+
+  it('nor does a good certificate rescue a bad token', async () => {
+    const res = await bothPaths(present(await leaf()), { attestation: { kind: 'oidc', token: 'not-a-jwt' }, intent });
+    expect({ status: res.status, error: res.json.error }).toEqual({ status: 401, error: 'invalid_client' });
   });
 });
 

@@ -57,8 +57,24 @@ describe('parseForwarded: Envoy x-forwarded-client-cert', () => {
   it('uses Chain in preference to Cert, whichever comes first', () => {
     const expected = [leaf.der.toString('hex'), inter.der.toString('hex')];
     expect(hex(parseForwarded(`Cert="${enc(leaf.certPem)}";Chain="${enc(leaf.chainPem)}"`, 'xfcc'))).toEqual(expected);
-    expect(hex(parseForwarded(`Chain="${enc(leaf.chainPem)}";Cert="${enc(direct.certPem)}"`, 'xfcc'))).toEqual(expected);
+    expect(hex(parseForwarded(`Chain="${enc(leaf.chainPem)}";Cert="${enc(leaf.certPem)}"`, 'xfcc'))).toEqual(expected);
     expect(hex(parseForwarded(`Chain="${enc(leaf.chainPem)}"`, 'xfcc'))).toEqual(expected);
+  });
+
+  it('refuses a Chain that does not begin with its Cert (which certificate did the client prove?)', () => {
+    const mismatch = forwardedProblem('the x-forwarded-client-cert Chain does not begin with its Cert');
+    // Another certificate entirely, in either order of the fields.
+    expect(parseForwarded(`Chain="${enc(leaf.chainPem)}";Cert="${enc(direct.certPem)}"`, 'xfcc')).toEqual(mismatch);
+    expect(parseForwarded(`Cert="${enc(direct.certPem)}";Chain="${enc(leaf.chainPem)}"`, 'xfcc')).toEqual(mismatch);
+    // Cert is in the Chain, but not first.
+    expect(parseForwarded(`Cert="${enc(leaf.certPem)}";Chain="${enc(inter.certPem + leaf.certPem)}"`, 'xfcc')).toEqual(mismatch);
+    // Cert holding more than one certificate, even when the first matches.
+    expect(parseForwarded(`Cert="${enc(leaf.chainPem)}";Chain="${enc(leaf.chainPem)}"`, 'xfcc')).toEqual(mismatch);
+    // Cert that is not a certificate, or not URL-encoded PEM.
+    expect(parseForwarded(`Cert="hello";Chain="${enc(leaf.chainPem)}"`, 'xfcc')).toEqual(mismatch);
+    expect(parseForwarded(`Cert="%ZZ";Chain="${enc(leaf.chainPem)}"`, 'xfcc')).toEqual(mismatch);
+    // An empty Chain beside a good Cert is not read as "Cert alone".
+    expect(parseForwarded(`Cert="${enc(leaf.certPem)}";Chain=""`, 'xfcc')).toEqual(mismatch);
   });
 
   it('keeps "," and ";" inside quoted values', () => {
@@ -119,19 +135,26 @@ describe('parseForwarded: Envoy x-forwarded-client-cert', () => {
     expect(parseForwarded(`Cert="${enc(leaf.keyPem)}"`, 'xfcc')).toEqual(forwardedProblem('the forwarded client certificate header holds no PEM certificate'));
   });
 
-  it('accepts 8 certificates and refuses 9', () => {
+  it('hands over up to 16 certificates (the attestor applies the cap of 8 without our anchors) and refuses 17 unread', () => {
     const pems = (n: number) => Array.from({ length: n }, () => leaf.certPem).join('');
-    expect(parseForwarded(`Chain="${enc(pems(8))}"`, 'xfcc').chain).toHaveLength(8);
-    expect(parseForwarded(`Chain="${enc(pems(9))}"`, 'xfcc')).toEqual(
-      forwardedProblem('the forwarded client certificate chain is longer than 8 certificates'),
-    );
+    expect(parseForwarded(`Chain="${enc(pems(16))}"`, 'xfcc').chain).toHaveLength(16);
+    expect(parseForwarded(`Chain="${enc(pems(17))}"`, 'xfcc')).toEqual(forwardedProblem('the client certificate chain is longer than 16 certificates'));
   });
 });
 
 describe('parseForwarded: nginx PEM header', () => {
   it('reads URL-encoded PEM ($ssl_client_escaped_cert)', () => {
     expect(parseForwarded(enc(leaf.certPem), 'pem')).toEqual(forwardedOk([leaf.der]));
-    expect(hex(parseForwarded(enc(leaf.chainPem), 'pem'))).toEqual([leaf.der.toString('hex'), inter.der.toString('hex')]);
+    expect(parseForwarded(enc(direct.certPem), 'pem')).toEqual(forwardedOk([direct.der]));
+  });
+
+  it('holds exactly one certificate: nginx forwards the leaf alone, two means the header came twice', () => {
+    const two = forwardedProblem('the forwarded client certificate header must hold exactly one certificate');
+    expect(parseForwarded(enc(leaf.chainPem), 'pem')).toEqual(two);
+    expect(parseForwarded(leaf.chainPem, 'pem')).toEqual(two);
+    // Two nginx values joined by ", " (a repeated header), raw or URL-encoded.
+    expect(parseForwarded(`${enc(leaf.certPem)}, ${enc(direct.certPem)}`, 'pem')).toEqual(two);
+    expect(parseForwarded(`${leaf.certPem}, ${leaf.certPem}`, 'pem')).toEqual(two);
   });
 
   it('reads raw PEM, with newlines or folded onto one line', () => {
@@ -142,14 +165,20 @@ describe('parseForwarded: nginx PEM header', () => {
   });
 
   it('does not read XFCC structure in pem format', () => {
-    expect(parseForwarded(`Cert="${enc(leaf.certPem)}";Cert="${enc(direct.certPem)}"`, 'pem')).toEqual(forwardedOk([leaf.der, direct.der]));
+    // A repeated key is an XFCC error, not a pem one: the PEM inside is all that is read.
+    expect(parseForwarded(`Hash=1;Cert="${enc(leaf.certPem)}";Hash=2`, 'pem')).toEqual(forwardedOk([leaf.der]));
+    // Nor does a Chain field take precedence: two certificates are two certificates.
+    expect(parseForwarded(`Cert="${enc(direct.certPem)}";Chain="${enc(leaf.certPem)}"`, 'pem')).toEqual(
+      forwardedProblem('the forwarded client certificate header must hold exactly one certificate'),
+    );
   });
 
-  it('refuses bad percent-encoding, no certificate and too many certificates', () => {
+  it('refuses bad percent-encoding, no certificate and several certificates', () => {
     expect(parseForwarded('%E0%A4%A', 'pem')).toEqual(forwardedProblem('the forwarded client certificate is not valid URL-encoded PEM'));
     expect(parseForwarded('', 'pem')).toEqual(forwardedProblem('the forwarded client certificate header holds no PEM certificate'));
+    // More than one is refused before any length limit applies.
     expect(parseForwarded(enc(Array.from({ length: 9 }, () => leaf.certPem).join('')), 'pem')).toEqual(
-      forwardedProblem('the forwarded client certificate chain is longer than 8 certificates'),
+      forwardedProblem('the forwarded client certificate header must hold exactly one certificate'),
     );
   });
 });

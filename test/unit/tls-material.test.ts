@@ -75,6 +75,8 @@ describe('loadTlsMaterial', () => {
     expect(subjects(m, 'other.org')).toEqual(['CN=C, O=jit-broker dev']);
     expect(m.bundles.get('example.org')![0]!.der.equals(caA.der)).toBe(true);
     expect(m.caPem.map((p) => p.trim())).toEqual([caA.certPem.trim(), caB.certPem.trim(), caC.certPem.trim()]);
+    // Every anchor's DER, to tell them apart from what a client sends.
+    expect(m.anchorDers.map((d) => d.toString('hex'))).toEqual([caA, caB, caC].map((c) => c.der.toString('hex')));
     expect(m.cert).toBe(server.chainPem);
     expect(m.key).toBe(server.keyPem);
   });
@@ -267,7 +269,7 @@ describe('TlsMaterialWatcher.check', () => {
     ]);
   });
 
-  it('waits while a file is missing (mid-rewrite) without logging', () => {
+  it('waits one poll while a file is missing (mid-rewrite) without logging', () => {
     const { watcher, lines, writeBundle, bundle } = setup('w-missing');
     rmSync(bundle);
     expect(watcher.check()).toBe(false);
@@ -276,6 +278,42 @@ describe('TlsMaterialWatcher.check', () => {
     writeBundle(caB.certPem);
     expect(watcher.check()).toBe(true);
     expect(subjects(watcher.current, 'example.org')).toEqual(['CN=B, O=jit-broker dev']);
+  });
+
+  it('a file still unreadable at the next poll is warned about once, and again after it recovers and goes missing anew', () => {
+    const { watcher, lines, writeBundle, bundle } = setup('w-gone');
+    const first = watcher.current;
+    const warning = { level: 40, msg: 'a TLS file cannot be read; keeping the previous TLS material until it can' };
+    rmSync(bundle);
+    expect(watcher.check()).toBe(false);
+    expect(lines).toEqual([]); // one poll: perhaps mid-rewrite
+    expect(watcher.check()).toBe(false);
+    expect(lines).toEqual([expect.objectContaining(warning)]);
+    for (let i = 0; i < 5; i++) expect(watcher.check()).toBe(false);
+    expect(lines).toHaveLength(1); // once, not on every poll
+    expect(watcher.current).toBe(first);
+    // Back with the same bytes: nothing to reload, and the count starts over.
+    writeBundle(caA.certPem);
+    expect(watcher.check()).toBe(false);
+    rmSync(bundle);
+    expect(watcher.check()).toBe(false);
+    expect(lines).toHaveLength(1);
+    expect(watcher.check()).toBe(false);
+    expect(lines).toEqual([expect.objectContaining(warning), expect.objectContaining(warning)]);
+    // Back with new bytes: reloaded as usual.
+    writeBundle(caB.certPem);
+    expect(watcher.check()).toBe(true);
+    expect(subjects(watcher.current, 'example.org')).toEqual(['CN=B, O=jit-broker dev']);
+    expect(lines.map((l) => l.msg)).toEqual([warning.msg, warning.msg, 'TLS material reloaded']);
+  });
+
+  it('an unreadable server key counts the same as a missing bundle', () => {
+    const { watcher, lines, key } = setup('w-key-gone');
+    rmSync(key);
+    watcher.check();
+    watcher.check();
+    expect(lines).toEqual([expect.objectContaining({ level: 40, msg: 'a TLS file cannot be read; keeping the previous TLS material until it can' })]);
+    expect(watcher.current.key).toBe(server.keyPem);
   });
 
   it('a failing listener is logged and does not stop the others', () => {

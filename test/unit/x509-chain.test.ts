@@ -6,7 +6,17 @@
 import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
-import { GeneralName, GeneralSubtree, GeneralSubtrees, Name as AsnName, NameConstraints, id_ce_nameConstraints } from '@peculiar/asn1-x509';
+import {
+  AttributeTypeAndValue,
+  AttributeValue,
+  GeneralName,
+  GeneralSubtree,
+  GeneralSubtrees,
+  Name as AsnName,
+  NameConstraints,
+  RelativeDistinguishedName,
+  id_ce_nameConstraints,
+} from '@peculiar/asn1-x509';
 import {
   AuthorityKeyIdentifierExtension,
   BasicConstraintsExtension,
@@ -21,7 +31,7 @@ import {
   type JsonGeneralName,
 } from '@peculiar/x509';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { CertificateParseError, parseCertificate, validateChain, type ChainResult, type ParsedCertificate } from '../../src/attestation/x509-chain.js';
+import { CertificateParseError, parseCertificate, rdnKeys, validateChain, type ChainResult, type ParsedCertificate } from '../../src/attestation/x509-chain.js';
 import { createCA, generateKeys, issueCertificate, type Credential, type IssueOptions } from '../../src/dev/dev-ca.js';
 
 const DAY = 86_400_000;
@@ -327,9 +337,11 @@ describe('extensions and key usage', () => {
     expectValid(presented(await leafUnder(root, { keyUsage: KeyUsageFlags.digitalSignature | KeyUsageFlags.keyAgreement })));
   });
 
-  it('anyExtendedKeyUsage is enough on an intermediate, but a leaf needs clientAuth itself', async () => {
+  it('anyExtendedKeyUsage is not clientAuth, on a leaf or a CA (as OpenSSL decides in the handshake)', async () => {
     const anyInter = await craft(root, { subject: 'CN=any eku', ca: true, eku: [ANY_EKU] });
-    expectValid(presented(await leafUnder(anyInter)));
+    expect(problemOf(presented(await leafUnder(anyInter)))).toBe('intermediate CN=any eku has an extendedKeyUsage without clientAuth');
+    const bothInter = await craft(root, { subject: 'CN=client eku', ca: true, eku: [ANY_EKU, ExtendedKeyUsage.clientAuth] });
+    expectValid(presented(await leafUnder(bothInter)));
     const serverInter = await craft(root, { subject: 'CN=server eku', ca: true, eku: [ExtendedKeyUsage.serverAuth] });
     expect(problemOf(presented(await leafUnder(serverInter)))).toBe('intermediate CN=server eku has an extendedKeyUsage without clientAuth');
     const anyLeaf = await craft(root, { subject: 'CN=any leaf', eku: [ANY_EKU], san: [{ type: 'url', value: ID }] });
@@ -413,5 +425,380 @@ describe('path building', () => {
     expectValid(presented(leaf), 'example.org', { bundles: both });
     expectValid(presented(leaf), 'other.org', { bundles: both, preferred: 'other.org' });
     expectValid(presented(leaf), 'example.org', { bundles: both, preferred: 'example.org' });
+  });
+});
+
+// ---- certificates with a chosen key, issuer name and signature algorithm ------------------------
+
+type KeyPair = webcrypto.CryptoKeyPair;
+
+interface RawOptions {
+  subject: string;
+  issuer: string;
+  /** The certified key pair. */
+  keys: KeyPair;
+  /** The issuer's private key (defaults to `keys`, a self-signature). */
+  signingKey?: webcrypto.CryptoKey;
+  signingAlgorithm?: Parameters<typeof X509CertificateGenerator.create>[0]['signingAlgorithm'];
+  ca?: boolean;
+  san?: JsonGeneralName[];
+  notAfter?: Date;
+}
+
+let serialCounter = 0x100;
+
+/** A certificate with exactly the names, keys and algorithm asked for (DER). */
+async function rawCert(opts: RawOptions): Promise<Buffer> {
+  const ca = opts.ca ?? false;
+  const cert = await X509CertificateGenerator.create(
+    {
+      serialNumber: (serialCounter++).toString(16).padStart(4, '0'),
+      subject: opts.subject,
+      issuer: opts.issuer,
+      notBefore: new Date(NOW - 60_000),
+      notAfter: opts.notAfter ?? new Date(NOW + DAY),
+      publicKey: opts.keys.publicKey,
+      signingKey: opts.signingKey ?? opts.keys.privateKey,
+      signingAlgorithm: opts.signingAlgorithm ?? { name: 'ECDSA', hash: 'SHA-256' },
+      extensions: [
+        new BasicConstraintsExtension(ca, undefined, true),
+        new KeyUsagesExtension(ca ? KeyUsageFlags.keyCertSign : KeyUsageFlags.digitalSignature, true),
+        ...(opts.san?.length ? [new SubjectAlternativeNameExtension(opts.san, false)] : []),
+      ],
+    },
+    webcrypto,
+  );
+  return Buffer.from(cert.rawData);
+}
+
+const RSA_PKCS1 = 'RSASSA-PKCS1-v1_5';
+const rsaKeys = (bits: number, hash = 'SHA-256'): Promise<KeyPair> =>
+  webcrypto.subtle.generateKey({ name: RSA_PKCS1, modulusLength: bits, publicExponent: new Uint8Array([1, 0, 1]), hash }, true, ['sign', 'verify']);
+/** The same RSA private key bound to another hash (WebCrypto ties the hash to the key). */
+async function rsaSigningKey(keys: KeyPair, hash: string): Promise<webcrypto.CryptoKey> {
+  const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
+  return webcrypto.subtle.importKey('pkcs8', pkcs8, { name: RSA_PKCS1, hash }, false, ['sign']);
+}
+const onlyBundle = (...anchors: Buffer[]) => new Map([['example.org', anchors.map((a) => parseCertificate(a))]]);
+const svid = [{ type: 'url' as const, value: ID }];
+
+describe('path building on a budget', () => {
+  it('8 CA certificates sharing one subject and one key (they all "sign" one another) are refused at once, as unchained', async () => {
+    const loopKey = await generateKeys();
+    const loops: Buffer[] = [];
+    for (let i = 0; i < 8; i++) loops.push(await rawCert({ subject: 'CN=loop CA', issuer: 'CN=loop CA', keys: loopKey, ca: true }));
+    const leaf = await rawCert({ subject: 'CN=api', issuer: 'CN=loop CA', keys: await generateKeys(), signingKey: loopKey.privateKey, san: svid });
+    // Every one verifies under every other: without the loop rule this is 8! paths, or with
+    // memoisation 8 + 8·7 = 64 signature checks (over the budget of 48).
+    const loopCerts = loops.map((d) => parseCertificate(d));
+    expect(loopCerts.every((c) => loopCerts.every((o) => c.node.verify(o.node.publicKey)))).toBe(true);
+    const unchained = 'the client certificate (issuer CN=loop CA) was not issued by a CA in any trusted bundle';
+    expect(problemOf([leaf, ...loops])).toBe(unchained);
+    expect(problemOf([leaf, ...[...loops].reverse()])).toBe(unchained);
+    // Sent twice over, duplicates count once.
+    expect(problemOf([leaf, ...loops, ...loops])).toBe(unchained);
+  });
+
+  it('among such copies, the one a trusted CA issued still makes a path (the others are skipped, not followed)', async () => {
+    const sharedKey = await generateKeys();
+    const loops: Buffer[] = [];
+    for (let i = 0; i < 7; i++) loops.push(await rawCert({ subject: 'CN=loop CA', issuer: 'CN=loop CA', keys: sharedKey, ca: true }));
+    const real = await rawCert({ subject: 'CN=loop CA', issuer: root.cert.subject, keys: sharedKey, signingKey: root.keys.privateKey, ca: true });
+    const leaf = await rawCert({ subject: 'CN=api', issuer: 'CN=loop CA', keys: await generateKeys(), signingKey: sharedKey.privateKey, san: svid });
+    const r = expectValid([leaf, ...loops, real]);
+    expect(r.path.map((c) => c.der.equals(real))).toEqual([false, true, false]);
+    expect(r.path.map((c) => c.subject)).toEqual(['CN=api', 'CN=loop CA', root.cert.subject]);
+  });
+
+  it('a search over the signature-check budget is refused with a definite problem, not run to the end', async () => {
+    // A bundle that kept 6 rotated roots under one name (as SPIRE does), and a client that sends 7
+    // self-issued "rollovers" under that name: every step is checked against every root.
+    const rootName = 'CN=rotating root';
+    const rootKeys = await Promise.all(Array.from({ length: 6 }, () => generateKeys()));
+    const roots = await Promise.all(rootKeys.map((keys) => rawCert({ subject: rootName, issuer: rootName, keys, ca: true })));
+    const keys = await Promise.all(Array.from({ length: 9 }, () => generateKeys()));
+    // Rollover i carries key i+1 and is signed with key i+2; the leaf is signed with key 1.
+    const rollovers: Buffer[] = [];
+    for (let i = 0; i < 7; i++) rollovers.push(await rawCert({ subject: rootName, issuer: rootName, keys: keys[i + 1]!, signingKey: keys[i + 2]!.privateKey, ca: true }));
+    const leaf = await rawCert({ subject: 'CN=api', issuer: rootName, keys: keys[0]!, signingKey: keys[1]!.privateKey, san: svid });
+    expect(1 + rollovers.length).toBe(8); // no more certificates than a client may present
+    const bundle = onlyBundle(...roots);
+    const convoluted = 'the client certificate chain is too convoluted to validate (too many candidate paths)';
+    expect(problemOf([leaf, ...rollovers], { bundles: bundle })).toBe(convoluted);
+    // Fewer rollovers stay within the budget and get the ordinary answer.
+    expect(problemOf([leaf, ...rollovers.slice(0, 2)], { bundles: bundle })).toBe(
+      `the signature on certificate CN=api does not verify with its issuer's key`,
+    );
+    // The budget is per validation: an honest leaf of the last root validates right after.
+    const honest = await rawCert({ subject: 'CN=api', issuer: rootName, keys: await generateKeys(), signingKey: rootKeys[5]!.privateKey, san: svid });
+    const r = expectValid([honest], 'example.org', { bundles: bundle });
+    expect(r.path[1]!.der.equals(roots[5]!)).toBe(true);
+  });
+
+  it('a key rollover (same name, new key) cross-certified both ways still validates, and the loop ends', async () => {
+    const oldKey = await generateKeys();
+    const newKey = await generateKeys();
+    const name = 'CN=issuing CA';
+    const oldCa = await rawCert({ subject: name, issuer: root.cert.subject, keys: oldKey, signingKey: root.keys.privateKey, ca: true });
+    const newWithOld = await rawCert({ subject: name, issuer: name, keys: newKey, signingKey: oldKey.privateKey, ca: true });
+    const oldWithNew = await rawCert({ subject: name, issuer: name, keys: oldKey, signingKey: newKey.privateKey, ca: true });
+    const leaf = await rawCert({ subject: 'CN=api', issuer: name, keys: await generateKeys(), signingKey: newKey.privateKey, san: svid });
+    for (const rest of [
+      [newWithOld, oldCa],
+      [oldWithNew, newWithOld, oldCa],
+      [oldCa, oldWithNew, newWithOld],
+    ]) {
+      const r = expectValid([leaf, ...rest]);
+      expect(r.path.map((c) => c.der)).toEqual([leaf, newWithOld, oldCa, root.der]);
+    }
+    // The old key's own leaves validate through the original certificate.
+    const oldLeaf = await rawCert({ subject: 'CN=api', issuer: name, keys: await generateKeys(), signingKey: oldKey.privateKey, san: svid });
+    expect(expectValid([oldLeaf, oldWithNew, newWithOld, oldCa]).path.map((c) => c.der)).toEqual([oldLeaf, oldCa, root.der]);
+  });
+});
+
+describe('signature algorithms and key sizes', () => {
+  const ECDSA_SHA1 = '1.2.840.10045.4.1';
+  const RSA_SHA1 = '1.2.840.113549.1.1.5';
+
+  it('a SHA-1 signature on the leaf or an intermediate is refused', async () => {
+    const sha1Leaf = await rawCert({
+      subject: 'CN=api',
+      issuer: root.cert.subject,
+      keys: await generateKeys(),
+      signingKey: root.keys.privateKey,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-1' },
+      san: svid,
+    });
+    expect(problemOf([sha1Leaf])).toBe(`the client certificate is signed with an algorithm that is not accepted (${ECDSA_SHA1})`);
+    const interKeys = await generateKeys();
+    const sha1Inter = await rawCert({
+      subject: 'CN=sha1 intermediate',
+      issuer: root.cert.subject,
+      keys: interKeys,
+      signingKey: root.keys.privateKey,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-1' },
+      ca: true,
+    });
+    const leaf = await rawCert({ subject: 'CN=api', issuer: 'CN=sha1 intermediate', keys: await generateKeys(), signingKey: interKeys.privateKey, san: svid });
+    expect(problemOf([leaf, sha1Inter])).toBe(`intermediate CN=sha1 intermediate is signed with an algorithm that is not accepted (${ECDSA_SHA1})`);
+  });
+
+  it('RSA: sha256WithRSAEncryption is accepted, sha1WithRSAEncryption is not', async () => {
+    const rsaRootKeys = await rsaKeys(2048);
+    const rsaRoot = await rawCert({ subject: 'CN=rsa root', issuer: 'CN=rsa root', keys: rsaRootKeys, ca: true });
+    const bundle = onlyBundle(rsaRoot);
+    const sha256 = await rawCert({ subject: 'CN=api', issuer: 'CN=rsa root', keys: await generateKeys(), signingKey: rsaRootKeys.privateKey, san: svid });
+    expectValid([sha256], 'example.org', { bundles: bundle });
+    const sha1 = await rawCert({
+      subject: 'CN=api',
+      issuer: 'CN=rsa root',
+      keys: await generateKeys(),
+      signingKey: await rsaSigningKey(rsaRootKeys, 'SHA-1'),
+      san: svid,
+    });
+    expect(problemOf([sha1], { bundles: bundle })).toBe(`the client certificate is signed with an algorithm that is not accepted (${RSA_SHA1})`);
+  });
+
+  it('an RSA key under 2048 bits is refused on the leaf and on an anchor', async () => {
+    expect(problemOf([await rawCert({ subject: 'CN=api', issuer: root.cert.subject, keys: await rsaKeys(1024), signingKey: root.keys.privateKey, san: svid })])).toBe(
+      'the client certificate has a 1024-bit RSA key (at least 2048 bits are required)',
+    );
+    expectValid([await rawCert({ subject: 'CN=api', issuer: root.cert.subject, keys: await rsaKeys(2048), signingKey: root.keys.privateKey, san: svid })]);
+    const smallRootKeys = await rsaKeys(1024);
+    const smallRoot = await rawCert({ subject: 'CN=small root', issuer: 'CN=small root', keys: smallRootKeys, ca: true });
+    const leaf = await rawCert({ subject: 'CN=api', issuer: 'CN=small root', keys: await generateKeys(), signingKey: smallRootKeys.privateKey, san: svid });
+    expect(problemOf([leaf], { bundles: onlyBundle(smallRoot) })).toBe('the trust anchor CN=small root has a 1024-bit RSA key (at least 2048 bits are required)');
+  });
+
+  it('a weak anchor key is refused even when its self-signature is weak too (old roots: SHA-1 and 1024 bits)', async () => {
+    const keys = await rsaKeys(1024, 'SHA-1');
+    const oldRoot = await rawCert({ subject: 'CN=old root', issuer: 'CN=old root', keys, ca: true });
+    const leaf = await rawCert({ subject: 'CN=api', issuer: 'CN=old root', keys: await generateKeys(), signingKey: await rsaSigningKey(keys, 'SHA-256'), san: svid });
+    expect(problemOf([leaf], { bundles: onlyBundle(oldRoot) })).toBe('the trust anchor CN=old root has a 1024-bit RSA key (at least 2048 bits are required)');
+  });
+
+  it("a trust anchor's own SHA-1 self-signature is not relied on, so it does not matter", async () => {
+    const keys = await rsaKeys(2048, 'SHA-1');
+    const legacyRoot = await rawCert({ subject: 'CN=legacy root', issuer: 'CN=legacy root', keys, ca: true });
+    expect(parseCertificate(legacyRoot).weakSignature).toBe(`is signed with an algorithm that is not accepted (${RSA_SHA1})`);
+    const leaf = await rawCert({ subject: 'CN=api', issuer: 'CN=legacy root', keys: await generateKeys(), signingKey: await rsaSigningKey(keys, 'SHA-256'), san: svid });
+    expectValid([leaf], 'example.org', { bundles: onlyBundle(legacyRoot) });
+    // Cross-certified by a modern root (SHA-256), the same key is an ordinary intermediate.
+    const cross = await rawCert({ subject: 'CN=legacy root', issuer: root.cert.subject, keys, signingKey: root.keys.privateKey, ca: true });
+    expect(expectValid([leaf, cross]).path.map((c) => c.subject)).toEqual(['CN=api', 'CN=legacy root', root.cert.subject]);
+  });
+
+  it('Ed25519, RSA-PSS and ECDSA with SHA-384 are accepted', async () => {
+    const algorithms: [webcrypto.AlgorithmIdentifier | webcrypto.RsaHashedKeyGenParams | webcrypto.EcKeyGenParams, RawOptions['signingAlgorithm']][] = [
+      [{ name: 'Ed25519' }, { name: 'Ed25519' }],
+      [{ name: 'RSA-PSS', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' } as webcrypto.RsaHashedKeyGenParams, { name: 'RSA-PSS', saltLength: 32 }],
+      [{ name: 'ECDSA', namedCurve: 'P-384' } as webcrypto.EcKeyGenParams, { name: 'ECDSA', hash: 'SHA-384' }],
+    ];
+    for (const [generate, signingAlgorithm] of algorithms) {
+      const keys = (await webcrypto.subtle.generateKey(generate, true, ['sign', 'verify'])) as KeyPair;
+      const anchor = await rawCert({ subject: 'CN=modern root', issuer: 'CN=modern root', keys, signingAlgorithm, ca: true });
+      const leaf = await rawCert({ subject: 'CN=api', issuer: 'CN=modern root', keys: await generateKeys(), signingKey: keys.privateKey, signingAlgorithm, san: svid });
+      expect(parseCertificate(leaf).weakSignature).toBeUndefined();
+      expect(parseCertificate(leaf).weakKey).toBeUndefined();
+      expectValid([leaf], 'example.org', { bundles: onlyBundle(anchor) });
+    }
+  });
+});
+
+describe('parseCertificate refuses what it cannot read one way only', () => {
+  it('bytes after the certificate (they would change the thumbprint, not the certificate)', async () => {
+    const leaf = await leafUnder(root);
+    for (const extra of [Buffer.from([0]), Buffer.from('junk'), leaf.der]) {
+      expect(() => parseCertificate(Buffer.concat([leaf.der, extra]))).toThrow(
+        new CertificateParseError('not a valid DER X.509 certificate (bytes follow the certificate)'),
+      );
+    }
+    expect(parseCertificate(leaf.der).der.equals(leaf.der)).toBe(true);
+  });
+
+  it('a validity time Node cannot read (month 13, day 32)', async () => {
+    const leaf = await leafUnder(root, { notAfter: new Date(Date.UTC(2030, 0, 15)) });
+    const at = leaf.der.indexOf('300115000000Z', 0, 'latin1');
+    expect(at).toBeGreaterThan(0);
+    for (const bad of ['301315000000Z', '300132000000Z']) {
+      const der = Buffer.from(leaf.der);
+      der.write(bad, at, 'latin1');
+      expect(() => parseCertificate(der)).toThrow(new CertificateParseError('not a valid DER X.509 certificate (its validity times are malformed)'));
+    }
+  });
+});
+
+describe('rdnKeys: one name, one key', () => {
+  const text = (type: string, value: string) => new AttributeTypeAndValue({ type, value: new AttributeValue({ utf8String: value }) });
+  const name = (...rdns: AttributeTypeAndValue[][]) => new AsnName(rdns.map((atvs) => new RelativeDistinguishedName(atvs)));
+  const CN = '2.5.4.3';
+  const O = '2.5.4.10';
+
+  it('a single value that spells a multi-valued RDN is not that RDN', () => {
+    const single = rdnKeys(name([text(O, 'b+2.5.4.3=a')]));
+    const multi = rdnKeys(name([text(CN, 'a'), text(O, 'b')]));
+    expect(multi).toEqual(['2.5.4.10=b+2.5.4.3=a']);
+    expect(single).toEqual(['2.5.4.10=b\\+2.5.4.3\\=a']);
+    expect(single).not.toEqual(multi);
+  });
+
+  it('a value with a comma or backslash cannot read as two RDNs or another escape', () => {
+    expect(rdnKeys(name([text(O, 'a, 2.5.4.3=b')]))).toEqual(['2.5.4.10=a\\, 2.5.4.3\\=b']);
+    expect(rdnKeys(name([text(O, 'a\\+x')]))).not.toEqual(rdnKeys(name([text(O, 'a+x')])));
+  });
+
+  it('only ASCII letters are case-folded: the Kelvin sign is not a "k"', () => {
+    expect('\u212A'.toLowerCase()).toBe('k'); // what Unicode folding would have made of it
+    expect(rdnKeys(name([text(CN, '\u212Aelvin')]))).toEqual([`${CN}=\u212Aelvin`]);
+    expect(rdnKeys(name([text(CN, 'kelvin')]))).toEqual([`${CN}=kelvin`]);
+    expect(rdnKeys(name([text(CN, 'KELVIN')]))).toEqual([`${CN}=kelvin`]);
+  });
+
+  it('a value that is not a string is marked, and differs from a string spelling its hex', () => {
+    const integer = new AttributeTypeAndValue({ type: CN, value: new AttributeValue({ anyValue: new Uint8Array([0x02, 0x01, 0x05]).buffer }) });
+    expect(rdnKeys(name([integer]))).toEqual([`${CN}=#020105`]);
+    expect(rdnKeys(name([text(CN, '#020105')]))).toEqual([`${CN}=\\#020105`]);
+    expect(rdnKeys(name([text(CN, '020105')]))).toEqual([`${CN}=020105`]);
+  });
+
+  it('whitespace is collapsed and ASCII case folded, as before', () => {
+    expect(rdnKeys(name([text(O, '  Acme   Corp ')], [text(CN, 'API')]))).toEqual(['2.5.4.10=acme corp', '2.5.4.3=api']);
+  });
+});
+
+describe('email and common-name constraints', () => {
+  const email = (e: string) => new GeneralName({ rfc822Name: e });
+
+  it('an emailAddress in the subject is bound by excluded rfc822 constraints', async () => {
+    const ca = await constrainedCa('CN=mail excluded', [], [email('evil.com')]);
+    const bad = await craft(ca, { subject: 'CN=api, E=bad@evil.com', eku: [ExtendedKeyUsage.clientAuth], san: svid });
+    expect(problemOf(presented(bad))).toBe('intermediate CN=mail excluded: email bad@evil.com is excluded by its name constraints');
+    const upper = await craft(ca, { subject: 'CN=api, E=Bad@EVIL.com', eku: [ExtendedKeyUsage.clientAuth], san: svid });
+    expect(problemOf(presented(upper))).toBe('intermediate CN=mail excluded: email Bad@EVIL.com is excluded by its name constraints');
+    expectValid(presented(await craft(ca, { subject: 'CN=api, E=ops@example.com', eku: [ExtendedKeyUsage.clientAuth], san: svid })));
+    // An rfc822Name SAN is bound the same way.
+    const san = await craft(ca, { subject: 'CN=api', eku: [ExtendedKeyUsage.clientAuth], san: [...svid, { type: 'email', value: 'x@evil.com' }] });
+    expect(problemOf(presented(san))).toBe('intermediate CN=mail excluded: email x@evil.com is excluded by its name constraints');
+  });
+
+  it('an emailAddress in the subject must fit permitted rfc822 constraints, on intermediates too', async () => {
+    const ca = await constrainedCa('CN=mail permitted', [email('example.com')]);
+    expectValid(presented(await craft(ca, { subject: 'CN=api, E=ops@example.com', eku: [ExtendedKeyUsage.clientAuth], san: svid })));
+    expect(problemOf(presented(await craft(ca, { subject: 'CN=api, E=ops@example.net', eku: [ExtendedKeyUsage.clientAuth], san: svid })))).toBe(
+      'intermediate CN=mail permitted: email ops@example.net is outside its permitted name constraints',
+    );
+    const inner = await craft(ca, { subject: 'CN=inner, E=pki@example.net', ca: true });
+    expect(problemOf(presented(await leafUnder(inner)))).toBe('intermediate CN=mail permitted: email pki@example.net is outside its permitted name constraints');
+  });
+
+  it('a leaf without DNS SANs whose CN is a host name is bound by DNS constraints (as OpenSSL does)', async () => {
+    const ca = await issueCertificate(root, { ca: true, subject: 'CN=dns example.org', nameConstraints: { permittedDns: ['example.org'] } });
+    expect(problemOf(presented(await leafUnder(ca, { subject: 'CN=host.evil.com' })))).toBe(
+      'intermediate CN=dns example.org: common name host.evil.com is outside its permitted name constraints',
+    );
+    for (const cn of ['api.example.org', 'API.Example.ORG', 'example.org']) expectValid(presented(await leafUnder(ca, { subject: `CN=${cn}` })));
+    // Not a host name (one label, or characters a host name lacks): not bound.
+    for (const cn of ['api', 'payments api', 'host.evil.com.']) expectValid(presented(await leafUnder(ca, { subject: `CN=${cn}` })));
+    // With a DNS SAN the SAN is what is bound, not the CN.
+    expectValid(presented(await leafUnder(ca, { subject: 'CN=host.evil.com', dns: ['api.example.org'] })));
+    // Only the leaf's CN: an intermediate named like a host is not.
+    const named = await issueCertificate(ca, { ca: true, subject: 'CN=ca.evil.com' });
+    expectValid(presented(await leafUnder(named, { subject: 'CN=api.example.org' })));
+  });
+
+  it('an excluded DNS constraint binds such a CN too', async () => {
+    const ca = await constrainedCa('CN=dns excludes evil', [], [dnsName('evil.com')]);
+    expect(problemOf(presented(await leafUnder(ca, { subject: 'CN=x.evil.com' })))).toBe(
+      'intermediate CN=dns excludes evil: common name x.evil.com is excluded by its name constraints',
+    );
+    expect(problemOf(presented(await leafUnder(ca, { subject: 'CN=api, CN=x.evil.com' })))).toBe(
+      'intermediate CN=dns excludes evil: common name x.evil.com is excluded by its name constraints',
+    );
+    expectValid(presented(await leafUnder(ca, { subject: 'CN=x.example.com' })));
+  });
+});
+
+describe('subject emailAddress encodings under name constraints', () => {
+  /** A leaf `CN=api, emailAddress=<mail>` with the address as UTF8String (OpenSSL reads only IA5String). */
+  async function utf8EmailLeaf(issuer: Credential, mail: string): Promise<Buffer> {
+    const subject = new Name(
+      AsnConvert.serialize(
+        new AsnName([
+          new RelativeDistinguishedName([new AttributeTypeAndValue({ type: '2.5.4.3', value: new AttributeValue({ utf8String: 'api' }) })]),
+          new RelativeDistinguishedName([new AttributeTypeAndValue({ type: '1.2.840.113549.1.9.1', value: new AttributeValue({ utf8String: mail }) })]),
+        ]),
+      ),
+    );
+    const keys = await generateKeys();
+    const cert = await X509CertificateGenerator.create(
+      {
+        serialNumber: '7e01',
+        subject,
+        issuer: issuer.cert.subject,
+        notBefore: new Date(NOW - 60_000),
+        notAfter: new Date(NOW + DAY),
+        publicKey: keys.publicKey,
+        signingKey: issuer.keys.privateKey,
+        signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+        extensions: [
+          new BasicConstraintsExtension(false, undefined, true),
+          new KeyUsagesExtension(KeyUsageFlags.digitalSignature, true),
+          new SubjectAlternativeNameExtension([{ type: 'url', value: ID }], false),
+        ],
+      },
+      webcrypto,
+    );
+    return Buffer.from(cert.rawData);
+  }
+
+  it('a UTF8String emailAddress below any name-constrained CA is refused (OpenSSL: unsupported name syntax); without constraints it is fine', async () => {
+    const constrained = await issueCertificate(root, { ca: true, subject: 'CN=uri constrained', nameConstraints: { permittedUris: ['example.org'] } });
+    const below = await utf8EmailLeaf(constrained, 'ops@example.org');
+    expect(parseCertificate(below).oddEmailSyntax).toBe(true);
+    expect(problemOf([below, constrained.der])).toBe(
+      'intermediate CN=uri constrained: a subject emailAddress is not an IA5String, which name constraints cannot check',
+    );
+    expectValid([await utf8EmailLeaf(root, 'ops@example.org')]);
   });
 });
