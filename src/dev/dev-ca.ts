@@ -113,7 +113,8 @@ function nameConstraintsExtension(nc: NameConstraintOptions): Extension {
   return new Extension(id_ce_nameConstraints, true, AsnConvert.serialize(value));
 }
 
-async function credential(cert: X509Certificate, keys: CryptoKeyPair, intermediates: Credential[]): Promise<Credential> {
+/** A signed certificate, its keys and the chain above it as one credential (with PEM forms). */
+export async function credential(cert: X509Certificate, keys: CryptoKeyPair, intermediates: Credential[]): Promise<Credential> {
   const certPem = cert.toString('pem');
   return {
     cert,
@@ -190,8 +191,12 @@ export async function issueCertificate(issuer: Credential, opts: IssueOptions): 
     },
     crypto,
   );
-  const chain = issuer.intermediates.length || issuer.cert.subject !== issuer.cert.issuer ? [issuer, ...issuer.intermediates] : [];
-  return credential(cert, keys, chain);
+  return credential(cert, keys, chainAbove(issuer));
+}
+
+/** What a certificate issued by `issuer` is presented with: the issuer and its own chain, unless the issuer is a root. */
+export function chainAbove(issuer: Credential): Credential[] {
+  return issuer.intermediates.length || issuer.cert.subject !== issuer.cert.issuer ? [issuer, ...issuer.intermediates] : [];
 }
 
 /** The same certificate with one bit of its signature flipped (for the refusal tests). */

@@ -6,35 +6,27 @@
  * decision. For chain rules OpenSSL enforces too, OpenSSL's own verdict must agree as well.
  */
 import 'reflect-metadata';
-import { createHash, webcrypto } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { AsnConvert } from '@peculiar/asn1-schema';
-import { GeneralName, GeneralSubtree, GeneralSubtrees, Name as AsnName, NameConstraints, id_ce_nameConstraints } from '@peculiar/asn1-x509';
+import { GeneralName, Name as AsnName } from '@peculiar/asn1-x509';
 import {
-  AuthorityKeyIdentifierExtension,
-  BasicConstraintsExtension,
   ExtendedKeyUsage,
-  ExtendedKeyUsageExtension,
-  Extension,
-  KeyUsageFlags,
-  KeyUsagesExtension,
   Name,
-  PemConverter,
-  SubjectAlternativeNameExtension,
-  X509CertificateGenerator,
   type JsonGeneralName,
 } from '@peculiar/x509';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { derToPem, createCA, generateKeys, issueCertificate, tamperSignature, type Credential } from '../../src/dev/dev-ca.js';
+import { derToPem, createCA, issueCertificate, tamperSignature, type Credential } from '../../src/dev/dev-ca.js';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import type { BrokerRuntime } from '../../src/server.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { AUDIENCE, postJson, startTestBroker } from '../helpers/broker.js';
 import { createTestPki, httpsJson, scratchDir, xfcc, type TestPki } from '../helpers/pki.js';
+import { craft, nameConstraints } from '../helpers/crafted.js';
 
 const ID = 'spiffe://example.org/ns/payments/sa/api';
 const intent = { audience: 'db.payments', actions: ['read'], resources: ['db://payments/orders'], purpose: 'reconcile' };
@@ -172,60 +164,6 @@ async function opensslVerdict(p: Presented): Promise<{ authorized: boolean; erro
 // ---- certificates the dev CA cannot make (subject emailAddress, anyExtendedKeyUsage, other constraints) ----
 
 const ANY_EKU = '2.5.29.37.0';
-
-interface Crafted {
-  subject: string;
-  ca?: boolean;
-  /** EKU OIDs; undefined leaves the extension out. */
-  eku?: string[];
-  san?: JsonGeneralName[];
-  extensions?: Extension[];
-}
-
-/** A certificate signed by `issuer` with exactly these extensions, as a full credential (PKCS#8 key). */
-async function craft(issuer: Credential, opts: Crafted): Promise<Credential> {
-  const keys = await generateKeys();
-  const ca = opts.ca ?? false;
-  const cert = await X509CertificateGenerator.create(
-    {
-      serialNumber: '01' + Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString('hex'),
-      subject: opts.subject,
-      issuer: issuer.cert.subject,
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + DAY),
-      publicKey: keys.publicKey,
-      signingKey: issuer.keys.privateKey,
-      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-      extensions: [
-        new BasicConstraintsExtension(ca, undefined, true),
-        new KeyUsagesExtension(ca ? KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign : KeyUsageFlags.digitalSignature, true),
-        await AuthorityKeyIdentifierExtension.create(issuer.keys.publicKey, false, webcrypto),
-        ...(opts.eku ? [new ExtendedKeyUsageExtension(opts.eku, false)] : []),
-        ...(opts.san?.length ? [new SubjectAlternativeNameExtension(opts.san, false)] : []),
-        ...(opts.extensions ?? []),
-      ],
-    },
-    webcrypto,
-  );
-  const certPem = cert.toString('pem');
-  const intermediates = issuer.intermediates.length || issuer.cert.subject !== issuer.cert.issuer ? [issuer, ...issuer.intermediates] : [];
-  return {
-    cert,
-    der: Buffer.from(cert.rawData),
-    keys,
-    intermediates,
-    certPem: `${certPem}\n`,
-    chainPem: [certPem, ...intermediates.map((i) => i.certPem.trim())].join('\n') + '\n',
-    keyPem: PemConverter.encode([{ type: 'PRIVATE KEY', rawData: await webcrypto.subtle.exportKey('pkcs8', keys.privateKey) }]),
-  };
-}
-
-function nameConstraints(permitted: GeneralName[], excluded: GeneralName[] = []): Extension {
-  const subtrees = (names: GeneralName[]) => (names.length ? new GeneralSubtrees(names.map((base) => new GeneralSubtree({ base }))) : undefined);
-  const p = subtrees(permitted);
-  const x = subtrees(excluded);
-  return new Extension(id_ce_nameConstraints, true, AsnConvert.serialize(new NameConstraints({ ...(p ? { permittedSubtrees: p } : {}), ...(x ? { excludedSubtrees: x } : {}) })));
-}
 
 const svidSan: JsonGeneralName[] = [{ type: 'url', value: ID }];
 

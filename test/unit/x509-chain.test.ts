@@ -10,18 +10,12 @@ import {
   AttributeTypeAndValue,
   AttributeValue,
   GeneralName,
-  GeneralSubtree,
-  GeneralSubtrees,
   Name as AsnName,
-  NameConstraints,
   RelativeDistinguishedName,
-  id_ce_nameConstraints,
 } from '@peculiar/asn1-x509';
 import {
-  AuthorityKeyIdentifierExtension,
   BasicConstraintsExtension,
   ExtendedKeyUsage,
-  ExtendedKeyUsageExtension,
   Extension,
   KeyUsageFlags,
   KeyUsagesExtension,
@@ -33,6 +27,7 @@ import {
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CertificateParseError, parseCertificate, rdnKeys, validateChain, type ChainResult, type ParsedCertificate } from '../../src/attestation/x509-chain.js';
 import { createCA, generateKeys, issueCertificate, type Credential, type IssueOptions } from '../../src/dev/dev-ca.js';
+import { craft, nameConstraints, type Crafted } from '../helpers/crafted.js';
 
 const DAY = 86_400_000;
 const ANY_EKU = '2.5.29.37.0';
@@ -77,58 +72,12 @@ const leafUnder = (issuer: Credential, over: IssueOptions = {}) => issueCertific
 
 // ---- certificates the dev CA cannot make ------------------------------------------------------
 
-interface Crafted {
-  subject: string;
-  ca?: boolean;
-  keyUsage?: number;
-  /** OIDs; undefined leaves the extension out. */
-  eku?: string[];
-  san?: JsonGeneralName[];
-  extensions?: Extension[];
-}
-
-/** A certificate signed by `issuer` with exactly the extensions asked for, usable as an issuer itself. */
-async function craft(issuer: Credential, opts: Crafted): Promise<Credential> {
-  const keys = await generateKeys();
-  const ca = opts.ca ?? false;
-  const cert = await X509CertificateGenerator.create(
-    {
-      serialNumber: '01' + webcrypto.getRandomValues(new Uint8Array(8)).reduce((s, b) => s + b.toString(16).padStart(2, '0'), ''),
-      subject: opts.subject,
-      issuer: issuer.cert.subject,
-      notBefore: new Date(NOW - 60_000),
-      notAfter: new Date(NOW + DAY),
-      publicKey: keys.publicKey,
-      signingKey: issuer.keys.privateKey,
-      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-      extensions: [
-        new BasicConstraintsExtension(ca, undefined, true),
-        new KeyUsagesExtension(opts.keyUsage ?? (ca ? KeyUsageFlags.keyCertSign : KeyUsageFlags.digitalSignature), true),
-        await AuthorityKeyIdentifierExtension.create(issuer.keys.publicKey, false, webcrypto),
-        ...(opts.eku ? [new ExtendedKeyUsageExtension(opts.eku, false)] : []),
-        ...(opts.san?.length ? [new SubjectAlternativeNameExtension(opts.san, false)] : []),
-        ...(opts.extensions ?? []),
-      ],
-    },
-    webcrypto,
-  );
-  const chainAbove = issuer.intermediates.length || issuer.cert.subject !== issuer.cert.issuer ? [issuer, ...issuer.intermediates] : [];
-  return { cert, der: Buffer.from(cert.rawData), keys, intermediates: chainAbove, certPem: cert.toString('pem'), chainPem: '', keyPem: '' };
-}
-
+const craftAt = (issuer: Credential, opts: Crafted) => craft(issuer, { now: NOW, ...opts });
 const dnsName = (d: string) => new GeneralName({ dNSName: d });
 const dirName = (dn: string) => new GeneralName({ directoryName: AsnConvert.parse(new Name(dn).toArrayBuffer(), AsnName) });
 
-function nameConstraints(permitted: GeneralName[], excluded: GeneralName[] = []): Extension {
-  const subtrees = (names: GeneralName[]) => (names.length ? new GeneralSubtrees(names.map((base) => new GeneralSubtree({ base }))) : undefined);
-  const p = subtrees(permitted);
-  const x = subtrees(excluded);
-  const value = new NameConstraints({ ...(p ? { permittedSubtrees: p } : {}), ...(x ? { excludedSubtrees: x } : {}) });
-  return new Extension(id_ce_nameConstraints, true, AsnConvert.serialize(value));
-}
-
 const constrainedCa = (subject: string, permitted: GeneralName[], excluded: GeneralName[] = []) =>
-  craft(root, { subject, ca: true, extensions: [nameConstraints(permitted, excluded)] });
+  craftAt(root, { subject, ca: true, extensions: [nameConstraints(permitted, excluded)] });
 
 // -----------------------------------------------------------------------------------------------
 
@@ -303,14 +252,14 @@ describe('extensions and key usage', () => {
 
   it('an unknown critical extension on the leaf is refused; the same extension non-critical is fine', async () => {
     const base = { subject: 'CN=odd', eku: [ExtendedKeyUsage.clientAuth], san: [{ type: 'url' as const, value: ID }] };
-    expect(problemOf(presented(await craft(root, { ...base, extensions: [unknown(true)] })))).toBe(
+    expect(problemOf(presented(await craftAt(root, { ...base, extensions: [unknown(true)] })))).toBe(
       `the client certificate carries an unsupported critical extension (${UNKNOWN_OID})`,
     );
-    expectValid(presented(await craft(root, { ...base, extensions: [unknown(false)] })));
+    expectValid(presented(await craftAt(root, { ...base, extensions: [unknown(false)] })));
   });
 
   it('a certificate that carries an extension twice is not parsed at all (which copy would count?)', async () => {
-    const twice = await craft(root, {
+    const twice = await craftAt(root, {
       subject: 'CN=twice',
       eku: [ExtendedKeyUsage.clientAuth],
       san: [{ type: 'url', value: ID }],
@@ -321,7 +270,7 @@ describe('extensions and key usage', () => {
   });
 
   it('an unknown critical extension on an intermediate is refused', async () => {
-    const inter = await craft(root, { subject: 'CN=odd intermediate', ca: true, extensions: [unknown(true)] });
+    const inter = await craftAt(root, { subject: 'CN=odd intermediate', ca: true, extensions: [unknown(true)] });
     expect(problemOf(presented(await leafUnder(inter)))).toBe(`intermediate CN=odd intermediate carries an unsupported critical extension (${UNKNOWN_OID})`);
   });
 
@@ -338,13 +287,13 @@ describe('extensions and key usage', () => {
   });
 
   it('anyExtendedKeyUsage is not clientAuth, on a leaf or a CA (as OpenSSL decides in the handshake)', async () => {
-    const anyInter = await craft(root, { subject: 'CN=any eku', ca: true, eku: [ANY_EKU] });
+    const anyInter = await craftAt(root, { subject: 'CN=any eku', ca: true, eku: [ANY_EKU] });
     expect(problemOf(presented(await leafUnder(anyInter)))).toBe('intermediate CN=any eku has an extendedKeyUsage without clientAuth');
-    const bothInter = await craft(root, { subject: 'CN=client eku', ca: true, eku: [ANY_EKU, ExtendedKeyUsage.clientAuth] });
+    const bothInter = await craftAt(root, { subject: 'CN=client eku', ca: true, eku: [ANY_EKU, ExtendedKeyUsage.clientAuth] });
     expectValid(presented(await leafUnder(bothInter)));
-    const serverInter = await craft(root, { subject: 'CN=server eku', ca: true, eku: [ExtendedKeyUsage.serverAuth] });
+    const serverInter = await craftAt(root, { subject: 'CN=server eku', ca: true, eku: [ExtendedKeyUsage.serverAuth] });
     expect(problemOf(presented(await leafUnder(serverInter)))).toBe('intermediate CN=server eku has an extendedKeyUsage without clientAuth');
-    const anyLeaf = await craft(root, { subject: 'CN=any leaf', eku: [ANY_EKU], san: [{ type: 'url', value: ID }] });
+    const anyLeaf = await craftAt(root, { subject: 'CN=any leaf', eku: [ANY_EKU], san: [{ type: 'url', value: ID }] });
     expect(problemOf(presented(anyLeaf))).toBe('the client certificate has an extendedKeyUsage without clientAuth');
     // No EKU extension at all places no restriction.
     expectValid(presented(await leafUnder(root, { eku: null })));
@@ -712,23 +661,23 @@ describe('email and common-name constraints', () => {
 
   it('an emailAddress in the subject is bound by excluded rfc822 constraints', async () => {
     const ca = await constrainedCa('CN=mail excluded', [], [email('evil.com')]);
-    const bad = await craft(ca, { subject: 'CN=api, E=bad@evil.com', eku: [ExtendedKeyUsage.clientAuth], san: svid });
+    const bad = await craftAt(ca, { subject: 'CN=api, E=bad@evil.com', eku: [ExtendedKeyUsage.clientAuth], san: svid });
     expect(problemOf(presented(bad))).toBe('intermediate CN=mail excluded: email bad@evil.com is excluded by its name constraints');
-    const upper = await craft(ca, { subject: 'CN=api, E=Bad@EVIL.com', eku: [ExtendedKeyUsage.clientAuth], san: svid });
+    const upper = await craftAt(ca, { subject: 'CN=api, E=Bad@EVIL.com', eku: [ExtendedKeyUsage.clientAuth], san: svid });
     expect(problemOf(presented(upper))).toBe('intermediate CN=mail excluded: email Bad@EVIL.com is excluded by its name constraints');
-    expectValid(presented(await craft(ca, { subject: 'CN=api, E=ops@example.com', eku: [ExtendedKeyUsage.clientAuth], san: svid })));
+    expectValid(presented(await craftAt(ca, { subject: 'CN=api, E=ops@example.com', eku: [ExtendedKeyUsage.clientAuth], san: svid })));
     // An rfc822Name SAN is bound the same way.
-    const san = await craft(ca, { subject: 'CN=api', eku: [ExtendedKeyUsage.clientAuth], san: [...svid, { type: 'email', value: 'x@evil.com' }] });
+    const san = await craftAt(ca, { subject: 'CN=api', eku: [ExtendedKeyUsage.clientAuth], san: [...svid, { type: 'email', value: 'x@evil.com' }] });
     expect(problemOf(presented(san))).toBe('intermediate CN=mail excluded: email x@evil.com is excluded by its name constraints');
   });
 
   it('an emailAddress in the subject must fit permitted rfc822 constraints, on intermediates too', async () => {
     const ca = await constrainedCa('CN=mail permitted', [email('example.com')]);
-    expectValid(presented(await craft(ca, { subject: 'CN=api, E=ops@example.com', eku: [ExtendedKeyUsage.clientAuth], san: svid })));
-    expect(problemOf(presented(await craft(ca, { subject: 'CN=api, E=ops@example.net', eku: [ExtendedKeyUsage.clientAuth], san: svid })))).toBe(
+    expectValid(presented(await craftAt(ca, { subject: 'CN=api, E=ops@example.com', eku: [ExtendedKeyUsage.clientAuth], san: svid })));
+    expect(problemOf(presented(await craftAt(ca, { subject: 'CN=api, E=ops@example.net', eku: [ExtendedKeyUsage.clientAuth], san: svid })))).toBe(
       'intermediate CN=mail permitted: email ops@example.net is outside its permitted name constraints',
     );
-    const inner = await craft(ca, { subject: 'CN=inner, E=pki@example.net', ca: true });
+    const inner = await craftAt(ca, { subject: 'CN=inner, E=pki@example.net', ca: true });
     expect(problemOf(presented(await leafUnder(inner)))).toBe('intermediate CN=mail permitted: email pki@example.net is outside its permitted name constraints');
   });
 
