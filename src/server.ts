@@ -146,6 +146,8 @@ function secureContextOptions(m: TlsMaterial) {
     key: m.key,
     ...(m.caPem.length ? { ca: m.caPem } : {}),
     // Any bundle certificate is a trust anchor, as for SPIFFE bundles and the in-process validator.
+    // Node 22.9+ honours this; on Node 20 the attestor discounts OpenSSL's "no issuer" verdict
+    // for a path that ends at a bundle intermediate (src/attestation/x509.ts).
     allowPartialTrustChain: true,
   };
 }

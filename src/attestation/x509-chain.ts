@@ -13,10 +13,13 @@
  */
 import 'reflect-metadata'; // @peculiar/x509 needs the Reflect metadata API
 import { X509Certificate as NodeCertificate } from 'node:crypto';
-import { isIP } from 'node:net';
-import { AsnConvert } from '@peculiar/asn1-schema';
+import { AsnConvert, BitString } from '@peculiar/asn1-schema';
 import {
+  AuthorityKeyIdentifier,
   BasicConstraints,
+  SubjectKeyIdentifier,
+  id_ce_authorityKeyIdentifier,
+  id_ce_subjectKeyIdentifier,
   Certificate as AsnCertificate,
   ExtendedKeyUsage,
   KeyUsage,
@@ -69,7 +72,12 @@ const KNOWN_EXTENSIONS = new Set([
   '2.5.29.32', // certificatePolicies (not processed; no policy is required)
   '2.5.29.35', // authorityKeyIdentifier
   '2.5.29.37', // extKeyUsage
+  '2.16.840.1.113730.1.1', // Netscape cert type (as OpenSSL reads it)
 ]);
+const OID_NS_CERT_TYPE = '2.16.840.1.113730.1.1';
+/** Netscape cert type bits, numbered as BitString.toNumber() reads them (bit 0 = 1). */
+const NS_SSL_CLIENT = 1;
+const NS_SSL_CA = 32;
 
 /** A certificate parsed once, with what validation needs. */
 export interface ParsedCertificate {
@@ -94,6 +102,11 @@ export interface ParsedCertificate {
   /** Subject attributes that name constraints also bind: emailAddress and commonName. */
   subjectEmails: string[];
   subjectCommonNames: string[];
+  /** Netscape cert type bits when present (old, but OpenSSL still honours it). */
+  nsCertType: number | undefined;
+  /** subjectKeyIdentifier, and the authorityKeyIdentifier's keyIdentifier (hex), to pick issuers as OpenSSL does. */
+  ski: string | undefined;
+  aki: string | undefined;
   /** The public key (SPKI DER, base64): with the subject, what makes two certificates "the same CA". */
   key: string;
   /** Why its signature algorithm, or its key, is too weak to rely on (judged apart: an anchor's self-signature is not relied on, its key is). */
@@ -157,6 +170,9 @@ export function parseCertificate(der: Uint8Array): ParsedCertificate {
       subjectRdns: rdnKeys(tbs.subject),
       subjectEmails: attributeValues(tbs.subject, OID_EMAIL_ADDRESS),
       subjectCommonNames: attributeValues(tbs.subject, OID_COMMON_NAME),
+      nsCertType: ext(OID_NS_CERT_TYPE, BitString)?.toNumber(),
+      ski: hex(ext(id_ce_subjectKeyIdentifier, SubjectKeyIdentifier)?.buffer),
+      aki: hex(ext(id_ce_authorityKeyIdentifier, AuthorityKeyIdentifier)?.keyIdentifier?.buffer),
       key: node.publicKey.export({ type: 'spki', format: 'der' }).toString('base64'),
       weakSignature: SIGNATURE_ALGORITHMS.has(asn.signatureAlgorithm.algorithm)
         ? undefined
@@ -167,6 +183,10 @@ export function parseCertificate(der: Uint8Array): ParsedCertificate {
   } catch (e) {
     throw new CertificateParseError(`not a valid DER X.509 certificate (${(e as Error).message})`);
   }
+}
+
+function hex(buffer: ArrayBuffer | undefined): string | undefined {
+  return buffer === undefined ? undefined : Buffer.from(buffer).toString('hex');
 }
 
 function attributeValues(name: AsnName, type: string): string[] {
@@ -203,25 +223,34 @@ export function validateChain<T extends string>(
   if (!leaf) return { ok: false, problem: 'no client certificate was presented' };
   let firstProblem: string | undefined;
   let badSignature: string | undefined;
+  let overBudget = false;
   const order = [...bundles].sort(([a], [b]) => Number(b === preferred) - Number(a === preferred));
   for (const [trustDomain, anchors] of order) {
-    const built = buildPaths(leaf, intermediates, anchors);
-    if (built.overBudget) return { ok: false, problem: 'the client certificate chain is too convoluted to validate (too many candidate paths)' };
-    if (built.badSignature) badSignature ??= built.badSignature;
-    for (const path of built.paths) {
-      const problem = checkPath(path, now);
-      if (!problem) return { ok: true, trustDomain, path };
-      firstProblem ??= problem;
-    }
+    const found = searchPath(leaf, intermediates, anchors, (path) => checkPath(path, now));
+    if (found.path) return { ok: true, trustDomain, path: found.path };
+    firstProblem ??= found.problem;
+    badSignature ??= found.badSignature;
+    overBudget ||= found.overBudget;
   }
   if (firstProblem) return { ok: false, problem: firstProblem };
+  if (overBudget) return { ok: false, problem: 'the client certificate chain is too convoluted to validate (too many candidate paths)' };
   if (badSignature) return { ok: false, problem: badSignature };
   return { ok: false, problem: `the client certificate (issuer ${clip(leaf.issuer)}) was not issued by a CA in any trusted bundle` };
 }
 
-/** Every path leaf → … → anchor whose signatures verify (depth-first, memoised, on a fixed budget). */
-function buildPaths(leaf: ParsedCertificate, presented: ParsedCertificate[], anchors: readonly ParsedCertificate[]) {
-  const paths: ParsedCertificate[][] = [];
+/**
+ * The first path leaf → … → anchor whose signatures verify and that `check` accepts (depth-first,
+ * memoised, on a fixed budget); otherwise the first reason a signature-valid path was refused.
+ */
+function searchPath(
+  leaf: ParsedCertificate,
+  presented: ParsedCertificate[],
+  anchors: readonly ParsedCertificate[],
+  check: (path: ParsedCertificate[]) => string | undefined,
+) {
+  let accepted: ParsedCertificate[] | undefined;
+  let problem: string | undefined;
+  let tried = 0;
   let badSignature: string | undefined;
   let overBudget = false;
   let checks = 0;
@@ -231,6 +260,9 @@ function buildPaths(leaf: ParsedCertificate, presented: ParsedCertificate[], anc
   const verdicts = new Map<ParsedCertificate, Map<ParsedCertificate, boolean>>();
   const signedBy = (child: ParsedCertificate, issuer: ParsedCertificate): boolean => {
     if (child.issuer !== issuer.subject) return false;
+    // Key identifiers, when both are there, must agree: a same-named CA with another key is not
+    // a candidate and costs no signature check (as OpenSSL's issuer check).
+    if (child.aki !== undefined && issuer.ski !== undefined && child.aki !== issuer.ski) return false;
     let byIssuer = verdicts.get(child);
     if (!byIssuer) verdicts.set(child, (byIssuer = new Map()));
     const known = byIssuer.get(issuer);
@@ -250,14 +282,19 @@ function buildPaths(leaf: ParsedCertificate, presented: ParsedCertificate[], anc
     return ok;
   };
   const walk = (path: ParsedCertificate[]) => {
-    if (paths.length >= 4 || path.length > MAX_DEPTH || overBudget) return;
+    if (accepted || tried >= 8 || path.length > MAX_DEPTH || overBudget) return;
     if (++steps > MAX_WALK_STEPS) {
       overBudget = true;
       return;
     }
     const current = path[path.length - 1]!;
     for (const anchor of anchors) {
-      if (signedBy(current, anchor)) paths.push([...path, anchor]);
+      if (accepted || !signedBy(current, anchor)) continue;
+      const candidate = [...path, anchor];
+      const why = check(candidate);
+      tried++;
+      if (why === undefined) accepted = candidate;
+      else problem ??= why;
     }
     for (const next of pool) {
       // The same name and key twice in one path is a loop, not a longer path (key rollovers,
@@ -267,7 +304,7 @@ function buildPaths(leaf: ParsedCertificate, presented: ParsedCertificate[], anc
     }
   };
   walk([leaf]);
-  return { paths, badSignature, overBudget };
+  return { path: accepted, problem, badSignature, overBudget: overBudget && !accepted };
 }
 
 /** The first reason this signature-valid path is unacceptable, or undefined. */
@@ -285,6 +322,7 @@ function checkPath(path: ParsedCertificate[], now: number): string | undefined {
     // clientAuth (anyExtendedKeyUsage is not enough, on a CA either).
     if (cert.extKeyUsage && !cert.extKeyUsage.includes(id_kp_clientAuth)) return `${what} has an extendedKeyUsage without clientAuth`;
     if (i === 0) {
+      if (cert.nsCertType !== undefined && !(cert.nsCertType & NS_SSL_CLIENT)) return 'the client certificate has a Netscape cert type without SSL client';
       if (cert.ca === true) return 'the client certificate is a CA certificate (basicConstraints cA=true); a client must present a leaf';
       if (cert.keyUsage !== undefined) {
         if (cert.keyUsage & (KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign)) return 'the client certificate has keyCertSign or cRLSign key usage; a leaf must not';
@@ -292,6 +330,7 @@ function checkPath(path: ParsedCertificate[], now: number): string | undefined {
       }
       continue;
     }
+    if (cert.nsCertType !== undefined && !(cert.nsCertType & NS_SSL_CA)) return `${what} has a Netscape cert type without SSL CA`;
     if (cert.ca !== true) return `${what} is not a CA (basicConstraints cA=true is missing) but issued ${clip(path[i - 1]!.subject || 'a certificate')}`;
     if (cert.keyUsage !== undefined && !(cert.keyUsage & KeyUsageFlags.keyCertSign)) return `${what} lacks keyCertSign key usage`;
     // pathLenConstraint: how many intermediates may follow this CA (RFC 5280 §4.2.1.9).
@@ -309,9 +348,11 @@ function checkPath(path: ParsedCertificate[], now: number): string | undefined {
 // Name constraints (RFC 5280 §4.2.1.10) for URI, DNS, email and directoryName; IP-address
 // constraints are not evaluated, so a certificate with IP SANs under them is refused (fail closed).
 
+const ODD_SUBTREE = 'it carries a name constraint with a minimum or maximum distance, which is not supported';
+
 type ConstraintCheck = (kind: NameKind, values: string[], label: string) => string | undefined;
 
-function constraintChecker(nc: NameConstraints): { check: ConstraintCheck; permitted: AsnGeneralName[]; excluded: AsnGeneralName[] } {
+function constraintChecker(nc: NameConstraints): { check: ConstraintCheck; permitted: AsnGeneralName[]; excluded: AsnGeneralName[]; oddSubtree: boolean } {
   const permitted = nc.permittedSubtrees ? [...nc.permittedSubtrees].map((s) => s.base) : [];
   const excluded = nc.excludedSubtrees ? [...nc.excludedSubtrees].map((s) => s.base) : [];
   const check: ConstraintCheck = (kind, values, label) => {
@@ -319,12 +360,17 @@ function constraintChecker(nc: NameConstraints): { check: ConstraintCheck; permi
     const x = excluded.filter((g) => kindOf(g) === kind);
     for (const value of values) {
       if (kind === 'ip' && (p.length || x.length)) return `IP address name constraints are not supported, and a certificate below it names ${label} ${value}`;
+      // Names these constraints cannot be read against are refused, as OpenSSL does (unsupported name syntax).
+      if ((p.length || x.length) && ((kind === 'email' && !value.includes('@')) || (kind === 'uri' && uriHost(value) === undefined)))
+        return `${label} ${clip(value)} cannot be checked against its name constraints`;
       if (x.some((g) => matches(kind, g, value))) return `${label} ${clip(value.replace(/\n/g, ', '))} is excluded by its name constraints`;
       if (p.length && !p.some((g) => matches(kind, g, value))) return `${label} ${clip(value.replace(/\n/g, ', '))} is outside its permitted name constraints`;
     }
     return undefined;
   };
-  return { check, permitted, excluded };
+  // RFC 5280 fixes minimum at 0 and maximum absent; OpenSSL refuses anything else.
+  const oddSubtree = [...(nc.permittedSubtrees ?? []), ...(nc.excludedSubtrees ?? [])].some((st) => st.minimum !== 0 || st.maximum !== undefined);
+  return { check, permitted, excluded, oddSubtree };
 }
 
 /**
@@ -333,7 +379,8 @@ function constraintChecker(nc: NameConstraints): { check: ConstraintCheck; permi
  */
 export function uriConstraintProblem(path: ParsedCertificate[], uri: string): string | undefined {
   for (const ca of path.slice(1)) {
-    const problem = ca.nameConstraints && constraintChecker(ca.nameConstraints).check('uri', [uri], 'mapped workload id');
+    const checker = ca.nameConstraints && constraintChecker(ca.nameConstraints);
+    const problem = checker && (checker.oddSubtree ? ODD_SUBTREE : checker.check('uri', [uri], 'mapped workload id'));
     if (problem) return `${ca.subject}: ${problem}`;
   }
   return undefined;
@@ -341,7 +388,8 @@ export function uriConstraintProblem(path: ParsedCertificate[], uri: string): st
 
 /** `below` is every certificate under the constraining CA, leaf first. */
 function nameConstraintProblem(nc: NameConstraints, below: ParsedCertificate[]): string | undefined {
-  const { check, permitted, excluded } = constraintChecker(nc);
+  const { check, permitted, excluded, oddSubtree } = constraintChecker(nc);
+  if (oddSubtree) return ODD_SUBTREE;
   // The names of intermediates count too (RFC 5280 §6.1.3 b, c), as OpenSSL checks them in the
   // handshake; a self-issued intermediate (key rollover) is exempt.
   for (const cert of below) {
@@ -355,11 +403,18 @@ function nameConstraintProblem(nc: NameConstraints, below: ParsedCertificate[]):
       (cert.oddEmailSyntax ? 'a subject emailAddress is not an IA5String, which name constraints cannot check' : undefined) ??
       check('email', [...cert.emails, ...cert.subjectEmails], 'email') ??
       // A leaf without DNS SANs whose CN looks like a host name: OpenSSL binds the CN to DNS constraints.
-      (cert === below[0] && cert.dnsNames.length === 0 ? check('dns', cert.subjectCommonNames.filter(looksLikeHostname), 'common name') : undefined) ??
+      (cert === below[0] && cert.dnsNames.length === 0 ? commonNameProblem(cert.subjectCommonNames, check) : undefined) ??
       check('ip', cert.ips, 'IP address');
     if (problem) return problem;
   }
   return unsupportedKinds(permitted, excluded);
+}
+
+/** OpenSSL's CN check: trailing NULs dropped, an inner NUL refused, host-name-like CNs bound by DNS constraints. */
+function commonNameProblem(commonNames: string[], check: ConstraintCheck): string | undefined {
+  const names = commonNames.map((cn) => cn.replace(/\0+$/, ''));
+  if (names.some((cn) => cn.includes('\0'))) return 'a common name holds a NUL character, which name constraints cannot check';
+  return check('dns', names.filter(looksLikeHostname), 'common name');
 }
 
 /** OpenSSL's test for a CN that is a host name: at least two labels of letters, digits and hyphens. */
@@ -416,15 +471,21 @@ function matches(kind: NameKind, g: AsnGeneralName, value: string): boolean {
 }
 
 /** URI constraints name a host: `host` exactly, `.domain` any host beneath it. */
+/**
+ * The host a URI constraint compares with, read as OpenSSL reads it: after "://", up to ":" or
+ * "/" (so userinfo stays part of it and cannot hide the real host). Undefined: no host.
+ */
+function uriHost(uri: string): string | undefined {
+  const start = uri.indexOf('://');
+  if (start <= 0) return undefined;
+  const host = uri.slice(start + 3).split(/[:/]/, 1)[0]!;
+  return host === '' ? undefined : host.replace(/[A-Z]/g, (ch) => ch.toLowerCase());
+}
+
 function uriHostMatches(constraint: string, uri: string): boolean {
-  let host: string;
-  try {
-    host = new URL(uri).hostname.toLowerCase();
-  } catch {
-    return false;
-  }
-  if (!host || isIP(host)) return false;
-  const c = constraint.toLowerCase();
+  const host = uriHost(uri);
+  if (host === undefined) return false;
+  const c = constraint.replace(/[A-Z]/g, (ch) => ch.toLowerCase());
   return c.startsWith('.') ? host.endsWith(c) : host === c;
 }
 
@@ -459,7 +520,7 @@ export function rdnKeys(name: AsnName): string[] {
       .map((atv) => {
         const v = atv.value;
         const isString = [v.utf8String, v.printableString, v.ia5String, v.teletexString, v.bmpString, v.universalString].some((x) => x !== undefined);
-        const text = isString ? v.toString().trim().replace(/\s+/g, ' ').replace(/[A-Z]/g, (c) => c.toLowerCase()) : v.toString();
+        const text = isString ? v.toString().replace(/^[ \t\n\v\f\r]+|[ \t\n\v\f\r]+$/g, '').replace(/[ \t\n\v\f\r]+/g, ' ').replace(/[A-Z]/g, (c) => c.toLowerCase()) : v.toString();
         const escaped = text.replace(/[\\+,=#\n]/g, (c) => `\\${c}`);
         return `${atv.type}=${isString ? escaped : `#${escaped}`}`; // only non-strings start with a bare #
       })

@@ -98,7 +98,16 @@ interface Cached {
   workload: Workload;
   notBefore: number;
   notAfter: number;
+  /** The path ends at a bundle certificate that is not self-issued (an intermediate as trust anchor). */
+  partialAnchor: boolean;
 }
+
+/**
+ * OpenSSL's "no issuer found" errors. Node 20 cannot make a bundle's intermediate a trust anchor
+ * for the handshake (allowPartialTrustChain needs Node 22.9), so when the in-process path ends at
+ * such an anchor these say nothing the validator did not already decide.
+ */
+const PARTIAL_CHAIN_ERRORS = new Set(['UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE']);
 
 /** A configured subject DN as comparable RDN keys (same normalisation as certificates). */
 function subjectKeys(dn: string): string[] {
@@ -167,7 +176,8 @@ export function createX509Attestor(config: X509Config, deps: X509Deps): Attestor
       evidenceExpiresAt: notAfter,
       confirmation: Object.freeze({ 'x5t#S256': createHash('sha256').update(leaf.der).digest('base64url') }),
     });
-    return { workload, notBefore, notAfter };
+    const anchor = result.path[result.path.length - 1]!;
+    return { workload, notBefore, notAfter, partialAnchor: anchor.subject !== anchor.issuer };
   }
 
   async function attest(evidence: X509Evidence): Promise<Workload> {
@@ -192,7 +202,7 @@ export function createX509Attestor(config: X509Config, deps: X509Deps): Attestor
       cache.set(digest, entry);
     }
     // The handshake verified the same chain with OpenSSL; a disagreement fails closed.
-    if (evidence.handshakeError) {
+    if (evidence.handshakeError && !(entry.partialAnchor && PARTIAL_CHAIN_ERRORS.has(evidence.handshakeError))) {
       throw new AttestationFailed(`the TLS handshake rejected the client certificate (${evidence.handshakeError})`);
     }
     return entry.workload;

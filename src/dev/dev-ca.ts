@@ -8,7 +8,7 @@
  * leaves, serverAuth-only EKU, extra URI SANs, …) so the tests can show each one refused.
  */
 import 'reflect-metadata';
-import { randomBytes, webcrypto } from 'node:crypto';
+import { X509Certificate as NodeCertificate, randomBytes, webcrypto } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AsnConvert } from '@peculiar/asn1-schema';
@@ -196,7 +196,9 @@ export async function issueCertificate(issuer: Credential, opts: IssueOptions): 
 
 /** What a certificate issued by `issuer` is presented with: the issuer and its own chain, unless the issuer is a root. */
 export function chainAbove(issuer: Credential): Credential[] {
-  return issuer.intermediates.length || issuer.cert.subject !== issuer.cert.issuer ? [issuer, ...issuer.intermediates] : [];
+  // A root signs itself; a self-issued intermediate (same name, another key) does not.
+  const selfSigned = issuer.cert.subject === issuer.cert.issuer && new NodeCertificate(issuer.der).verify(new NodeCertificate(issuer.der).publicKey);
+  return issuer.intermediates.length || !selfSigned ? [issuer, ...issuer.intermediates] : [];
 }
 
 /** The same certificate with one bit of its signature flipped (for the refusal tests). */

@@ -11,10 +11,11 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
-import { AsnConvert } from '@peculiar/asn1-schema';
+import { AsnConvert, BitString } from '@peculiar/asn1-schema';
 import { GeneralName, Name as AsnName } from '@peculiar/asn1-x509';
 import {
   ExtendedKeyUsage,
+  Extension,
   Name,
   type JsonGeneralName,
 } from '@peculiar/x509';
@@ -369,6 +370,20 @@ describe('chain rules OpenSSL applies too: one decision in the handshake, the fo
       NAME_CONSTRAINT_VIOLATION, // openssl verify: error 47, permitted subtree violation
     ],
     [
+      'a leaf whose Netscape cert type allows SSL server only',
+      async () =>
+        present(
+          await craft(pki.example, {
+            subject: 'CN=ns server only',
+            eku: [ExtendedKeyUsage.clientAuth],
+            san: svidSan,
+            extensions: [new Extension('2.16.840.1.113730.1.1', false, AsnConvert.serialize(new BitString(2)))],
+          }),
+        ),
+      'the client certificate has a Netscape cert type without SSL client',
+      'INVALID_PURPOSE',
+    ],
+    [
       'an intermediate below a trust anchor with pathLenConstraint 0',
       async () => present(await leaf({}, await issueCertificate(pathlenRoot, { ca: true, subject: 'CN=below pathlen 0' }))),
       'the trust anchor CN=pathlen 0 root, O=jit-broker dev allows 0 intermediate(s) below it (pathLenConstraint) but the chain has 1',
@@ -587,6 +602,33 @@ describe('forwarded header', () => {
     expect(lines).toMatch(/forwarded client certificate header from an untrusted address ignored/);
     expect(lines).toMatch(/"remote":"(::ffff:)?127\.0\.0\.1"/);
     expect(lines).not.toContain(encodeURIComponent(cred.certPem).slice(0, 80));
+  });
+});
+
+describe('a bundle that holds an intermediate, not a root', () => {
+  it('is a trust anchor on both paths (Node 20 cannot tell OpenSSL so; its "no issuer" verdict is not held against such a path)', async () => {
+    const inter = await issueCertificate(pki.example, { ca: true, subject: 'CN=bundle intermediate', uris: ['spiffe://example.org'] });
+    const bundle = { 'example.org': files.write('intermediate-only.pem', inter.certPem) };
+    const viaTls = await startTestBroker(issuer, {
+      tls: { cert: files.write('s4.pem', pki.server.chainPem), key: files.write('s4-key.pem', pki.server.keyPem), client_ca_bundles: bundle },
+      policies,
+    });
+    const viaHeader = await startTestBroker(issuer, { tls: { client_ca_bundles: bundle }, attestation: { x509: { forwarded: { trusted_proxies: ['127.0.0.1/32', '::1'] } } }, policies });
+    try {
+      for (const cred of [await leaf({}, inter), await leaf({ uris: ['spiffe://example.org/ns/payments/sa/batch'] }, inter)]) {
+        const a = await httpsJson(`${viaTls.url}/v1/tasks`, { ca: pki.example.certPem, cert: cred.chainPem, key: cred.keyPem, body: { intent } });
+        const b = await postJson(`${viaHeader.url}/v1/tasks`, { intent }, { 'x-forwarded-client-cert': xfcc(cred) });
+        expect([a.status, b.status]).toEqual([201, 201]);
+      }
+      // Still only what that intermediate issued: a sibling under the same root is unknown.
+      const sibling = await leaf({}, await issueCertificate(pki.example, { ca: true, subject: 'CN=sibling intermediate' }));
+      const refused = await httpsJson(`${viaTls.url}/v1/tasks`, { ca: pki.example.certPem, cert: sibling.chainPem, key: sibling.keyPem, body: { intent } });
+      expect(refused.status).toBe(401);
+      expect(refused.json.error_description).toMatch(/not issued by a CA in any trusted bundle/);
+    } finally {
+      await viaTls.close();
+      await viaHeader.close();
+    }
   });
 });
 

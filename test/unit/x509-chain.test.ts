@@ -5,11 +5,14 @@
  */
 import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
-import { AsnConvert } from '@peculiar/asn1-schema';
+import { AsnConvert, BitString } from '@peculiar/asn1-schema';
 import {
   AttributeTypeAndValue,
   AttributeValue,
   GeneralName,
+  GeneralSubtree,
+  GeneralSubtrees,
+  NameConstraints,
   Name as AsnName,
   RelativeDistinguishedName,
 } from '@peculiar/asn1-x509';
@@ -749,5 +752,74 @@ describe('subject emailAddress encodings under name constraints', () => {
       'intermediate CN=uri constrained: a subject emailAddress is not an IA5String, which name constraints cannot check',
     );
     expectValid([await utf8EmailLeaf(root, 'ops@example.org')]);
+  });
+});
+
+describe('second review: path search and OpenSSL parity', () => {
+  it('many same-named roots in a bundle: key identifiers pick the issuer, no budget is spent on the others', async () => {
+    const roots = await Promise.all(Array.from({ length: 24 }, () => createCA({ trustDomain: 'example.org', commonName: 'SPIFFE' })));
+    const many = new Map([['example.org', roots.map((r) => parseCertificate(r.der))]]);
+    expectValid(presented(await leafUnder(roots[17]!)), 'example.org', { bundles: many });
+    // A same-named CA nobody trusts is an unknown CA, not a "convoluted" chain.
+    const stranger = await createCA({ trustDomain: 'example.org', commonName: 'SPIFFE' });
+    expect(problemOf(presented(await leafUnder(stranger)), { bundles: many })).toMatch(/was not issued by a CA in any trusted bundle/);
+  });
+
+  it('nested same-named intermediates under same-named roots (SPIRE upstream style) validate', async () => {
+    const roots = await Promise.all(Array.from({ length: 3 }, () => createCA({ trustDomain: 'example.org', commonName: 'SPIFFE' })));
+    let issuer = roots[1]!;
+    for (let i = 0; i < 7; i++) issuer = await issueCertificate(issuer, { ca: true, subject: roots[1]!.cert.subject });
+    const r = expectValid(presented(await leafUnder(issuer)), 'example.org', { bundles: new Map([['example.org', roots.map((c) => parseCertificate(c.der))]]) });
+    expect(r.path).toHaveLength(9);
+  });
+
+  it('a Netscape cert type without SSL client on the leaf, or without SSL CA on an issuer, is refused', async () => {
+    const nsType = (bits: number) => new Extension('2.16.840.1.113730.1.1', false, AsnConvert.serialize(new BitString(bits)));
+    const base = { eku: [ExtendedKeyUsage.clientAuth], san: [{ type: 'url' as const, value: ID }] };
+    expect(problemOf(presented(await craftAt(root, { ...base, subject: 'CN=server only', extensions: [nsType(2)] })))).toBe(
+      'the client certificate has a Netscape cert type without SSL client',
+    );
+    expectValid(presented(await craftAt(root, { ...base, subject: 'CN=client', extensions: [nsType(1)] })));
+    const inter = await craftAt(root, { subject: 'CN=ns not ca', ca: true, extensions: [nsType(1)] });
+    expect(problemOf(presented(await leafUnder(inter)))).toBe('intermediate CN=ns not ca has a Netscape cert type without SSL CA');
+  });
+
+  it('under name constraints: a CN with an inner NUL, an email SAN without "@", a URI without host, min/max distances are refused', async () => {
+    const dnsOnly = await craftAt(root, { subject: 'CN=dns constrained', ca: true, extensions: [nameConstraints([dnsName('example.org')])] });
+    expect(problemOf(presented(await leafUnder(dnsOnly, { subject: 'CN=a\u0000b.evil.com' })))).toBe(
+      'intermediate CN=dns constrained: a common name holds a NUL character, which name constraints cannot check',
+    );
+    // Trailing NULs are dropped first, as OpenSSL does: the CN is then an ordinary host name.
+    expect(problemOf(presented(await leafUnder(dnsOnly, { subject: 'CN=host.evil.com\u0000' })))).toMatch(/common name host\.evil\.com is outside/);
+
+    const mailOnly = await craftAt(root, { subject: 'CN=mail constrained', ca: true, extensions: [nameConstraints([new GeneralName({ rfc822Name: 'example.org' })])] });
+    const noAt = await craftAt(mailOnly, { subject: 'CN=api', eku: [ExtendedKeyUsage.clientAuth], san: [{ type: 'url', value: ID }, { type: 'email', value: 'example.org' }] });
+    expect(problemOf(presented(noAt))).toBe('intermediate CN=mail constrained: email example.org cannot be checked against its name constraints');
+
+    const uriOnly = await issueCertificate(root, { ca: true, subject: 'CN=uri constrained', nameConstraints: { permittedUris: ['example.org'] } });
+    // Userinfo is part of the host as OpenSSL reads it: it cannot smuggle in a permitted host.
+    expect(problemOf([(await leafUnder(uriOnly, { uris: ['https://evil.com@example.org/x'] })).der, uriOnly.der])).toBe(
+      'intermediate CN=uri constrained: URI https://evil.com@example.org/x is outside its permitted name constraints',
+    );
+    expect(problemOf([(await leafUnder(uriOnly, { uris: ['urn:example.org:x'] })).der, uriOnly.der])).toBe(
+      'intermediate CN=uri constrained: URI urn:example.org:x cannot be checked against its name constraints',
+    );
+
+    const withMinimum = new Extension(
+      '2.5.29.30',
+      true,
+      AsnConvert.serialize(new NameConstraints({ permittedSubtrees: new GeneralSubtrees([new GeneralSubtree({ base: new GeneralName({ uniformResourceIdentifier: 'example.org' }), minimum: 1 })]) })),
+    );
+    const odd = await craftAt(root, { subject: 'CN=odd distances', ca: true, extensions: [withMinimum] });
+    expect(problemOf(presented(await leafUnder(odd)))).toBe(
+      'intermediate CN=odd distances: it carries a name constraint with a minimum or maximum distance, which is not supported',
+    );
+  });
+
+  it('subject comparison folds only ASCII whitespace: a no-break space is not a space', () => {
+    const keys = (dn: string) => rdnKeys(AsnConvert.parse(new Name(dn).toArrayBuffer(), AsnName));
+    expect(keys('O=Acme  Corp')).toEqual(keys('O=Acme Corp'));
+    expect(keys('O=Acme\u00a0Corp')).not.toEqual(keys('O=Acme Corp'));
+    expect(keys('O=Acme Corp\u2003')).not.toEqual(keys('O=Acme Corp'));
   });
 });
