@@ -133,6 +133,14 @@ export function parseCertificate(der: Uint8Array): ParsedCertificate {
     if (Number.isNaN(Date.parse(node.validFrom)) || Number.isNaN(Date.parse(node.validTo))) throw new Error('its validity times are malformed');
     const asn = AsnConvert.parse(buf, AsnCertificate);
     const tbs = asn.tbsCertificate;
+    // RFC 5280 §4.1.2.5: whole seconds in Zulu time. Anything else (fractions, offsets, missing
+    // seconds) OpenSSL refuses or reads otherwise, so both readings must agree to the second.
+    for (const [asnTime, nodeTime] of [
+      [tbs.validity.notBefore.getTime().getTime(), node.validFrom],
+      [tbs.validity.notAfter.getTime().getTime(), node.validTo],
+    ] as const) {
+      if (asnTime % 1000 !== 0 || asnTime !== Date.parse(nodeTime)) throw new Error('its validity times are malformed');
+    }
     const values = new Map<string, ArrayBuffer>();
     const unknownCritical: string[] = [];
     for (const e of tbs.extensions ?? []) {

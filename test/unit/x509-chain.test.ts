@@ -823,3 +823,28 @@ describe('second review: path search and OpenSSL parity', () => {
     expect(keys('O=Acme Corp\u2003')).not.toEqual(keys('O=Acme Corp'));
   });
 });
+
+describe('validity times', () => {
+  /**
+   * The DER with its notAfter GeneralizedTime text replaced (lengths of the enclosing validity,
+   * tbsCertificate and certificate adjusted; the signature is not re-made: parsing only).
+   */
+  function withNotAfter(der: Buffer, text: string): Buffer {
+    const at = der.indexOf(Buffer.from('20510101000000Z'));
+    expect(at).toBeGreaterThan(0);
+    const grow = text.length - 15;
+    const out = Buffer.concat([der.subarray(0, at - 1), Buffer.from([text.length]), Buffer.from(text, 'latin1'), der.subarray(at + 15)]);
+    out[at - 2 - 15 - 1]! += grow; // validity SEQUENCE (short length form)
+    out.writeUInt16BE(out.readUInt16BE(6) + grow, 6); // tbsCertificate
+    out.writeUInt16BE(out.readUInt16BE(2) + grow, 2); // certificate
+    return out;
+  }
+
+  it('a fraction of a second or a UTC offset is refused: the ASN.1 decoder and OpenSSL read such times differently', async () => {
+    const cert = await issueCertificate(root, { uris: [ID], notAfter: new Date(Date.UTC(2051, 0, 1)) });
+    expect(parseCertificate(withNotAfter(cert.der, '20510101000000Z')).notAfter).toBe(Date.UTC(2051, 0, 1));
+    for (const odd of ['20510101000000.5Z', '20510101000000+0000']) {
+      expect(() => parseCertificate(withNotAfter(cert.der, odd)), odd).toThrow(/validity times are malformed/);
+    }
+  });
+});
