@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { InvalidRequest, LimitExceeded } from '../errors.js';
 import { isGrantId, tagOfGrantId, workloadTag } from './ids.js';
-import type { AuditEvent, CreateGrantOptions, Grant, NewGrant, PublishedKey } from './store.js';
+import type { AuditEvent, CloseOptions, CloseStatus, CreateGrantOptions, Grant, NewGrant, PublishedKey, RateLimit, RenewGrant, RenewOptions } from './store.js';
 
 /**
  * What the Redis store and the memory store share, so both keep exactly the same contract:
@@ -18,6 +18,10 @@ export const AUDIT_LIMIT_DEFAULT = 1000;
 export const AUDIT_LIMIT_MAX = 10_000;
 /** Reason recorded on the `grant.denied` event when the active-grant cap refuses a grant. */
 export const CAP_DENIAL_REASON = 'active_grant_cap';
+/** Reason recorded on the `grant.denied` event when the per-workload issuance rate refuses. */
+export const RATE_DENIAL_REASON = 'issuance_rate';
+/** Reason recorded on `grant.replay_detected`: a renewal presented a token that is not the latest. */
+export const REPLAY_REASON = 'a renewal presented a superseded token: two holders; grant revoked';
 
 // eslint-disable-next-line no-control-regex -- the point is to refuse control characters
 const NO_CONTROL = /^[^\u0000-\u001f\u007f]*$/;
@@ -55,11 +59,67 @@ const grantSchema = z.object({
   generation: z.number().int().min(1),
 });
 
+const rateSchema = z.object({ burst: z.number().int().min(1).max(1_000_000), intervalMs: z.number().positive().max(86_400_000) }).strict();
+const retentionSchema = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+
 const createOptionsSchema = z.object({
   now: ms,
   maxActive: z.number().int().min(1).max(1_000_000),
-  retentionMs: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+  retentionMs: retentionSchema,
+  rate: rateSchema.optional(),
 });
+
+const renewSchema = z
+  .object({ id: grantFields.id, workload: text(2048), presentedJti: text(256), jti: text(256), tokenExp: ms })
+  .strict();
+const renewOptionsSchema = z.object({ now: ms, retentionMs: retentionSchema, rate: rateSchema.optional() });
+const closeOptionsSchema = z.object({ now: ms, status: z.enum(['ended', 'revoked']), reason: z.string().max(4096).optional() });
+
+/** Validates a renewal before it is sent: the id must carry the workload's tag. */
+export function validateRenewal(r: RenewGrant, opts: RenewOptions): { renewal: RenewGrant; opts: RenewOptions } {
+  const g = renewSchema.safeParse(r);
+  if (!g.success) throw new InvalidRequest('invalid renewal', { detail: problems(g.error) });
+  const o = renewOptionsSchema.safeParse(opts);
+  if (!o.success) throw new InvalidRequest('invalid renewal options', { detail: problems(o.error) });
+  if (tagOfGrantId(g.data.id) !== workloadTag(g.data.workload)) throw new InvalidRequest('invalid grant id', { detail: 'grant id does not carry the workload tag' });
+  return { renewal: g.data, opts: o.data };
+}
+
+export function validateClose(id: string, workload: string, opts: CloseOptions): CloseOptions {
+  const o = closeOptionsSchema.safeParse(opts);
+  if (!o.success) throw new InvalidRequest('invalid close options', { detail: problems(o.error) });
+  if (!isGrantId(id) || tagOfGrantId(id) !== workloadTag(workload)) throw new InvalidRequest('invalid grant id', { detail: 'grant id does not carry the workload tag' });
+  return o.data;
+}
+
+/** The audit event type of a grant closed with this status. */
+export const closeEventType = (status: CloseStatus): 'grant.ended' | 'grant.revoked' => (status === 'ended' ? 'grant.ended' : 'grant.revoked');
+
+/** The issuance rate refused: `waitMs` until the workload's bucket earns a token. */
+export function rateExceeded(workload: string, waitMs: number) {
+  return new LimitExceeded('too many tokens requested for this workload; retry later', {
+    detail: `workload ${workload} is over its issuance rate`,
+    retryAfter: Math.max(1, Math.ceil(waitMs / 1000)),
+  });
+}
+
+/** Token bucket state, as the Lua scripts keep it (lib.lua take_token). */
+export interface BucketState {
+  tokens: number;
+  at: number;
+}
+
+/** Takes one token: 0 and the new state, or the ms until one is earned (state unchanged). */
+export function takeToken(state: BucketState | undefined, rate: RateLimit, now: number): { wait: number; state?: BucketState } {
+  let tokens = state?.tokens ?? rate.burst;
+  let at = state?.at ?? now;
+  if (now > at) {
+    tokens = Math.min(rate.burst, tokens + (now - at) / rate.intervalMs);
+    at = now;
+  }
+  if (tokens < 1) return { wait: Math.max(1, Math.ceil((1 - tokens) * rate.intervalMs)) };
+  return { wait: 0, state: { tokens: tokens - 1, at } };
+}
 
 function problems(error: z.ZodError): string {
   return error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
@@ -200,6 +260,7 @@ const auditSchema = z
     audience: z.string().max(1024).optional(),
     actions: z.array(z.string().max(256)).max(64).optional(),
     task: z.string().max(256).optional(),
+    generation: z.number().int().min(1).optional(),
   })
   .strict();
 
@@ -216,7 +277,7 @@ export function validateRetention(opts: { retentionMs: number }): number {
   return r;
 }
 
-const AUDIT_FIELD_ORDER = ['type', 'at', 'workload', 'grant', 'rule', 'reason', 'audience', 'actions', 'task'] as const;
+const AUDIT_FIELD_ORDER = ['type', 'at', 'workload', 'grant', 'rule', 'reason', 'audience', 'actions', 'task', 'generation'] as const;
 
 /** The event as XADD field/value pairs (absent members are left out). */
 export function auditToFields(e: AuditEvent): string[] {
@@ -243,6 +304,7 @@ export function auditFromFields(id: string, fields: string[]): DecodeResult<Audi
     audience: h.audience,
     actions: jsonOr(h.actions),
     task: h.task,
+    generation: numOr(h.generation),
   });
   if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
   const e: AuditEvent = parsed.data;

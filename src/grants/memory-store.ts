@@ -4,7 +4,15 @@ import {
   AUDIT_MAXLEN,
   UNMATCHED_AUDIT_MAXLEN,
   CAP_DENIAL_REASON,
+  RATE_DENIAL_REASON,
+  REPLAY_REASON,
   DuplicateGrantId,
+  closeEventType,
+  rateExceeded,
+  takeToken,
+  validateClose,
+  validateRenewal,
+  type BucketState,
   auditLimit,
   capExceeded,
   isLive,
@@ -16,7 +24,25 @@ import {
   validateRetention,
 } from './codec.js';
 import { tagOfGrantId, workloadTag } from './ids.js';
-import { NOT_DELIVERED_REASON, type AppendAuditOptions, type AuditEvent, type CreateGrantOptions, type Grant, type GrantStore, type ListOptions, type NewGrant, type PublishedKey, type VoidOutcome } from './store.js';
+import {
+  NOT_DELIVERED_REASON,
+  type AppendAuditOptions,
+  type AuditEvent,
+  type CloseOptions,
+  type CloseOutcome,
+  type CloseStatus,
+  type CreateGrantOptions,
+  type Grant,
+  type GrantStore,
+  type ListOptions,
+  type NewGrant,
+  type PublishedKey,
+  type RateLimit,
+  type RenewGrant,
+  type RenewOptions,
+  type RenewOutcome,
+  type VoidOutcome,
+} from './store.js';
 
 export interface MemoryGrantStoreOptions {
   log?: Logger;
@@ -54,6 +80,8 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
     allDeadline: number;
     liveDeadline: number;
     audit: Expiring<AuditEvent[]> | undefined;
+    /** Issuance token bucket (lib.lua take_token). */
+    bucket: BucketState | undefined;
   }
 
   const records = new Map<string, Expiring<Grant>>();
@@ -90,7 +118,7 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       if (w.audit && w.audit.deadline <= t) w.audit = undefined;
     }
     if (!w && create) {
-      w = { live: new Map(), all: new Map(), tasks: new Map(), allDeadline: 0, liveDeadline: 0, audit: undefined };
+      w = { live: new Map(), all: new Map(), tasks: new Map(), allDeadline: 0, liveDeadline: 0, audit: undefined, bucket: undefined };
       workloads.set(tag, w);
     }
     return w;
@@ -151,6 +179,28 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
     return grants.sort(newestFirst).slice(0, limit).map(clone);
   }
 
+  /** Takes a rate token from the workload's bucket: 0, or the ms to wait (nothing taken). */
+  function take(w: Workload, rate: RateLimit | undefined, now: number): number {
+    if (!rate) return 0;
+    const { wait, state } = takeToken(w.bucket, rate, now);
+    if (state) w.bucket = state;
+    return wait;
+  }
+
+  /** Moves a live grant's expiry to now with the status and its audit event (close-grant.lua). */
+  function close(id: string, ws: string, now: number, status: CloseStatus, reason: string | undefined, voiding = false): CloseOutcome {
+    const g = record(id);
+    if (!g || g.workload !== ws) return { outcome: 'unknown' };
+    // Voiding also closes an active grant past its end (keeping that end): see close-grant.lua.
+    if (g.status !== 'active' || (!voiding && !isLive(g, now))) return { outcome: 'inactive', grant: clone(g) };
+    const w = workload(ws, true);
+    append(w, { type: closeEventType(status), at: now, workload: ws, grant: id, ...(reason ? { reason } : {}) }, now, Math.max(0, g.expires_at - now));
+    g.status = status;
+    g.expires_at = Math.min(g.expires_at, now);
+    w.live.delete(id);
+    return { outcome: 'closed', grant: clone(g) };
+  }
+
   return {
     kind: 'memory',
 
@@ -164,24 +214,22 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
 
       // Liveness is expires_at > now: an entry expiring exactly now is already dead.
       for (const [id, exp] of w.live) if (exp <= o.now) w.live.delete(id);
-      if (w.live.size >= o.maxActive) {
+      const deny = (reason: string) =>
         append(
           w,
-          {
-            type: 'grant.denied',
-            at: o.now,
-            workload: grant.workload,
-            rule: grant.rule,
-            reason: CAP_DENIAL_REASON,
-            audience: grant.audience,
-            actions: grant.actions,
-            task: grant.task,
-          },
+          { type: 'grant.denied', at: o.now, workload: grant.workload, rule: grant.rule, reason, audience: grant.audience, actions: grant.actions, task: grant.task },
           o.now,
           o.retentionMs,
         );
-        const earliest = Math.min(...w.live.values());
-        throw capExceeded(grant.workload, w.live.size, o.maxActive, o.now, earliest);
+      if (w.live.size >= o.maxActive) {
+        deny(CAP_DENIAL_REASON);
+        throw capExceeded(grant.workload, w.live.size, o.maxActive, o.now, Math.min(...w.live.values()));
+      }
+      // After the cap, as the Redis store: only a grant that is written spends a rate token.
+      const wait = take(w, o.rate, o.now);
+      if (wait > 0) {
+        deny(RATE_DENIAL_REASON);
+        throw rateExceeded(grant.workload, wait);
       }
 
       const keep = grant.expires_at - o.now + o.retentionMs;
@@ -239,18 +287,48 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       check();
       if (tagOfGrantId(id) !== tagOf(ws)) throw new InvalidRequest('invalid grant id', { detail: 'grant id does not carry the workload tag' });
       see(o.now);
-      const g = record(id);
-      if (!g) {
+      if (!record(id)) {
         voided.add(id); // memory never loses a reply; kept for the contract's sake
         return 'marked';
       }
-      if (g.status !== 'active') return 'noop';
-      g.status = 'ended';
-      g.expires_at = Math.min(g.expires_at, o.now);
-      const w = workload(ws, true);
-      w.live.delete(id);
-      append(w, { type: 'grant.ended', at: o.now, workload: ws, grant: id, reason: NOT_DELIVERED_REASON }, o.now, 0);
-      return 'ended';
+      const closed = close(id, ws, o.now, 'ended', NOT_DELIVERED_REASON, true);
+      return closed.outcome === 'closed' ? 'ended' : 'noop';
+    },
+
+    async renewGrant(input: RenewGrant, options: RenewOptions): Promise<RenewOutcome> {
+      check();
+      const { renewal: r, opts: o } = validateRenewal(input, options);
+      see(o.now);
+      const g = record(r.id);
+      if (!g || g.workload !== r.workload) return { outcome: 'unknown' };
+      if (!isLive(g, o.now)) return { outcome: 'inactive', grant: clone(g) };
+      const w = workload(r.workload, true);
+      const keep = g.expires_at - o.now + o.retentionMs;
+      const base = { at: o.now, workload: r.workload, grant: r.id };
+      if (g.token_jti !== r.presentedJti) {
+        append(w, { type: 'grant.replay_detected', ...base, reason: REPLAY_REASON, generation: g.generation }, o.now, keep);
+        g.status = 'revoked';
+        g.expires_at = o.now;
+        w.live.delete(r.id);
+        return { outcome: 'replay', grant: clone(g) };
+      }
+      const wait = take(w, o.rate, o.now);
+      if (wait > 0) {
+        append(w, { type: 'grant.denied', ...base, reason: RATE_DENIAL_REASON }, o.now, keep);
+        throw rateExceeded(r.workload, wait);
+      }
+      g.generation += 1;
+      append(w, { type: 'grant.renewed', ...base, generation: g.generation }, o.now, keep);
+      g.token_jti = r.jti;
+      g.token_exp = r.tokenExp;
+      return { outcome: 'renewed', grant: clone(g) };
+    },
+
+    async closeGrant(id: string, ws: string, options: CloseOptions): Promise<CloseOutcome> {
+      check();
+      const o = validateClose(id, ws, options);
+      see(o.now);
+      return close(id, ws, o.now, o.status, o.reason);
     },
 
     async appendAudit(event: AuditEvent, o: AppendAuditOptions): Promise<void> {

@@ -6,7 +6,13 @@ import {
   AUDIT_MAXLEN,
   UNMATCHED_AUDIT_MAXLEN,
   CAP_DENIAL_REASON,
+  RATE_DENIAL_REASON,
+  REPLAY_REASON,
   DuplicateGrantId,
+  closeEventType,
+  rateExceeded,
+  validateClose,
+  validateRenewal,
   auditFromFields,
   auditLimit,
   auditToFields,
@@ -24,28 +30,52 @@ import {
   validateRetention,
 } from './codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from './ids.js';
-import { NOT_DELIVERED_REASON, type AppendAuditOptions, type AuditEvent, type CreateGrantOptions, type Grant, type GrantStore, type ListOptions, type NewGrant, type PublishedKey, type VoidOutcome } from './store.js';
+import {
+  NOT_DELIVERED_REASON,
+  type AppendAuditOptions,
+  type AuditEvent,
+  type CloseOptions,
+  type CloseOutcome,
+  type CloseStatus,
+  type CreateGrantOptions,
+  type Grant,
+  type GrantStore,
+  type ListOptions,
+  type NewGrant,
+  type PublishedKey,
+  type RenewGrant,
+  type RenewOptions,
+  type RenewOutcome,
+  type VoidOutcome,
+} from './store.js';
 
 /**
  * The Lua scripts, read once at module load. They live next to this file in `lua/`; the build
  * must copy `src/grants/lua/*.lua` to `dist/grants/lua/` (tsc does not copy them).
  */
+const lua = (name: string) => readFileSync(new URL(`./lua/${name}`, import.meta.url), 'utf8');
+/** Shared helpers (lib.lua), prepended to the scripts that change grants. */
+const withLib = (name: string) => `${lua('lib.lua')}\n${lua(name)}`;
+
 export const LUA_SCRIPTS = {
-  createGrant: readFileSync(new URL('./lua/create-grant.lua', import.meta.url), 'utf8'),
-  appendAudit: readFileSync(new URL('./lua/append-audit.lua', import.meta.url), 'utf8'),
-  publishKey: readFileSync(new URL('./lua/publish-key.lua', import.meta.url), 'utf8'),
-  readGrants: readFileSync(new URL('./lua/read-grants.lua', import.meta.url), 'utf8'),
-  voidGrant: readFileSync(new URL('./lua/void-grant.lua', import.meta.url), 'utf8'),
+  createGrant: withLib('create-grant.lua'),
+  renewGrant: withLib('renew-grant.lua'),
+  closeGrant: withLib('close-grant.lua'),
+  appendAudit: lua('append-audit.lua'),
+  publishKey: lua('publish-key.lua'),
+  readGrants: lua('read-grants.lua'),
 } as const;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     jitCreateGrant(...args: (string | number)[]): Result<(string | number)[], Context>;
+    /** {outcome} or {outcome, flat HGETALL of the grant} or {'rate', wait_ms}. */
+    jitRenewGrant(...args: (string | number)[]): Result<(string | number | string[])[], Context>;
+    jitCloseGrant(...args: (string | number)[]): Result<(string | string[])[], Context>;
     jitAppendAudit(...args: (string | number)[]): Result<string, Context>;
     jitPublishKey(...args: (string | number)[]): Result<number, Context>;
     /** numkeys, then keys and args (the key count varies with the page). */
     jitReadGrants(...args: (string | number)[]): Result<(string | string[])[], Context>;
-    jitVoidGrant(...args: (string | number)[]): Result<string, Context>;
   }
 }
 
@@ -63,6 +93,11 @@ export interface RedisGrantStoreOptions {
 export type RedisGrantStore = GrantStore & { readonly kind: 'redis'; readonly redis: Redis };
 
 const UNAVAILABLE = 'grant store is unavailable';
+/**
+ * How long the audit stream outlives a closing event at least. The stream already lives past the
+ * grant's own end plus retention (create-grant.lua); this floor only matters for old streams.
+ */
+const CLOSE_RETENTION_MS = 60 * 60_000;
 /** How long a void marker bars a late create: far longer than any command can be in flight. */
 const VOID_MARKER_TTL_MS = 10 * 60_000;
 
@@ -102,8 +137,9 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 10), 1000),
     reconnectOnError: null,
   });
-  redis.defineCommand('jitCreateGrant', { numberOfKeys: 6, lua: LUA_SCRIPTS.createGrant });
-  redis.defineCommand('jitVoidGrant', { numberOfKeys: 4, lua: LUA_SCRIPTS.voidGrant });
+  redis.defineCommand('jitCreateGrant', { numberOfKeys: 7, lua: LUA_SCRIPTS.createGrant });
+  redis.defineCommand('jitRenewGrant', { numberOfKeys: 4, lua: LUA_SCRIPTS.renewGrant });
+  redis.defineCommand('jitCloseGrant', { numberOfKeys: 4, lua: LUA_SCRIPTS.closeGrant });
   redis.defineCommand('jitAppendAudit', { numberOfKeys: 1, lua: LUA_SCRIPTS.appendAudit });
   redis.defineCommand('jitPublishKey', { numberOfKeys: 1, lua: LUA_SCRIPTS.publishKey });
   redis.defineCommand('jitReadGrants', { lua: LUA_SCRIPTS.readGrants });
@@ -288,6 +324,21 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       }, failed);
   }
 
+  /** Runs close-grant.lua: ends or revokes a live grant (or, with markTtl, bars a missing one). */
+  async function close(op: string, id: string, workload: string, now: number, status: CloseStatus, event: AuditEvent, markTtl: number) {
+    const keys = keysOf(workload);
+    return guarded(op, async (): Promise<['closed' | 'inactive', Grant] | ['marked' | 'unknown', undefined]> => {
+      const reply = await redis.jitCloseGrant(keys.grant(id), keys.live, keys.audit, keys.voided(id), now, workload, status, markTtl, AUDIT_MAXLEN, CLOSE_RETENTION_MS, ...auditToFields(event));
+      const [outcome, payload] = reply;
+      if (outcome === 'marked' || outcome === 'unknown') return [outcome, undefined];
+      if ((outcome === 'closed' || outcome === 'inactive') && Array.isArray(payload)) {
+        const grant = ownRecord(id, hashOf(payload), workload);
+        if (grant) return [outcome, grant];
+      }
+      throw new Error(`unexpected close-grant reply ${JSON.stringify(reply)}`);
+    }, { write: true });
+  }
+
   const store: RedisGrantStore = {
     kind: 'redis',
     redis,
@@ -312,7 +363,6 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         at: o.now,
         workload: grant.workload,
         rule: grant.rule,
-        reason: CAP_DENIAL_REASON,
         audience: grant.audience,
         actions: grant.actions,
         task: grant.task,
@@ -332,6 +382,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           keys.task(grant.task),
           keys.audit,
           keys.voided(grant.id),
+          keys.rate,
           o.now,
           o.maxActive,
           o.retentionMs,
@@ -339,6 +390,10 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           grant.created_at,
           grant.expires_at,
           AUDIT_MAXLEN,
+          o.rate?.burst ?? 0,
+          o.rate?.intervalMs ?? 1,
+          CAP_DENIAL_REASON,
+          RATE_DENIAL_REASON,
           hashArgs.length,
           issued.length,
           ...hashArgs,
@@ -353,19 +408,61 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           const first = earliest === undefined || earliest === '' ? undefined : Number(earliest);
           throw capExceeded(grant.workload, Number(count), o.maxActive, o.now, first);
         }
+        if (status === 'rate') throw rateExceeded(grant.workload, Number(count));
         throw new Error(`unexpected create-grant reply ${JSON.stringify(reply)}`);
       }, { write: true });
     },
 
     async voidGrant(id: string, workload: string, o: { now: number }): Promise<VoidOutcome> {
       if (tagOfGrantId(id) !== workloadTag(workload)) throw new InvalidRequest('invalid grant id', { detail: 'grant id does not carry the workload tag' });
-      const keys = keysOf(workload);
-      const ended = auditToFields({ type: 'grant.ended', at: o.now, workload, grant: id, reason: NOT_DELIVERED_REASON });
-      return guarded('voidGrant', async () => {
-        const outcome = await redis.jitVoidGrant(keys.grant(id), keys.live, keys.audit, keys.voided(id), o.now, id, VOID_MARKER_TTL_MS, AUDIT_MAXLEN, ...ended);
-        if (outcome !== 'ended' && outcome !== 'marked' && outcome !== 'noop') throw new Error(`unexpected void-grant reply ${String(outcome)}`);
-        return outcome;
-      });
+      const ended = { type: 'grant.ended', at: o.now, workload, grant: id, reason: NOT_DELIVERED_REASON } as const;
+      const [outcome] = await close('voidGrant', id, workload, o.now, 'ended', ended, VOID_MARKER_TTL_MS);
+      return outcome === 'closed' ? 'ended' : outcome === 'marked' ? 'marked' : 'noop';
+    },
+
+    async renewGrant(input: RenewGrant, options: RenewOptions): Promise<RenewOutcome> {
+      const { renewal: r, opts: o } = validateRenewal(input, options);
+      const keys = keysOf(r.workload);
+      const renewed = auditToFields({ type: 'grant.renewed', at: o.now, workload: r.workload, grant: r.id });
+      const replay = auditToFields({ type: 'grant.replay_detected', at: o.now, workload: r.workload, grant: r.id });
+      return guarded('renewGrant', async () => {
+        const reply = await redis.jitRenewGrant(
+          keys.grant(r.id),
+          keys.live,
+          keys.audit,
+          keys.rate,
+          o.now,
+          r.workload,
+          r.presentedJti,
+          r.jti,
+          r.tokenExp,
+          o.retentionMs,
+          AUDIT_MAXLEN,
+          o.rate?.burst ?? 0,
+          o.rate?.intervalMs ?? 1,
+          RATE_DENIAL_REASON,
+          REPLAY_REASON,
+          renewed.length,
+          ...renewed,
+          ...replay,
+        );
+        const [outcome, payload] = reply;
+        if (outcome === 'unknown') return { outcome };
+        if (outcome === 'rate') throw rateExceeded(r.workload, Number(payload));
+        if ((outcome === 'renewed' || outcome === 'inactive' || outcome === 'replay') && Array.isArray(payload)) {
+          const grant = ownRecord(r.id, hashOf(payload), r.workload);
+          if (grant) return { outcome, grant };
+        }
+        throw new Error(`unexpected renew-grant reply ${JSON.stringify(reply)}`);
+      }, { write: true });
+    },
+
+    async closeGrant(id: string, workload: string, options: CloseOptions): Promise<CloseOutcome> {
+      const o = validateClose(id, workload, options);
+      const event = { type: closeEventType(o.status), at: o.now, workload, grant: id, ...(o.reason ? { reason: o.reason } : {}) };
+      const [outcome, grant] = await close('closeGrant', id, workload, o.now, o.status, event, 0);
+      if (outcome === 'closed' || outcome === 'inactive') return { outcome, grant: grant! };
+      return { outcome: 'unknown' };
     },
 
     async getGrant(id: string): Promise<Grant | null> {

@@ -52,6 +52,8 @@ export interface AuditEvent {
   audience?: string;
   actions?: string[];
   task?: string;
+  /** Token generation this event concerns (renewals, replays). */
+  generation?: number;
 }
 
 /** Public half of a signing key, as published for every broker instance to serve. */
@@ -66,15 +68,69 @@ export interface PublishedKey {
   expires_at: number;
 }
 
+/**
+ * A per-workload token bucket: holds at most `burst` tokens and earns one every `intervalMs`.
+ * Issuance and renewal each take one token, in the same atomic step as their write.
+ */
+export interface RateLimit {
+  burst: number;
+  intervalMs: number;
+}
+
 export interface CreateGrantOptions {
   now: number;
   /** Cap on live (active and unexpired) grants for this workload. */
   maxActive: number;
   /** How long the record and its indexes outlive the grant's end, for audit. */
   retentionMs: number;
+  /** Per-workload issuance rate; absent: unlimited. */
+  rate?: RateLimit;
 }
 
 export type VoidOutcome = 'ended' | 'marked' | 'noop';
+
+/** A renewal: the caller presented the token `presentedJti`; the broker minted `jti` to replace it. */
+export interface RenewGrant {
+  id: string;
+  workload: string;
+  presentedJti: string;
+  jti: string;
+  /** exp (ms) of the new token. */
+  tokenExp: number;
+}
+
+export interface RenewOptions {
+  now: number;
+  retentionMs: number;
+  rate?: RateLimit;
+}
+
+export type RenewOutcome =
+  /** The new token is now the grant's latest; `generation` is its number. */
+  | { outcome: 'renewed'; grant: Grant }
+  /** No such grant for this workload. */
+  | { outcome: 'unknown' }
+  /** Ended, revoked or expired: nothing changed. */
+  | { outcome: 'inactive'; grant: Grant }
+  /** The presented token is not the latest: two holders. The grant was revoked at once. */
+  | { outcome: 'replay'; grant: Grant };
+
+/** How a grant closes: its holder ended it, or it was revoked (RFC 7009, operator, replay). */
+export type CloseStatus = 'ended' | 'revoked';
+
+export interface CloseOptions {
+  now: number;
+  status: CloseStatus;
+  /** Operator-facing context for the audit event (who closed it, and how). */
+  reason?: string;
+}
+
+export type CloseOutcome =
+  /** It was live; now its expiry is `now`. */
+  | { outcome: 'closed'; grant: Grant }
+  /** Already ended, revoked or expired: nothing changed. */
+  | { outcome: 'inactive'; grant: Grant }
+  | { outcome: 'unknown' };
 
 /** Audit reason of a grant ended because its token was never delivered. */
 export const NOT_DELIVERED_REASON = 'not_delivered: the grant write was not confirmed, so no token was returned';
@@ -98,9 +154,10 @@ export interface ListOptions {
 export interface GrantStore {
   readonly kind: 'redis' | 'memory';
   /**
-   * Atomically: prune expired entries, enforce `maxActive`, write the grant, its indexes (by
-   * workload, by task) and a `grant.issued` audit event. Throws LimitExceeded when the cap is
-   * reached (then only a `grant.denied` audit event is written), Unavailable when the store is.
+   * Atomically: prune expired entries, enforce `maxActive` and the issuance rate, write the
+   * grant, its indexes (by workload, by task) and a `grant.issued` audit event. Throws
+   * LimitExceeded when the cap or the rate refuses (then only a `grant.denied` audit event is
+   * written), Unavailable when the store is.
    */
   createGrant(grant: NewGrant, opts: CreateGrantOptions): Promise<Grant>;
   /**
@@ -109,6 +166,15 @@ export interface GrantStore {
    * late writes nothing. Idempotent.
    */
   voidGrant(id: string, workload: string, opts: { now: number }): Promise<VoidOutcome>;
+  /**
+   * Atomically renews a live grant: when `presentedJti` is its latest token, takes a rate token,
+   * records `jti` as the latest (generation + 1) and writes `grant.renewed`. When it is not, the
+   * grant is revoked and `grant.replay_detected` written. Throws LimitExceeded on the rate limit
+   * (with a `grant.denied` event).
+   */
+  renewGrant(renewal: RenewGrant, opts: RenewOptions): Promise<RenewOutcome>;
+  /** Atomically moves a live grant's expiry to now with the status and its audit event. */
+  closeGrant(id: string, workload: string, opts: CloseOptions): Promise<CloseOutcome>;
   getGrant(id: string): Promise<Grant | null>;
   /** Grants of one workload, newest first. */
   listWorkloadGrants(workload: string, opts: ListOptions): Promise<Grant[]>;

@@ -1,9 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { InvalidRequest, LimitExceeded } from '../../src/errors.js';
-import { DuplicateGrantId } from '../../src/grants/codec.js';
+import { DuplicateGrantId, RATE_DENIAL_REASON } from '../../src/grants/codec.js';
 import { newGrantId } from '../../src/grants/ids.js';
-import { NOT_DELIVERED_REASON, type AuditEvent, type Grant, type GrantStore, type NewGrant, type PublishedKey } from '../../src/grants/store.js';
+import { NOT_DELIVERED_REASON, type AuditEvent, type Grant, type GrantStore, type NewGrant, type PublishedKey, type RateLimit, type RenewGrant } from '../../src/grants/store.js';
 
 /**
  * The one contract every GrantStore keeps (as every hono router runs common.case.test.ts).
@@ -441,6 +441,157 @@ export function describeGrantStoreContract(
           InvalidRequest,
         );
         expect(await store.readAudit(w)).toEqual([]);
+      });
+    });
+
+    describe('renewGrant', () => {
+      const renewal = (g: NewGrant, over: Partial<RenewGrant> = {}): RenewGrant => ({
+        id: g.id,
+        workload: g.workload,
+        presentedJti: g.token_jti,
+        jti: `jti_${randomBytes(8).toString('hex')}`,
+        tokenExp: g.created_at + 6 * MIN,
+        ...over,
+      });
+      const ropts = (now: number, rate?: RateLimit) => ({ now, retentionMs: 24 * HOUR, ...(rate ? { rate } : {}) });
+
+      it('replaces the latest token: new jti and exp, generation + 1, a grant.renewed event', async () => {
+        const w = uniqueWorkload();
+        const g = makeGrant(w, t0);
+        await store.createGrant(g, opts(t0));
+        const r1 = renewal(g);
+        const first = await store.renewGrant(r1, ropts(t0 + 1000));
+        expect(first).toEqual({ outcome: 'renewed', grant: { ...g, status: 'active', generation: 2, token_jti: r1.jti, token_exp: r1.tokenExp } });
+        const r2 = renewal(g, { presentedJti: r1.jti, tokenExp: t0 + 7 * MIN });
+        const second = await store.renewGrant(r2, ropts(t0 + 2000));
+        expect(second.outcome).toBe('renewed');
+        expect(await store.getGrant(g.id)).toMatchObject({ generation: 3, token_jti: r2.jti, token_exp: t0 + 7 * MIN, expires_at: g.expires_at });
+        const audit = await store.readAudit(w);
+        expect(audit.map((e) => [e.type, e.generation])).toEqual([
+          ['grant.issued', undefined],
+          ['grant.renewed', 2],
+          ['grant.renewed', 3],
+        ]);
+        expect(audit[1]).toMatchObject({ at: t0 + 1000, workload: w, grant: g.id });
+      });
+
+      it('a superseded token revokes the grant at once and records grant.replay_detected', async () => {
+        const w = uniqueWorkload();
+        const g = makeGrant(w, t0);
+        await store.createGrant(g, opts(t0, 1));
+        const r1 = renewal(g);
+        await store.renewGrant(r1, ropts(t0 + 1000));
+        // The old token (generation 1) comes back: two holders.
+        const replay = await store.renewGrant(renewal(g), ropts(t0 + 2000));
+        expect(replay).toMatchObject({ outcome: 'replay', grant: { status: 'revoked', expires_at: t0 + 2000, generation: 2, token_jti: r1.jti } });
+        expect(await store.getGrant(g.id)).toMatchObject({ status: 'revoked', expires_at: t0 + 2000 });
+        expect(await store.listWorkloadGrants(w, { now: t0 + 2001, liveOnly: true })).toEqual([]);
+        expect((await store.readAudit(w)).at(-1)).toMatchObject({ type: 'grant.replay_detected', grant: g.id, generation: 2, at: t0 + 2000 });
+        // The latest token is dead too, and its cap slot is free.
+        expect(await store.renewGrant(renewal(g, { presentedJti: r1.jti }), ropts(t0 + 3000))).toMatchObject({ outcome: 'inactive' });
+        await store.createGrant(makeGrant(w, t0 + 3000), opts(t0 + 3000, 1));
+      });
+
+      it('changes nothing for unknown, foreign, ended, revoked or expired grants', async () => {
+        const w = uniqueWorkload();
+        const g = makeGrant(w, t0, { expires_at: t0 + MIN });
+        await store.createGrant(g, opts(t0));
+        expect(await store.renewGrant(renewal(makeGrant(w, t0)), ropts(t0))).toEqual({ outcome: 'unknown' });
+        const other = uniqueWorkload('other');
+        await expect(store.renewGrant({ ...renewal(g), workload: other }, ropts(t0))).rejects.toBeInstanceOf(InvalidRequest);
+        const expired = await store.renewGrant(renewal(g), ropts(t0 + MIN));
+        expect(expired).toMatchObject({ outcome: 'inactive', grant: { status: 'active', generation: 1, token_jti: g.token_jti } });
+        const ended = makeGrant(w, t0);
+        await store.createGrant(ended, opts(t0));
+        await store.closeGrant(ended.id, w, { now: t0 + 1, status: 'ended' });
+        expect(await store.renewGrant(renewal(ended), ropts(t0 + 2))).toMatchObject({ outcome: 'inactive', grant: { status: 'ended' } });
+        // Not even a replay is recorded on a dead grant.
+        expect(await store.renewGrant(renewal(ended, { presentedJti: 'old' }), ropts(t0 + 3))).toMatchObject({ outcome: 'inactive' });
+        expect((await store.readAudit(w)).map((e) => e.type)).toEqual(['grant.issued', 'grant.issued', 'grant.ended']);
+      });
+
+      it('takes a token from the same per-workload bucket as issuance', async () => {
+        const w = uniqueWorkload();
+        const rate = { burst: 2, intervalMs: 10_000 };
+        const g = makeGrant(w, t0);
+        await store.createGrant(g, { ...opts(t0), rate });
+        const r1 = renewal(g);
+        expect((await store.renewGrant(r1, ropts(t0, rate))).outcome).toBe('renewed');
+        const refused = store.renewGrant(renewal(g, { presentedJti: r1.jti }), ropts(t0 + 2500, rate));
+        await expect(refused).rejects.toBeInstanceOf(LimitExceeded);
+        await expect(refused).rejects.toMatchObject({ status: 429, retryAfter: 8 });
+        // Refused renewals change nothing but the denial event; the bucket refills.
+        expect(await store.getGrant(g.id)).toMatchObject({ generation: 2, token_jti: r1.jti });
+        expect((await store.readAudit(w)).at(-1)).toMatchObject({ type: 'grant.denied', reason: RATE_DENIAL_REASON, grant: g.id });
+        expect((await store.renewGrant(renewal(g, { presentedJti: r1.jti }), ropts(t0 + 10_000, rate))).outcome).toBe('renewed');
+      });
+    });
+
+    describe('closeGrant', () => {
+      it('ends or revokes a live grant now, with its event; a second close changes nothing', async () => {
+        const w = uniqueWorkload();
+        const a = makeGrant(w, t0);
+        const b = makeGrant(w, t0);
+        await store.createGrant(a, opts(t0, 2));
+        await store.createGrant(b, opts(t0, 2));
+        const ended = await store.closeGrant(a.id, w, { now: t0 + 10, status: 'ended' });
+        expect(ended).toEqual({ outcome: 'closed', grant: { ...a, status: 'ended', expires_at: t0 + 10, generation: 1 } });
+        const revoked = await store.closeGrant(b.id, w, { now: t0 + 20, status: 'revoked', reason: 'RFC 7009 by rs-1' });
+        expect(revoked).toMatchObject({ outcome: 'closed', grant: { status: 'revoked', expires_at: t0 + 20 } });
+        expect(await store.closeGrant(b.id, w, { now: t0 + 30, status: 'ended' })).toMatchObject({ outcome: 'inactive', grant: { status: 'revoked', expires_at: t0 + 20 } });
+        expect(await store.listWorkloadGrants(w, { now: t0 + 30, liveOnly: true })).toEqual([]);
+        const audit = await store.readAudit(w);
+        expect(audit.slice(2).map((e) => [e.type, e.grant, e.reason])).toEqual([
+          ['grant.ended', a.id, undefined],
+          ['grant.revoked', b.id, 'RFC 7009 by rs-1'],
+        ]);
+        // Both cap slots are free again.
+        await store.createGrant(makeGrant(w, t0 + 40), opts(t0 + 40, 2));
+        await store.createGrant(makeGrant(w, t0 + 40), opts(t0 + 40, 2));
+      });
+
+      it('answers unknown for a missing or foreign grant, and inactive past its end, writing nothing', async () => {
+        const w = uniqueWorkload();
+        const g = makeGrant(w, t0, { expires_at: t0 + MIN });
+        await store.createGrant(g, opts(t0));
+        expect(await store.closeGrant(makeGrant(w, t0).id, w, { now: t0, status: 'revoked' })).toEqual({ outcome: 'unknown' });
+        await expect(store.closeGrant(g.id, uniqueWorkload('x'), { now: t0, status: 'revoked' })).rejects.toBeInstanceOf(InvalidRequest);
+        expect(await store.closeGrant(g.id, w, { now: t0 + MIN, status: 'revoked' })).toMatchObject({ outcome: 'inactive', grant: { status: 'active', expires_at: t0 + MIN } });
+        expect((await store.readAudit(w)).map((e) => e.type)).toEqual(['grant.issued']);
+      });
+    });
+
+    describe('issuance rate', () => {
+      it('refuses beyond the burst with Retry-After until a token is earned, auditing the denial', async () => {
+        const w = uniqueWorkload();
+        const rate = { burst: 3, intervalMs: 2000 };
+        for (let i = 0; i < 3; i++) await store.createGrant(makeGrant(w, t0), { ...opts(t0), rate });
+        const refused = store.createGrant(makeGrant(w, t0 + 500), { ...opts(t0 + 500), rate });
+        await expect(refused).rejects.toMatchObject({ status: 429, code: 'rate_limited', retryAfter: 2 });
+        expect((await store.readAudit(w)).at(-1)).toMatchObject({ type: 'grant.denied', reason: RATE_DENIAL_REASON, rule: 'deploy-rule' });
+        expect(await store.listWorkloadGrants(w, { now: t0 + 500 })).toHaveLength(3);
+        await store.createGrant(makeGrant(w, t0 + 2000), { ...opts(t0 + 2000), rate });
+        await expect(store.createGrant(makeGrant(w, t0 + 2000), { ...opts(t0 + 2000), rate })).rejects.toBeInstanceOf(LimitExceeded);
+        // Buckets are per workload, and a cap refusal spends no token.
+        const v = uniqueWorkload();
+        await store.createGrant(makeGrant(v, t0), { ...opts(t0, 1), rate });
+        await expect(store.createGrant(makeGrant(v, t0), { ...opts(t0, 1), rate })).rejects.toMatchObject({ code: 'rate_limited', description: expect.stringContaining('active grants') });
+        await store.createGrant(makeGrant(v, t0), { ...opts(t0, 3), rate });
+        await store.createGrant(makeGrant(v, t0), { ...opts(t0, 3), rate });
+        await expect(store.createGrant(makeGrant(v, t0), { ...opts(t0, 10), rate })).rejects.toMatchObject({ description: expect.stringContaining('too many tokens') });
+      });
+
+      it('holds exactly under 100 concurrent creates (burst 17)', async () => {
+        const w = uniqueWorkload();
+        const rate = { burst: 17, intervalMs: 3_600_000 };
+        const results = await Promise.allSettled(Array.from({ length: 100 }, () => store.createGrant(makeGrant(w, t0), { ...opts(t0, 1000), rate })));
+        expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(17);
+        const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+        expect(refused).toHaveLength(83);
+        for (const r of refused) expect(r.reason).toBeInstanceOf(LimitExceeded);
+        const audit = await store.readAudit(w);
+        expect(audit.filter((e) => e.type === 'grant.issued')).toHaveLength(17);
+        expect(audit.filter((e) => e.type === 'grant.denied')).toHaveLength(83);
       });
     });
 

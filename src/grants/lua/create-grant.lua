@@ -1,4 +1,4 @@
--- create-grant.lua: record one grant atomically (jit-broker).
+-- create-grant.lua: record one grant atomically (jit-broker). Prepended with lib.lua.
 --
 -- Every key below carries the same {w:<tag>} hash tag, so this runs on one node of a Redis
 -- Cluster as well as on a standalone Redis. It touches only the keys passed in KEYS.
@@ -8,18 +8,23 @@
 -- KEYS[3] all-grants zset   <prefix>{w:tag}:grants      member id, score created_at
 -- KEYS[4] task zset         <prefix>{w:tag}:task:<task> member id, score created_at
 -- KEYS[5] audit stream      <prefix>{w:tag}:audit
--- KEYS[6] void marker       <prefix>{w:tag}:void:<id>   (set by void-grant.lua)
+-- KEYS[6] void marker       <prefix>{w:tag}:void:<id>   (set by close-grant.lua)
+-- KEYS[7] rate bucket       <prefix>{w:tag}:rate
 --
 -- ARGV[1] now (ms)   ARGV[2] maxActive   ARGV[3] retention (ms)   ARGV[4] grant id
 -- ARGV[5] created_at ARGV[6] expires_at  ARGV[7] audit MAXLEN (approximate)
--- ARGV[8] n1 = number of grant hash field/value strings
--- ARGV[9] n2 = number of grant.issued audit field/value strings
--- ARGV[10 .. 9+n1]            grant hash field/value pairs
--- ARGV[10+n1 .. 9+n1+n2]      grant.issued audit field/value pairs
--- ARGV[10+n1+n2 .. #ARGV]     grant.denied audit field/value pairs (written only on refusal)
+-- ARGV[8] rate burst (0: unlimited)      ARGV[9] rate interval (ms per token)
+-- ARGV[10] reason recorded when the cap refuses   ARGV[11] reason when the rate refuses
+-- ARGV[12] n1 = number of grant hash field/value strings
+-- ARGV[13] n2 = number of grant.issued audit field/value strings
+-- ARGV[14 .. 13+n1]           grant hash field/value pairs
+-- ARGV[14+n1 .. 13+n1+n2]     grant.issued audit field/value pairs
+-- ARGV[14+n1+n2 .. #ARGV]     grant.denied audit field/value pairs, without reason (refusals only)
 --
--- Returns {'ok'} | {'dup'} | {'void'} | {'cap', live_count, earliest_live_expiry}.
+-- Returns {'ok'} | {'dup'} | {'void'} | {'cap', live_count, earliest_live_expiry} | {'rate', wait_ms}.
 --
+-- The audit event is the first write of a success: Redis refuses a script's first write when
+-- out of memory but not later ones, so an event that cannot be written leaves no grant.
 -- TTLs are set with relative PEXPIRE computed from the caller's `now`, so the broker's clock
 -- and Redis's clock need not agree: a record lives (expires_at - now) + retention from the write.
 
@@ -30,28 +35,16 @@ local id = ARGV[4]
 local created_at = ARGV[5]
 local expires_at = tonumber(ARGV[6])
 local maxlen = ARGV[7]
-local n1 = tonumber(ARGV[8])
-local n2 = tonumber(ARGV[9])
+local burst = tonumber(ARGV[8])
+local interval = tonumber(ARGV[9])
+local n1 = tonumber(ARGV[12])
+local n2 = tonumber(ARGV[13])
 
-local function num(n)
-  return string.format('%.0f', n)
-end
-
--- Sets the key's TTL to `ttl` ms unless it already lives at least that long (never shortens).
-local function extend(key, ttl)
-  if ttl < 1 then ttl = 1 end
-  local cur = redis.call('PTTL', key)
-  if cur < 0 or cur < ttl then
-    redis.call('PEXPIRE', key, num(ttl))
-  end
-end
-
-local function slice(from, to)
-  local out = {}
-  for i = from, to do
-    out[#out + 1] = ARGV[i]
-  end
-  return out
+local function deny(reason)
+  local denied = slice(14 + n1 + n2, #ARGV)
+  denied[#denied + 1] = 'reason'
+  denied[#denied + 1] = reason
+  audit(KEYS[5], maxlen, retention, denied)
 end
 
 -- A grant id is never reused: refuse before anything is written.
@@ -67,16 +60,21 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', num(now))
 local live = redis.call('ZCARD', KEYS[2])
 if live >= max_active then
-  local denied = slice(10 + n1 + n2, #ARGV)
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', unpack(denied))
-  extend(KEYS[5], retention)
+  deny(ARGV[10])
   local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
   return {'cap', live, first[2] or ''}
 end
+-- Checked after the cap, so only a grant that is written spends a rate token.
+local wait = take_token(KEYS[7], burst, interval, now)
+if wait > 0 then
+  deny(ARGV[11])
+  return {'rate', wait}
+end
 
 local keep = (expires_at - now) + retention
+audit(KEYS[5], maxlen, keep, slice(14 + n1, 13 + n1 + n2))
 
-redis.call('HSET', KEYS[1], unpack(slice(10, 9 + n1)))
+redis.call('HSET', KEYS[1], unpack(slice(14, 13 + n1)))
 redis.call('PEXPIRE', KEYS[1], num(keep))
 
 redis.call('ZADD', KEYS[2], ARGV[6], id)
@@ -90,8 +88,5 @@ extend(KEYS[3], keep)
 redis.call('ZADD', KEYS[4], created_at, id)
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', horizon)
 extend(KEYS[4], keep)
-
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, '*', unpack(slice(10 + n1, 9 + n1 + n2)))
-extend(KEYS[5], keep)
 
 return {'ok'}
