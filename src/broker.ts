@@ -1,18 +1,24 @@
+import { createHash } from 'node:crypto';
 import type { Attestor, Evidence, Workload } from './attestation/attestor.js';
+import type { X509Evidence } from './attestation/x509.js';
+import { ResourceServers } from './auth/resource-servers.js';
 import type { Config } from './config/schema.js';
-import { AccessDenied, AttestationFailed, InvalidRequest, OutcomeUnknown, Unavailable } from './errors.js';
+import { AccessDenied, AttestationFailed, InvalidClient, InvalidGrant, InvalidRequest, OutcomeUnknown, Unavailable } from './errors.js';
 import { UndeliveredGrants } from './grants/undelivered.js';
-import { DuplicateGrantId } from './grants/codec.js';
-import { newGrantId } from './grants/ids.js';
-import type { GrantStore } from './grants/store.js';
+import { DuplicateGrantId, isLive } from './grants/codec.js';
+import { isGrantId, newGrantId } from './grants/ids.js';
+import type { Grant, GrantStore, RateLimit } from './grants/store.js';
+import { AddressLimiter } from './limits/address-limiter.js';
 import type { Logger } from './log.js';
 import type { Decision, Policy } from './policy/evaluate.js';
 import { TTL_CAP_MS, TTL_FLOOR_MS } from './policy/rules.js';
+import type { Confirmation, TaskTokenClaims } from './protocol/claims.js';
 import type { GrantedIntent } from './protocol/intent.js';
-import type { TaskStartRequest, TaskStartResponse } from './protocol/tasks.js';
-import { taskStartRequestSchema } from './protocol/tasks.js';
+import type { IntrospectionResponse, TaskEndResponse, TaskRenewResponse, TaskStartRequest, TaskStartResponse } from './protocol/tasks.js';
+import { taskRenewRequestSchema, taskStartRequestSchema, tokenParamsSchema } from './protocol/tasks.js';
 import type { Keyring } from './tokens/keyring.js';
 import { newTokenId, signTaskToken, taskTokenClaims } from './tokens/mint.js';
+import { InvalidToken, TaskTokenVerifier } from './tokens/verify.js';
 import type { Clock } from './util/clock.js';
 import { parseDuration } from './util/duration.js';
 import { issuesToProblems, type Issue } from './util/issues.js';
@@ -32,8 +38,12 @@ export interface BrokerDeps {
 export interface CallContext {
   remoteAddress?: string;
   /** Client certificate evidence from the TLS handshake or a trusted proxy header. */
-  certificate?: Extract<Evidence, { kind: 'x509' }>;
+  certificate?: X509Evidence;
+  /** The credential of `Authorization: Bearer` (a task token, or a resource server's credential). */
+  bearer?: string;
 }
+
+const INACTIVE: IntrospectionResponse = Object.freeze({ active: false });
 
 /**
  * The pipeline: evidence → attest → authorize(intent) → record → mint. One function per
@@ -41,9 +51,20 @@ export interface CallContext {
  */
 export class Broker {
   private readonly voider: UndeliveredGrants;
+  private readonly verifier: TaskTokenVerifier;
+  private readonly failures: AddressLimiter;
+  private readonly resourceServers: ResourceServers;
+  private readonly rate: RateLimit;
 
   constructor(private readonly deps: BrokerDeps) {
-    this.voider = new UndeliveredGrants(deps.store, deps.clock, deps.log);
+    const { config, clock, keyring } = deps;
+    this.voider = new UndeliveredGrants(deps.store, clock, deps.log);
+    this.verifier = new TaskTokenVerifier({ issuer: config.issuer, leewayMs: config.tokens.leeway, clock, keys: keyring });
+    const failed = config.limits.failed_attestations;
+    this.failures = new AddressLimiter({ burst: failed.burst, intervalMs: failed.per / failed.rate, maxAddresses: config.limits.tracked_addresses });
+    this.resourceServers = new ResourceServers(config.resource_servers, deps.attestors.x509 as Attestor<X509Evidence> | undefined);
+    const issuance = config.limits.issuance;
+    this.rate = { burst: issuance.burst, intervalMs: issuance.per / issuance.rate };
   }
 
   /** Stops background work (retries of undelivered grants). */
@@ -54,9 +75,9 @@ export class Broker {
   /** POST /v1/tasks: attest the workload, authorize its intent, record the grant, mint its token. */
   async startTask(body: unknown, ctx: CallContext = {}): Promise<TaskStartResponse> {
     const { config, store, clock, log } = this.deps;
-    const req = parseBody(body);
+    const req = parse(taskStartRequestSchema, body);
     const ttlMs = requestedTtl(req.ttl, config.tokens.default_ttl, config.tokens.max_ttl);
-    const workload = await this.attest(req, ctx);
+    const workload = await this.authenticated(ctx, () => this.attest(req.attestation ?? ctx.certificate));
     const intent = { ...req.intent, resources: req.intent.resources ?? [] };
 
     const decision = this.deps.policy.evaluate(workload, intent);
@@ -74,11 +95,7 @@ export class Broker {
     if (lifetimeMs < TTL_FLOOR_MS) throw new InvalidRequest('lifetime must be at least 30s');
     const grantEnd = now + lifetimeMs;
     const tokenExp = Math.min(now + Math.min(ttlMs, decision.maxTtlMs ?? Infinity), grantEnd, workload.evidenceExpiresAt);
-    if (tokenExp - now < TTL_FLOOR_MS) {
-      throw new AttestationFailed(
-        `the presented evidence expires in ${Math.max(0, Math.floor((workload.evidenceExpiresAt - now) / 1000))}s; present evidence valid for at least 30s`,
-      );
-    }
+    if (tokenExp - now < TTL_FLOOR_MS) throw evidenceTooShort(workload, now);
 
     const granted: GrantedIntent = {
       audience: decision.audience,
@@ -88,66 +105,209 @@ export class Broker {
       task: intent.task ?? `task_${randomHex(12)}`,
     };
     const grantId = newGrantId(workload.id);
-    const jti = newTokenId();
     // Sign before recording: the token exists only in memory until its grant is written, and is
     // dropped if the write fails (no token without a grant).
-    const key = this.deps.keyring.signingKey();
-    const claims = taskTokenClaims({
-      issuer: config.issuer,
-      workloadId: workload.id,
-      grantId,
-      jti,
-      intent: granted,
-      issuedAt: now,
-      expiresAt: tokenExp,
-      ...(workload.confirmation ? { cnf: workload.confirmation } : {}),
+    const minted = this.mint(workload.id, grantId, granted, now, tokenExp, workload.confirmation);
+    const grant = await store
+      .createGrant(
+        {
+          id: grantId,
+          workload: workload.id,
+          workload_kind: workload.kind,
+          issuer: workload.issuer,
+          rule: decision.rule,
+          audience: granted.audience,
+          actions: granted.actions,
+          resources: granted.resources,
+          purpose: granted.purpose,
+          task: granted.task,
+          created_at: now,
+          expires_at: grantEnd,
+          token_jti: minted.claims.jti,
+          token_exp: minted.claims.exp * 1000,
+          ...(workload.confirmation ? { cnf: workload.confirmation } : {}),
+        },
+        { now, maxActive: config.grants.max_active_per_workload, retentionMs: config.grants.audit_retention, rate: this.rate },
+      )
+      .catch((e: unknown) => {
+        // 128 random bits make this a bug, never an input error: fail closed like a store fault.
+        if (e instanceof DuplicateGrantId) throw new Unavailable('grant could not be recorded', { detail: e.message });
+        // The caller gets a 503 and no token; the grant may still land: void it.
+        if (e instanceof OutcomeUnknown) this.voider.add(grantId, workload.id);
+        throw e;
+      });
+    log.info({ grant: grant.id, workload: workload.id, rule: decision.rule, jti: minted.claims.jti, exp: minted.claims.exp }, 'task token issued');
+    return taskResponse(minted, grant, granted, decision.rule);
+  }
+
+  /**
+   * POST /v1/tasks/{grant}/renew: a new token for the same grant. The caller presents its current
+   * task token and re-attests as the same workload with the same binding; the policy must still
+   * allow the grant's intent. A token older than the grant's latest means two holders: the grant
+   * is revoked at once (renew-grant.lua).
+   */
+  async renewTask(grantId: string, body: unknown, ctx: CallContext = {}): Promise<TaskRenewResponse> {
+    const { config, store, clock, log } = this.deps;
+    const req = parse(taskRenewRequestSchema, body ?? {});
+    const ttlMs = requestedTtl(req.ttl, config.tokens.default_ttl, config.tokens.max_ttl);
+    const { claims, workload } = await this.authenticated(ctx, async () => {
+      const claims = await this.presentedToken(grantId, ctx);
+      const workload = await this.attest(req.attestation ?? ctx.certificate);
+      if (workload.id !== claims.sub) throw new AttestationFailed('the evidence does not attest the workload this grant was issued to');
+      if (!sameConfirmation(workload.confirmation, claims.cnf)) {
+        throw new AttestationFailed(
+          claims.cnf
+            ? 'this grant is bound to a client certificate: renew over mTLS with that same certificate'
+            : 'this grant is not bound to a certificate: re-attest with a fresh platform token',
+        );
+      }
+      return { claims, workload };
     });
-    const token = signTaskToken(claims, key);
-    const grant = await store.createGrant(
-      {
-        id: grantId,
-        workload: workload.id,
-        workload_kind: workload.kind,
-        issuer: workload.issuer,
-        rule: decision.rule,
-        audience: granted.audience,
-        actions: granted.actions,
-        resources: granted.resources,
-        purpose: granted.purpose,
-        task: granted.task,
-        created_at: now,
-        expires_at: grantEnd,
-        token_jti: jti,
-        token_exp: claims.exp * 1000,
-        ...(workload.confirmation ? { cnf: workload.confirmation } : {}),
-      },
-      { now, maxActive: config.grants.max_active_per_workload, retentionMs: config.grants.audit_retention },
-    ).catch((e: unknown) => {
-      // 128 random bits make this a bug, never an input error: fail closed like a store fault.
-      if (e instanceof DuplicateGrantId) throw new Unavailable('grant could not be recorded', { detail: e.message });
-      // The caller gets a 503 and no token; the grant may still land: void it.
-      if (e instanceof OutcomeUnknown) this.voider.add(grantId, workload.id);
-      throw e;
+
+    const now = clock();
+    const grant = await this.liveGrant(grantId, workload.id, now);
+    const intent: GrantedIntent = { audience: grant.audience, actions: grant.actions, resources: grant.resources, purpose: grant.purpose, task: grant.task };
+    const decision = this.deps.policy.evaluate(workload, intent);
+    if (!decision.allowed) {
+      await this.auditDenial(workload, intent.audience, intent.actions, decision, grantId);
+      throw new AccessDenied(`the policy no longer allows this grant: ${decision.reason}`, { detail: `closest rule: ${decision.closestRule ?? 'none'}` });
+    }
+    const tokenExp = Math.min(now + Math.min(ttlMs, decision.maxTtlMs ?? Infinity), grant.expires_at, workload.evidenceExpiresAt);
+    if (tokenExp - now < TTL_FLOOR_MS) {
+      if (grant.expires_at - now < TTL_FLOOR_MS) {
+        throw new InvalidGrant(`the grant ends in ${Math.floor((grant.expires_at - now) / 1000)}s, too soon to renew: start a new task`);
+      }
+      throw evidenceTooShort(workload, now);
+    }
+    const minted = this.mint(workload.id, grantId, intent, now, tokenExp, grant.cnf);
+    const renewal = { id: grantId, workload: workload.id, presentedJti: claims.jti, jti: minted.claims.jti, tokenExp: minted.claims.exp * 1000 };
+    const result = await store.renewGrant(renewal, { now, retentionMs: config.grants.audit_retention, rate: this.rate });
+    switch (result.outcome) {
+      case 'renewed':
+        log.info({ grant: grantId, workload: workload.id, jti: minted.claims.jti, generation: result.grant.generation }, 'task token renewed');
+        return { ...taskResponse(minted, result.grant, intent, decision.rule), generation: result.grant.generation };
+      case 'replay':
+        log.warn({ grant: grantId, workload: workload.id, presented: claims.jti, generation: result.grant.generation }, 'replay detected: superseded token presented for renewal; grant revoked');
+        throw new InvalidGrant('this token was already renewed: a superseded token means two holders, so the grant has been revoked');
+      case 'inactive':
+        throw new InvalidGrant(inactiveReason(result.grant, now));
+      case 'unknown':
+        throw new InvalidGrant('unknown grant');
+    }
+  }
+
+  /** POST /v1/tasks/{grant}/end: the holder is done; the grant's expiry moves to now. Idempotent. */
+  async endTask(grantId: string, ctx: CallContext = {}): Promise<TaskEndResponse> {
+    const { store, clock, log } = this.deps;
+    const claims = await this.authenticated(ctx, async () => {
+      const claims = await this.presentedToken(grantId, ctx);
+      checkBinding(claims, ctx.certificate);
+      return claims;
     });
-    log.info({ grant: grant.id, workload: workload.id, rule: decision.rule, jti, exp: claims.exp }, 'task token issued');
+    const now = clock();
+    const result = await store.closeGrant(grantId, claims.sub, { now, status: 'ended', reason: 'ended by its holder' });
+    if (result.outcome === 'closed') log.info({ grant: grantId, workload: claims.sub }, 'grant ended by its holder');
+    const grant = result.outcome === 'unknown' ? undefined : result.grant;
+    const status = grant && grant.status !== 'active' ? grant.status : 'expired';
+    return { grant: grantId, status, ended_at: new Date(grant?.expires_at ?? claims.exp * 1000).toISOString() };
+  }
+
+  /**
+   * POST /oauth2/introspect (RFC 7662): for an authenticated resource server, the claims of a
+   * token of one of its audiences that is its grant's latest and whose grant is live; otherwise
+   * `active: false` and nothing else. One store read.
+   */
+  async introspect(params: unknown, ctx: CallContext = {}): Promise<IntrospectionResponse> {
+    const rs = await this.authenticated(ctx, () => this.resourceServers.identify(ctx, { optional: false }));
+    const { token } = parse(tokenParamsSchema, params);
+    const claims = await this.verifyOrUndefined(token);
+    if (!claims || !rs?.audiences.includes(claims.aud)) return INACTIVE;
+    const now = this.deps.clock();
+    const grant = await this.deps.store.getGrant(claims.grant);
+    // Only the grant's latest token is active: a renewed one is superseded.
+    if (!grant || grant.workload !== claims.sub || !isLive(grant, now) || grant.token_jti !== claims.jti) return INACTIVE;
+    const { iss, sub, aud, client_id, scope, iat, nbf, exp, jti, txn, authorization_details, cnf } = claims;
     return {
-      access_token: token,
+      active: true,
+      iss,
+      sub,
+      aud,
+      client_id,
+      scope,
       token_type: 'Bearer',
-      issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
-      grant: grant.id,
-      workload: workload.id,
-      expires_in: claims.exp - claims.iat,
-      expires_at: new Date(claims.exp * 1000).toISOString(),
-      grant_expires_at: new Date(grant.expires_at).toISOString(),
-      scope: claims.scope,
-      intent: granted,
-      rule: decision.rule,
+      iat,
+      nbf,
+      exp,
+      jti,
+      grant: claims.grant,
+      txn,
+      expires_in: Math.max(0, exp - Math.floor(now / 1000)),
+      grant_exp: Math.floor(grant.expires_at / 1000),
+      authorization_details,
+      ...(cnf ? { cnf } : {}),
     };
   }
 
-  /** Picks the evidence (body token, else client certificate) and runs its attestor. */
-  private async attest(req: ReturnType<typeof parseBody>, ctx: CallContext): Promise<Workload> {
-    const evidence: Evidence | undefined = req.attestation ?? ctx.certificate;
+  /**
+   * POST /oauth2/revoke (RFC 7009): the token's grant expires now. Callers are a resource server
+   * of the token's audience, or the token's holder (with its binding, when it is bound). Unknown,
+   * invalid or already dead tokens change nothing and are not an error (§2.2).
+   */
+  async revoke(params: unknown, ctx: CallContext = {}): Promise<void> {
+    const { store, clock, log } = this.deps;
+    const { token } = parse(tokenParamsSchema, params);
+    const rs = await this.authenticated(ctx, () => this.resourceServers.identify(ctx, { optional: true }));
+    const claims = await this.verifyOrUndefined(token);
+    if (!claims) return;
+    if (rs && !rs.audiences.includes(claims.aud)) return;
+    if (!rs) await this.authenticated(ctx, async () => checkBinding(claims, ctx.certificate));
+    const by = rs ? `resource server ${rs.name}` : 'its holder';
+    const result = await store.closeGrant(claims.grant, claims.sub, { now: clock(), status: 'revoked', reason: `revoked by ${by} (RFC 7009)` });
+    if (result.outcome === 'closed') log.info({ grant: claims.grant, workload: claims.sub, by }, 'grant revoked');
+  }
+
+  /** The bearer task token, verified and issued for this grant. */
+  private async presentedToken(grantId: string, ctx: CallContext): Promise<TaskTokenClaims> {
+    if (!isGrantId(grantId)) throw new InvalidRequest('not a grant id');
+    if (ctx.bearer === undefined) throw new InvalidToken('present the task token as "Authorization: Bearer <token>"');
+    const claims = await this.verifier.verify(ctx.bearer);
+    if (claims.grant !== grantId) throw new InvalidGrant('the token was not issued for this grant');
+    return claims;
+  }
+
+  private async verifyOrUndefined(token: string): Promise<TaskTokenClaims | undefined> {
+    try {
+      return await this.verifier.verify(token);
+    } catch (e) {
+      if (e instanceof InvalidToken) return undefined;
+      throw e;
+    }
+  }
+
+  /** The grant, if it exists for this workload and is live; else invalid_grant. */
+  private async liveGrant(grantId: string, workload: string, now: number): Promise<Grant> {
+    const grant = await this.deps.store.getGrant(grantId);
+    if (!grant || grant.workload !== workload) throw new InvalidGrant('unknown grant');
+    if (!isLive(grant, now)) throw new InvalidGrant(inactiveReason(grant, now));
+    return grant;
+  }
+
+  /**
+   * Runs an authentication step under the per-address failure limit: an address over it is
+   * refused (429) before any verification, and each failure counts against it.
+   */
+  private async authenticated<T>(ctx: CallContext, step: () => Promise<T>): Promise<T> {
+    this.failures.check(ctx.remoteAddress, this.deps.clock());
+    try {
+      return await step();
+    } catch (e) {
+      if (e instanceof InvalidClient || e instanceof InvalidToken) this.failures.failed(ctx.remoteAddress, this.deps.clock());
+      throw e;
+    }
+  }
+
+  /** Runs the attestor of the evidence's kind. */
+  private async attest(evidence: Evidence | undefined): Promise<Workload> {
     if (!evidence) {
       throw new AttestationFailed('no evidence: send attestation {kind, token} or present a client certificate');
     }
@@ -156,8 +316,23 @@ export class Broker {
     return attestor.attest(evidence);
   }
 
+  private mint(workloadId: string, grantId: string, intent: GrantedIntent, now: number, expiresAt: number, cnf: Confirmation | undefined): Minted {
+    const key = this.deps.keyring.signingKey();
+    const claims = taskTokenClaims({
+      issuer: this.deps.config.issuer,
+      workloadId,
+      grantId,
+      jti: newTokenId(),
+      intent,
+      issuedAt: now,
+      expiresAt,
+      ...(cnf ? { cnf } : {}),
+    });
+    return { token: signTaskToken(claims, key), claims };
+  }
+
   /** Denials are audited in the workload's stream; a failed audit write never turns a denial into success. */
-  private async auditDenial(workload: Workload, audience: string, actions: string[], decision: Extract<Decision, { allowed: false }>) {
+  private async auditDenial(workload: Workload, audience: string, actions: string[], decision: Extract<Decision, { allowed: false }>, grant?: string) {
     const { store, config, clock, log } = this.deps;
     try {
       await store.appendAudit(
@@ -165,6 +340,7 @@ export class Broker {
           type: 'grant.denied',
           at: clock(),
           workload: workload.id,
+          ...(grant ? { grant } : {}),
           reason: decision.reason,
           ...(decision.closestRule ? { rule: decision.closestRule } : {}),
           audience,
@@ -179,8 +355,62 @@ export class Broker {
   }
 }
 
-function parseBody(body: unknown) {
-  const result = taskStartRequestSchema.safeParse(body);
+interface Minted {
+  token: string;
+  claims: TaskTokenClaims;
+}
+
+function taskResponse(minted: Minted, grant: Grant, intent: GrantedIntent, rule: string): TaskStartResponse {
+  const { claims } = minted;
+  return {
+    access_token: minted.token,
+    token_type: 'Bearer',
+    issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+    grant: grant.id,
+    workload: grant.workload,
+    expires_in: claims.exp - claims.iat,
+    expires_at: new Date(claims.exp * 1000).toISOString(),
+    grant_expires_at: new Date(grant.expires_at).toISOString(),
+    scope: claims.scope,
+    intent,
+    rule,
+  };
+}
+
+function evidenceTooShort(workload: Workload, now: number): AttestationFailed {
+  return new AttestationFailed(
+    `the presented evidence expires in ${Math.max(0, Math.floor((workload.evidenceExpiresAt - now) / 1000))}s; present evidence valid for at least 30s`,
+  );
+}
+
+function inactiveReason(grant: Grant, now: number): string {
+  if (grant.status === 'revoked') return 'the grant has been revoked';
+  if (grant.status === 'ended') return 'the grant has ended';
+  return grant.expires_at <= now ? 'the grant has expired' : 'the grant is not active';
+}
+
+function sameConfirmation(a: Confirmation | undefined, b: Confirmation | undefined): boolean {
+  if (!a || !b) return a === b;
+  if ('x5t#S256' in a) return 'x5t#S256' in b && a['x5t#S256'] === b['x5t#S256'];
+  return 'jkt' in b && a.jkt === b.jkt;
+}
+
+/**
+ * A bound token may only be used with its key (RFC 8705 §3): the client certificate on this
+ * connection (or from the trusted proxy) must be the one its `cnf.x5t#S256` names.
+ */
+function checkBinding(claims: TaskTokenClaims, certificate: X509Evidence | undefined): void {
+  const cnf = claims.cnf;
+  if (!cnf) return;
+  if (!('x5t#S256' in cnf)) throw new InvalidToken('this token is bound to a proof-of-possession key this broker does not check here');
+  const leaf = certificate && !certificate.problem ? certificate.chain[0] : undefined;
+  const thumbprint = leaf ? createHash('sha256').update(leaf).digest('base64url') : undefined;
+  if (thumbprint !== cnf['x5t#S256']) throw new InvalidToken('this token is bound to a client certificate: present that certificate');
+}
+
+/** The body through its zod schema; anything else is a 400 naming the first problems. */
+function parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: readonly Issue[] } } }, body: unknown): T {
+  const result = schema.safeParse(body);
   if (!result.success) throw new InvalidRequest(describeZodError(result.error));
   return result.data;
 }

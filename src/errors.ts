@@ -36,12 +36,15 @@ export class InvalidRequest extends BrokerError {
   }
 }
 
-/** The workload could not be authenticated: its evidence is missing, malformed, untrusted or expired. */
-export class AttestationFailed extends BrokerError {
+/** The caller could not be authenticated (RFC 6749 §5.2 `invalid_client`). */
+export class InvalidClient extends BrokerError {
   constructor(description: string, opts?: Opts) {
     super('invalid_client', 401, description, opts);
   }
 }
+
+/** The workload could not be authenticated: its evidence is missing, malformed, untrusted or expired. */
+export class AttestationFailed extends InvalidClient {}
 
 export class InvalidGrant extends BrokerError {
   constructor(description: string, opts?: Opts) {

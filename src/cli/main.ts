@@ -95,6 +95,8 @@ async function main(argv: string[]): Promise<number> {
       const log = createLogger({ level: config.log.level });
       const runtime = await startBroker(config, { log });
       onSignal(() => runtime.close());
+      // `kill -USR2 <pid>`: rotate this instance's signing key now (its next key is already published).
+      process.on('SIGUSR2', () => runtime.keyring.rotateNow());
       return -1;
     }
     case 'check-config': {

@@ -35,6 +35,39 @@ const storeSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('memory') }).strict(),
 ]);
 
+/** A rate: `rate` events per `per`, with bursts of up to `burst`. */
+const rateField = (d: { rate: number; per: string; burst: number }) =>
+  z
+    .object({
+      rate: z.number().positive().max(1_000_000).default(d.rate),
+      per: durationField(d.per),
+      burst: z.number().int().min(1).max(1_000_000).default(d.burst),
+    })
+    .strict()
+    .prefault({});
+
+/**
+ * A resource server that may introspect (RFC 7662) and revoke (RFC 7009) tokens of its
+ * audiences. It authenticates with a client certificate whose attested workload id is
+ * `workload`, or with a bearer credential whose SHA-256 (hex) is `credential_sha256`: the
+ * credential itself never sits in the config file.
+ */
+const resourceServerSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 letters, digits, . _ -'),
+    audiences: z.array(z.string().min(1).max(512)).min(1),
+    workload: z.string().min(1).max(2048).optional(),
+    credential_sha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/, 'must be the SHA-256 of the credential, 64 lowercase hex digits (sha256sum)')
+      .optional(),
+  })
+  .strict()
+  .superRefine((rs, ctx) => {
+    if ((rs.workload === undefined) === (rs.credential_sha256 === undefined))
+      ctx.addIssue({ code: 'custom', message: 'needs exactly one of workload (mTLS) or credential_sha256 (bearer)' });
+  });
+
 export const configSchema = z
   .object({
     /** Our `iss`: the URL workloads and verifiers know the broker by. */
@@ -102,6 +135,19 @@ export const configSchema = z
       .strict()
       .optional(),
     attestation: z.object({ oidc: oidcConfigSchema.optional(), x509: x509ConfigSchema.optional() }).strict().prefault({}),
+    limits: z
+      .object({
+        /** Per workload, in the store (shared by every instance): issuance and renewal each take one. */
+        issuance: rateField({ rate: 100, per: '1s', burst: 200 }),
+        /** Per source address, per instance: evidence, task tokens or client credentials that fail. */
+        failed_attestations: rateField({ rate: 10, per: '1m', burst: 20 }),
+        /** Source addresses the failure limit remembers at most (least recently failed forgotten). */
+        tracked_addresses: z.number().int().min(100).max(10_000_000).default(100_000),
+      })
+      .strict()
+      .prefault({}),
+    /** Who may call /oauth2/introspect and /oauth2/revoke, and for which audiences. */
+    resource_servers: z.array(resourceServerSchema).default([]),
     policies: policySchema,
     log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).strict().prefault({}),
   })
@@ -131,6 +177,16 @@ export const configSchema = z
           issue(['attestation', 'x509', 'subjects', i, 'trust_domain'], `has no bundle in tls.client_ca_bundles`);
       });
     }
+    const seen = new Map<string, number>();
+    cfg.resource_servers.forEach((rs, i) => {
+      for (const key of [`name:${rs.name}`, rs.workload && `workload:${rs.workload}`, rs.credential_sha256 && `credential:${rs.credential_sha256}`]) {
+        if (!key) continue;
+        const first = seen.get(key);
+        if (first !== undefined) issue(['resource_servers', i], `repeats the ${key.split(':')[0]} of resource_servers[${first}]`);
+        else seen.set(key, i);
+      }
+      if (rs.workload !== undefined && bundles.length === 0) issue(['resource_servers', i, 'workload'], 'needs tls.client_ca_bundles (mTLS client authentication)');
+    });
     const g = cfg.grants;
     if (g.default_lifetime < TTL_FLOOR_MS) issue(['grants', 'default_lifetime'], 'must be >= 30s');
     if (g.default_lifetime > g.max_lifetime) issue(['grants', 'default_lifetime'], 'must be <= grants.max_lifetime');

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { InvalidRequest, LimitExceeded } from '../errors.js';
 import { isGrantId, tagOfGrantId, workloadTag } from './ids.js';
-import type { AuditEvent, CloseOptions, CloseStatus, CreateGrantOptions, Grant, NewGrant, PublishedKey, RateLimit, RenewGrant, RenewOptions } from './store.js';
+import type { AuditEvent, CloseOptions, CloseStatus, CreateGrantOptions, Grant, NewGrant, PublishedKey, RenewGrant, RenewOptions } from './store.js';
 
 /**
  * What the Redis store and the memory store share, so both keep exactly the same contract:
@@ -103,23 +103,7 @@ export function rateExceeded(workload: string, waitMs: number) {
   });
 }
 
-/** Token bucket state, as the Lua scripts keep it (lib.lua take_token). */
-export interface BucketState {
-  tokens: number;
-  at: number;
-}
-
-/** Takes one token: 0 and the new state, or the ms until one is earned (state unchanged). */
-export function takeToken(state: BucketState | undefined, rate: RateLimit, now: number): { wait: number; state?: BucketState } {
-  let tokens = state?.tokens ?? rate.burst;
-  let at = state?.at ?? now;
-  if (now > at) {
-    tokens = Math.min(rate.burst, tokens + (now - at) / rate.intervalMs);
-    at = now;
-  }
-  if (tokens < 1) return { wait: Math.max(1, Math.ceil((1 - tokens) * rate.intervalMs)) };
-  return { wait: 0, state: { tokens: tokens - 1, at } };
-}
+export { takeToken, type BucketState } from '../util/token-bucket.js';
 
 function problems(error: z.ZodError): string {
   return error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');

@@ -1,3 +1,4 @@
+import type { RateLimit } from '../util/token-bucket.js';
 import type { Confirmation } from '../protocol/claims.js';
 
 export type GrantStatus = 'active' | 'ended' | 'revoked';
@@ -69,13 +70,10 @@ export interface PublishedKey {
 }
 
 /**
- * A per-workload token bucket: holds at most `burst` tokens and earns one every `intervalMs`.
- * Issuance and renewal each take one token, in the same atomic step as their write.
+ * The per-workload issuance rate (a token bucket): issuance and renewal each take one token, in
+ * the same atomic step as their write.
  */
-export interface RateLimit {
-  burst: number;
-  intervalMs: number;
-}
+export type { RateLimit };
 
 export interface CreateGrantOptions {
   now: number;

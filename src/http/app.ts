@@ -1,10 +1,11 @@
-import { Hono, type Context } from 'hono';
-import { getConnInfo } from '@hono/node-server/conninfo';
-import type { Broker, CallContext } from '../broker.js';
+import { Hono } from 'hono';
+import type { Broker } from '../broker.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { errorResponse, json } from './errors.js';
-import { readJson } from './body.js';
+import { callContextOf } from './call-context.js';
+import { oauthRoutes } from './routes/oauth.js';
+import { taskRoutes } from './routes/tasks.js';
 import { wellKnownRoutes } from './routes/well-known.js';
 import { healthRoutes, type ReadinessCheck } from './routes/health.js';
 import type { Keyring } from '../tokens/keyring.js';
@@ -22,19 +23,6 @@ export interface AppDeps {
   extend?: (app: Hono) => void;
 }
 
-/** Transport facts about the caller: its address and, when enabled, its client certificate. */
-function callContext(c: Context, clientCerts: ClientCertSource | undefined): CallContext {
-  let remoteAddress: string | undefined;
-  try {
-    remoteAddress = getConnInfo(c).remote.address;
-  } catch {
-    remoteAddress = undefined; // not served by node-server (app.request in tests)
-  }
-  const socket = (c.env as { incoming?: { socket?: unknown } } | undefined)?.incoming?.socket;
-  const certificate = clientCerts?.evidence(socket, remoteAddress, (name) => c.req.header(name));
-  return { ...(remoteAddress ? { remoteAddress } : {}), ...(certificate ? { certificate } : {}) };
-}
-
 export function createApp(deps: AppDeps): Hono {
   const { broker, config, log } = deps;
   const app = new Hono();
@@ -42,11 +30,9 @@ export function createApp(deps: AppDeps): Hono {
   app.onError((err, c) => errorResponse(err, c, log));
   app.notFound((c) => json(404, { error: 'not_found', error_description: `no route for ${c.req.method} ${c.req.path}` }));
 
-  app.post('/v1/tasks', async (c) => {
-    const body = await readJson(c, config.http.max_body_bytes);
-    const result = await broker.startTask(body, callContext(c, deps.clientCerts));
-    return json(201, result);
-  });
+  const routeDeps = { broker, maxBodyBytes: config.http.max_body_bytes, callContext: callContextOf(deps.clientCerts) };
+  taskRoutes(app, routeDeps);
+  oauthRoutes(app, routeDeps);
 
   wellKnownRoutes(app, { config, keyring: deps.keyring, boundTokens: Boolean(deps.clientCerts) });
   healthRoutes(app, deps.readiness);

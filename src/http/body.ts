@@ -54,21 +54,45 @@ async function readWeb(body: ReadableStream<Uint8Array> | null, max: number): Pr
   }
 }
 
-/** Reads a JSON body; anything but a JSON document under the size limit is a 4xx naming the problem. */
-export async function readJson(c: Context, maxBytes: number): Promise<unknown> {
-  const type = c.req.header('content-type') ?? '';
-  if (!/^application\/json\s*(;|$)/i.test(type)) throw new InvalidRequest('content-type must be application/json');
+/** The body as UTF-8 text (anything else is a 400). */
+async function readText(c: Context, maxBytes: number): Promise<string> {
   const raw = await readBody(c, maxBytes);
-  let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(raw);
+    return new TextDecoder('utf-8', { fatal: true }).decode(raw);
   } catch {
     throw new InvalidRequest('request body is not valid UTF-8');
   }
+}
+
+/**
+ * Reads a JSON body; anything but a JSON document under the size limit is a 4xx naming the
+ * problem. With `optional`, a request without a body (no content-type, nothing sent) reads as undefined.
+ */
+export async function readJson(c: Context, maxBytes: number, opts: { optional?: boolean } = {}): Promise<unknown> {
+  const type = c.req.header('content-type');
+  if (opts.optional && type === undefined && (c.req.header('content-length') ?? '0') === '0' && c.req.header('transfer-encoding') === undefined) return undefined;
+  if (!/^application\/json\s*(;|$)/i.test(type ?? '')) throw new InvalidRequest('content-type must be application/json');
+  const text = await readText(c, maxBytes);
   if (!text.trim()) throw new InvalidRequest('request body is empty');
   try {
     return JSON.parse(text) as unknown;
   } catch {
     throw new InvalidRequest('request body is not valid JSON');
   }
+}
+
+/**
+ * Reads an `application/x-www-form-urlencoded` body (RFC 7662 §2.1, RFC 7009 §2.1) into an object.
+ * A parameter sent twice is refused (RFC 6749 §3.1), not guessed at.
+ */
+export async function readForm(c: Context, maxBytes: number): Promise<Record<string, string>> {
+  const type = c.req.header('content-type') ?? '';
+  if (!/^application\/x-www-form-urlencoded\s*(;|$)/i.test(type)) throw new InvalidRequest('content-type must be application/x-www-form-urlencoded');
+  const params = new URLSearchParams(await readText(c, maxBytes));
+  const out: Record<string, string> = {};
+  for (const [name, value] of params) {
+    if (Object.hasOwn(out, name)) throw new InvalidRequest(`parameter "${name}" is repeated`);
+    out[name] = value;
+  }
+  return out;
 }

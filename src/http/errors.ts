@@ -13,7 +13,8 @@ export function errorResponse(err: unknown, c: Context, log: Logger): Response {
     if (err.retryAfter !== undefined) headers['Retry-After'] = String(Math.max(1, Math.ceil(err.retryAfter)));
     // RFC 9110 §15.5.2: a 401 names a scheme. Evidence travels in the body, not an auth header,
     // so no RFC 6750 error code belongs here (invalid_client is in the JSON body).
-    if (err.status === 401) headers['WWW-Authenticate'] = 'Bearer realm="jit-broker"';
+    // A task token that does not verify is RFC 6750's invalid_token (§3.1).
+    if (err.status === 401) headers['WWW-Authenticate'] = err.code === 'invalid_token' ? 'Bearer realm="jit-broker", error="invalid_token"' : 'Bearer realm="jit-broker"';
     // The unread rest of an oversized body is not worth draining: close the connection after.
     if (err.status === 413) headers['Connection'] = 'close';
     return json(err.status, { error: err.code, error_description: err.description }, headers);

@@ -1,4 +1,5 @@
-import type { TaskAuthorizationDetail } from './intent.js';
+import { z } from 'zod';
+import { AUTHORIZATION_DETAILS_TYPE, type TaskAuthorizationDetail } from './intent.js';
 
 export const TASK_TOKEN_TYP = 'at+jwt';
 
@@ -21,3 +22,34 @@ export interface TaskTokenClaims {
   authorization_details: TaskAuthorizationDetail[];
   cnf?: Confirmation;
 }
+
+/**
+ * The claims of a task token as a verifier must find them: the shape is checked after the
+ * signature, so a token this broker did not mint cannot pass for one.
+ */
+export const taskTokenClaimsSchema = z.object({
+  iss: z.string().min(1),
+  sub: z.string().min(1).max(2048),
+  aud: z.string().min(1),
+  iat: z.number().int().nonnegative(),
+  nbf: z.number().int().nonnegative(),
+  exp: z.number().int().positive(),
+  jti: z.string().min(1).max(256),
+  client_id: z.string().min(1),
+  grant: z.string().min(1).max(256),
+  txn: z.string().min(1),
+  scope: z.string(),
+  authorization_details: z
+    .array(
+      z.object({
+        type: z.literal(AUTHORIZATION_DETAILS_TYPE),
+        locations: z.array(z.string()),
+        actions: z.array(z.string()),
+        resources: z.array(z.string()),
+        purpose: z.string(),
+        identifier: z.string(),
+      }),
+    )
+    .min(1),
+  cnf: z.union([z.object({ 'x5t#S256': z.string().min(1) }).strict(), z.object({ jkt: z.string().min(1) }).strict()]).optional(),
+});

@@ -1,8 +1,9 @@
-/** Error codes on the wire (RFC 6749 §5.2, RFC 8693 §2.2.2, RFC 9396 §5, RFC 7009 §2.2.1). */
+/** Error codes on the wire (RFC 6749 §5.2, RFC 6750 §3.1, RFC 8693 §2.2.2, RFC 9396 §5, RFC 7009 §2.2.1). */
 export const ERROR_CODES = [
   'invalid_request',
   'invalid_client',
   'invalid_grant',
+  'invalid_token',
   'unauthorized_client',
   'access_denied',
   'invalid_target',

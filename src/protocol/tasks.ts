@@ -41,3 +41,62 @@ export interface TaskStartResponse {
   intent: GrantedIntent;
   rule: string;
 }
+
+/**
+ * Body of POST /v1/tasks/{grant}/renew (may be empty over mTLS). The current task token travels
+ * as `Authorization: Bearer`; the evidence re-attests the same workload (a fresh platform token
+ * here, or the same client certificate on the connection).
+ */
+export const taskRenewRequestSchema = z
+  .object({
+    attestation: attestationSchema.optional(),
+    ttl: durationInputSchema.optional(),
+  })
+  .strict();
+export type TaskRenewRequest = z.input<typeof taskRenewRequestSchema>;
+
+/** 200 response of POST /v1/tasks/{grant}/renew: a new token for the same grant. */
+export type TaskRenewResponse = TaskStartResponse & { generation: number };
+
+/** 200 response of POST /v1/tasks/{grant}/end: the grant's state after the call. */
+export interface TaskEndResponse {
+  grant: string;
+  /** `ended` by this call or an earlier one; `revoked` or `expired` if it already was. */
+  status: 'ended' | 'revoked' | 'expired';
+  /** RFC 3339 time the grant's authority ended. */
+  ended_at: string;
+}
+
+/** Form parameters of POST /oauth2/introspect and /oauth2/revoke (RFC 7662 §2.1, RFC 7009 §2.1). */
+export const tokenParamsSchema = z
+  .object({
+    token: z.string().min(1).max(16_384),
+    token_type_hint: z.string().min(1).max(64).optional(),
+  })
+  .strict();
+
+/** RFC 7662 §2.2: `active: false` alone, or the token's claims with the extensions we add. */
+export type IntrospectionResponse =
+  | { active: false }
+  | {
+      active: true;
+      iss: string;
+      sub: string;
+      aud: string;
+      client_id: string;
+      scope: string;
+      token_type: 'Bearer';
+      iat: number;
+      nbf: number;
+      exp: number;
+      jti: string;
+      /** jit-broker: the grant and task the token belongs to. */
+      grant: string;
+      txn: string;
+      /** Seconds the token has left. */
+      expires_in: number;
+      /** When the grant ends (epoch seconds), unless ended or revoked first. */
+      grant_exp: number;
+      authorization_details: unknown[];
+      cnf?: { 'x5t#S256': string } | { jkt: string };
+    };

@@ -5,6 +5,7 @@ import { Unavailable } from '../errors.js';
 import type { GrantStore, PublishedKey } from '../grants/store.js';
 import type { Logger } from '../log.js';
 import type { Clock } from '../util/clock.js';
+import { publicKeyFromJwk } from './verify.js';
 
 export type SigningAlg = 'ES256' | 'EdDSA';
 
@@ -13,6 +14,7 @@ export interface SigningKey {
   alg: SigningAlg;
   /** Lives only in this process's memory: never exported, logged, or written anywhere. */
   privateKey: KeyObject;
+  publicKey: KeyObject;
   publicJwk: JWK;
   createdAt: number;
   /** When this key stops signing. */
@@ -58,6 +60,10 @@ export class Keyring {
   private lastRunFailed = false;
   /** Our retired keys still within their overlap (kept for the JWKS, never for signing). */
   private retired: SigningKey[] = [];
+  /** One store read at a time for the union JWKS, however many callers wait on it. */
+  private jwksLoading: Promise<{ keys: JWK[] }> | undefined;
+  /** Public keys of other instances, by kid, built once from the union JWKS. */
+  private foreignKeys = new Map<string, { key: KeyObject; alg: SigningAlg }>();
 
   constructor(private readonly opts: KeyringOptions) {}
 
@@ -120,6 +126,35 @@ export class Keyring {
     this.opts.log.info({ kid: this.current.kid, retired: retired?.kid }, 'signing key rotated');
   }
 
+  /** Moves to the next (already published) key now and makes its successor: `kill -USR2`. */
+  rotateNow(): void {
+    this.rotate();
+    void this.maintain();
+  }
+
+  /**
+   * The public key for `kid` if it is in the JWKS we serve: our own keys first (no store read),
+   * then the union of every instance's (cached as jwks() caches it, so unknown kids cost at
+   * most one store read per cache period, never one per request).
+   */
+  async verificationKey(kid: string): Promise<{ key: KeyObject; alg: SigningAlg } | undefined> {
+    const now = this.opts.clock();
+    for (const k of [this.current, this.next, ...this.retired]) {
+      if (k?.kid === kid && k.published && now < k.retireAt + this.opts.overlapMs) return { key: k.publicKey, alg: k.alg };
+    }
+    const { keys } = await this.jwks();
+    const jwk = keys.find((k) => k.kid === kid);
+    if (!jwk) return undefined;
+    let found = this.foreignKeys.get(kid);
+    if (!found) {
+      found = publicKeyFromJwk(jwk);
+      if (!found) return undefined;
+      if (this.foreignKeys.size >= 4 * MAX_PUBLISHED_KEYS) this.foreignKeys.clear();
+      this.foreignKeys.set(kid, found);
+    }
+    return found;
+  }
+
   /**
    * The union JWKS of every instance's published keys, newest first (cached briefly). When the
    * store cannot answer, the last good union plus our own keys: a Redis blip must not make
@@ -129,6 +164,13 @@ export class Keyring {
     const now = this.opts.clock();
     const ttl = this.opts.jwksCacheMs ?? 1000;
     if (this.jwksCache && now - this.jwksCache.at < ttl) return { keys: this.jwksCache.keys };
+    this.jwksLoading ??= this.loadJwks(now).finally(() => {
+      this.jwksLoading = undefined;
+    });
+    return this.jwksLoading;
+  }
+
+  private async loadJwks(now: number): Promise<{ keys: JWK[] }> {
     let published: PublishedKey[];
     try {
       published = await this.opts.store.publishedKeys(now);
@@ -219,7 +261,7 @@ export class Keyring {
     const jwk = publicKey.export({ format: 'jwk' }) as JWK;
     const kid = await calculateJwkThumbprint(jwk);
     const publicJwk: JWK = { ...jwk, kid, alg: this.opts.alg, use: 'sig' };
-    return { kid, alg: this.opts.alg, privateKey, publicJwk, createdAt, retireAt, published: false };
+    return { kid, alg: this.opts.alg, privateKey, publicKey, publicJwk, createdAt, retireAt, published: false };
   }
 }
 

@@ -24,6 +24,8 @@ export async function startTestBroker(
         issuers: [{ issuer: issuer.issuer, audiences: [AUDIENCE], algorithms: ['ES256'], mapping: { preset: 'kubernetes', cluster: 'test' } }],
       },
     },
+    // Matrix tests send many bad credentials from one address: the limits get their own tests.
+    limits: { failed_attestations: { burst: 1_000_000 }, issuance: { rate: 1_000_000, burst: 1_000_000 } },
     policies: [
       {
         name: 'payments',

@@ -14,6 +14,9 @@ export function authorizationServerMetadata(config: Config, opts: { boundTokens?
     grant_types_supported: [],
     token_endpoint_auth_methods_supported: [],
     authorization_details_types_supported: [AUTHORIZATION_DETAILS_TYPE],
+    // RFC 7662 / RFC 7009, for the resource servers listed in config (mTLS or a bearer credential).
+    introspection_endpoint: `${config.issuer}/oauth2/introspect`,
+    revocation_endpoint: `${config.issuer}/oauth2/revoke`,
     // RFC 8705 §3.3: tokens issued on client-certificate evidence carry cnf.x5t#S256.
     tls_client_certificate_bound_access_tokens: opts.boundTokens ?? false,
     // jit-broker extension: where a workload starts a task.

@@ -1,0 +1,53 @@
+import { createHash } from 'node:crypto';
+import type { Attestor } from '../attestation/attestor.js';
+import type { X509Evidence } from '../attestation/x509.js';
+import type { Config } from '../config/schema.js';
+import { InvalidClient } from '../errors.js';
+
+export type ResourceServer = Config['resource_servers'][number];
+
+/**
+ * The resource servers allowed to introspect and revoke tokens (RFC 7662 §2.1 requires caller
+ * authentication, against token scanning). A caller proves it is one with a bearer credential
+ * (looked up by its SHA-256; the config holds only the hash) or a client certificate whose
+ * attested workload id is listed.
+ */
+export class ResourceServers {
+  private readonly byCredential = new Map<string, ResourceServer>();
+  private readonly byWorkload = new Map<string, ResourceServer>();
+
+  constructor(
+    servers: ResourceServer[],
+    private readonly x509: Attestor<X509Evidence> | undefined,
+  ) {
+    for (const rs of servers) {
+      if (rs.credential_sha256) this.byCredential.set(rs.credential_sha256, rs);
+      if (rs.workload) this.byWorkload.set(rs.workload, rs);
+    }
+  }
+
+  /**
+   * The calling resource server. A bearer credential must be a listed one (else 401); without
+   * one, a client certificate is tried. Undefined when the caller shows neither (or, for
+   * `optional` callers such as a token's holder revoking it, a certificate that is no listed one).
+   */
+  async identify(call: { bearer?: string; certificate?: X509Evidence }, o: { optional: boolean }): Promise<ResourceServer | undefined> {
+    if (call.bearer !== undefined) {
+      const rs = this.byCredential.get(createHash('sha256').update(call.bearer).digest('hex'));
+      if (!rs) throw new InvalidClient('the bearer credential is not one of a resource server');
+      return rs;
+    }
+    if (call.certificate && this.x509 && this.byWorkload.size > 0) {
+      try {
+        const workload = await this.x509.attest(call.certificate);
+        const rs = this.byWorkload.get(workload.id);
+        if (rs) return rs;
+        if (!o.optional) throw new InvalidClient(`workload ${workload.id} is not a resource server allowed to call this endpoint`);
+      } catch (e) {
+        if (!o.optional) throw e;
+      }
+    }
+    if (!o.optional) throw new InvalidClient('authenticate as a resource server: a client certificate or a bearer credential');
+    return undefined;
+  }
+}

@@ -1,0 +1,34 @@
+import type { Context } from 'hono';
+import { getConnInfo } from '@hono/node-server/conninfo';
+import type { CallContext } from '../broker.js';
+import { InvalidRequest } from '../errors.js';
+import type { ClientCertSource } from './client-cert.js';
+
+export type CallContextOf = (c: Context) => CallContext;
+
+/** RFC 6750 §2.1: `Bearer` then one b64token. */
+const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i;
+
+/** The credential of an `Authorization: Bearer` header (other schemes: none); a malformed one is a 400. */
+export function bearerOf(header: string | undefined): string | undefined {
+  if (header === undefined || !/^Bearer(\s|$)/i.test(header)) return undefined;
+  const m = BEARER.exec(header);
+  if (!m) throw new InvalidRequest('the Authorization header must be "Bearer <token>"');
+  return m[1];
+}
+
+/** Transport facts about the caller: its address, its bearer credential and, when enabled, its client certificate. */
+export function callContextOf(clientCerts: ClientCertSource | undefined): CallContextOf {
+  return (c) => {
+    let remoteAddress: string | undefined;
+    try {
+      remoteAddress = getConnInfo(c).remote.address;
+    } catch {
+      remoteAddress = undefined; // not served by node-server (app.request in tests)
+    }
+    const socket = (c.env as { incoming?: { socket?: unknown } } | undefined)?.incoming?.socket;
+    const certificate = clientCerts?.evidence(socket, remoteAddress, (name) => c.req.header(name));
+    const bearer = bearerOf(c.req.header('authorization'));
+    return { ...(remoteAddress ? { remoteAddress } : {}), ...(certificate ? { certificate } : {}), ...(bearer !== undefined ? { bearer } : {}) };
+  };
+}

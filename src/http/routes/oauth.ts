@@ -1,0 +1,22 @@
+import type { Hono } from 'hono';
+import type { Broker } from '../../broker.js';
+import { json } from '../errors.js';
+import { readForm } from '../body.js';
+import type { CallContextOf } from '../call-context.js';
+
+/** RFC 7662 introspection and RFC 7009 revocation, for resource servers (and a token's holder). */
+export function oauthRoutes(app: Hono, deps: { broker: Broker; maxBodyBytes: number; callContext: CallContextOf }): void {
+  const { broker, maxBodyBytes, callContext } = deps;
+
+  app.post('/oauth2/introspect', async (c) => {
+    const params = await readForm(c, maxBodyBytes);
+    return json(200, await broker.introspect(params, callContext(c)));
+  });
+
+  app.post('/oauth2/revoke', async (c) => {
+    const params = await readForm(c, maxBodyBytes);
+    await broker.revoke(params, callContext(c));
+    // RFC 7009 §2.2: 200 whether or not the token was known; the body carries nothing.
+    return json(200, {});
+  });
+}

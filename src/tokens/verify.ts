@@ -1,0 +1,94 @@
+import { createPublicKey, verify, type JsonWebKey, type KeyObject } from 'node:crypto';
+import type { JWK } from 'jose';
+import { BrokerError } from '../errors.js';
+import { isGrantId } from '../grants/ids.js';
+import { TASK_TOKEN_TYP, taskTokenClaimsSchema, type TaskTokenClaims } from '../protocol/claims.js';
+import type { Clock } from '../util/clock.js';
+import type { SigningAlg } from './keyring.js';
+
+/** A presented task token that does not verify (RFC 6750 §3.1 `invalid_token`, 401). */
+export class InvalidToken extends BrokerError {
+  constructor(description: string, opts?: { detail?: string }) {
+    super('invalid_token', 401, description, opts);
+  }
+}
+
+/** Where the verifier finds public keys by kid (the keyring: ours, then every instance's). */
+export interface VerificationKeys {
+  verificationKey(kid: string): Promise<{ key: KeyObject; alg: SigningAlg } | undefined>;
+}
+
+export interface TaskTokenVerifierOptions {
+  issuer: string;
+  leewayMs: number;
+  clock: Clock;
+  keys: VerificationKeys;
+}
+
+const ALGS: ReadonlySet<string> = new Set<SigningAlg>(['ES256', 'EdDSA']);
+const MAX_TOKEN_LENGTH = 16_384;
+
+/**
+ * Verifies task tokens this broker (or another instance sharing its store) minted, when they are
+ * presented back to it: renewal, end, introspection, revocation. The inbound-validation steps of
+ * RFC 8725 / RFC 9068 §4: compact JWS only; `alg` from our allow-list and equal to the key's; `typ`
+ * exactly `at+jwt`; `kid` known; signature; `iss` exact; `exp` future and `nbf`/`iat` not future
+ * beyond the leeway; claims of the task-token shape. No `aud` check: the audience is the resource
+ * server's, and the token comes back to its issuer. Grant state is the caller's business.
+ */
+export class TaskTokenVerifier {
+  constructor(private readonly opts: TaskTokenVerifierOptions) {}
+
+  async verify(token: string): Promise<TaskTokenClaims> {
+    if (token.length > MAX_TOKEN_LENGTH) throw new InvalidToken('the token is too long');
+    const parts = token.split('.');
+    if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]*$/.test(p))) throw new InvalidToken('the token is not a compact JWS');
+    const [h, p, s] = parts as [string, string, string];
+    const header = decodeJson(h);
+    if (!header || typeof header.alg !== 'string' || !ALGS.has(header.alg)) throw new InvalidToken('the token is not signed with an accepted algorithm');
+    if (header.typ !== TASK_TOKEN_TYP) throw new InvalidToken('the token is not a task token (typ must be at+jwt)');
+    if (typeof header.kid !== 'string' || header.kid.length === 0 || header.kid.length > 256) throw new InvalidToken('the token names no signing key');
+    if (header.crit !== undefined) throw new InvalidToken('the token has critical header parameters we do not understand');
+    const found = await this.opts.keys.verificationKey(header.kid);
+    if (!found) throw new InvalidToken('the token was not signed by this broker (unknown key)');
+    if (found.alg !== header.alg) throw new InvalidToken('the token was not signed by this broker (algorithm differs from its key)');
+    const data = Buffer.from(`${h}.${p}`);
+    const signature = Buffer.from(s, 'base64url');
+    const ok =
+      found.alg === 'ES256'
+        ? signature.length === 64 && verify('sha256', data, { key: found.key, dsaEncoding: 'ieee-p1363' }, signature)
+        : verify(null, data, found.key, signature);
+    if (!ok) throw new InvalidToken('the token signature does not verify');
+
+    const parsed = taskTokenClaimsSchema.safeParse(decodeJson(p));
+    if (!parsed.success) throw new InvalidToken('the token does not carry task-token claims');
+    const claims: TaskTokenClaims = parsed.data;
+    if (claims.iss !== this.opts.issuer) throw new InvalidToken('the token was issued by another issuer');
+    if (!isGrantId(claims.grant)) throw new InvalidToken('the token does not name a grant');
+    const now = this.opts.clock() / 1000;
+    const leeway = this.opts.leewayMs / 1000;
+    if (claims.exp <= now - leeway) throw new InvalidToken('the token has expired');
+    if (claims.nbf > now + leeway || claims.iat > now + leeway) throw new InvalidToken('the token is not valid yet');
+    return claims;
+  }
+}
+
+function decodeJson(segment: string): Record<string, unknown> | undefined {
+  try {
+    const v: unknown = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'));
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A public KeyObject from a published JWK, or undefined when it is not one of ours. */
+export function publicKeyFromJwk(jwk: JWK): { key: KeyObject; alg: SigningAlg } | undefined {
+  const alg: SigningAlg | undefined = jwk.alg === 'ES256' ? 'ES256' : jwk.alg === 'EdDSA' ? 'EdDSA' : undefined;
+  if (!alg) return undefined;
+  try {
+    return { key: createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' }), alg };
+  } catch {
+    return undefined;
+  }
+}
