@@ -43,7 +43,7 @@ export function grantKeys(prefix: string, tag: string) {
     task: (task: string) => `${slot}:task:${task}`,
     /** stream of audit events. */
     audit: `${slot}:audit`,
-    /** hash: the workload's issuance token bucket (see lib.lua take_token). */
+    /** hash: the workload's issuance token bucket (see lib.lua bucket_take). */
     rate: `${slot}:rate`,
     /** marker: this grant id was voided before its record arrived (see close-grant.lua). */
     voided: (id: string) => `${slot}:void:${id}`,

@@ -80,7 +80,7 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
     allDeadline: number;
     liveDeadline: number;
     audit: Expiring<AuditEvent[]> | undefined;
-    /** Issuance token bucket (lib.lua take_token). */
+    /** Issuance token bucket (lib.lua bucket_take). */
     bucket: BucketState | undefined;
   }
 

@@ -65,7 +65,7 @@ if live >= max_active then
   return {'cap', live, first[2] or ''}
 end
 -- Checked after the cap, so only a grant that is written spends a rate token.
-local wait = take_token(KEYS[7], burst, interval, now)
+local wait, bucket = bucket_take(KEYS[7], burst, interval, now)
 if wait > 0 then
   deny(ARGV[11])
   return {'rate', wait}
@@ -73,6 +73,7 @@ end
 
 local keep = (expires_at - now) + retention
 audit(KEYS[5], maxlen, keep, slice(14 + n1, 13 + n1 + n2))
+bucket_store(bucket)
 
 redis.call('HSET', KEYS[1], unpack(slice(14, 13 + n1)))
 redis.call('PEXPIRE', KEYS[1], num(keep))

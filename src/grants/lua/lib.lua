@@ -24,10 +24,11 @@ local function slice(from, to)
 end
 
 -- Token bucket in a hash {tokens, at}: holds at most `burst`, earns one every `interval` ms.
--- Takes one token and returns 0, or returns the ms until one is earned (and writes nothing).
+-- Reads only: returns 0 and the bucket after taking one token, or the ms until one is earned.
+-- The caller writes its audit event first, then `bucket_store`s: a failed event changes nothing.
 -- A `now` older than the last take (brokers' clocks differ a little) earns nothing.
-local function take_token(key, burst, interval, now)
-  if burst <= 0 then return 0 end
+local function bucket_take(key, burst, interval, now)
+  if burst <= 0 then return 0, nil end
   local h = redis.call('HMGET', key, 'tokens', 'at')
   local tokens = tonumber(h[1])
   local at = tonumber(h[2])
@@ -40,13 +41,17 @@ local function take_token(key, burst, interval, now)
     at = now
   end
   if tokens < 1 then
-    return math.max(1, math.ceil((1 - tokens) * interval))
+    return math.max(1, math.ceil((1 - tokens) * interval)), nil
   end
-  tokens = tokens - 1
-  redis.call('HSET', key, 'tokens', string.format('%.6f', tokens), 'at', num(at))
+  return 0, {key, tokens - 1, at, burst, interval}
+end
+
+-- Writes the bucket `bucket_take` returned (nil: no limit, nothing to write).
+local function bucket_store(b)
+  if b == nil then return end
+  redis.call('HSET', b[1], 'tokens', string.format('%.6f', b[2]), 'at', num(b[3]))
   -- Gone once it would be full again: an idle workload keeps nothing.
-  redis.call('PEXPIRE', key, num(math.ceil((burst - tokens) * interval) + 1000))
-  return 0
+  redis.call('PEXPIRE', b[1], num(math.ceil((b[4] - b[2]) * b[5]) + 1000))
 end
 
 -- Appends one audit event (field/value list) to a stream that lives at least `ttl` ms.

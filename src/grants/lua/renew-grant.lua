@@ -44,7 +44,7 @@ if h[4] ~= ARGV[3] then
   return {'replay', redis.call('HGETALL', KEYS[1])}
 end
 
-local wait = take_token(KEYS[4], tonumber(ARGV[8]), tonumber(ARGV[9]), now)
+local wait, bucket = bucket_take(KEYS[4], tonumber(ARGV[8]), tonumber(ARGV[9]), now)
 local fields = slice(13, 12 + n1)
 if wait > 0 then
   fields[2] = 'grant.denied' -- fields[1] is 'type'
@@ -58,5 +58,6 @@ generation = generation + 1
 fields[#fields + 1] = 'generation'
 fields[#fields + 1] = tostring(generation)
 audit(KEYS[3], maxlen, keep, fields)
+bucket_store(bucket)
 redis.call('HSET', KEYS[1], 'token_jti', ARGV[4], 'token_exp', ARGV[5], 'generation', tostring(generation))
 return {'renewed', redis.call('HGETALL', KEYS[1])}
