@@ -2,6 +2,7 @@
  * Fail closed when Redis goes away: the broker answers 503 with Retry-After (never a token, never
  * a 500), /readyz names the store, and issuance resumes by itself once Redis is back.
  */
+import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +12,7 @@ import type { BrokerRuntime } from '../../src/server.js';
 import { AUDIENCE, postJson, startTestBroker } from '../helpers/broker.js';
 import { startRedisServer, type RedisProcess } from '../helpers/redis.js';
 
+const RS_CREDENTIAL = 'outage-rs-credential';
 let issuer: OidcIssuer;
 let redis: RedisProcess;
 let broker: BrokerRuntime;
@@ -18,7 +20,10 @@ let broker: BrokerRuntime;
 beforeAll(async () => {
   issuer = await startOidcIssuer({ alg: 'ES256' });
   redis = await startRedisServer();
-  broker = await startTestBroker(issuer, { store: { kind: 'redis', url: redis.url, key_prefix: 'outage:', command_timeout: '300ms' } });
+  broker = await startTestBroker(issuer, {
+    store: { kind: 'redis', url: redis.url, key_prefix: 'outage:', command_timeout: '300ms' },
+    resource_servers: [{ name: 'rs', audiences: ['db.payments'], credential_sha256: createHash('sha256').update(RS_CREDENTIAL).digest('hex') }],
+  });
 });
 afterAll(async () => {
   await broker?.close();
@@ -26,13 +31,28 @@ afterAll(async () => {
   await issuer?.close();
 });
 
-const start = async () => {
-  const token = await issuer.mintServiceAccountToken({ cluster: 'test', namespace: 'payments', serviceAccount: 'api', audience: AUDIENCE, ttlSeconds: 600 });
-  return postJson(`${broker.url}/v1/tasks`, {
-    attestation: { kind: 'oidc', token },
+const saToken = () => issuer.mintServiceAccountToken({ cluster: 'test', namespace: 'payments', serviceAccount: 'api', audience: AUDIENCE, ttlSeconds: 600 });
+const start = async () =>
+  postJson(`${broker.url}/v1/tasks`, {
+    attestation: { kind: 'oidc', token: await saToken() },
     intent: { audience: 'db.payments', actions: ['read'], resources: ['db://payments/orders'], purpose: 'outage test' },
   });
-};
+const renew = async (grant: string, token: string) =>
+  postJson(`${broker.url}/v1/tasks/${grant}/renew`, { attestation: { kind: 'oidc', token: await saToken() } }, { authorization: `Bearer ${token}` });
+async function introspect(token: string) {
+  const res = await fetch(`${broker.url}/oauth2/introspect`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Bearer ${RS_CREDENTIAL}` },
+    body: new URLSearchParams({ token }).toString(),
+  });
+  return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, unknown> };
+}
+/** The call's answer and how long it took (fail closed means: at once, not after a hang). */
+async function timed<T>(call: () => Promise<T>): Promise<{ res: T; ms: number }> {
+  const t = performance.now();
+  const res = await call();
+  return { res, ms: performance.now() - t };
+}
 
 describe('Redis outage', () => {
   it('answers 503 with Retry-After while Redis is down, and recovers without a restart', async () => {
@@ -66,6 +86,37 @@ describe('Redis outage', () => {
     const jwks = createLocalJWKSet((await (await fetch(`${broker.url}/.well-known/jwks.json`)).json()) as { keys: [] });
     await expect(jwtVerify(after.json.access_token as string, jwks, { issuer: 'https://broker.test', audience: 'db.payments' })).resolves.toBeTruthy();
     expect((await fetch(`${broker.url}/readyz`)).status).toBe(200);
+  }, 30_000);
+
+  it('renewal and introspection fail closed with 503 within 1 s while Redis is down, and recover by themselves', async () => {
+    const started = await start();
+    expect(started.status).toBe(201);
+    const grant = started.json.grant as string;
+    const token = started.json.access_token as string;
+    expect((await introspect(token)).json.active).toBe(true);
+
+    await redis.kill();
+    for (const call of [() => renew(grant, token), () => introspect(token), () => start()]) {
+      const { res, ms } = await timed(call);
+      expect(res.status).toBe(503);
+      expect(res.json).toEqual({ error: 'temporarily_unavailable', error_description: 'grant store is unavailable' });
+      expect(res.headers.get('retry-after')).toBe('1');
+      // Fail closed at once: a bound on hanging, not a speed figure (bench/ measures speed).
+      expect(ms).toBeLessThan(1000);
+    }
+
+    await redis.restart(); // empty: the grant is gone, so its token is no longer active
+    let after = await start();
+    for (let i = 0; i < 50 && after.status !== 201; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = await start();
+    }
+    expect(after.status).toBe(201);
+    expect((await introspect(token)).json).toEqual({ active: false });
+    expect((await renew(grant, token)).json).toMatchObject({ error: 'invalid_grant' });
+    const fresh = await renew(after.json.grant as string, after.json.access_token as string);
+    expect(fresh.status).toBe(200);
+    expect((await introspect(fresh.json.access_token as string)).json.active).toBe(true);
   }, 30_000);
 
   it('a write whose reply never came (Redis paused) is a 503, and its grant, when it lands, is voided', async () => {
