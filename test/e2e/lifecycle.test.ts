@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueCertificate, type Credential } from '../../src/dev/dev-ca.js';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import { grantKeys, workloadTag } from '../../src/grants/ids.js';
+import type { RuleConfig } from '../../src/policy/rules.js';
 import type { BrokerRuntime } from '../../src/server.js';
 import { AUDIENCE, startTestBroker } from '../helpers/broker.js';
 import { createTestPki, httpsJson, scratchDir, type TestPki, type TlsResponse } from '../helpers/pki.js';
@@ -31,7 +32,7 @@ let broker: BrokerRuntime & { prefix: string };
 let redis: Redis;
 const files = scratchDir('jit-lifecycle-');
 
-function brokerOverrides(policies?: unknown[]) {
+function brokerOverrides(policies?: RuleConfig[]) {
   return {
     tls: {
       cert: files.write('server.pem', pki.server.chainPem),
