@@ -75,7 +75,7 @@ const tlsOpts = (auth: Auth = {}) => ({
   ca: pki.example.certPem,
   ...(auth.cert ? { cert: auth.cert.chainPem, key: auth.cert.keyPem } : {}),
 });
-const headersOf = (auth: Auth) => (auth.bearer !== undefined ? { authorization: `Bearer ${auth.bearer}` } : {});
+const headersOf = (auth: Auth): Record<string, string> => (auth.bearer !== undefined ? { authorization: `Bearer ${auth.bearer}` } : {});
 
 const saToken = (over: { serviceAccount?: string; ttlSeconds?: number } = {}) =>
   issuer.mintServiceAccountToken({ cluster: 'test', namespace: 'payments', serviceAccount: over.serviceAccount ?? 'api', audience: AUDIENCE, ttlSeconds: over.ttlSeconds ?? 600 });
