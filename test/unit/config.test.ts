@@ -20,6 +20,51 @@ describe('config', () => {
     expect(cfg.listen).toEqual({ host: '0.0.0.0', port: 8080 });
   });
 
+  it('has limits by default, and checks them and the resource servers', () => {
+    expect(parseConfig(base).limits).toEqual({
+      issuance: { rate: 100, per: 1000, burst: 200 },
+      failed_attestations: { rate: 10, per: 60_000, burst: 20 },
+      tracked_addresses: 100_000,
+    });
+    const hash = 'a'.repeat(64);
+    expect(
+      problems({
+        ...base,
+        limits: { issuance: { rate: 0, burst: 1.5 }, failed_attestations: { per: 'soon' } },
+        resource_servers: [
+          { name: 'rs', audiences: ['api'], credential_sha256: hash },
+          { name: 'rs', audiences: ['api'], credential_sha256: hash },
+          { name: 'both', audiences: ['api'], credential_sha256: 'b'.repeat(64), workload: 'spiffe://td/rs' },
+          { name: 'neither', audiences: ['api'] },
+          { name: 'plain', audiences: [], credential_sha256: 'secret' },
+          { name: 'mtls', audiences: ['api'], workload: 'spiffe://td/rs' },
+        ],
+      }),
+    ).toEqual([
+      'limits.issuance.rate: Too small: expected number to be >0',
+      'limits.issuance.burst: Invalid input: expected int, received number',
+      'limits.failed_attestations.per: invalid duration "soon" (use e.g. 90s, 5m, 1h)',
+      'resource_servers[2]: needs exactly one of workload (mTLS) or credential_sha256 (bearer)',
+      'resource_servers[3]: needs exactly one of workload (mTLS) or credential_sha256 (bearer)',
+      'resource_servers[4].audiences: Too small: expected array to have >=1 items',
+      'resource_servers[4].credential_sha256: must be the SHA-256 of the credential, 64 lowercase hex digits (sha256sum)',
+    ]);
+    expect(
+      problems({
+        ...base,
+        resource_servers: [
+          { name: 'rs', audiences: ['api'], credential_sha256: hash },
+          { name: 'rs', audiences: ['api'], credential_sha256: hash },
+          { name: 'mtls', audiences: ['api'], workload: 'spiffe://td/rs' },
+        ],
+      }),
+    ).toEqual([
+      'resource_servers[1]: repeats the name of resource_servers[0]',
+      'resource_servers[1]: repeats the credential of resource_servers[0]',
+      'resource_servers[2].workload: needs tls.client_ca_bundles (mTLS client authentication)',
+    ]);
+  });
+
   it('reports every problem by its path', () => {
     const list = problems({
       ...base,

@@ -1,0 +1,135 @@
+/**
+ * The verifier of task tokens presented back to the broker (renew, end, introspect, revoke):
+ * every RFC 8725 / RFC 9068 §4 check refuses on its own, and keys come from the keyring (ours,
+ * then every instance's published keys, within their overlap).
+ */
+import { sign as nodeSign, createHmac } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createMemoryGrantStore } from '../../src/grants/memory-store.js';
+import { AddressLimiter } from '../../src/limits/address-limiter.js';
+import { silentLogger } from '../../src/log.js';
+import { Keyring, type SigningKey } from '../../src/tokens/keyring.js';
+import { signTaskToken, taskTokenClaims } from '../../src/tokens/mint.js';
+import { InvalidToken, TaskTokenVerifier } from '../../src/tokens/verify.js';
+
+const MIN = 60_000;
+const ISSUER = 'https://broker.test';
+const GRANT = `g_${'a'.repeat(32)}_${'b'.repeat(32)}`;
+
+let now = Date.UTC(2026, 10, 29, 12);
+const clock = () => now;
+const store = createMemoryGrantStore({ log: silentLogger });
+const keyrings: Keyring[] = [];
+afterEach(() => keyrings.splice(0).forEach((k) => k.stop()));
+
+async function keyring(alg: 'ES256' | 'EdDSA' = 'ES256') {
+  const k = new Keyring({ alg, rotationMs: 60 * MIN, overlapMs: 20 * MIN, store, clock, log: silentLogger, jwksCacheMs: 0 });
+  await k.start();
+  keyrings.push(k);
+  return k;
+}
+const verifier = (k: Keyring) => new TaskTokenVerifier({ issuer: ISSUER, leewayMs: 30_000, clock, keys: k });
+const claims = (over: Record<string, unknown> = {}) => ({
+  ...taskTokenClaims({
+    issuer: ISSUER,
+    workloadId: 'spiffe://td/w',
+    grantId: GRANT,
+    jti: 'jti-1',
+    intent: { audience: 'api', actions: ['read'], resources: [], purpose: 'p', task: 't' },
+    issuedAt: now,
+    expiresAt: now + 5 * MIN,
+  }),
+  ...over,
+});
+const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+/** Signs any header and payload with the key, as a forger holding it would. */
+function forge(key: SigningKey, header: Record<string, unknown>, payload: unknown): string {
+  const input = `${b64(header)}.${b64(payload)}`;
+  const sig = key.alg === 'ES256' ? nodeSign('sha256', Buffer.from(input), { key: key.privateKey, dsaEncoding: 'ieee-p1363' }) : nodeSign(null, Buffer.from(input), key.privateKey);
+  return `${input}.${sig.toString('base64url')}`;
+}
+
+describe('TaskTokenVerifier', () => {
+  it('accepts a task token this keyring signed (ES256 and EdDSA)', async () => {
+    for (const alg of ['ES256', 'EdDSA'] as const) {
+      const k = await keyring(alg);
+      const token = signTaskToken(claims(), k.signingKey());
+      await expect(verifier(k).verify(token)).resolves.toMatchObject({ grant: GRANT, sub: 'spiffe://td/w', jti: 'jti-1' });
+    }
+  });
+
+  it('accepts a token of another instance whose key is published, and not once its overlap is over', async () => {
+    const a = await keyring();
+    const b = await keyring();
+    const token = signTaskToken(claims(), a.signingKey());
+    await expect(verifier(b).verify(token)).resolves.toBeTruthy();
+    a.stop();
+    now += 60 * MIN + 20 * MIN + 1; // a's first key: retired at +60m, gone from the JWKS at +80m
+    const late = new TaskTokenVerifier({ issuer: ISSUER, leewayMs: 30_000, clock, keys: b });
+    await expect(late.verify(token)).rejects.toThrow(/unknown key/);
+  });
+
+  it('refuses each failed check with invalid_token, naming it', async () => {
+    const k = await keyring();
+    const key = k.signingKey();
+    const header = { alg: 'ES256', kid: key.kid, typ: 'at+jwt' };
+    const good = forge(key, header, claims());
+    const [h, p] = good.split('.');
+    const hmac = (input: string) => createHmac('sha256', JSON.stringify(key.publicJwk)).update(input).digest('base64url');
+    const hs = `${b64({ ...header, alg: 'HS256' })}.${p}`;
+    const cases: [string, string, RegExp][] = [
+      ['alg none', `${b64({ ...header, alg: 'none' })}.${p}.`, /accepted algorithm/],
+      ['HS256 keyed with the public key', `${hs}.${hmac(hs)}`, /accepted algorithm/],
+      ['typ JWT', forge(key, { ...header, typ: 'JWT' }, claims()), /typ must be at\+jwt/],
+      ['no typ', forge(key, { alg: 'ES256', kid: key.kid }, claims()), /typ must be at\+jwt/],
+      ['no kid', forge(key, { alg: 'ES256', typ: 'at+jwt' }, claims()), /names no signing key/],
+      ['unknown kid', forge(key, { ...header, kid: 'nope' }, claims()), /unknown key/],
+      ['alg differs from the key', forge(key, { ...header, alg: 'EdDSA' }, claims()), /algorithm differs/],
+      ['crit', forge(key, { ...header, crit: ['exp'] }, claims()), /critical/],
+      ['signature over other claims', `${h}.${b64(claims({ sub: 'spiffe://td/admin' }))}.${good.split('.')[2]}`, /signature/],
+      ['short signature', `${h}.${p}.${'A'.repeat(10)}`, /signature/],
+      ['other issuer', forge(key, header, claims({ iss: 'https://evil.test' })), /another issuer/],
+      ['expired beyond the leeway', forge(key, header, claims({ exp: Math.floor(now / 1000) - 31 })), /expired/],
+      ['not yet valid', forge(key, header, claims({ nbf: Math.floor(now / 1000) + 60 })), /not valid yet/],
+      ['issued in the future', forge(key, header, claims({ iat: Math.floor(now / 1000) + 60 })), /not valid yet/],
+      ['no grant claim', forge(key, header, claims({ grant: undefined })), /task-token claims/],
+      ['a grant that is no grant id', forge(key, header, claims({ grant: 'g_x' })), /does not name a grant/],
+      ['JSON that is no object', forge(key, header, [1, 2]), /task-token claims/],
+      ['two parts', `${h}.${p}`, /compact JWS/],
+      ['JWE-like five parts', `${h}.${p}.a.b.c`, /compact JWS/],
+      ['too long', 'a'.repeat(20_000), /too long/],
+    ];
+    for (const [what, token, message] of cases) {
+      const result = verifier(k).verify(token);
+      await expect(result, what).rejects.toBeInstanceOf(InvalidToken);
+      await expect(result, what).rejects.toThrow(message);
+    }
+    // Within the leeway is fine.
+    await expect(verifier(k).verify(forge(key, header, claims({ exp: Math.floor(now / 1000) - 10 })))).resolves.toBeTruthy();
+  });
+});
+
+describe('AddressLimiter', () => {
+  it('refuses an address after `burst` failures until a token is earned; success never counts', () => {
+    const limiter = new AddressLimiter({ burst: 3, intervalMs: 10_000, maxAddresses: 100 });
+    const t = 1_000_000;
+    limiter.check('10.0.0.1', t);
+    for (let i = 0; i < 3; i++) {
+      limiter.check('10.0.0.1', t);
+      limiter.failed('10.0.0.1', t);
+    }
+    expect(() => limiter.check('10.0.0.1', t)).toThrow(expect.objectContaining({ status: 429, retryAfter: 10 }));
+    expect(() => limiter.check('10.0.0.2', t)).not.toThrow();
+    expect(() => limiter.check('10.0.0.1', t + 9_999)).toThrow();
+    expect(() => limiter.check('10.0.0.1', t + 10_000)).not.toThrow();
+    limiter.check(undefined, t);
+  });
+
+  it('stays bounded: beyond maxAddresses the least recently failed address is forgotten', () => {
+    const limiter = new AddressLimiter({ burst: 1, intervalMs: 60_000, maxAddresses: 100 });
+    for (let i = 0; i < 1000; i++) limiter.failed(`10.0.${i >> 8}.${i & 255}`, 0);
+    expect(limiter.size).toBe(100);
+    expect(() => limiter.check('10.0.0.0', 0)).not.toThrow(); // forgotten
+    expect(() => limiter.check('10.0.3.231', 0)).toThrow(); // the latest is remembered
+  });
+});
