@@ -12,6 +12,7 @@
  * refreshed after `ttl`, kept while a refresh fails up to `max_stale`, refetched at most once per
  * `refresh_cooldown` on an unknown `kid`, and missing keys fail closed with a 503.
  */
+import { isExpired, timeClaimsProblem, type TimeProblem } from '../tokens/time-claims.js';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import {
@@ -584,32 +585,25 @@ function fromJose(e: unknown, cfg: OidcIssuerConfig): BrokerError {
   return fail('platform token could not be verified');
 }
 
-/**
- * jose's clock: whole seconds, rounded down. The cache must judge time exactly as jose does, or a
- * cached verification could accept what an uncached one refuses.
- */
-const joseNow = (nowMs: number) => Math.floor(nowMs / 1000);
-
 /** jose's `exp` rule (`exp <= now - tolerance` is expired); also used to prune the cache. */
-const hasExpired = (exp: unknown, cfg: OidcIssuerConfig, nowMs: number) =>
-  typeof exp !== 'number' || exp <= joseNow(nowMs) - cfg.leeway / 1000;
+const hasExpired = (exp: unknown, cfg: OidcIssuerConfig, nowMs: number) => isExpired(exp, nowMs, cfg.leeway);
+
+const TIME_PROBLEMS: Record<TimeProblem, string> = {
+  not_yet_valid: 'platform token is not yet valid',
+  expired: 'platform token has expired',
+  too_old: 'platform token is too old',
+  issued_in_future: 'platform token was issued in the future',
+};
 
 /**
- * The time rules of a verified token, re-applied on every use (also to cached verifications), with
- * jose's exact comparisons and order (jwt_claims_set.js) so that a cache hit is never looser:
- * `nbf` not in the future, `exp` in the future, `iat` within `max_token_age` (which jose gets as
- * whole seconds). Our addition: `iat` not in the future even when the age is not checked.
+ * The time rules of a verified token (src/tokens/time-claims.ts), re-applied on every use (also
+ * to cached verifications) exactly as jose applies them, so that a cache hit is never looser.
  */
 function timeProblem(claims: Claims, cfg: OidcIssuerConfig, nowMs: number): AttestationFailed | undefined {
-  const now = joseNow(nowMs);
-  const tol = cfg.leeway / 1000;
+  const problem = timeClaimsProblem(claims, nowMs, cfg.leeway, cfg.max_token_age);
+  if (!problem) return undefined;
   const { exp, nbf, iat } = claims;
-  if (typeof nbf === 'number' && nbf > now + tol) return new AttestationFailed('platform token is not yet valid', { detail: `nbf ${nbf}` });
-  if (hasExpired(exp, cfg, nowMs)) return new AttestationFailed('platform token has expired', { detail: `exp ${String(exp)}` });
-  if (cfg.max_token_age !== undefined && (typeof iat !== 'number' || now - iat - tol > Math.floor(cfg.max_token_age / 1000)))
-    return new AttestationFailed('platform token is too old', { detail: `iat ${String(iat)}, max_token_age ${cfg.max_token_age}ms` });
-  if (typeof iat === 'number' && iat > now + tol) return new AttestationFailed('platform token was issued in the future', { detail: `iat ${iat}` });
-  return undefined;
+  return new AttestationFailed(TIME_PROBLEMS[problem], { detail: `exp ${String(exp)}, nbf ${String(nbf)}, iat ${String(iat)}, max_token_age ${String(cfg.max_token_age)}` });
 }
 
 /**

@@ -4,6 +4,7 @@ import { BrokerError } from '../errors.js';
 import { isGrantId } from '../grants/ids.js';
 import { TASK_TOKEN_TYP, taskTokenClaimsSchema, type TaskTokenClaims } from '../protocol/claims.js';
 import type { Clock } from '../util/clock.js';
+import { timeClaimsProblem } from './time-claims.js';
 import type { SigningAlg } from './keyring.js';
 
 /** A presented task token that does not verify (RFC 6750 §3.1 `invalid_token`, 401). */
@@ -65,10 +66,8 @@ export class TaskTokenVerifier {
     const claims: TaskTokenClaims = parsed.data;
     if (claims.iss !== this.opts.issuer) throw new InvalidToken('the token was issued by another issuer');
     if (!isGrantId(claims.grant)) throw new InvalidToken('the token does not name a grant');
-    const now = this.opts.clock() / 1000;
-    const leeway = this.opts.leewayMs / 1000;
-    if (claims.exp <= now - leeway) throw new InvalidToken('the token has expired');
-    if (claims.nbf > now + leeway || claims.iat > now + leeway) throw new InvalidToken('the token is not valid yet');
+    const problem = timeClaimsProblem(claims, this.opts.clock(), this.opts.leewayMs);
+    if (problem) throw new InvalidToken(problem === 'expired' ? 'the token has expired' : 'the token is not valid yet');
     return claims;
   }
 }
