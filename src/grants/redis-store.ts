@@ -43,6 +43,7 @@ import {
   type ListOptions,
   type NewGrant,
   type PublishedKey,
+  type RateLimit,
   type RenewGrant,
   type RenewOptions,
   type RenewOutcome,
@@ -100,6 +101,9 @@ const UNAVAILABLE = 'grant store is unavailable';
 const CLOSE_RETENTION_MS = 60 * 60_000;
 /** How long a void marker bars a late create: far longer than any command can be in flight. */
 const VOID_MARKER_TTL_MS = 10 * 60_000;
+
+/** Script arguments of a rate limit: burst (0: unlimited) and ms per token. */
+const rateArgs = (rate: RateLimit | undefined): [number, number] => [rate?.burst ?? 0, rate?.intervalMs ?? 1];
 
 /** The URL without its password (for logs and error detail). */
 export function redactRedisUrl(url: string): string {
@@ -390,8 +394,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           grant.created_at,
           grant.expires_at,
           AUDIT_MAXLEN,
-          o.rate?.burst ?? 0,
-          o.rate?.intervalMs ?? 1,
+          ...rateArgs(o.rate),
           CAP_DENIAL_REASON,
           RATE_DENIAL_REASON,
           hashArgs.length,
@@ -438,8 +441,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           r.tokenExp,
           o.retentionMs,
           AUDIT_MAXLEN,
-          o.rate?.burst ?? 0,
-          o.rate?.intervalMs ?? 1,
+          ...rateArgs(o.rate),
           RATE_DENIAL_REASON,
           REPLAY_REASON,
           renewed.length,
