@@ -110,7 +110,7 @@ export class Keyring {
     if (!this.next || !this.next.published || this.next.retireAt <= now) {
       if (now - this.lastPostponedLog >= 10_000) {
         this.lastPostponedLog = now;
-        this.opts.log.error({ kid: this.next?.kid }, 'key rotation postponed: next key not published; not signing');
+        this.opts.log.error({ kid: this.next?.kid }, 'key rotation postponed: next key not published (the current key signs until it retires, then none)');
       }
       return;
     }
