@@ -3,7 +3,7 @@ import type { Attestor, Evidence, Workload } from './attestation/attestor.js';
 import type { X509Evidence } from './attestation/x509.js';
 import { ResourceServers } from './auth/resource-servers.js';
 import type { Config } from './config/schema.js';
-import { AccessDenied, AttestationFailed, InvalidClient, InvalidGrant, InvalidRequest, OutcomeUnknown, Unavailable } from './errors.js';
+import { AccessDenied, AttestationFailed, InvalidClient, InvalidGrant, InvalidRequest, InvalidToken, OutcomeUnknown, TokenMissing, Unavailable } from './errors.js';
 import { UndeliveredGrants } from './grants/undelivered.js';
 import { DuplicateGrantId, isLive } from './grants/codec.js';
 import { isGrantId, newGrantId } from './grants/ids.js';
@@ -18,7 +18,7 @@ import type { IntrospectionResponse, TaskEndResponse, TaskRenewResponse, TaskSta
 import { taskRenewRequestSchema, taskStartRequestSchema, tokenParamsSchema } from './protocol/tasks.js';
 import type { Keyring } from './tokens/keyring.js';
 import { newTokenId, signTaskToken, taskTokenClaims } from './tokens/mint.js';
-import { InvalidToken, TaskTokenVerifier } from './tokens/verify.js';
+import { TaskTokenVerifier } from './tokens/verify.js';
 import type { Clock } from './util/clock.js';
 import { parseDuration } from './util/duration.js';
 import { issuesToProblems, type Issue } from './util/issues.js';
@@ -37,6 +37,11 @@ export interface BrokerDeps {
 /** What the transport knows about the caller, apart from the body. */
 export interface CallContext {
   remoteAddress?: string;
+  /**
+   * The address failed authentications count against: the peer, or behind a trusted proxy the
+   * address it forwarded (X-Forwarded-For); undefined when a trusted proxy forwarded none.
+   */
+  clientAddress?: string;
   /** Client certificate evidence from the TLS handshake or a trusted proxy header. */
   certificate?: X509Evidence;
   /** The credential of `Authorization: Bearer` (a task token, or a resource server's credential). */
@@ -44,6 +49,7 @@ export interface CallContext {
 }
 
 const INACTIVE: IntrospectionResponse = Object.freeze({ active: false });
+const REPLAYED = 'this token was already renewed: a superseded token means two holders, so the grant has been revoked';
 
 /**
  * The pipeline: evidence → attest → authorize(intent) → record → mint. One function per
@@ -188,7 +194,7 @@ export class Broker {
         return { ...taskResponse(minted, result.grant, intent, decision.rule), generation: result.grant.generation };
       case 'replay':
         log.warn({ grant: grantId, workload: workload.id, presented: claims.jti, generation: result.grant.generation }, 'replay detected: superseded token presented for renewal; grant revoked');
-        throw new InvalidGrant('this token was already renewed: a superseded token means two holders, so the grant has been revoked');
+        throw new InvalidGrant(REPLAYED);
       case 'inactive':
         throw new InvalidGrant(inactiveReason(result.grant, now));
       case 'unknown':
@@ -205,7 +211,11 @@ export class Broker {
       return claims;
     });
     const now = clock();
-    const result = await store.closeGrant(grantId, claims.sub, { now, status: 'ended', reason: 'ended by its holder' });
+    const result = await store.closeGrant(grantId, claims.sub, { now, status: 'ended', reason: 'ended by its holder', presentedJti: claims.jti });
+    if (result.outcome === 'replay') {
+      log.warn({ grant: grantId, workload: claims.sub, presented: claims.jti }, 'replay detected: superseded token presented to end the grant; grant revoked');
+      throw new InvalidGrant(REPLAYED);
+    }
     if (result.outcome === 'closed') log.info({ grant: grantId, workload: claims.sub }, 'grant ended by its holder');
     const grant = result.outcome === 'unknown' ? undefined : result.grant;
     const status = grant && grant.status !== 'active' ? grant.status : 'expired';
@@ -223,6 +233,8 @@ export class Broker {
     const claims = await this.verifyOrUndefined(token);
     if (!claims || !rs?.audiences.includes(claims.aud)) return INACTIVE;
     const now = this.deps.clock();
+    // Our own clock judges our own tokens: expired is expired, without the inbound leeway.
+    if (claims.exp * 1000 <= now) return INACTIVE;
     const grant = await this.deps.store.getGrant(claims.grant);
     // Only the grant's latest token is active: a renewed one is superseded.
     if (!grant || grant.workload !== claims.sub || !isLive(grant, now) || grant.token_jti !== claims.jti) return INACTIVE;
@@ -257,10 +269,20 @@ export class Broker {
     const { store, clock, log } = this.deps;
     const { token } = parse(tokenParamsSchema, params);
     const rs = await this.authenticated(ctx, () => this.resourceServers.identify(ctx, { optional: true }));
-    const claims = await this.verifyOrUndefined(token);
-    if (!claims) return;
-    if (rs && !rs.audiences.includes(claims.aud)) return;
-    if (!rs) await this.authenticated(ctx, async () => checkBinding(claims, ctx.certificate));
+    const claims = rs
+      ? await this.verifyOrUndefined(token)
+      : // The holder's token is its only credential: one that does not verify counts against its
+        // address (the answer is still 200), and a bound one needs its certificate.
+        await this.authenticated(ctx, async () => {
+          const verified = await this.verifyOrUndefined(token);
+          if (!verified) throw new InvalidToken('the token does not verify');
+          checkBinding(verified, ctx.certificate, (m) => new InvalidClient(m));
+          return verified;
+        }).catch((e: unknown) => {
+          if (e instanceof InvalidToken) return undefined;
+          throw e;
+        });
+    if (!claims || (rs && !rs.audiences.includes(claims.aud))) return;
     const by = rs ? `resource server ${rs.name}` : 'its holder';
     const result = await store.closeGrant(claims.grant, claims.sub, { now: clock(), status: 'revoked', reason: `revoked by ${by} (RFC 7009)` });
     if (result.outcome === 'closed') log.info({ grant: claims.grant, workload: claims.sub, by }, 'grant revoked');
@@ -269,7 +291,7 @@ export class Broker {
   /** The bearer task token, verified and issued for this grant. */
   private async presentedToken(grantId: string, ctx: CallContext): Promise<TaskTokenClaims> {
     if (!isGrantId(grantId)) throw new InvalidRequest('not a grant id');
-    if (ctx.bearer === undefined) throw new InvalidToken('present the task token as "Authorization: Bearer <token>"');
+    if (ctx.bearer === undefined) throw new TokenMissing('present the task token as "Authorization: Bearer <token>"');
     const claims = await this.verifier.verify(ctx.bearer);
     if (claims.grant !== grantId) throw new InvalidGrant('the token was not issued for this grant');
     return claims;
@@ -297,11 +319,13 @@ export class Broker {
    * refused (429) before any verification, and each failure counts against it.
    */
   private async authenticated<T>(ctx: CallContext, step: () => Promise<T>): Promise<T> {
-    this.failures.check(ctx.remoteAddress, this.deps.clock());
+    const settle = this.failures.admit(ctx.clientAddress, this.deps.clock());
     try {
-      return await step();
+      const result = await step();
+      settle(false);
+      return result;
     } catch (e) {
-      if (e instanceof InvalidClient || e instanceof InvalidToken) this.failures.failed(ctx.remoteAddress, this.deps.clock());
+      settle(isAuthFailure(e));
       throw e;
     }
   }
@@ -389,6 +413,9 @@ function inactiveReason(grant: Grant, now: number): string {
   return grant.expires_at <= now ? 'the grant has expired' : 'the grant is not active';
 }
 
+/** Failures that count against the caller's address (a missing token is no attempt at all). */
+const isAuthFailure = (e: unknown) => e instanceof InvalidClient || (e instanceof InvalidToken && !(e instanceof TokenMissing));
+
 function sameConfirmation(a: Confirmation | undefined, b: Confirmation | undefined): boolean {
   if (!a || !b) return a === b;
   if ('x5t#S256' in a) return 'x5t#S256' in b && a['x5t#S256'] === b['x5t#S256'];
@@ -399,13 +426,17 @@ function sameConfirmation(a: Confirmation | undefined, b: Confirmation | undefin
  * A bound token may only be used with its key (RFC 8705 §3): the client certificate on this
  * connection (or from the trusted proxy) must be the one its `cnf.x5t#S256` names.
  */
-function checkBinding(claims: TaskTokenClaims, certificate: X509Evidence | undefined): void {
+function checkBinding(
+  claims: TaskTokenClaims,
+  certificate: X509Evidence | undefined,
+  failure: (message: string) => Error = (m) => new InvalidToken(m),
+): void {
   const cnf = claims.cnf;
   if (!cnf) return;
-  if (!('x5t#S256' in cnf)) throw new InvalidToken('this token is bound to a proof-of-possession key this broker does not check here');
+  if (!('x5t#S256' in cnf)) throw failure('this token is bound to a proof-of-possession key this broker does not check here');
   const leaf = certificate && !certificate.problem ? certificate.chain[0] : undefined;
   const thumbprint = leaf ? createHash('sha256').update(leaf).digest('base64url') : undefined;
-  if (thumbprint !== cnf['x5t#S256']) throw new InvalidToken('this token is bound to a client certificate: present that certificate');
+  if (thumbprint !== cnf['x5t#S256']) throw failure('this token is bound to a client certificate: present that certificate');
 }
 
 /** The body through its zod schema; anything else is a 400 naming the first problems. */

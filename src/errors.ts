@@ -46,6 +46,16 @@ export class InvalidClient extends BrokerError {
 /** The workload could not be authenticated: its evidence is missing, malformed, untrusted or expired. */
 export class AttestationFailed extends InvalidClient {}
 
+/** A presented task token that does not verify (RFC 6750 §3.1 `invalid_token`, 401). */
+export class InvalidToken extends BrokerError {
+  constructor(description: string, opts?: Opts) {
+    super('invalid_token', 401, description, opts);
+  }
+}
+
+/** No token was presented at all: RFC 6750 §3.1 names no error in the challenge then. */
+export class TokenMissing extends InvalidToken {}
+
 export class InvalidGrant extends BrokerError {
   constructor(description: string, opts?: Opts) {
     super('invalid_grant', 400, description, opts);

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { oidcConfigSchema } from '../attestation/oidc.js';
 import { trustDomainProblem } from '../attestation/spiffe-id.js';
-import { x509ConfigSchema } from '../attestation/x509.js';
+import { addressOrCidr, x509ConfigSchema } from '../attestation/x509.js';
 import { policySchema, TTL_CAP_MS, TTL_FLOOR_MS } from '../policy/rules.js';
 import { durationField, formatDuration } from '../util/duration.js';
 import { parseSecureUrl } from '../util/url.js';
@@ -106,6 +106,11 @@ export const configSchema = z
         max_body_bytes: z.number().int().min(1024).max(1_048_576).default(65_536),
         /** A request (headers and body) must arrive within this; slower ones get 408 and are closed. */
         request_timeout: durationField('10s'),
+        /**
+         * Proxies in front of the broker (addresses or CIDR blocks): a request from one counts
+         * failed authentications against the address it appended to X-Forwarded-For.
+         */
+        trusted_proxies: z.array(addressOrCidr).default([]),
       })
       .strict()
       .prefault({}),

@@ -73,7 +73,7 @@ const renewSchema = z
   .object({ id: grantFields.id, workload: text(2048), presentedJti: text(256), jti: text(256), tokenExp: ms })
   .strict();
 const renewOptionsSchema = z.object({ now: ms, retentionMs: retentionSchema, rate: rateSchema.optional() });
-const closeOptionsSchema = z.object({ now: ms, status: z.enum(['ended', 'revoked']), reason: z.string().max(4096).optional() });
+const closeOptionsSchema = z.object({ now: ms, status: z.enum(['ended', 'revoked']), reason: z.string().max(4096).optional(), presentedJti: text(256).optional() });
 
 /** Validates a renewal before it is sent: the id must carry the workload's tag. */
 export function validateRenewal(r: RenewGrant, opts: RenewOptions): { renewal: RenewGrant; opts: RenewOptions } {

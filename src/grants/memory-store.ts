@@ -188,17 +188,21 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
   }
 
   /** Moves a live grant's expiry to now with the status and its audit event (close-grant.lua). */
-  function close(id: string, ws: string, now: number, status: CloseStatus, reason: string | undefined, voiding = false): CloseOutcome {
+  function close(id: string, ws: string, now: number, status: CloseStatus, reason: string | undefined, voiding = false, presentedJti?: string): CloseOutcome {
     const g = record(id);
     if (!g || g.workload !== ws) return { outcome: 'unknown' };
     // Voiding also closes an active grant past its end (keeping that end): see close-grant.lua.
     if (g.status !== 'active' || (!voiding && !isLive(g, now))) return { outcome: 'inactive', grant: clone(g) };
     const w = workload(ws, true);
-    append(w, { type: closeEventType(status), at: now, workload: ws, grant: id, ...(reason ? { reason } : {}) }, now, Math.max(0, g.expires_at - now));
-    g.status = status;
+    const keep = Math.max(0, g.expires_at - now);
+    // A superseded token: two holders, as on renewal (close-grant.lua).
+    const replay = presentedJti !== undefined && presentedJti !== g.token_jti;
+    if (replay) append(w, { type: 'grant.replay_detected', at: now, workload: ws, grant: id, reason: REPLAY_REASON, generation: g.generation }, now, keep);
+    else append(w, { type: closeEventType(status), at: now, workload: ws, grant: id, ...(reason ? { reason } : {}) }, now, keep);
+    g.status = replay ? 'revoked' : status;
     g.expires_at = Math.min(g.expires_at, now);
     w.live.delete(id);
-    return { outcome: 'closed', grant: clone(g) };
+    return { outcome: replay ? 'replay' : 'closed', grant: clone(g) };
   }
 
   return {
@@ -328,7 +332,7 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       check();
       const o = validateClose(id, ws, options);
       see(o.now);
-      return close(id, ws, o.now, o.status, o.reason);
+      return close(id, ws, o.now, o.status, o.reason, false, o.presentedJti);
     },
 
     async appendAudit(event: AuditEvent, o: AppendAuditOptions): Promise<void> {

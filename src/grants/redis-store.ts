@@ -329,13 +329,30 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   }
 
   /** Runs close-grant.lua: ends or revokes a live grant (or, with markTtl, bars a missing one). */
-  async function close(op: string, id: string, workload: string, now: number, status: CloseStatus, event: AuditEvent, markTtl: number) {
+  async function close(op: string, id: string, workload: string, now: number, status: CloseStatus, event: AuditEvent, o: { markTtl?: number; presentedJti?: string }) {
     const keys = keysOf(workload);
-    return guarded(op, async (): Promise<['closed' | 'inactive', Grant] | ['marked' | 'unknown', undefined]> => {
-      const reply = await redis.jitCloseGrant(keys.grant(id), keys.live, keys.audit, keys.voided(id), now, workload, status, markTtl, AUDIT_MAXLEN, CLOSE_RETENTION_MS, ...auditToFields(event));
+    const closing = auditToFields(event);
+    const replay = auditToFields({ type: 'grant.replay_detected', at: now, workload, grant: id, reason: REPLAY_REASON });
+    return guarded(op, async (): Promise<['closed' | 'inactive' | 'replay', Grant] | ['marked' | 'unknown', undefined]> => {
+      const reply = await redis.jitCloseGrant(
+        keys.grant(id),
+        keys.live,
+        keys.audit,
+        keys.voided(id),
+        now,
+        workload,
+        status,
+        o.markTtl ?? 0,
+        AUDIT_MAXLEN,
+        CLOSE_RETENTION_MS,
+        o.presentedJti ?? '',
+        closing.length,
+        ...closing,
+        ...replay,
+      );
       const [outcome, payload] = reply;
       if (outcome === 'marked' || outcome === 'unknown') return [outcome, undefined];
-      if ((outcome === 'closed' || outcome === 'inactive') && Array.isArray(payload)) {
+      if ((outcome === 'closed' || outcome === 'inactive' || outcome === 'replay') && Array.isArray(payload)) {
         const grant = ownRecord(id, hashOf(payload), workload);
         if (grant) return [outcome, grant];
       }
@@ -419,7 +436,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     async voidGrant(id: string, workload: string, o: { now: number }): Promise<VoidOutcome> {
       if (tagOfGrantId(id) !== workloadTag(workload)) throw new InvalidRequest('invalid grant id', { detail: 'grant id does not carry the workload tag' });
       const ended = { type: 'grant.ended', at: o.now, workload, grant: id, reason: NOT_DELIVERED_REASON } as const;
-      const [outcome] = await close('voidGrant', id, workload, o.now, 'ended', ended, VOID_MARKER_TTL_MS);
+      const [outcome] = await close('voidGrant', id, workload, o.now, 'ended', ended, { markTtl: VOID_MARKER_TTL_MS });
       return outcome === 'closed' ? 'ended' : outcome === 'marked' ? 'marked' : 'noop';
     },
 
@@ -462,8 +479,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     async closeGrant(id: string, workload: string, options: CloseOptions): Promise<CloseOutcome> {
       const o = validateClose(id, workload, options);
       const event = { type: closeEventType(o.status), at: o.now, workload, grant: id, ...(o.reason ? { reason: o.reason } : {}) };
-      const [outcome, grant] = await close('closeGrant', id, workload, o.now, o.status, event, 0);
-      if (outcome === 'closed' || outcome === 'inactive') return { outcome, grant: grant! };
+      const [outcome, grant] = await close('closeGrant', id, workload, o.now, o.status, event, o.presentedJti ? { presentedJti: o.presentedJti } : {});
+      if (outcome === 'closed' || outcome === 'inactive' || outcome === 'replay') return { outcome, grant: grant! };
       return { outcome: 'unknown' };
     },
 

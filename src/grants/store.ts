@@ -121,6 +121,11 @@ export interface CloseOptions {
   status: CloseStatus;
   /** Operator-facing context for the audit event (who closed it, and how). */
   reason?: string;
+  /**
+   * The jti of the token its holder presented. When it is not the grant's latest, that is a
+   * second holder (as on renewal): the grant is revoked with `grant.replay_detected` instead.
+   */
+  presentedJti?: string;
 }
 
 export type CloseOutcome =
@@ -128,6 +133,8 @@ export type CloseOutcome =
   | { outcome: 'closed'; grant: Grant }
   /** Already ended, revoked or expired: nothing changed. */
   | { outcome: 'inactive'; grant: Grant }
+  /** `presentedJti` was superseded: revoked, with grant.replay_detected. */
+  | { outcome: 'replay'; grant: Grant }
   | { outcome: 'unknown' };
 
 /** Audit reason of a grant ended because its token was never delivered. */

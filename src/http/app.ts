@@ -9,7 +9,7 @@ import { taskRoutes } from './routes/tasks.js';
 import { wellKnownRoutes } from './routes/well-known.js';
 import { healthRoutes, type ReadinessCheck } from './routes/health.js';
 import type { Keyring } from '../tokens/keyring.js';
-import type { ClientCertSource } from './client-cert.js';
+import { trustedProxyList, type ClientCertSource } from './client-cert.js';
 
 export interface AppDeps {
   config: Config;
@@ -30,7 +30,10 @@ export function createApp(deps: AppDeps): Hono {
   app.onError((err, c) => errorResponse(err, c, log));
   app.notFound((c) => json(404, { error: 'not_found', error_description: `no route for ${c.req.method} ${c.req.path}` }));
 
-  const routeDeps = { broker, maxBodyBytes: config.http.max_body_bytes, callContext: callContextOf(deps.clientCerts) };
+  // Proxies in front of the broker: the HTTP ones, and those that forward client certificates.
+  const proxies = [...config.http.trusted_proxies, ...(config.attestation.x509?.forwarded?.trusted_proxies ?? [])];
+  const callContext = callContextOf(deps.clientCerts, proxies.length ? trustedProxyList(proxies) : undefined);
+  const routeDeps = { broker, maxBodyBytes: config.http.max_body_bytes, callContext };
   taskRoutes(app, routeDeps);
   oauthRoutes(app, routeDeps);
 

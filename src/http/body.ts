@@ -83,14 +83,15 @@ export async function readJson(c: Context, maxBytes: number, opts: { optional?: 
 
 /**
  * Reads an `application/x-www-form-urlencoded` body (RFC 7662 §2.1, RFC 7009 §2.1) into an object.
- * A parameter sent twice is refused (RFC 6749 §3.1), not guessed at.
+ * A parameter without a value counts as omitted, and one sent twice is refused (RFC 6749 §3.1).
  */
 export async function readForm(c: Context, maxBytes: number): Promise<Record<string, string>> {
   const type = c.req.header('content-type') ?? '';
   if (!/^application\/x-www-form-urlencoded\s*(;|$)/i.test(type)) throw new InvalidRequest('content-type must be application/x-www-form-urlencoded');
   const params = new URLSearchParams(await readText(c, maxBytes));
-  const out: Record<string, string> = {};
+  const out: Record<string, string> = Object.create(null) as Record<string, string>; // "__proto__" is just a name here
   for (const [name, value] of params) {
+    if (value === '') continue;
     if (Object.hasOwn(out, name)) throw new InvalidRequest(`parameter "${name}" is repeated`);
     out[name] = value;
   }

@@ -2,7 +2,8 @@ import type { Context } from 'hono';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { CallContext } from '../broker.js';
 import { InvalidRequest } from '../errors.js';
-import type { ClientCertSource } from './client-cert.js';
+import { isIP, type BlockList } from 'node:net';
+import { isTrustedProxy, type ClientCertSource } from './client-cert.js';
 
 export type CallContextOf = (c: Context) => CallContext;
 
@@ -17,8 +18,19 @@ export function bearerOf(header: string | undefined): string | undefined {
   return m[1];
 }
 
+/**
+ * The address failed authentications count against. From a trusted proxy, the address that proxy
+ * appended to X-Forwarded-For (the last entry: earlier ones are the client's word); when it sent
+ * none, undefined: a proxy's address stands for every client behind it and is never limited.
+ */
+export function clientAddressOf(peer: string | undefined, proxies: BlockList | undefined, header: (name: string) => string | undefined): string | undefined {
+  if (!proxies || !isTrustedProxy(proxies, peer)) return peer;
+  const last = header('x-forwarded-for')?.split(',').at(-1)?.trim();
+  return last && isIP(last) ? last : undefined;
+}
+
 /** Transport facts about the caller: its address, its bearer credential and, when enabled, its client certificate. */
-export function callContextOf(clientCerts: ClientCertSource | undefined): CallContextOf {
+export function callContextOf(clientCerts: ClientCertSource | undefined, proxies?: BlockList): CallContextOf {
   return (c) => {
     let remoteAddress: string | undefined;
     try {
@@ -29,6 +41,12 @@ export function callContextOf(clientCerts: ClientCertSource | undefined): CallCo
     const socket = (c.env as { incoming?: { socket?: unknown } } | undefined)?.incoming?.socket;
     const certificate = clientCerts?.evidence(socket, remoteAddress, (name) => c.req.header(name));
     const bearer = bearerOf(c.req.header('authorization'));
-    return { ...(remoteAddress ? { remoteAddress } : {}), ...(certificate ? { certificate } : {}), ...(bearer !== undefined ? { bearer } : {}) };
+    const clientAddress = clientAddressOf(remoteAddress, proxies, (name) => c.req.header(name));
+    return {
+      ...(remoteAddress ? { remoteAddress } : {}),
+      ...(clientAddress ? { clientAddress } : {}),
+      ...(certificate ? { certificate } : {}),
+      ...(bearer !== undefined ? { bearer } : {}),
+    };
   };
 }

@@ -44,6 +44,13 @@ function normalizeAddress(address: string): { address: string; type: 'ipv4' | 'i
   return { address, type: isIPv4(address) ? 'ipv4' : 'ipv6' };
 }
 
+/** Whether a peer address is in a trusted-proxy list. */
+export function isTrustedProxy(list: BlockList, address: string | undefined): boolean {
+  if (address === undefined) return false;
+  const peer = normalizeAddress(address);
+  return list.check(peer.address, peer.type);
+}
+
 export function createClientCertSource(opts: { forwarded?: Forwarded | undefined; log: Logger }): ClientCertSource {
   const { forwarded, log } = opts;
   const trusted = forwarded ? trustedProxyList(forwarded.trusted_proxies) : undefined;
@@ -88,8 +95,7 @@ export function createClientCertSource(opts: { forwarded?: Forwarded | undefined
     evidence(socket, remoteAddress, header) {
       if (forwarded && headerName && trusted) {
         const value = header(headerName);
-        const peer = remoteAddress ? normalizeAddress(remoteAddress) : undefined;
-        const fromProxy = peer !== undefined && trusted.check(peer.address, peer.type);
+        const fromProxy = isTrustedProxy(trusted, remoteAddress);
         if (fromProxy) {
           if (value === undefined) return undefined;
           return parseForwarded(value, forwarded.format);

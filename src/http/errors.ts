@@ -1,6 +1,6 @@
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
-import { BrokerError } from '../errors.js';
+import { BrokerError, TokenMissing } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ErrorBody } from '../protocol/errors.js';
 
@@ -14,7 +14,9 @@ export function errorResponse(err: unknown, c: Context, log: Logger): Response {
     // RFC 9110 §15.5.2: a 401 names a scheme. Evidence travels in the body, not an auth header,
     // so no RFC 6750 error code belongs here (invalid_client is in the JSON body).
     // A task token that does not verify is RFC 6750's invalid_token (§3.1).
-    if (err.status === 401) headers['WWW-Authenticate'] = err.code === 'invalid_token' ? 'Bearer realm="jit-broker", error="invalid_token"' : 'Bearer realm="jit-broker"';
+    // With no token at all, the challenge names no error (§3.1).
+    if (err.status === 401)
+      headers['WWW-Authenticate'] = err.code === 'invalid_token' && !(err instanceof TokenMissing) ? 'Bearer realm="jit-broker", error="invalid_token"' : 'Bearer realm="jit-broker"';
     // The unread rest of an oversized body is not worth draining: close the connection after.
     if (err.status === 413) headers['Connection'] = 'close';
     return json(err.status, { error: err.code, error_description: err.description }, headers);

@@ -67,13 +67,14 @@ export interface TaskEndResponse {
   ended_at: string;
 }
 
-/** Form parameters of POST /oauth2/introspect and /oauth2/revoke (RFC 7662 §2.1, RFC 7009 §2.1). */
-export const tokenParamsSchema = z
-  .object({
-    token: z.string().min(1).max(16_384),
-    token_type_hint: z.string().min(1).max(64).optional(),
-  })
-  .strict();
+/**
+ * Form parameters of POST /oauth2/introspect and /oauth2/revoke (RFC 7662 §2.1, RFC 7009 §2.1).
+ * Other parameters (a public client's `client_id`, say) are ignored, as RFC 6749 §3.2 requires.
+ */
+export const tokenParamsSchema = z.object({
+  token: z.string().min(1).max(16_384),
+  token_type_hint: z.string().min(1).max(64).optional(),
+});
 
 /** RFC 7662 §2.2: `active: false` alone, or the token's claims with the extensions we add. */
 export type IntrospectionResponse =

@@ -1,18 +1,13 @@
 import { createPublicKey, verify, type JsonWebKey, type KeyObject } from 'node:crypto';
 import type { JWK } from 'jose';
-import { BrokerError } from '../errors.js';
+import { InvalidToken } from '../errors.js';
 import { isGrantId } from '../grants/ids.js';
 import { TASK_TOKEN_TYP, taskTokenClaimsSchema, type TaskTokenClaims } from '../protocol/claims.js';
 import type { Clock } from '../util/clock.js';
 import { timeClaimsProblem } from './time-claims.js';
 import type { SigningAlg } from './keyring.js';
 
-/** A presented task token that does not verify (RFC 6750 §3.1 `invalid_token`, 401). */
-export class InvalidToken extends BrokerError {
-  constructor(description: string, opts?: { detail?: string }) {
-    super('invalid_token', 401, description, opts);
-  }
-}
+export { InvalidToken };
 
 /** Where the verifier finds public keys by kid (the keyring: ours, then every instance's). */
 export interface VerificationKeys {

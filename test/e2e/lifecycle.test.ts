@@ -11,6 +11,8 @@ import { issueCertificate, type Credential } from '../../src/dev/dev-ca.js';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import { grantKeys, workloadTag } from '../../src/grants/ids.js';
 import type { RuleConfig } from '../../src/policy/rules.js';
+import type { TaskTokenClaims } from '../../src/protocol/claims.js';
+import { signTaskToken } from '../../src/tokens/mint.js';
 import type { BrokerRuntime } from '../../src/server.js';
 import { AUDIENCE, startTestBroker } from '../helpers/broker.js';
 import { createTestPki, httpsJson, scratchDir, type TestPki, type TlsResponse } from '../helpers/pki.js';
@@ -201,7 +203,9 @@ describe('renew', () => {
       const res = await pending;
       expect({ what, status: res.status, error: res.json.error }).toEqual({ what, status, error });
       expect(res.json.error_description, what).toMatch(description);
-      if (status === 401 && error === 'invalid_token') expect(res.headers['www-authenticate'], what).toContain('error="invalid_token"');
+      // RFC 6750 §3.1: the challenge names the error, except when no token was sent at all.
+      if (status === 401 && error === 'invalid_token')
+        expect(res.headers['www-authenticate'], what).toBe(what === 'no token' ? 'Bearer realm="jit-broker"' : 'Bearer realm="jit-broker", error="invalid_token"');
     }
     expect(await state()).toEqual(before);
   });
@@ -253,6 +257,17 @@ describe('end', () => {
     expect((await audit(K8S)).filter((e) => e.grant === grant).map((e) => e.type)).toEqual(['grant.issued', 'grant.ended']);
     expect((await end(grant, { bearer: token })).json).toEqual(res.json);
     expect((await audit(K8S)).filter((e) => e.grant === grant)).toHaveLength(2);
+  });
+
+  it('a superseded token presented to end is a replay too: the grant is revoked', async () => {
+    const { grant, token } = await startTask();
+    const latest = (await renew(grant, { bearer: token }, await oidcRenewal())).json.access_token as string;
+    const res = await end(grant, { bearer: token });
+    expect(res.status).toBe(400);
+    expect(res.json).toEqual({ error: 'invalid_grant', error_description: expect.stringContaining('two holders') });
+    expect(await broker.store.getGrant(grant)).toMatchObject({ status: 'revoked' });
+    expect((await audit(K8S)).filter((e) => e.grant === grant).map((e) => e.type)).toEqual(['grant.issued', 'grant.renewed', 'grant.replay_detected']);
+    expect((await introspect(latest)).json).toEqual({ active: false });
   });
 
   it('a bound token ends its grant only with its certificate', async () => {
@@ -322,6 +337,16 @@ describe('introspection (RFC 7662)', () => {
     expect(res.json.expires_in).toBeLessThanOrEqual(claims.exp! - claims.iat!);
   });
 
+  it('an expired token is inactive at once, without the 30 s leeway inbound tokens get', async () => {
+    const { grant, token } = await startTask();
+    // The same token as the broker would mint it 10 s after its exp (signed with its own key).
+    const claims = decodeJwt(token) as unknown as TaskTokenClaims;
+    const past = signTaskToken({ ...claims, exp: Math.floor(Date.now() / 1000) - 10 }, broker.keyring.signingKey());
+    expect((await introspect(token)).json.active).toBe(true);
+    expect((await introspect(past)).json).toEqual({ active: false });
+    expect(await broker.store.getGrant(grant)).toMatchObject({ status: 'active', token_jti: claims.jti });
+  });
+
   it('says active: false and nothing else for unknown, foreign-audience, revoked and expired tokens', async () => {
     const { grant, token } = await startTask();
     expect((await introspect('not-a-token')).json).toEqual({ active: false });
@@ -340,6 +365,9 @@ describe('introspection (RFC 7662)', () => {
     const missing = await form('/oauth2/introspect', 'token_type_hint=access_token', { bearer: RS_CREDENTIAL });
     expect(missing.status).toBe(400);
     expect((await form('/oauth2/introspect', { token, token_type_hint: 'access_token' }, { bearer: RS_CREDENTIAL })).json.active).toBe(true);
+    // RFC 6749 §3.1/3.2: unknown parameters are ignored, empty ones count as omitted.
+    expect((await form('/oauth2/introspect', `client_id=rs&token_type_hint=&token=${token}`, { bearer: RS_CREDENTIAL })).json.active).toBe(true);
+    expect((await form('/oauth2/introspect', `token=&token=${token}&__proto__=x`, { bearer: RS_CREDENTIAL })).json.active).toBe(true);
   });
 });
 
@@ -373,6 +401,7 @@ describe('revocation (RFC 7009)', () => {
     const bound = await startTask({ cert: svid });
     const without = await revoke(bound.token, {});
     expect(without.status).toBe(401);
+    expect(without.json).toEqual({ error: 'invalid_client', error_description: 'this token is bound to a client certificate: present that certificate' });
     expect(await broker.store.getGrant(bound.grant)).toMatchObject({ status: 'active' });
     expect((await revoke(bound.token, { cert: svid })).status).toBe(200);
     expect(await broker.store.getGrant(bound.grant)).toMatchObject({ status: 'revoked' });

@@ -107,16 +107,37 @@ describe('failed authentications per source address', () => {
     expect(renewal.status).toBe(429);
   });
 
-  it('under 100 concurrent bad requests, every answer is a 401 or a 429, and the address stays refused after', async () => {
+  it('holds exactly under 100 concurrent attempts once the address has failed: 4 left → 4 × 401, 96 × 429', async () => {
     const b = await brokerWith({ limits: { failed_attestations: { rate: 1, per: '1h', burst: 5 }, issuance: { rate: 1_000_000, burst: 1_000_000 } } });
     const good = await saToken('api');
-    const results = await Promise.all(Array.from({ length: 100 }, () => start(b, `${good.slice(0, -4)}AAAA`)));
+    const bad = `${good.slice(0, -4)}AAAA`;
+    expect((await start(b, bad)).status).toBe(401);
+    const results = await Promise.all(Array.from({ length: 100 }, () => start(b, bad)));
     const failed = results.filter((r) => r.status === 401).length;
     const limited = results.filter((r) => r.status === 429).length;
-    expect(failed + limited).toBe(100);
-    // Requests already past the check when the fifth failure lands still fail on their own
-    // evidence (the limit is checked before verification, and counted after it).
-    expect(failed).toBeGreaterThanOrEqual(5);
+    expect({ failed, limited }).toEqual({ failed: 4, limited: 96 });
     expect((await start(b, good)).status).toBe(429);
+  });
+
+  it('X-Forwarded-For counts only from a trusted proxy, and only its own (last) entry', async () => {
+    const limits = { failed_attestations: { rate: 1, per: '1h', burst: 2 }, issuance: { rate: 1_000_000, burst: 1_000_000 } };
+    const proxied = await brokerWith({ limits, http: { trusted_proxies: ['127.0.0.1/32', '::1'] } });
+    const good = await saToken('api');
+    const bad = `${good.slice(0, -4)}AAAA`;
+    const via = (b: BrokerRuntime, token: string, xff?: string) =>
+      postJson(`${b.url}/v1/tasks`, { attestation: { kind: 'oidc', token }, intent }, xff ? { 'x-forwarded-for': xff } : {});
+    for (let i = 0; i < 2; i++) expect((await via(proxied, bad, '203.0.113.5')).status).toBe(401);
+    expect((await via(proxied, good, '203.0.113.5')).status).toBe(429);
+    // A client cannot step around it by prepending addresses: the proxy's own entry is the last.
+    expect((await via(proxied, good, '198.51.100.1, 203.0.113.5')).status).toBe(429);
+    // Other clients behind the same proxy, and the proxy itself, are not refused.
+    expect((await via(proxied, good, '203.0.113.6')).status).toBe(201);
+    expect((await via(proxied, good)).status).toBe(201);
+
+    // From an address that is no trusted proxy, the header is the client's word: ignored.
+    const direct = await brokerWith({ limits });
+    expect((await via(direct, bad, '203.0.113.7')).status).toBe(401);
+    expect((await via(direct, bad, '203.0.113.8')).status).toBe(401);
+    expect((await via(direct, good, '203.0.113.9')).status).toBe(429);
   });
 });

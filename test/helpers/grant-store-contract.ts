@@ -550,6 +550,21 @@ export function describeGrantStoreContract(
         await store.createGrant(makeGrant(w, t0 + 40), opts(t0 + 40, 2));
       });
 
+      it('a superseded token presented by its holder revokes the grant as a replay, as on renewal', async () => {
+        const w = uniqueWorkload();
+        const g = makeGrant(w, t0);
+        await store.createGrant(g, opts(t0));
+        const jti = 'jti-generation-2';
+        await store.renewGrant({ id: g.id, workload: w, presentedJti: g.token_jti, jti, tokenExp: t0 + MIN }, { now: t0 + 1, retentionMs: HOUR });
+        const replay = await store.closeGrant(g.id, w, { now: t0 + 2, status: 'ended', presentedJti: g.token_jti });
+        expect(replay).toMatchObject({ outcome: 'replay', grant: { status: 'revoked', expires_at: t0 + 2 } });
+        expect((await store.readAudit(w)).at(-1)).toMatchObject({ type: 'grant.replay_detected', grant: g.id, generation: 2 });
+        // The latest token ends its grant as usual.
+        const h = makeGrant(w, t0);
+        await store.createGrant(h, opts(t0));
+        expect(await store.closeGrant(h.id, w, { now: t0 + 3, status: 'ended', presentedJti: h.token_jti })).toMatchObject({ outcome: 'closed', grant: { status: 'ended' } });
+      });
+
       it('answers unknown for a missing or foreign grant, and inactive past its end, writing nothing', async () => {
         const w = uniqueWorkload();
         const g = makeGrant(w, t0, { expires_at: t0 + MIN });

@@ -6,7 +6,6 @@
 import { sign as nodeSign, createHmac } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createMemoryGrantStore } from '../../src/grants/memory-store.js';
-import { AddressLimiter } from '../../src/limits/address-limiter.js';
 import { silentLogger } from '../../src/log.js';
 import { Keyring, type SigningKey } from '../../src/tokens/keyring.js';
 import { signTaskToken, taskTokenClaims } from '../../src/tokens/mint.js';
@@ -106,30 +105,5 @@ describe('TaskTokenVerifier', () => {
     }
     // Within the leeway is fine.
     await expect(verifier(k).verify(forge(key, header, claims({ exp: Math.floor(now / 1000) - 10 })))).resolves.toBeTruthy();
-  });
-});
-
-describe('AddressLimiter', () => {
-  it('refuses an address after `burst` failures until a token is earned; success never counts', () => {
-    const limiter = new AddressLimiter({ burst: 3, intervalMs: 10_000, maxAddresses: 100 });
-    const t = 1_000_000;
-    limiter.check('10.0.0.1', t);
-    for (let i = 0; i < 3; i++) {
-      limiter.check('10.0.0.1', t);
-      limiter.failed('10.0.0.1', t);
-    }
-    expect(() => limiter.check('10.0.0.1', t)).toThrow(expect.objectContaining({ status: 429, retryAfter: 10 }));
-    expect(() => limiter.check('10.0.0.2', t)).not.toThrow();
-    expect(() => limiter.check('10.0.0.1', t + 9_999)).toThrow();
-    expect(() => limiter.check('10.0.0.1', t + 10_000)).not.toThrow();
-    limiter.check(undefined, t);
-  });
-
-  it('stays bounded: beyond maxAddresses the least recently failed address is forgotten', () => {
-    const limiter = new AddressLimiter({ burst: 1, intervalMs: 60_000, maxAddresses: 100 });
-    for (let i = 0; i < 1000; i++) limiter.failed(`10.0.${i >> 8}.${i & 255}`, 0);
-    expect(limiter.size).toBe(100);
-    expect(() => limiter.check('10.0.0.0', 0)).not.toThrow(); // forgotten
-    expect(() => limiter.check('10.0.3.231', 0)).toThrow(); // the latest is remembered
   });
 });

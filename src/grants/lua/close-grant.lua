@@ -8,9 +8,13 @@
 -- KEYS[1] grant hash   KEYS[2] live zset   KEYS[3] audit stream   KEYS[4] void marker
 -- ARGV[1] now (ms)   ARGV[2] workload id   ARGV[3] status ('ended' | 'revoked')
 -- ARGV[4] marker TTL (ms; 0: do not mark a missing grant)   ARGV[5] audit MAXLEN (approximate)
--- ARGV[6] retention (ms)   ARGV[7 ..] audit event field/value pairs
+-- ARGV[6] retention (ms)   ARGV[7] presented jti ('': not checked)
+-- ARGV[8] n1 = number of the closing event's field/value strings
+-- ARGV[9 .. 8+n1] the closing event   ARGV[9+n1 ..] grant.replay_detected fields (with its reason)
 --
--- Returns {'closed', hash} | {'inactive', hash} | {'marked'} | {'unknown'}.
+-- Returns {'closed', hash} | {'inactive', hash} | {'replay', hash} | {'marked'} | {'unknown'}.
+-- A presented jti that is not the grant's latest token means two holders, as in
+-- renew-grant.lua: the grant is revoked with a grant.replay_detected event instead.
 -- Voiding also closes an active grant whose lifetime already ran out (keeping its own end), so
 -- the record says its token was never delivered; ending and revoking need a live grant.
 
@@ -31,7 +35,19 @@ local voiding = tonumber(ARGV[4]) > 0
 if h[2] ~= 'active' or expires_at == nil or (expires_at <= now and not voiding) then
   return {'inactive', redis.call('HGETALL', KEYS[1])}
 end
-audit(KEYS[3], ARGV[5], math.max(0, expires_at - now) + tonumber(ARGV[6]), slice(7, #ARGV))
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'expires_at', num(math.min(expires_at, now)))
+local n1 = tonumber(ARGV[8])
+local keep = math.max(0, expires_at - now) + tonumber(ARGV[6])
+local outcome = 'closed'
+local status = ARGV[3]
+local event = slice(9, 8 + n1)
+if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'token_jti') ~= ARGV[7] then
+  outcome = 'replay'
+  status = 'revoked'
+  event = slice(9 + n1, #ARGV)
+  event[#event + 1] = 'generation'
+  event[#event + 1] = redis.call('HGET', KEYS[1], 'generation')
+end
+audit(KEYS[3], ARGV[5], keep, event)
+redis.call('HSET', KEYS[1], 'status', status, 'expires_at', num(math.min(expires_at, now)))
 redis.call('ZREM', KEYS[2], h[4])
-return {'closed', redis.call('HGETALL', KEYS[1])}
+return {outcome, redis.call('HGETALL', KEYS[1])}

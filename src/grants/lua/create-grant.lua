@@ -23,8 +23,8 @@
 --
 -- Returns {'ok'} | {'dup'} | {'void'} | {'cap', live_count, earliest_live_expiry} | {'rate', wait_ms}.
 --
--- The audit event is the first write of a success: Redis refuses a script's first write when
--- out of memory but not later ones, so an event that cannot be written leaves no grant.
+-- The audit event is the first write, on success and on refusal: Redis refuses a script's first
+-- write when out of memory but not later ones, so an event that cannot be written leaves no grant.
 -- TTLs are set with relative PEXPIRE computed from the caller's `now`, so the broker's clock
 -- and Redis's clock need not agree: a record lives (expires_at - now) + retention from the write.
 
@@ -56,12 +56,12 @@ if redis.call('EXISTS', KEYS[6]) == 1 then
   return {'void'}
 end
 
--- Liveness is expires_at > now, so an entry scored exactly `now` is already dead.
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', num(now))
-local live = redis.call('ZCARD', KEYS[2])
+-- Liveness is expires_at > now, so an entry scored exactly `now` is already dead. Counted
+-- without writing: the first write must be the audit event (see above).
+local live = redis.call('ZCOUNT', KEYS[2], '(' .. num(now), '+inf')
 if live >= max_active then
   deny(ARGV[10])
-  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. num(now), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   return {'cap', live, first[2] or ''}
 end
 -- Checked after the cap, so only a grant that is written spends a rate token.
@@ -74,6 +74,7 @@ end
 local keep = (expires_at - now) + retention
 audit(KEYS[5], maxlen, keep, slice(14 + n1, 13 + n1 + n2))
 bucket_store(bucket)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', num(now))
 
 redis.call('HSET', KEYS[1], unpack(slice(14, 13 + n1)))
 redis.call('PEXPIRE', KEYS[1], num(keep))
