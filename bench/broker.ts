@@ -27,16 +27,19 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-/** One request on its own connection; `tls` verifies the broker's certificate (rejectUnauthorized stays on). */
+/**
+ * One request on its own connection; `tls` verifies the broker's certificate (rejectUnauthorized
+ * stays on). The body is JSON unless `headers` says otherwise.
+ */
 export function requestJson(
   url: string,
-  opts: { method?: string; body?: string; tls?: ClientTls } = {},
+  opts: { method?: string; body?: string; headers?: Record<string, string>; tls?: ClientTls } = {},
 ): Promise<{ status: number; json: Record<string, unknown> }> {
   const send = url.startsWith('https:') ? httpsRequest : httpRequest;
   return new Promise((resolve, reject) => {
     const req = send(
       url,
-      { method: opts.method ?? 'GET', headers: { 'content-type': 'application/json' }, agent: false, timeout: 5000, ...opts.tls },
+      { method: opts.method ?? 'GET', headers: { 'content-type': 'application/json', ...opts.headers }, agent: false, timeout: 5000, ...opts.tls },
       (res) => {
         let text = '';
         res.setEncoding('utf8');
