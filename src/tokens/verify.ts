@@ -23,6 +23,8 @@ export interface TaskTokenVerifierOptions {
 
 const ALGS: ReadonlySet<string> = new Set<SigningAlg>(['ES256', 'EdDSA']);
 const MAX_TOKEN_LENGTH = 16_384;
+/** Verified task tokens remembered at most (about 1 KiB each). */
+export const VERIFIED_CACHE_MAX = 10_000;
 
 /**
  * Verifies task tokens this broker (or another instance sharing its store) minted, when they are
@@ -33,9 +35,36 @@ const MAX_TOKEN_LENGTH = 16_384;
  * server's, and the token comes back to its issuer. Grant state is the caller's business.
  */
 export class TaskTokenVerifier {
+  /**
+   * Tokens whose signature and claims already verified, by the token itself: resource servers
+   * introspect the same token many times. A hit re-checks only the time rules. The key need not
+   * be looked up again: it stays published for key_overlap >= max_ttl + leeway after it last
+   * signed, so a token outlives its key's publication never (it expires first). Bounded; the
+   * oldest entry leaves first.
+   */
+  private readonly verified = new Map<string, TaskTokenClaims>();
+
   constructor(private readonly opts: TaskTokenVerifierOptions) {}
 
   async verify(token: string): Promise<TaskTokenClaims> {
+    const known = this.verified.get(token);
+    if (known) return this.timely(known);
+    const claims = this.timely(await this.verifyUncached(token));
+    if (this.verified.size >= VERIFIED_CACHE_MAX) this.verified.delete(this.verified.keys().next().value!);
+    this.verified.set(token, claims);
+    return claims;
+  }
+
+  /** The time rules, on every use (cached or not). */
+  private timely(claims: TaskTokenClaims): TaskTokenClaims {
+    const problem = timeClaimsProblem(claims, this.opts.clock(), this.opts.leewayMs);
+    if (problem) {
+      throw new InvalidToken(problem === 'expired' ? 'the token has expired' : 'the token is not valid yet');
+    }
+    return claims;
+  }
+
+  private async verifyUncached(token: string): Promise<TaskTokenClaims> {
     if (token.length > MAX_TOKEN_LENGTH) throw new InvalidToken('the token is too long');
     const parts = token.split('.');
     if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]*$/.test(p))) throw new InvalidToken('the token is not a compact JWS');
@@ -61,9 +90,7 @@ export class TaskTokenVerifier {
     const claims: TaskTokenClaims = parsed.data;
     if (claims.iss !== this.opts.issuer) throw new InvalidToken('the token was issued by another issuer');
     if (!isGrantId(claims.grant)) throw new InvalidToken('the token does not name a grant');
-    const problem = timeClaimsProblem(claims, this.opts.clock(), this.opts.leewayMs);
-    if (problem) throw new InvalidToken(problem === 'expired' ? 'the token has expired' : 'the token is not valid yet');
-    return claims;
+    return Object.freeze(claims);
   }
 }
 

@@ -68,6 +68,21 @@ describe('TaskTokenVerifier', () => {
     await expect(late.verify(token)).rejects.toThrow(/unknown key/);
   });
 
+  it('remembers a verified token, and still applies the time rules to it on every use', async () => {
+    const k = await keyring();
+    const v = verifier(k);
+    const token = signTaskToken(claims(), k.signingKey());
+    const first = await v.verify(token);
+    expect(await v.verify(token)).toBe(first); // the same object: no second signature check
+    const saved = now;
+    now += 5 * MIN + 31_000; // past exp + leeway
+    await expect(v.verify(token)).rejects.toThrow(/expired/);
+    now = saved;
+    // A tampered copy is another string: verified on its own, and refused.
+    const flipped = `${token.slice(0, -10)}${token.at(-10) === 'A' ? 'B' : 'A'}${token.slice(-9)}`;
+    await expect(v.verify(flipped)).rejects.toThrow(/signature/);
+  });
+
   it('refuses each failed check with invalid_token, naming it', async () => {
     const k = await keyring();
     const key = k.signingKey();
