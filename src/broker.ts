@@ -39,7 +39,7 @@ export interface CallContext {
   remoteAddress?: string;
   /**
    * The address failed authentications count against: the peer, or behind a trusted proxy the
-   * address it forwarded (X-Forwarded-For); undefined when a trusted proxy forwarded none.
+   * address it appended to X-Forwarded-For.
    */
   clientAddress?: string;
   /** Client certificate evidence from the TLS handshake or a trusted proxy header. */
@@ -67,7 +67,12 @@ export class Broker {
     this.voider = new UndeliveredGrants(deps.store, clock, deps.log);
     this.verifier = new TaskTokenVerifier({ issuer: config.issuer, leewayMs: config.tokens.leeway, clock, keys: keyring });
     const failed = config.limits.failed_attestations;
-    this.failures = new AddressLimiter({ burst: failed.burst, intervalMs: failed.per / failed.rate, maxAddresses: config.limits.tracked_addresses });
+    this.failures = new AddressLimiter({
+      burst: failed.burst,
+      intervalMs: failed.per / failed.rate,
+      maxAddresses: config.limits.tracked_addresses,
+      ipv6PrefixBits: config.limits.ipv6_prefix,
+    });
     this.resourceServers = new ResourceServers(config.resource_servers, deps.attestors.x509 as Attestor<X509Evidence> | undefined);
     const issuance = config.limits.issuance;
     this.rate = { burst: issuance.burst, intervalMs: issuance.per / issuance.rate };

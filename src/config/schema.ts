@@ -148,6 +148,8 @@ export const configSchema = z
         failed_attestations: rateField({ rate: 10, per: '1m', burst: 20 }),
         /** Source addresses the failure limit remembers at most (least recently failed forgotten). */
         tracked_addresses: z.number().int().min(100).max(10_000_000).default(100_000),
+        /** IPv6 clients count per prefix of this length (a host usually holds a /64; pods may share one). */
+        ipv6_prefix: z.number().int().min(32).max(128).default(64),
       })
       .strict()
       .prefault({}),

@@ -30,8 +30,8 @@ export function createApp(deps: AppDeps): Hono {
   app.onError((err, c) => errorResponse(err, c, log));
   app.notFound((c) => json(404, { error: 'not_found', error_description: `no route for ${c.req.method} ${c.req.path}` }));
 
-  // Proxies in front of the broker: the HTTP ones, and those that forward client certificates.
-  const proxies = [...config.http.trusted_proxies, ...(config.attestation.x509?.forwarded?.trusted_proxies ?? [])];
+  // Only proxies the operator names for it are believed about the client's address.
+  const proxies = config.http.trusted_proxies;
   const callContext = callContextOf(deps.clientCerts, proxies.length ? trustedProxyList(proxies) : undefined);
   const routeDeps = { broker, maxBodyBytes: config.http.max_body_bytes, callContext };
   taskRoutes(app, routeDeps);

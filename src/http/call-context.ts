@@ -19,14 +19,16 @@ export function bearerOf(header: string | undefined): string | undefined {
 }
 
 /**
- * The address failed authentications count against. From a trusted proxy, the address that proxy
- * appended to X-Forwarded-For (the last entry: earlier ones are the client's word); when it sent
- * none, undefined: a proxy's address stands for every client behind it and is never limited.
+ * The address failed authentications count against. From a trusted proxy (`http.trusted_proxies`:
+ * proxies that append the address they saw), the last X-Forwarded-For entry, which that proxy
+ * wrote (earlier entries are the client's word); `[v6]:port` and `v4:port` forms are read as
+ * their address. Without a readable entry, the proxy's own address: never no limit at all.
  */
 export function clientAddressOf(peer: string | undefined, proxies: BlockList | undefined, header: (name: string) => string | undefined): string | undefined {
   if (!proxies || !isTrustedProxy(proxies, peer)) return peer;
-  const last = header('x-forwarded-for')?.split(',').at(-1)?.trim();
-  return last && isIP(last) ? last : undefined;
+  const last = header('x-forwarded-for')?.split(',').at(-1)?.trim() ?? '';
+  const address = /^\[([^\]]+)\](?::\d+)?$/.exec(last)?.[1] ?? /^(\d+\.\d+\.\d+\.\d+):\d+$/.exec(last)?.[1] ?? last;
+  return isIP(address) ? address : peer;
 }
 
 /** Transport facts about the caller: its address, its bearer credential and, when enabled, its client certificate. */

@@ -90,8 +90,17 @@ export class TaskTokenVerifier {
     const claims: TaskTokenClaims = parsed.data;
     if (claims.iss !== this.opts.issuer) throw new InvalidToken('the token was issued by another issuer');
     if (!isGrantId(claims.grant)) throw new InvalidToken('the token does not name a grant');
-    return Object.freeze(claims);
+    return deepFreeze(claims);
   }
+}
+
+/** Cached claims are shared by every caller: nothing may change them. */
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
 }
 
 function decodeJson(segment: string): Record<string, unknown> | undefined {

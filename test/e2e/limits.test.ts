@@ -107,15 +107,15 @@ describe('failed authentications per source address', () => {
     expect(renewal.status).toBe(429);
   });
 
-  it('holds exactly under 100 concurrent attempts once the address has failed: 4 left → 4 × 401, 96 × 429', async () => {
-    const b = await brokerWith({ limits: { failed_attestations: { rate: 1, per: '1h', burst: 5 }, issuance: { rate: 1_000_000, burst: 1_000_000 } } });
+  it('holds exactly under 100 concurrent attempts once half the budget is spent: 3 left → 3 × 401, 97 × 429', async () => {
+    const b = await brokerWith({ limits: { failed_attestations: { rate: 1, per: '1h', burst: 6 }, issuance: { rate: 1_000_000, burst: 1_000_000 } } });
     const good = await saToken('api');
     const bad = `${good.slice(0, -4)}AAAA`;
-    expect((await start(b, bad)).status).toBe(401);
+    for (let i = 0; i < 3; i++) expect((await start(b, bad)).status).toBe(401);
     const results = await Promise.all(Array.from({ length: 100 }, () => start(b, bad)));
     const failed = results.filter((r) => r.status === 401).length;
     const limited = results.filter((r) => r.status === 429).length;
-    expect({ failed, limited }).toEqual({ failed: 4, limited: 96 });
+    expect({ failed, limited }).toEqual({ failed: 3, limited: 97 });
     expect((await start(b, good)).status).toBe(429);
   });
 
@@ -130,9 +130,15 @@ describe('failed authentications per source address', () => {
     expect((await via(proxied, good, '203.0.113.5')).status).toBe(429);
     // A client cannot step around it by prepending addresses: the proxy's own entry is the last.
     expect((await via(proxied, good, '198.51.100.1, 203.0.113.5')).status).toBe(429);
-    // Other clients behind the same proxy, and the proxy itself, are not refused.
+    // Other clients behind the same proxy are not refused; `[v6]:port` and `v4:port` entries read as addresses.
     expect((await via(proxied, good, '203.0.113.6')).status).toBe(201);
+    expect((await via(proxied, good, '203.0.113.5:4711')).status).toBe(429);
+    expect((await via(proxied, good, '[2001:db8::5]:443')).status).toBe(201);
+    // Without a readable entry, failures count against the proxy itself: never no limit.
     expect((await via(proxied, good)).status).toBe(201);
+    for (const junk of ['unknown', '203.0.113.9,']) expect((await via(proxied, bad, junk)).status).toBe(401);
+    expect((await via(proxied, good)).status).toBe(429);
+    expect((await via(proxied, good, '203.0.113.6')).status).toBe(201);
 
     // From an address that is no trusted proxy, the header is the client's word: ignored.
     const direct = await brokerWith({ limits });

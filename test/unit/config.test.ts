@@ -25,6 +25,7 @@ describe('config', () => {
       issuance: { rate: 100, per: 1000, burst: 200 },
       failed_attestations: { rate: 10, per: 60_000, burst: 20 },
       tracked_addresses: 100_000,
+      ipv6_prefix: 64,
     });
     const hash = 'a'.repeat(64);
     expect(
