@@ -27,17 +27,17 @@ afterAll(() => {
   work.cleanup();
 });
 
-function readmeFlow(): string {
+function readmeBlock(name: string): string {
   const readme = readFileSync(join(repo, 'README.md'), 'utf8');
-  const block = /<!-- mtls-flow -->\n```sh\n([\s\S]*?)```\n<!-- \/mtls-flow -->/.exec(readme);
-  if (!block) throw new Error('README has no mtls-flow block');
+  const block = new RegExp(`<!-- ${name} -->\\n\`\`\`sh\\n([\\s\\S]*?)\`\`\`\\n<!-- /${name} -->`).exec(readme);
+  if (!block) throw new Error(`README has no ${name} block`);
   return block[1]!;
 }
 
 describe('README mTLS flow', () => {
-  it('gets a certificate-bound token for the SPIFFE ID with the copy-paste commands', async () => {
+  it('gets a certificate-bound token for the SPIFFE ID, renews, introspects and ends it with the copy-paste commands', async () => {
     const port = await freePort();
-    const script = readmeFlow().replaceAll('8443', String(port));
+    const script = `${readmeBlock('mtls-flow')}\n${readmeBlock('lifecycle-flow')}`.replaceAll('8443', String(port));
     expect(script).toContain('npx jit-broker dev-ca init');
     const shell = [
       'set -e',
@@ -53,12 +53,19 @@ describe('README mTLS flow', () => {
     const code = await new Promise<number | null>((done) => child.on('exit', done));
     expect(code, `stdout:\n${out}\nstderr:\n${err}`).toBe(0);
 
-    const lastLine = out.trim().split('\n').pop()!;
-    const body = JSON.parse(lastLine) as Record<string, any>;
+    // The last four lines: the JSON answers of steps 3, 5 and 6 (the dev-ca commands print before).
+    const [started, introspected, ended, after] = out.trim().split('\n').slice(-4).map((line) => JSON.parse(line) as Record<string, any>);
+    const body = started!;
     expect(body.workload).toBe('spiffe://example.org/ns/payments/sa/api');
     expect(body.rule).toBe('payments-api');
     const der = new X509Certificate(readFileSync(join(work.dir, 'dev-ca', 'api.pem'))).raw;
-    expect(decodeJwt(body.access_token as string).cnf).toEqual({ 'x5t#S256': createHash('sha256').update(der).digest('base64url') });
+    const cnf = { 'x5t#S256': createHash('sha256').update(der).digest('base64url') };
+    expect(decodeJwt(body.access_token as string).cnf).toEqual(cnf);
+    // The lifecycle block: a renewed token (generation 2 is its grant's latest) introspects as
+    // active with its binding; after the end, inactive.
+    expect(introspected).toMatchObject({ active: true, sub: 'spiffe://example.org/ns/payments/sa/api', aud: 'db.payments', cnf });
+    expect(ended).toMatchObject({ status: 'ended', grant: introspected!.grant });
+    expect(after).toEqual({ active: false });
     // The CA key is private to its owner.
     expect(readFileSync(join(work.dir, 'dev-ca', 'ca-key.pem'), 'utf8')).toContain('PRIVATE KEY');
   }, 60_000);
