@@ -119,6 +119,34 @@ describe('Redis outage', () => {
     expect((await introspect(fresh.json.access_token as string)).json.active).toBe(true);
   }, 30_000);
 
+  it('a renewal whose reply never came (Redis paused) is a 503; retried with the same token it reads as a replay (fail closed)', async () => {
+    const started = await start();
+    expect(started.status).toBe(201);
+    const grant = started.json.grant as string;
+    const token = started.json.access_token as string;
+    const admin = new Redis(redis.url);
+    try {
+      await admin.client('PAUSE', 1500, 'WRITE');
+      const { res, ms } = await timed(() => renew(grant, token));
+      expect(res.status).toBe(503);
+      expect(res.json.access_token).toBeUndefined();
+      expect(ms).toBeLessThan(1500); // the configured 300 ms timeout, not the pause
+      // Redis runs the queued renewal once the pause ends: the grant's latest token is one
+      // nobody received. The retry presents the old one, so the grant is revoked (README).
+      let record = await broker.store.getGrant(grant).catch(() => null);
+      for (let i = 0; i < 50 && record?.generation !== 2; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        record = await broker.store.getGrant(grant).catch(() => null);
+      }
+      expect(record).toMatchObject({ generation: 2, status: 'active' });
+      const retry = await renew(grant, token);
+      expect(retry.json).toMatchObject({ error: 'invalid_grant', error_description: expect.stringContaining('two holders') });
+      expect(await broker.store.getGrant(grant)).toMatchObject({ status: 'revoked' });
+    } finally {
+      admin.disconnect();
+    }
+  }, 30_000);
+
   it('a write whose reply never came (Redis paused) is a 503, and its grant, when it lands, is voided', async () => {
     const admin = new Redis(redis.url);
     try {
