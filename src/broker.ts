@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { Attestor, Evidence, Workload } from './attestation/attestor.js';
 import type { X509Evidence } from './attestation/x509.js';
 import { ResourceServers } from './auth/resource-servers.js';
@@ -18,6 +17,7 @@ import type { IntrospectionResponse, TaskEndResponse, TaskRenewResponse, TaskSta
 import { taskRenewRequestSchema, taskStartRequestSchema, tokenParamsSchema } from './protocol/tasks.js';
 import type { Keyring } from './tokens/keyring.js';
 import { newTokenId, signTaskToken, taskTokenClaims } from './tokens/mint.js';
+import { checkBinding, sameConfirmation } from './tokens/binding.js';
 import { TaskTokenVerifier } from './tokens/verify.js';
 import type { Clock } from './util/clock.js';
 import { parseDuration } from './util/duration.js';
@@ -421,28 +421,6 @@ function inactiveReason(grant: Grant, now: number): string {
 /** Failures that count against the caller's address (a missing token is no attempt at all). */
 const isAuthFailure = (e: unknown) => e instanceof InvalidClient || (e instanceof InvalidToken && !(e instanceof TokenMissing));
 
-function sameConfirmation(a: Confirmation | undefined, b: Confirmation | undefined): boolean {
-  if (!a || !b) return a === b;
-  if ('x5t#S256' in a) return 'x5t#S256' in b && a['x5t#S256'] === b['x5t#S256'];
-  return 'jkt' in b && a.jkt === b.jkt;
-}
-
-/**
- * A bound token may only be used with its key (RFC 8705 §3): the client certificate on this
- * connection (or from the trusted proxy) must be the one its `cnf.x5t#S256` names.
- */
-function checkBinding(
-  claims: TaskTokenClaims,
-  certificate: X509Evidence | undefined,
-  failure: (message: string) => Error = (m) => new InvalidToken(m),
-): void {
-  const cnf = claims.cnf;
-  if (!cnf) return;
-  if (!('x5t#S256' in cnf)) throw failure('this token is bound to a proof-of-possession key this broker does not check here');
-  const leaf = certificate && !certificate.problem ? certificate.chain[0] : undefined;
-  const thumbprint = leaf ? createHash('sha256').update(leaf).digest('base64url') : undefined;
-  if (thumbprint !== cnf['x5t#S256']) throw failure('this token is bound to a client certificate: present that certificate');
-}
 
 /** The body through its zod schema; anything else is a 400 naming the first problems. */
 function parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: readonly Issue[] } } }, body: unknown): T {
