@@ -66,16 +66,13 @@ export class Broker {
     const { config, clock, keyring } = deps;
     this.voider = new UndeliveredGrants(deps.store, clock, deps.log);
     this.verifier = new TaskTokenVerifier({ issuer: config.issuer, leewayMs: config.tokens.leeway, clock, keys: keyring });
-    const failed = config.limits.failed_attestations;
     this.failures = new AddressLimiter({
-      burst: failed.burst,
-      intervalMs: failed.per / failed.rate,
+      ...rateLimit(config.limits.failed_attestations),
       maxAddresses: config.limits.tracked_addresses,
       ipv6PrefixBits: config.limits.ipv6_prefix,
     });
     this.resourceServers = new ResourceServers(config.resource_servers, deps.attestors.x509 as Attestor<X509Evidence> | undefined);
-    const issuance = config.limits.issuance;
-    this.rate = { burst: issuance.burst, intervalMs: issuance.per / issuance.rate };
+    this.rate = rateLimit(config.limits.issuance);
   }
 
   /** Stops background work (retries of undelivered grants). */
@@ -233,10 +230,10 @@ export class Broker {
    * `active: false` and nothing else. One store read.
    */
   async introspect(params: unknown, ctx: CallContext = {}): Promise<IntrospectionResponse> {
-    const rs = await this.authenticated(ctx, () => this.resourceServers.identify(ctx, { optional: false }));
+    const rs = await this.authenticated(ctx, () => this.resourceServers.authenticate(ctx));
     const { token } = parse(tokenParamsSchema, params);
     const claims = await this.verifyOrUndefined(token);
-    if (!claims || !rs?.audiences.includes(claims.aud)) return INACTIVE;
+    if (!claims || !rs.audiences.includes(claims.aud)) return INACTIVE;
     const now = this.deps.clock();
     // Our own clock judges our own tokens: expired is expired, without the inbound leeway.
     if (claims.exp * 1000 <= now) return INACTIVE;
@@ -273,20 +270,8 @@ export class Broker {
   async revoke(params: unknown, ctx: CallContext = {}): Promise<void> {
     const { store, clock, log } = this.deps;
     const { token } = parse(tokenParamsSchema, params);
-    const rs = await this.authenticated(ctx, () => this.resourceServers.identify(ctx, { optional: true }));
-    const claims = rs
-      ? await this.verifyOrUndefined(token)
-      : // The holder's token is its only credential: one that does not verify counts against its
-        // address (the answer is still 200), and a bound one needs its certificate.
-        await this.authenticated(ctx, async () => {
-          const verified = await this.verifyOrUndefined(token);
-          if (!verified) throw new InvalidToken('the token does not verify');
-          checkBinding(verified, ctx.certificate, (m) => new InvalidClient(m));
-          return verified;
-        }).catch((e: unknown) => {
-          if (e instanceof InvalidToken) return undefined;
-          throw e;
-        });
+    const rs = await this.authenticated(ctx, () => this.resourceServers.find(ctx));
+    const claims = rs ? await this.verifyOrUndefined(token) : await this.holderToken(token, ctx);
     if (!claims || (rs && !rs.audiences.includes(claims.aud))) return;
     const by = rs ? `resource server ${rs.name}` : 'its holder';
     const result = await store.closeGrant(claims.grant, claims.sub, { now: clock(), status: 'revoked', reason: `revoked by ${by} (RFC 7009)` });
@@ -300,6 +285,24 @@ export class Broker {
     const claims = await this.verifier.verify(ctx.bearer);
     if (claims.grant !== grantId) throw new InvalidGrant('the token was not issued for this grant');
     return claims;
+  }
+
+  /**
+   * A token its holder revokes: the token is its only credential, so one that does not verify
+   * counts against the caller's address (the answer is still 200), and a bound one needs its
+   * certificate (401 invalid_client without it).
+   */
+  private async holderToken(token: string, ctx: CallContext): Promise<TaskTokenClaims | undefined> {
+    try {
+      return await this.authenticated(ctx, async () => {
+        const claims = await this.verifier.verify(token);
+        checkBinding(claims, ctx.certificate, (m) => new InvalidClient(m));
+        return claims;
+      });
+    } catch (e) {
+      if (e instanceof InvalidToken) return undefined;
+      throw e;
+    }
   }
 
   private async verifyOrUndefined(token: string): Promise<TaskTokenClaims | undefined> {
@@ -405,6 +408,9 @@ function taskResponse(minted: Minted, grant: Grant, intent: GrantedIntent, rule:
     rule,
   };
 }
+
+/** A configured rate (`rate` per `per`, bursts of `burst`) as a token bucket. */
+const rateLimit = (c: { rate: number; per: number; burst: number }): RateLimit => ({ burst: c.burst, intervalMs: c.per / c.rate });
 
 function evidenceTooShort(workload: Workload, now: number): AttestationFailed {
   return new AttestationFailed(

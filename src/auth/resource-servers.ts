@@ -26,28 +26,36 @@ export class ResourceServers {
     }
   }
 
+  /** The calling resource server, or 401 invalid_client (introspection requires one). */
+  async authenticate(call: Caller): Promise<ResourceServer> {
+    const rs = await this.find(call, true);
+    if (!rs) throw new InvalidClient('authenticate as a resource server: a client certificate or a bearer credential');
+    return rs;
+  }
+
   /**
-   * The calling resource server. A bearer credential must be a listed one (else 401); without
-   * one, a client certificate is tried. Undefined when the caller shows neither (or, for
-   * `optional` callers such as a token's holder revoking it, a certificate that is no listed one).
+   * The calling resource server, if the caller is one. A bearer credential must be a listed one
+   * (else 401); without one, a client certificate is tried. A certificate that is no listed
+   * resource server's is left to the caller (a token's holder may present its own to revoke),
+   * unless `strict`; any other error (a store or attestor fault) always propagates.
    */
-  async identify(call: { bearer?: string; certificate?: X509Evidence }, o: { optional: boolean }): Promise<ResourceServer | undefined> {
+  async find(call: Caller, strict = false): Promise<ResourceServer | undefined> {
     if (call.bearer !== undefined) {
       const rs = this.byCredential.get(createHash('sha256').update(call.bearer).digest('hex'));
       if (!rs) throw new InvalidClient('the bearer credential is not one of a resource server');
       return rs;
     }
-    if (call.certificate && this.x509 && this.byWorkload.size > 0) {
-      try {
-        const workload = await this.x509.attest(call.certificate);
-        const rs = this.byWorkload.get(workload.id);
-        if (rs) return rs;
-        if (!o.optional) throw new InvalidClient(`workload ${workload.id} is not a resource server allowed to call this endpoint`);
-      } catch (e) {
-        if (!o.optional) throw e;
-      }
+    if (!call.certificate || !this.x509 || this.byWorkload.size === 0) return undefined;
+    try {
+      const workload = await this.x509.attest(call.certificate);
+      const rs = this.byWorkload.get(workload.id);
+      if (!rs) throw new InvalidClient(`workload ${workload.id} is not a resource server allowed to call this endpoint`);
+      return rs;
+    } catch (e) {
+      if (strict || !(e instanceof InvalidClient)) throw e;
+      return undefined;
     }
-    if (!o.optional) throw new InvalidClient('authenticate as a resource server: a client certificate or a bearer credential');
-    return undefined;
   }
 }
+
+type Caller = { bearer?: string; certificate?: X509Evidence };

@@ -310,11 +310,8 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       const keep = g.expires_at - o.now + o.retentionMs;
       const base = { at: o.now, workload: r.workload, grant: r.id };
       if (g.token_jti !== r.presentedJti) {
-        append(w, { type: 'grant.replay_detected', ...base, reason: REPLAY_REASON, generation: g.generation }, o.now, keep);
-        g.status = 'revoked';
-        g.expires_at = o.now;
-        w.live.delete(r.id);
-        return { outcome: 'replay', grant: clone(g) };
+        // Two holders: revoked with grant.replay_detected, as close() does for any superseded token.
+        return close(r.id, r.workload, o.now, 'revoked', undefined, false, r.presentedJti) as Extract<RenewOutcome, { outcome: 'replay' }>;
       }
       const wait = take(w, o.rate, o.now);
       if (wait > 0) {

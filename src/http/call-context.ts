@@ -1,11 +1,18 @@
 import type { Context } from 'hono';
 import { getConnInfo } from '@hono/node-server/conninfo';
-import type { CallContext } from '../broker.js';
+import type { Broker, CallContext } from '../broker.js';
 import { InvalidRequest } from '../errors.js';
 import { isIP, type BlockList } from 'node:net';
 import { isTrustedProxy, type ClientCertSource } from './client-cert.js';
 
 export type CallContextOf = (c: Context) => CallContext;
+
+/** What every route module needs: the service, the body limit and the caller's transport facts. */
+export interface RouteDeps {
+  broker: Broker;
+  maxBodyBytes: number;
+  callContext: CallContextOf;
+}
 
 /** RFC 6750 §2.1: `Bearer` then one b64token. */
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i;

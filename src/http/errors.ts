@@ -11,10 +11,9 @@ export function errorResponse(err: unknown, c: Context, log: Logger): Response {
     log[level]({ code: err.code, status: err.status, detail: err.detail, path: c.req.path }, err.description);
     const headers: Record<string, string> = {};
     if (err.retryAfter !== undefined) headers['Retry-After'] = String(Math.max(1, Math.ceil(err.retryAfter)));
-    // RFC 9110 §15.5.2: a 401 names a scheme. Evidence travels in the body, not an auth header,
-    // so no RFC 6750 error code belongs here (invalid_client is in the JSON body).
-    // A task token that does not verify is RFC 6750's invalid_token (§3.1).
-    // With no token at all, the challenge names no error (§3.1).
+    // RFC 9110 §15.5.2: a 401 names a scheme. Only a bearer task token that does not verify gets
+    // RFC 6750's error="invalid_token" (§3.1); no error when none was sent, nor for evidence and
+    // client credentials (their invalid_client is in the JSON body).
     if (err.status === 401)
       headers['WWW-Authenticate'] = err.code === 'invalid_token' && !(err instanceof TokenMissing) ? 'Bearer realm="jit-broker", error="invalid_token"' : 'Bearer realm="jit-broker"';
     // The unread rest of an oversized body is not worth draining: close the connection after.

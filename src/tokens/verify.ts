@@ -7,8 +7,6 @@ import type { Clock } from '../util/clock.js';
 import { timeClaimsProblem } from './time-claims.js';
 import type { SigningAlg } from './keyring.js';
 
-export { InvalidToken };
-
 /** Where the verifier finds public keys by kid (the keyring: ours, then every instance's). */
 export interface VerificationKeys {
   verificationKey(kid: string): Promise<{ key: KeyObject; alg: SigningAlg } | undefined>;

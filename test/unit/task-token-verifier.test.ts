@@ -9,7 +9,8 @@ import { createMemoryGrantStore } from '../../src/grants/memory-store.js';
 import { silentLogger } from '../../src/log.js';
 import { Keyring, type SigningKey } from '../../src/tokens/keyring.js';
 import { signTaskToken, taskTokenClaims } from '../../src/tokens/mint.js';
-import { InvalidToken, TaskTokenVerifier } from '../../src/tokens/verify.js';
+import { InvalidToken } from '../../src/errors.js';
+import { TaskTokenVerifier } from '../../src/tokens/verify.js';
 
 const MIN = 60_000;
 const ISSUER = 'https://broker.test';

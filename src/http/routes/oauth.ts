@@ -1,11 +1,10 @@
 import type { Hono } from 'hono';
-import type { Broker } from '../../broker.js';
 import { json } from '../errors.js';
 import { readForm } from '../body.js';
-import type { CallContextOf } from '../call-context.js';
+import type { RouteDeps } from '../call-context.js';
 
 /** RFC 7662 introspection and RFC 7009 revocation, for resource servers (and a token's holder). */
-export function oauthRoutes(app: Hono, deps: { broker: Broker; maxBodyBytes: number; callContext: CallContextOf }): void {
+export function oauthRoutes(app: Hono, deps: RouteDeps): void {
   const { broker, maxBodyBytes, callContext } = deps;
 
   app.post('/oauth2/introspect', async (c) => {

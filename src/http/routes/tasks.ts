@@ -1,11 +1,10 @@
 import type { Hono } from 'hono';
-import type { Broker } from '../../broker.js';
 import { json } from '../errors.js';
 import { readJson } from '../body.js';
-import type { CallContextOf } from '../call-context.js';
+import type { RouteDeps } from '../call-context.js';
 
 /** The workload's routes: start a task, renew its token, end it. */
-export function taskRoutes(app: Hono, deps: { broker: Broker; maxBodyBytes: number; callContext: CallContextOf }): void {
+export function taskRoutes(app: Hono, deps: RouteDeps): void {
   const { broker, maxBodyBytes, callContext } = deps;
 
   app.post('/v1/tasks', async (c) => {
