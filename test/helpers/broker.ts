@@ -3,6 +3,7 @@ import type { ConfigInput } from '../../src/config/schema.js';
 import { createLogger, silentLogger } from '../../src/log.js';
 import { startBroker, type BrokerRuntime } from '../../src/server.js';
 import type { OidcIssuer } from '../../src/dev/oidc-issuer.js';
+import type { Clock } from '../../src/util/clock.js';
 import { redisUrl, uniquePrefix } from './redis.js';
 
 export const AUDIENCE = 'jit-broker';
@@ -11,7 +12,7 @@ export const AUDIENCE = 'jit-broker';
 export async function startTestBroker(
   issuer: OidcIssuer,
   overrides: Partial<ConfigInput> & { prefix?: string } = {},
-  opts: { destination?: NodeJS.WritableStream } = {},
+  opts: { destination?: NodeJS.WritableStream; clock?: Clock } = {},
 ): Promise<BrokerRuntime & { prefix: string }> {
   const prefix = overrides.prefix ?? uniquePrefix('broker');
   const { prefix: _p, ...rest } = overrides;
@@ -40,7 +41,7 @@ export async function startTestBroker(
     ...rest,
   });
   const log = opts.destination ? createLogger({ level: config.log.level, destination: opts.destination }) : silentLogger;
-  const runtime = await startBroker(config, { log });
+  const runtime = await startBroker(config, { log, ...(opts.clock ? { clock: opts.clock } : {}) });
   return Object.assign(runtime, { prefix });
 }
 
