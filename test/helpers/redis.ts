@@ -29,7 +29,11 @@ export interface RedisProcess {
   stop(): Promise<void>;
   /** SIGKILL, then wait for exit (simulates a crash). Idempotent. */
   kill(): Promise<void>;
-  /** Starts a fresh server on the same port (data is not kept) and waits until it answers PING. */
+  /**
+   * Stops the current server (SIGTERM; a no-op after `kill`), starts a new one on the same port
+   * with the same arguments and waits until it answers PING. Data is kept only when `args`
+   * configure persistence (e.g. `--appendonly yes --dir <private dir>`); by default it is not.
+   */
   restart(): Promise<void>;
 }
 
@@ -38,6 +42,12 @@ export interface StartRedisOptions {
   port?: number;
   /** How long to wait for the first PONG. Default 5 s. */
   readyTimeoutMs?: number;
+  /**
+   * Extra redis-server arguments, appended after the defaults so they override them, e.g.
+   * `['--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir]` for writes that survive
+   * SIGKILL once acknowledged. Give persistent servers a private `--dir`.
+   */
+  args?: readonly string[];
 }
 
 const BIN = process.env.REDIS_SERVER_BIN ?? 'redis-server';
@@ -88,10 +98,10 @@ interface Running {
   output: () => string;
 }
 
-function spawnServer(port: number): Running {
+function spawnServer(port: number, extraArgs: readonly string[]): Running {
   const child = spawn(
     BIN,
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes', '--dir', tmpdir()],
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes', '--dir', tmpdir(), ...extraArgs],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';
@@ -147,7 +157,8 @@ function track(child: ChildProcess): void {
 }
 
 /**
- * Starts a private `redis-server` on loopback (no persistence) and waits until it answers PING.
+ * Starts a private `redis-server` on loopback (no persistence unless `args` ask for it) and
+ * waits until it answers PING.
  * `stop`/`kill` signal exactly this child's PID; `restart` starts a new one on the same port.
  */
 export async function startRedisServer(opts: StartRedisOptions = {}): Promise<RedisProcess> {
@@ -155,7 +166,7 @@ export async function startRedisServer(opts: StartRedisOptions = {}): Promise<Re
   let port = opts.port ?? (await freePort());
 
   const launch = async (p: number): Promise<Running> => {
-    const r = spawnServer(p);
+    const r = spawnServer(p, opts.args ?? []);
     track(r.child);
     try {
       await waitReady(r, p, readyTimeoutMs);
