@@ -1,26 +1,30 @@
 import { createHash } from 'node:crypto';
-import { randomHex } from '../util/random.js';
+import { randomBase64url } from '../util/random.js';
 
 /**
  * Every key about one workload's grants carries the hash tag {w:<tag>}, so one Lua script can
  * touch them all atomically, on standalone Redis and on Redis Cluster alike. Grant ids embed the
  * tag, so any grant id routes to its slot without a lookup.
  *
- * The tag is 128 bits of SHA-256 (32 hex digits): workload ids can be chosen by whoever runs
- * the workload (a branch name, say), and a shorter tag would let one search for an id whose tag
- * equals a victim's, to share the victim's keys (its cap, listings and audit stream).
+ * The tag is 128 bits of SHA-256: workload ids can be chosen by whoever runs the workload (a
+ * branch name, say), and a shorter tag would let one search for an id whose tag equals a
+ * victim's, to share the victim's keys (its cap, listings and audit stream).
+ *
+ * Tag and id are base64url, not hex: a grant id is a member of two sorted sets per grant, and
+ * Redis keeps a sorted set compact (listpack) only while every member is at most 64 bytes. In
+ * hex the id was 68 bytes, and each index entry cost several times as much (bench/ measures it).
  */
-const WORKLOAD_TAG_HEX = 32;
+const TAG_BYTES = 16;
 
 export function workloadTag(workloadId: string): string {
-  return createHash('sha256').update(workloadId).digest('hex').slice(0, WORKLOAD_TAG_HEX);
+  return createHash('sha256').update(workloadId).digest().subarray(0, TAG_BYTES).toString('base64url');
 }
 
-/** g_<workload tag>_<128 random bits>, all lowercase hex. */
-const GRANT_ID = /^g_([0-9a-f]{32})_([0-9a-f]{32})$/;
+/** g_<workload tag>_<128 random bits>: 47 characters, both parts base64url of fixed length 22. */
+const GRANT_ID = /^g_([A-Za-z0-9_-]{22})_([A-Za-z0-9_-]{22})$/;
 
 export function newGrantId(workloadId: string): string {
-  return `g_${workloadTag(workloadId)}_${randomHex(16)}`;
+  return `g_${workloadTag(workloadId)}_${randomBase64url(16)}`;
 }
 
 /** The workload tag inside a grant id, or undefined when the id is malformed. */
@@ -39,8 +43,6 @@ export function grantKeys(prefix: string, tag: string) {
     live: `${slot}:live`,
     /** zset grant id → created_at, every grant within retention. */
     all: `${slot}:grants`,
-    /** zset grant id → created_at, per task id. */
-    task: (task: string) => `${slot}:task:${task}`,
     /** stream of audit events. */
     audit: `${slot}:audit`,
     /** hash: the workload's issuance token bucket (see lib.lua bucket_take). */

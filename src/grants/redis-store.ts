@@ -18,8 +18,8 @@ import {
   auditToFields,
   capExceeded,
   decodePublishedKey,
-  grantFromHash,
-  grantToHash,
+  grantFromRecord,
+  grantToRecord,
   holdsPrivateMaterial,
   isLive,
   listLimit,
@@ -64,19 +64,19 @@ export const LUA_SCRIPTS = {
   closeGrant: withLib('close-grant.lua'),
   appendAudit: lua('append-audit.lua'),
   publishKey: lua('publish-key.lua'),
-  readGrants: lua('read-grants.lua'),
+  readGrants: withLib('read-grants.lua'),
 } as const;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     jitCreateGrant(...args: (string | number)[]): Result<(string | number)[], Context>;
-    /** {outcome} or {outcome, flat HGETALL of the grant} or {'rate', wait_ms}. */
-    jitRenewGrant(...args: (string | number)[]): Result<(string | number | string[])[], Context>;
-    jitCloseGrant(...args: (string | number)[]): Result<(string | string[])[], Context>;
+    /** {outcome} or {outcome, grant record} or {'rate', wait_ms}. */
+    jitRenewGrant(...args: (string | number)[]): Result<(string | number)[], Context>;
+    jitCloseGrant(...args: (string | number)[]): Result<string[], Context>;
     jitAppendAudit(...args: (string | number)[]): Result<string, Context>;
     jitPublishKey(...args: (string | number)[]): Result<number, Context>;
     /** numkeys, then keys and args (the key count varies with the page). */
-    jitReadGrants(...args: (string | number)[]): Result<(string | string[])[], Context>;
+    jitReadGrants(...args: (string | number)[]): Result<string[], Context>;
   }
 }
 
@@ -141,7 +141,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 10), 1000),
     reconnectOnError: null,
   });
-  redis.defineCommand('jitCreateGrant', { numberOfKeys: 7, lua: LUA_SCRIPTS.createGrant });
+  redis.defineCommand('jitCreateGrant', { numberOfKeys: 6, lua: LUA_SCRIPTS.createGrant });
   redis.defineCommand('jitRenewGrant', { numberOfKeys: 4, lua: LUA_SCRIPTS.renewGrant });
   redis.defineCommand('jitCloseGrant', { numberOfKeys: 4, lua: LUA_SCRIPTS.closeGrant });
   redis.defineCommand('jitAppendAudit', { numberOfKeys: 1, lua: LUA_SCRIPTS.appendAudit });
@@ -231,25 +231,18 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   const HINT_MEMO_MAX = 10_000;
   const publishedKeysKey = `${prefix}keys`;
 
-  /** Pairs a flat HGETALL reply into an object. */
-  function hashOf(flat: string[]): Record<string, string> {
-    const h: Record<string, string> = {};
-    for (let i = 0; i + 1 < flat.length; i += 2) h[flat[i] as string] = flat[i + 1] as string;
-    return h;
-  }
-
   /**
    * The record, if it decodes and answers for its own id (and, when given, this workload).
    * Another workload's record can only sit under this workload's keys if their tags collide (or
    * someone wrote it there): never returned.
    */
-  function ownRecord(id: string, h: Record<string, string>, workload?: string): Grant | undefined {
-    const decoded = grantFromHash(h);
+  function ownRecord(id: string, record: string, workload?: string): Grant | undefined {
+    const decoded = grantFromRecord(id, record);
     if (!decoded.ok) {
       log.error({ grant: id, problem: decoded.problem }, 'grant record does not decode; ignored');
       return undefined;
     }
-    if (decoded.value.id !== id || (workload !== undefined && decoded.value.workload !== workload)) {
+    if (tagOfGrantId(id) !== workloadTag(decoded.value.workload) || (workload !== undefined && decoded.value.workload !== workload)) {
       log.error({ grant: id }, 'grant record under these keys is not their own; ignored');
       return undefined;
     }
@@ -277,29 +270,44 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     const reply = await redis.jitReadGrants(1 + ids.length, indexKey, ...ids.map(grantKey), workload, max, prune ? '1' : '0', ...ids);
     const out: Grant[] = [];
     for (let i = 0; i + 1 < reply.length; i += 2) {
-      const g = ownRecord(reply[i] as string, hashOf(reply[i + 1] as string[]), workload);
+      const g = ownRecord(reply[i] as string, reply[i + 1] as string, workload);
       if (g) out.push(g);
     }
     return out;
   }
 
-  async function listIndex(workload: string, indexKey: string, o: ListOptions, taskFilter?: string): Promise<Grant[]> {
+  /** Ids read per round trip when a listing walks a workload's whole index (by task). */
+  const WALK_PAGE = 256;
+
+  async function listIndex(workload: string, o: ListOptions, task?: string): Promise<Grant[]> {
     const limit = listLimit(o.limit);
+    const keys = keysOf(workload);
+    const ofTask = (g: Grant) => task === undefined || g.task === task;
     if (o.liveOnly) {
       // The live set is bounded by the active cap; read it whole, then filter on the records.
-      const live = keysOf(workload).live;
-      const ids = await redis.zrangebyscore(live, `(${o.now}`, '+inf');
-      const grants = await readRecords(workload, live, ids, ids.length, false); // the cap's index: see read-grants.lua
+      const ids = await redis.zrangebyscore(keys.live, `(${o.now}`, '+inf');
+      const grants = await readRecords(workload, keys.live, ids, ids.length, false); // the cap's index: see read-grants.lua
       return grants
-        .filter((g) => isLive(g, o.now) && (taskFilter === undefined || g.task === taskFilter))
+        .filter((g) => isLive(g, o.now) && ofTask(g))
         .sort(newestFirst)
         .slice(0, limit);
     }
-    // Twice the page's ids, so ids whose records are gone (pruned as they are met) do not cut
-    // the page short; a read that meets more than that many leaves fewer for the next one.
-    const ids = await redis.zrevrange(indexKey, 0, 2 * limit - 1);
-    const grants = await readRecords(workload, indexKey, ids, limit, true);
-    return grants.sort(newestFirst);
+    if (task === undefined) {
+      // Twice the page's ids, so ids whose records are gone (pruned as they are met) do not cut
+      // the page short; a read that meets more than that many leaves fewer for the next one.
+      const ids = await redis.zrevrange(keys.all, 0, 2 * limit - 1);
+      return (await readRecords(workload, keys.all, ids, limit, true)).sort(newestFirst);
+    }
+    // By task there is no index of its own (it cost more memory than the grant): walk the
+    // workload's grants newest first, bounded by retention, without pruning (that would shift
+    // the ranks under the walk).
+    const found: Grant[] = [];
+    for (let start = 0; found.length < limit; start += WALK_PAGE) {
+      const ids = await redis.zrevrange(keys.all, start, start + WALK_PAGE - 1);
+      if (ids.length === 0) break;
+      found.push(...(await readRecords(workload, keys.all, ids, ids.length, false)).filter(ofTask));
+    }
+    return found.sort(newestFirst).slice(0, limit);
   }
 
   /**
@@ -346,14 +354,15 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         AUDIT_MAXLEN,
         CLOSE_RETENTION_MS,
         o.presentedJti ?? '',
+        id,
         closing.length,
         ...closing,
         ...replay,
       );
       const [outcome, payload] = reply;
       if (outcome === 'marked' || outcome === 'unknown') return [outcome, undefined];
-      if ((outcome === 'closed' || outcome === 'inactive' || outcome === 'replay') && Array.isArray(payload)) {
-        const grant = ownRecord(id, hashOf(payload), workload);
+      if ((outcome === 'closed' || outcome === 'inactive' || outcome === 'replay') && typeof payload === 'string') {
+        const grant = ownRecord(id, payload, workload);
         if (grant) return [outcome, grant];
       }
       throw new Error(`unexpected close-grant reply ${JSON.stringify(reply)}`);
@@ -367,8 +376,6 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     async createGrant(input: NewGrant, options: CreateGrantOptions): Promise<Grant> {
       const { grant, opts: o } = validateNewGrant(input, options);
       const keys = keysOf(grant.workload);
-      const hash = grantToHash(grant);
-      const hashArgs = Object.entries(hash).flat();
       const issued = auditToFields({
         type: 'grant.issued',
         at: o.now,
@@ -400,7 +407,6 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           keys.grant(grant.id),
           keys.live,
           keys.all,
-          keys.task(grant.task),
           keys.audit,
           keys.voided(grant.id),
           keys.rate,
@@ -414,9 +420,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           ...rateArgs(o.rate),
           CAP_DENIAL_REASON,
           RATE_DENIAL_REASON,
-          hashArgs.length,
+          grantToRecord(grant),
           issued.length,
-          ...hashArgs,
           ...issued,
           ...denied,
         );
@@ -461,6 +466,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           ...rateArgs(o.rate),
           RATE_DENIAL_REASON,
           REPLAY_REASON,
+          r.id,
           renewed.length,
           ...renewed,
           ...replay,
@@ -468,8 +474,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         const [outcome, payload] = reply;
         if (outcome === 'unknown') return { outcome };
         if (outcome === 'rate') throw rateExceeded(r.workload, Number(payload));
-        if ((outcome === 'renewed' || outcome === 'inactive' || outcome === 'replay') && Array.isArray(payload)) {
-          const grant = ownRecord(r.id, hashOf(payload), r.workload);
+        if ((outcome === 'renewed' || outcome === 'inactive' || outcome === 'replay') && typeof payload === 'string') {
+          const grant = ownRecord(r.id, payload, r.workload);
           if (grant) return { outcome, grant };
         }
         throw new Error(`unexpected renew-grant reply ${JSON.stringify(reply)}`);
@@ -488,18 +494,18 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       const tag = tagOfGrantId(id);
       if (tag === undefined) return null;
       return guarded('getGrant', async () => {
-        const h = await redis.hgetall(grantKeys(prefix, tag).grant(id));
-        if (Object.keys(h).length === 0) return null;
-        return ownRecord(id, h) ?? null;
+        const record = await redis.get(grantKeys(prefix, tag).grant(id));
+        if (record === null) return null;
+        return ownRecord(id, record) ?? null;
       });
     },
 
     listWorkloadGrants(workload: string, o: ListOptions): Promise<Grant[]> {
-      return guarded('listWorkloadGrants', () => listIndex(workload, keysOf(workload).all, o));
+      return guarded('listWorkloadGrants', () => listIndex(workload, o));
     },
 
     listTaskGrants(workload: string, task: string, o: ListOptions): Promise<Grant[]> {
-      return guarded('listTaskGrants', () => listIndex(workload, keysOf(workload).task(task), o, task));
+      return guarded('listTaskGrants', () => listIndex(workload, o, task));
     },
 
     async appendAudit(event: AuditEvent, o: AppendAuditOptions): Promise<void> {

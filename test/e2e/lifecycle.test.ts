@@ -112,6 +112,15 @@ const revoke = (token: string, auth: Auth = { bearer: RS_CREDENTIAL }) => form('
 
 const audit = (workload: string) => broker.store.readAudit(workload);
 const grantKey = (workload: string, id: string) => grantKeys(broker.prefix, workloadTag(workload)).grant(id);
+
+/** Moves a grant's end in its stored record (line 2: see codec.ts grantToRecord), as time passing would. */
+async function setGrantExpiry(workload: string, id: string, at: number): Promise<void> {
+  const key = grantKey(workload, id);
+  const lines = ((await redis.get(key)) ?? '').split('\n');
+  expect(lines).toHaveLength(7);
+  lines[1] = String(at);
+  await redis.set(key, lines.join('\n'), 'KEEPTTL');
+}
 const jwks = async () => createLocalJWKSet((await httpsJson(`${broker.url}/.well-known/jwks.json`, tlsOpts())).json as { keys: [] });
 
 describe('renew', () => {
@@ -221,10 +230,10 @@ describe('renew', () => {
 
     // Time passes for a grant: its recorded end moves into the past (or close to now).
     const expired = await startTask();
-    await redis.hset(grantKey(K8S, expired.grant), 'expires_at', String(Date.now() - 1000));
+    await setGrantExpiry(K8S, expired.grant, Date.now() - 1000);
     expect((await renew(expired.grant, { bearer: expired.token }, await oidcRenewal())).json).toEqual({ error: 'invalid_grant', error_description: 'the grant has expired' });
     const ending = await startTask();
-    await redis.hset(grantKey(K8S, ending.grant), 'expires_at', String(Date.now() + 10_000));
+    await setGrantExpiry(K8S, ending.grant, Date.now() + 10_000);
     const late = await renew(ending.grant, { bearer: ending.token }, await oidcRenewal());
     expect(late.json).toMatchObject({ error: 'invalid_grant', error_description: expect.stringMatching(/too soon to renew/) });
   });
@@ -351,7 +360,7 @@ describe('introspection (RFC 7662)', () => {
     const { grant, token } = await startTask();
     expect((await introspect('not-a-token')).json).toEqual({ active: false });
     expect((await introspect(token, { bearer: OTHER_RS_CREDENTIAL })).json).toEqual({ active: false });
-    await redis.hset(grantKey(K8S, grant), 'expires_at', String(Date.now() - 1));
+    await setGrantExpiry(K8S, grant, Date.now() - 1);
     expect((await introspect(token)).json).toEqual({ active: false });
   });
 

@@ -103,7 +103,7 @@ describe('failed authentications per source address', () => {
     expect(refused.json).toEqual({ error: 'rate_limited', error_description: 'too many failed authentication attempts from this address; retry later' });
     expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(3000);
     // Task tokens that do not verify count too, and the refusal covers every route that authenticates.
-    const renewal = await postJson(`${b.url}/v1/tasks/g_${'0'.repeat(32)}_${'0'.repeat(32)}/renew`, {}, { authorization: 'Bearer x.y.z' });
+    const renewal = await postJson(`${b.url}/v1/tasks/g_${'0'.repeat(22)}_${'0'.repeat(22)}/renew`, {}, { authorization: 'Bearer x.y.z' });
     expect(renewal.status).toBe(429);
   });
 

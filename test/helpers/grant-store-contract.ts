@@ -145,20 +145,22 @@ export function describeGrantStoreContract(
         expect(await store.readAudit(w)).toEqual([]);
       });
 
-      it('names a grant g_<128-bit workload tag>_<128 random bits>, in lowercase hex', async () => {
+      it('names a grant g_<128-bit workload tag>_<128 random bits>, both base64url', async () => {
         const w = uniqueWorkload();
         const g = await store.createGrant(makeGrant(w, t0), opts(t0));
-        expect(g.id).toMatch(/^g_[0-9a-f]{32}_[0-9a-f]{32}$/);
-        const tag = createHash('sha256').update(w).digest('hex').slice(0, 32);
-        expect(g.id.slice(2, 34)).toBe(tag);
-        // The former 48-bit tag is no grant id any more.
-        const short = makeGrant(w, t0, { id: `g_${tag.slice(0, 12)}_${'0'.repeat(32)}` });
-        await expect(store.createGrant(short, opts(t0))).rejects.toBeInstanceOf(InvalidRequest);
-        expect(await store.getGrant(short.id)).toBeNull();
+        expect(g.id).toMatch(/^g_[A-Za-z0-9_-]{22}_[A-Za-z0-9_-]{22}$/);
+        const tag = createHash('sha256').update(w).digest().subarray(0, 16).toString('base64url');
+        expect(g.id.slice(2, 24)).toBe(tag);
+        // A shorter tag, or the former hex form, is no grant id.
+        for (const id of [`g_${tag.slice(0, 12)}_${'A'.repeat(22)}`, `g_${createHash('sha256').update(w).digest('hex').slice(0, 32)}_${'0'.repeat(32)}`]) {
+          const bad = makeGrant(w, t0, { id });
+          await expect(store.createGrant(bad, opts(t0))).rejects.toBeInstanceOf(InvalidRequest);
+          expect(await store.getGrant(bad.id)).toBeNull();
+        }
       });
 
       it('answers null for malformed and unknown grant ids', async () => {
-        const malformed = ['', 'nope', 'g_123', `g_${'z'.repeat(32)}_${'0'.repeat(32)}`, `g_${'A'.repeat(32)}_${'0'.repeat(32)}`];
+        const malformed = ['', 'nope', 'g_123', `g_${'z'.repeat(22)}_${'0'.repeat(21)}`, `g_${'A'.repeat(22)}_${'0'.repeat(21)}=`, `g_${'A'.repeat(22)}.${'0'.repeat(22)}`];
         for (const id of [...malformed, `${newGrantId('x')}x`, '../../etc']) {
           expect(await store.getGrant(id)).toBeNull();
         }

@@ -22,7 +22,7 @@ function sign(keyring: Keyring, now: number): string {
   const claims = taskTokenClaims({
     issuer: 'http://broker.test',
     workloadId: 'spiffe://td/w',
-    grantId: 'g_00000000000000000000000000000000_00000000000000000000000000000000',
+    grantId: 'g_0000000000000000000000_0000000000000000000000',
     jti: 'jti',
     intent: { audience: 'api', actions: ['read'], resources: [], purpose: 'p', task: 't' },
     issuedAt: now,

@@ -14,7 +14,7 @@ import { TaskTokenVerifier } from '../../src/tokens/verify.js';
 
 const MIN = 60_000;
 const ISSUER = 'https://broker.test';
-const GRANT = `g_${'a'.repeat(32)}_${'b'.repeat(32)}`;
+const GRANT = `g_${'a'.repeat(22)}_${'b'.repeat(22)}`;
 
 let now = Date.UTC(2026, 10, 29, 12);
 const clock = () => now;

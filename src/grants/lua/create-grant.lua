@@ -3,23 +3,24 @@
 -- Every key below carries the same {w:<tag>} hash tag, so this runs on one node of a Redis
 -- Cluster as well as on a standalone Redis. It touches only the keys passed in KEYS.
 --
--- KEYS[1] grant hash        <prefix>{w:tag}:grant:<id>
--- KEYS[2] live zset         <prefix>{w:tag}:live        member id, score expires_at
--- KEYS[3] all-grants zset   <prefix>{w:tag}:grants      member id, score created_at
--- KEYS[4] task zset         <prefix>{w:tag}:task:<task> member id, score created_at
--- KEYS[5] audit stream      <prefix>{w:tag}:audit
--- KEYS[6] void marker       <prefix>{w:tag}:void:<id>   (set by close-grant.lua)
--- KEYS[7] rate bucket       <prefix>{w:tag}:rate
+-- KEYS[1] grant record      <prefix>{w:tag}:grant:<id>  (a string: see lib.lua grant_read)
+-- KEYS[2] live zset          <prefix>{w:tag}:live        member id, score expires_at
+-- KEYS[3] all-grants zset    <prefix>{w:tag}:grants      member id, score created_at
+-- KEYS[4] audit stream       <prefix>{w:tag}:audit
+-- KEYS[5] void marker        <prefix>{w:tag}:void:<id>   (set by close-grant.lua)
+-- KEYS[6] rate bucket        <prefix>{w:tag}:rate
 --
 -- ARGV[1] now (ms)   ARGV[2] maxActive   ARGV[3] retention (ms)   ARGV[4] grant id
 -- ARGV[5] created_at ARGV[6] expires_at  ARGV[7] audit MAXLEN (approximate)
 -- ARGV[8] rate burst (0: unlimited)      ARGV[9] rate interval (ms per token)
 -- ARGV[10] reason recorded when the cap refuses   ARGV[11] reason when the rate refuses
--- ARGV[12] n1 = number of grant hash field/value strings
--- ARGV[13] n2 = number of grant.issued audit field/value strings
--- ARGV[14 .. 13+n1]           grant hash field/value pairs
--- ARGV[14+n1 .. 13+n1+n2]     grant.issued audit field/value pairs
--- ARGV[14+n1+n2 .. #ARGV]     grant.denied audit field/value pairs, without reason (refusals only)
+-- ARGV[12] the grant record (codec.ts grantToRecord)
+-- ARGV[13] n = number of grant.issued audit field/value strings
+-- ARGV[14 .. 13+n]           grant.issued audit field/value pairs
+-- ARGV[14+n .. #ARGV]        grant.denied audit field/value pairs, without reason (refusals only)
+--
+-- There is no index by task: a listing by task walks the workload's grants (bounded by
+-- retention). A key per task cost about 1 KiB per grant (bench/ measures memory per grant).
 --
 -- Returns {'ok'} | {'dup'} | {'void'} | {'cap', live_count, earliest_live_expiry} | {'rate', wait_ms}.
 --
@@ -37,14 +38,13 @@ local expires_at = tonumber(ARGV[6])
 local maxlen = ARGV[7]
 local burst = tonumber(ARGV[8])
 local interval = tonumber(ARGV[9])
-local n1 = tonumber(ARGV[12])
-local n2 = tonumber(ARGV[13])
+local n = tonumber(ARGV[13])
 
 local function deny(reason)
-  local denied = slice(14 + n1 + n2, #ARGV)
+  local denied = slice(14 + n, #ARGV)
   denied[#denied + 1] = 'reason'
   denied[#denied + 1] = reason
-  audit(KEYS[5], maxlen, retention, denied)
+  audit(KEYS[4], maxlen, retention, denied)
 end
 
 -- A grant id is never reused: refuse before anything is written.
@@ -52,7 +52,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'dup'}
 end
 -- Voided before it arrived (its caller already got a 503): write nothing.
-if redis.call('EXISTS', KEYS[6]) == 1 then
+if redis.call('EXISTS', KEYS[5]) == 1 then
   return {'void'}
 end
 
@@ -65,19 +65,18 @@ if live >= max_active then
   return {'cap', live, first[2] or ''}
 end
 -- Checked after the cap, so only a grant that is written spends a rate token.
-local wait, bucket = bucket_take(KEYS[7], burst, interval, now)
+local wait, bucket = bucket_take(KEYS[6], burst, interval, now)
 if wait > 0 then
   deny(ARGV[11])
   return {'rate', wait}
 end
 
 local keep = (expires_at - now) + retention
-audit(KEYS[5], maxlen, keep, slice(14 + n1, 13 + n1 + n2))
+audit(KEYS[4], maxlen, keep, slice(14, 13 + n))
 bucket_store(bucket)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', num(now))
 
-redis.call('HSET', KEYS[1], unpack(slice(14, 13 + n1)))
-redis.call('PEXPIRE', KEYS[1], num(keep))
+redis.call('SET', KEYS[1], ARGV[12], 'PX', num(keep))
 
 redis.call('ZADD', KEYS[2], ARGV[6], id)
 extend(KEYS[2], expires_at - now)
@@ -86,9 +85,5 @@ local horizon = '(' .. num(now - retention)
 redis.call('ZADD', KEYS[3], created_at, id)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', horizon)
 extend(KEYS[3], keep)
-
-redis.call('ZADD', KEYS[4], created_at, id)
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', horizon)
-extend(KEYS[4], keep)
 
 return {'ok'}

@@ -59,3 +59,31 @@ local function audit(key, maxlen, ttl, fields)
   redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(fields))
   extend(key, ttl)
 end
+
+-- A grant record is one string of lines: status, expires_at, generation, token_jti, token_exp,
+-- workload, then the fields that never change as JSON, which the scripts pass through (see
+-- codec.ts grantToRecord). Returns the record as a table, or nil when the key holds none or
+-- holds something that is not a record (then nothing is trusted or changed).
+local RECORD = '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$'
+local function grant_read(key)
+  local raw = redis.call('GET', key)
+  if not raw then return nil end
+  local status, expires_at, generation, token_jti, token_exp, workload, fixed = string.match(raw, RECORD)
+  if not status then return nil end
+  return {
+    status = status, expires_at = tonumber(expires_at), generation = tonumber(generation) or 1,
+    token_jti = token_jti, token_exp = token_exp, workload = workload, fixed = fixed, raw = raw,
+  }
+end
+
+-- The record as stored (what the scripts return to the broker).
+local function grant_string(g)
+  return table.concat({g.status, num(g.expires_at), tostring(g.generation), g.token_jti, g.token_exp, g.workload, g.fixed}, '\n')
+end
+
+-- Rewrites a record read by grant_read, keeping its TTL; returns the new string.
+local function grant_write(key, g)
+  local s = grant_string(g)
+  redis.call('SET', key, s, 'KEEPTTL')
+  return s
+end

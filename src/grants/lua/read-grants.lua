@@ -1,13 +1,14 @@
 -- read-grants.lua: read one workload's grant records named by an index, pruning as it goes (jit-broker).
+-- Prepended with lib.lua.
 --
 -- All keys carry the same {w:<tag>} hash tag; the script touches only the keys passed in KEYS.
 --
--- KEYS[1] index zset (all-grants, task or live)   KEYS[2 .. n+1] the grant hashes of ARGV[4 .. n+3]
+-- KEYS[1] index zset (all-grants or live)   KEYS[2 .. n+1] the grant records of ARGV[4 .. n+3]
 -- ARGV[1] workload id   ARGV[2] max: how many records to return at most
 -- ARGV[3] '1' to prune ids whose records are gone, '0' to leave the index alone
 -- ARGV[4 .. n+3] grant ids
 --
--- Returns {id, {field, value, ...}, id, {...}, ...}: up to `max` records of this workload, in the
+-- Returns {id, record, id, record, ...}: up to `max` records of this workload, in the
 -- order given. An id whose record is gone (it expired) is removed from the index, so reads prune
 -- too, and counts nowhere towards `max`. A record of another workload (one whose tag is the same)
 -- is skipped but left alone: the index is that workload's index as well. The live index is never
@@ -18,26 +19,21 @@ local workload = ARGV[1]
 local max = tonumber(ARGV[2])
 local prune = ARGV[3] == '1'
 
-local function field(h, name)
-  for i = 1, #h, 2 do
-    if h[i] == name then return h[i + 1] end
-  end
-  return nil
-end
-
 local out = {}
 local found = 0
 local gone = {}
 for i = 2, #KEYS do
   if found >= max then break end
   local id = ARGV[i + 2]
-  local h = redis.call('HGETALL', KEYS[i])
-  if #h == 0 then
+  if redis.call('EXISTS', KEYS[i]) == 0 then
     gone[#gone + 1] = id
-  elseif field(h, 'workload') == workload then
-    out[#out + 1] = id
-    out[#out + 1] = h
-    found = found + 1
+  else
+    local g = grant_read(KEYS[i])
+    if g ~= nil and g.workload == workload then
+      out[#out + 1] = id
+      out[#out + 1] = g.raw
+      found = found + 1
+    end
   end
 end
 if prune and #gone > 0 then
