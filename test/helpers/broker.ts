@@ -1,14 +1,19 @@
 import { parseConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
-import { createLogger, silentLogger } from '../../src/log.js';
+import { silentLogger } from '../../src/log.js';
 import { startBroker, type BrokerRuntime } from '../../src/server.js';
 import type { OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import type { Clock } from '../../src/util/clock.js';
+import { testLogger } from './log-capture.js';
 import { redisUrl, uniquePrefix } from './redis.js';
 
 export const AUDIENCE = 'jit-broker';
 
-/** A broker on a free loopback port, backed by the harness's real Redis under a unique prefix. */
+/**
+ * A broker on a free loopback port, backed by the harness's real Redis under a unique prefix. It
+ * logs at trace level into the run's log capture (scanned for secrets when the run ends), and to
+ * `destination` at the configured level when one is given.
+ */
 export async function startTestBroker(
   issuer: OidcIssuer,
   overrides: Partial<ConfigInput> & { prefix?: string } = {},
@@ -40,7 +45,7 @@ export async function startTestBroker(
     ],
     ...rest,
   });
-  const log = opts.destination ? createLogger({ level: config.log.level, destination: opts.destination }) : silentLogger;
+  const log = testLogger({ level: config.log.level, destination: opts.destination }) ?? silentLogger;
   const runtime = await startBroker(config, { log, ...(opts.clock ? { clock: opts.clock } : {}) });
   return Object.assign(runtime, { prefix });
 }
