@@ -43,7 +43,7 @@ interface Setup {
 }
 
 /** A fresh issuer and a broker that trusts it (discovery, the short key cache), on one fake clock. */
-async function setup(opts: { issuerMode?: 'slow' } = {}): Promise<Setup & { startMs: number }> {
+async function setup(opts: { issuerMode?: 'slow'; limits?: Record<string, unknown> } = {}): Promise<Setup & { startMs: number }> {
   const clock = fakeClock();
   const issuer = await startOidcIssuer({ alg: 'ES256', clock: clock.fn });
   cleanups.push(() => issuer.close());
@@ -66,6 +66,7 @@ async function setup(opts: { issuerMode?: 'slow' } = {}): Promise<Setup & { star
           ],
         },
       },
+      ...(opts.limits ? { limits: opts.limits } : {}),
     },
     { clock: clock.fn },
   );
@@ -198,6 +199,24 @@ describe('issuer keys unreachable', () => {
     clock.advance(COOLDOWN_MS + 1_000);
     expectIssued(await start(broker, token));
     expect((await readyz(broker)).status).toBe(200);
+  });
+
+  it("an issuer outage is not the caller's failure: 503s spend none of its failed-attestation budget (never a 429), and it is served once the keys are back", async () => {
+    const burst = 3;
+    const { clock, issuer, broker } = await setup({ limits: { failed_attestations: { rate: 1, per: '1h', burst } } });
+    const token = await saToken(issuer);
+    issuer.setMode('down');
+    clock.advance(MAX_STALE_MS + 1_000);
+    for (let i = 0; i < 4 * burst; i++) expectKeysUnavailable(await start(broker, token), issuer);
+
+    issuer.setMode('ok');
+    clock.advance(COOLDOWN_MS + 1_000);
+    expectIssued(await start(broker, token));
+    // The budget is intact: real failures (a bad signature) count, and only past it come 429s.
+    const forged = await issuer.mintWithForeignKey({ aud: AUDIENCE, sub: 'system:serviceaccount:payments:api' });
+    const statuses: number[] = [];
+    for (let i = 0; i < burst + 1; i++) statuses.push((await start(broker, forged)).status);
+    expect(statuses).toEqual([...Array(burst).fill(401), 429]);
   });
 });
 
