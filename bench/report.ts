@@ -1,0 +1,192 @@
+/**
+ * The two tables: the figures (median with min–max over the runs), then the targets of issue #5
+ * with what was measured and whether each holds. Ratios are taken within each run (the two
+ * figures side by side, under the same conditions), then their median is reported.
+ */
+import { cpus } from 'node:os';
+import { CONNECTIONS, DURATION_S, GROWTH_PER_WORKLOAD, RUNS, WARMUP_S } from './config.js';
+import type { Fill } from './growth.js';
+import type { Measured } from './load.js';
+import type { MemoryFigure } from './memory.js';
+import type { OpCost } from './sign.js';
+
+type Row = string[];
+
+export interface Results {
+  /** Every measured scenario by key: one entry per run, in run order. */
+  byKey: Map<string, Measured[]>;
+  /** In-process costs, measured once. */
+  ops: { key: string; label: string; cost: OpCost }[];
+  fill: Fill;
+  memory: MemoryFigure[];
+}
+
+export const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+};
+
+const fmt = (x: number, digits = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '–');
+
+/** "median (min–max)", or the one value when there was one run. */
+function spread(xs: number[], unit: string, digits = 0): string {
+  if (xs.length === 1) return `${fmt(xs[0]!, digits)}${unit}`;
+  return `${fmt(median(xs), digits)}${unit} (${fmt(Math.min(...xs), digits)}–${fmt(Math.max(...xs), digits)})`;
+}
+
+const runsOf = (r: Results, key: string): Measured[] => {
+  const runs = r.byKey.get(key);
+  if (!runs?.length) throw new Error(`no measurement "${key}"`);
+  return runs;
+};
+
+/** Per-run ratios of one figure of two scenarios. */
+function ratios(r: Results, top: string, bottom: string, f: (m: Measured) => number): number[] {
+  const a = runsOf(r, top);
+  const b = runsOf(r, bottom);
+  return a.map((m, i) => f(m) / f(b[i]!));
+}
+
+/** One table row from the runs of one scenario: medians with min–max; failures summed over the runs. */
+function summarize(runs: Measured[]): Row {
+  const of = (f: (m: Measured) => number) => runs.map(f);
+  const sum = (f: (m: Measured) => number) => of(f).reduce((a, b) => a + b, 0);
+  const first = runs[0]!;
+  const http = first.latencyUnit === 'ms';
+  const statuses = runs.map((m) => m.otherStatuses).filter(Boolean).join('; ');
+  const non2xx = `${sum((m) => m.non2xx)} non-2xx${statuses ? ` (${statuses})` : ''}`;
+  const failures = http ? [non2xx, `${sum((m) => m.errors)} errors`, `${sum((m) => m.wrongBodies)} wrong bodies`] : [];
+  if (first.handshakes) {
+    const wrongName = sum((m) => m.handshakes!.wrongName);
+    failures.push(`${of((m) => m.handshakes!.verified).join('/')} TLS handshakes${wrongName ? `, ${wrongName} with a wrong server name` : ''}`);
+  }
+  const unit = ` ${first.latencyUnit}`;
+  return [
+    first.label,
+    spread(of((m) => m.perSecond), '/s'),
+    spread(of((m) => m.p50), unit),
+    spread(of((m) => m.p99), unit),
+    failures.join(', '),
+    first.cpuUs.map((p, i) => `${spread(of((m) => m.cpuUs[i]!.us), ' µs')} ${p.who}`).join(' + '),
+  ];
+}
+
+const section = (title: string): Row => [`**${title}**`, '', '', '', '', ''];
+const opRow = (label: string, c: OpCost): Row => [label, `${fmt(c.opsPerSec)}/s`, `${c.usPerOp} µs`, '', '', ''];
+
+function figureRows(r: Results): Row[] {
+  const row = (key: string) => summarize(runsOf(r, key));
+  const op = (key: string) => {
+    const o = r.ops.find((x) => x.key === key);
+    if (!o) throw new Error(`no in-process measurement "${key}"`);
+    return opRow(o.label, o.cost);
+  };
+  const perSecond = (m: Measured) => m.perSecond;
+  const p50 = (m: Measured) => m.p50;
+  const p99 = (m: Measured) => m.p99;
+  const x = (xs: number[]) => spread(xs, '×', 2);
+  const [memory, skewed] = [r.memory.find((m) => m.key === 'memory')!, r.memory.find((m) => m.key === 'memory-skewed')!];
+  const memoryRow = (m: MemoryFigure): Row => [
+    `Redis memory per grant: ${fmt(m.workloads)} workloads × ${fmt(m.perWorkload)} (${fmt(m.workloads * m.perWorkload)} grants on a fresh redis-server)`,
+    `${fmt(m.bytesPerGrant)} B/grant`,
+    '',
+    '',
+    '',
+    `used_memory +${fmt(m.bytes / 2 ** 20, 1)} MiB`,
+  ];
+  return [
+    section('Broker, one process'),
+    ...['issue', 'renew', 'introspect', 'jwks', 'issue-https', 'issue-mtls'].map(row),
+    section('One process and two'),
+    row('issue-2proc'),
+    ['two processes ÷ one (issuance/s, per run)', x(ratios(r, 'issue-2proc', 'issue', perSecond)), '', '', '', ''],
+    section('Ceiling'),
+    row('floor'),
+    ['our issuance ÷ HTTP floor (per run)', x(ratios(r, 'issue', 'floor', perSecond)), '', '', '', ''],
+    op('sign'),
+    op('verify'),
+    row('write-1'),
+    row('write-64'),
+    op('jose-sign'),
+    op('x509-chain'),
+    op('x509-cached'),
+    section('Peer'),
+    row('peer'),
+    ['our issuance ÷ peer tokens (per run)', x(ratios(r, 'issue', 'peer', perSecond)), '', '', '', ''],
+    section('Growth'),
+    row('growth-empty'),
+    row('growth-full'),
+    ['full ÷ empty (per run; throughput, p50, p99)', x(ratios(r, 'growth-full', 'growth-empty', perSecond)), x(ratios(r, 'growth-full', 'growth-empty', p50)), x(ratios(r, 'growth-full', 'growth-empty', p99)), '', ''],
+    row('list-empty'),
+    row('list-full'),
+    [`fill: ${fmt(r.fill.grants)} grants (${fmt(r.fill.workloads)} workloads × ${GROWTH_PER_WORKLOAD}) through createGrant, 256 in flight, in ${fmt(r.fill.seconds, 1)} s`, `${fmt(r.fill.grants / r.fill.seconds)}/s`, '', '', '', ''],
+    section('Memory'),
+    memoryRow(memory),
+    memoryRow(skewed),
+  ];
+}
+
+function notes(r: Results): string[] {
+  const cores = cpus().length;
+  return [
+    `- This machine has ${cores} CPU core${cores === 1 ? '' : 's'}, and autocannon runs in the bench process: load generator, broker(s) and Redis share them. The two-process row puts two brokers, Redis and autocannon on those ${cores}; it shows whether a second process adds throughput here, not what a second machine would.`,
+    '- CPU per request: CPU time of each named process over the measured run, per success (/proc). "client" is the bench process calling the grant store (validation, encoding, ioredis), with nothing else running in it then.',
+    '- HTTP floor: the same request body and a real issuance response, read and written with the broker\'s own body reader and JSON helper in a hono app on @hono/node-server; everything a task start does except attest, authorize, record and mint.',
+    '- Peer: oidc-provider keeps nothing per JWT access token (no store write) and authenticates the client by a shared secret, where our issuance verifies a platform token (cached after the first use), writes a grant with its audit event to Redis and signs; it signs with jose over WebCrypto (the jose row above).',
+    `- Growth: the full Redis was filled once (${fmt(r.fill.grants)} grants, kept live for the phase); each run loads a fresh broker on a fresh empty Redis and one on the full Redis, alternating which goes first, each with a workload new to that Redis (one of many). Its own indexes grow by the load's grants in both cases alike. The full Redis also keeps the earlier runs' load grants. The listing rows call the grant store directly: the operator route GET /v1/grants (a later issue) replaces them when it lands.`,
+    '- Memory: INFO used_memory on a fresh redis-server before and after writing the grants through createGrant (realistic fields: k8s workload id, issuer URL, audience, 1–2 actions, 1–2 resources, a purpose sentence, a task id): record, indexes, audit event and the workloads index, all included.',
+  ];
+}
+
+interface Target {
+  target: string;
+  measured: string;
+  holds: boolean;
+}
+
+function targets(r: Results): Target[] {
+  const med = (key: string, f: (m: Measured) => number) => median(runsOf(r, key).map(f));
+  const perSecond = (m: Measured) => m.perSecond;
+  const issue = med('issue', perSecond);
+  const vsPeer = median(ratios(r, 'issue', 'peer', perSecond));
+  const p99 = med('issue', (m) => m.p99);
+  const two = median(ratios(r, 'issue-2proc', 'issue', perSecond));
+  const introspect = med('introspect', perSecond);
+  const growthRate = median(ratios(r, 'growth-full', 'growth-empty', perSecond));
+  const growthP50 = median(ratios(r, 'growth-full', 'growth-empty', (m) => m.p50));
+  const live = fmt(r.fill.grants);
+  const memory = r.memory.map((m) => ({
+    target: `≤ 1 KiB Redis memory per grant incl. indexes (${fmt(m.workloads)} workloads × ${fmt(m.perWorkload)})`,
+    measured: `${fmt(m.bytesPerGrant)} B`,
+    holds: m.bytesPerGrant <= 1024,
+  }));
+  return [
+    { target: 'single-process issuance ≥ 2× peer tokens/s', measured: `${fmt(vsPeer, 2)}× (${fmt(issue)}/s vs ${fmt(med('peer', perSecond))}/s)`, holds: vsPeer >= 2 },
+    { target: `issuance p99 < 30 ms at ${CONNECTIONS} connections`, measured: `${fmt(p99)} ms`, holds: p99 < 30 },
+    { target: 'two processes ≥ 1.7× one', measured: `${fmt(two, 2)}× (${fmt(med('issue-2proc', perSecond))}/s vs ${fmt(issue)}/s)`, holds: two >= 1.7 },
+    { target: 'introspection ≥ 6,000/s', measured: `${fmt(introspect)}/s`, holds: introspect >= 6000 },
+    { target: `issuance with ${live} live grants within 10% of empty: throughput`, measured: `${fmt(growthRate, 2)}× of empty`, holds: growthRate >= 0.9 },
+    { target: `issuance with ${live} live grants within 10% of empty: p50`, measured: `${fmt(growthP50, 2)}× of empty`, holds: growthP50 <= 1.1 },
+    ...memory,
+  ];
+}
+
+export function report(r: Results, startedAt: Date): string {
+  const runs = RUNS > 1 ? `, median of ${RUNS} runs (min–max), failures summed over the runs` : ', one run';
+  const table = (rows: Row[]) => rows.map((cells) => `| ${cells.join(' | ')} |`);
+  return [
+    `jit-broker bench — ${startedAt.toISOString()} — node ${process.version}, ${CONNECTIONS} keep-alive connections, ${DURATION_S} s after ${WARMUP_S} s warm-up${runs}`,
+    '',
+    '| what | throughput | p50 | p99 | failures | CPU per request |',
+    '|---|---|---|---|---|---|',
+    ...table(figureRows(r)),
+    '',
+    ...notes(r),
+    '',
+    '| target | measured | verdict |',
+    '|---|---|---|',
+    ...table(targets(r).map((t) => [t.target, t.measured, t.holds ? 'holds' : '**misses**'])),
+    '',
+  ].join('\n');
+}
