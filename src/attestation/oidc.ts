@@ -752,12 +752,21 @@ export function createOidcAttestor(config: OidcConfig, deps: AttestorDeps): Oidc
   const usable = (state: IssuerState, now: number) =>
     state.set !== undefined && (!state.remote || (state.fetchedAt !== undefined && now - state.fetchedAt <= state.cfg.key_cache.max_stale));
 
-  /** The issuer's key resolver; refreshes when older than ttl; Unavailable when none is usable. */
+  /**
+   * The issuer's key resolver; Unavailable when none is usable. Keys older than ttl but within
+   * max_stale are used at once while a refresh runs in the background, so a slow or failing
+   * issuer delays no request while its cached keys may still be used; only keys past max_stale
+   * (or none yet) make the request wait for the fetch.
+   */
   async function currentKeys(state: IssuerState): Promise<Resolver> {
     if (!state.remote) return state.set as Resolver;
     const { ttl } = state.cfg.key_cache;
     const now = clock();
     if (state.set && state.fetchedAt !== undefined && now - state.fetchedAt <= ttl) return state.set;
+    if (usable(state, now)) {
+      if (!state.inflight && !coolingDown(state, now)) void refresh(state);
+      return state.set as Resolver;
+    }
     if (state.inflight) await state.inflight;
     else if (!coolingDown(state, now)) await refresh(state);
     if (usable(state, clock())) return state.set as Resolver;

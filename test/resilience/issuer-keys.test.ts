@@ -150,19 +150,20 @@ describe('issuer keys unreachable', () => {
     expect(ready.body.checks.attestation_oidc).toBe('ok');
   });
 
-  it('a slow issuer costs at most fetch_timeout: stale keys still serve, beyond max_stale it fails closed and /readyz says it timed out', async () => {
+  it('a slow issuer delays nobody while stale keys may serve; beyond max_stale it fails closed within fetch_timeout and /readyz says it timed out', async () => {
     const { clock, issuer, broker } = await setup();
     const reused = await saToken(issuer);
     expectIssued(await start(broker, reused));
 
     issuer.setMode('slow'); // answers only after 10 s
     clock.advance(TTL_MS + 1_000);
-    // The refresh is due: this request waits for it, gives up after fetch_timeout, and is served
-    // by the keys it has. A bound on hanging, not a speed figure.
+    // The refresh is due: it runs in the background (and gives up after fetch_timeout) while this
+    // request is served at once by the keys it has, still within max_stale. A bound showing it
+    // did not wait for the fetch, not a speed figure.
     const stale = await start(broker, reused);
     expectIssued(stale);
-    expect(stale.ms).toBeLessThan(GIVE_UP_BOUND_MS);
-    expect(stale.ms).toBeGreaterThanOrEqual(FETCH_TIMEOUT_MS - 50); // it did wait for the fetch
+    expect(stale.ms).toBeLessThan(FETCH_TIMEOUT_MS);
+    await new Promise((r) => setTimeout(r, FETCH_TIMEOUT_MS + 200)); // the background attempt gives up
 
     clock.advance(MAX_STALE_MS); // beyond max_stale, past the cooldown: a new attempt, slow again
     const closed = await start(broker, reused);
