@@ -20,14 +20,6 @@ export async function withBroker<T>(
 ): Promise<T> {
   const configPath = join(opts.dir, `${opts.name}.yaml`);
   writeFileSync(configPath, stringify(opts.config));
-  // BENCH_PROFILE=dir writes a V8 CPU profile of each broker there (open it in Chrome DevTools).
-  const profileDir = process.env.BENCH_PROFILE;
-  const nodeFlags = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
-  return withNodeChild(
-    { name: `broker "${opts.name}"`, url: opts.url, readyPath: '/readyz', args: ['src/cli/main.ts', 'serve', '--config', configPath], nodeFlags, ...(opts.tls ? { tls: opts.tls } : {}) },
-    (broker) => {
-      if (profileDir) console.error(`broker "${opts.name}" is pid ${broker.pid}: its profile is ${profileDir}/CPU.*.${broker.pid}.*.cpuprofile`);
-      return fn(broker);
-    },
-  );
+  const args = ['src/cli/main.ts', 'serve', '--config', configPath];
+  return withNodeChild({ name: `broker "${opts.name}"`, url: opts.url, readyPath: '/readyz', args, ...(opts.tls ? { tls: opts.tls } : {}) }, fn);
 }

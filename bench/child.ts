@@ -100,13 +100,15 @@ export interface NodeChild {
   env?: Record<string, string>;
   /** What the readiness probe trusts (HTTPS servers). */
   tls?: ClientTls;
-  /** Extra node flags (e.g. --cpu-prof). */
-  nodeFlags?: string[];
 }
+
+/** BENCH_PROFILE=dir writes a V8 CPU profile of every child there (open it in Chrome DevTools). */
+const profileDir = process.env.BENCH_PROFILE;
+const profileFlags = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
 
 /** Runs `fn` against a Node server started as a child process, and stops it afterwards whatever happens. */
 export async function withNodeChild<T>(opts: NodeChild, fn: (server: ServerProcess) => Promise<T>): Promise<T> {
-  const child = spawn(process.execPath, [...(opts.nodeFlags ?? []), '--import', 'tsx', ...opts.args], {
+  const child = spawn(process.execPath, [...profileFlags, '--import', 'tsx', ...opts.args], {
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, ...opts.env },
   });
@@ -114,6 +116,7 @@ export async function withNodeChild<T>(opts: NodeChild, fn: (server: ServerProce
   spawnFailed.catch(() => undefined); // observed below; never an unhandled rejection
   try {
     await Promise.race([waitReady(opts.name, child, `${opts.url}${opts.readyPath}`, opts.tls), spawnFailed]);
+    if (profileDir) console.error(`${opts.name} is pid ${child.pid}: its profile is ${profileDir}/CPU.*.${child.pid}.*.cpuprofile`);
     return await fn({ url: opts.url, pid: child.pid! });
   } finally {
     await stop(child);

@@ -1,15 +1,15 @@
 /** The knobs of `npm run bench` (environment variables), read once. */
 
-const num = (name: string, fallback: number): number => {
+const num = (name: string, fallback: number, integer = true): number => {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, not "${raw}"`);
+  if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n))) throw new Error(`${name} must be a positive ${integer ? 'integer' : 'number'}, not "${raw}"`);
   return n;
 };
 
 /** Seconds of each measured load (after the warm-up). */
-export const DURATION_S = num('BENCH_DURATION', 10);
+export const DURATION_S = num('BENCH_DURATION', 10, false);
 /** Keep-alive connections of each load (split evenly when one load drives several servers). */
 export const CONNECTIONS = num('BENCH_CONNECTIONS', 64);
 /** How many times the whole set of loads runs; the table gives the median and min–max. */

@@ -27,6 +27,9 @@ app.post('/v1/tasks', async (c) => {
 
 // The broker's server timeouts (src/server.ts), so the floor's Node server does the same bookkeeping.
 const server = serve({ fetch: app.fetch, port, hostname: '127.0.0.1', serverOptions: { requestTimeout: 10_000, headersTimeout: 5000, connectionsCheckingInterval: 1000 } });
-const close = () => server.close(() => process.exit(0));
+const close = () => {
+  server.close(() => process.exit(0));
+  (server as { closeAllConnections?: () => void }).closeAllConnections?.(); // idle keep-alive connections too
+};
 process.once('SIGTERM', close);
 process.once('SIGINT', close);

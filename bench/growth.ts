@@ -87,12 +87,12 @@ interface Case {
 async function measureCase(c: Case, run: number, dir: string, issuer: OidcIssuer): Promise<Measured[]> {
   const { redis, store, done } = await c.open();
   try {
-    const listing = await measureListing(`list-${c.name}`, `store.listWorkloadGrants, a page of ${GROWTH_PER_WORKLOAD} (${c.label})`, store, redis.pid);
+    const listing = await measureListing(`list-${c.name}`, `a page of ${GROWTH_PER_WORKLOAD} of one workload's grants (store.listWorkloadGrants, until GET /v1/grants lands), ${c.label}`, store, redis.pid);
     const port = await freePort();
     const env = { dir, redis: { url: redis.url, pid: redis.pid }, issuer };
     const traffic = await issueTraffic(issuer, `growth-${c.name}-${run}`);
     const issuance = await withBroker({ name: `growth-${c.name}`, dir, url: `http://127.0.0.1:${port}`, config: brokerConfig(env, port, BROKER_PREFIX) }, (broker) =>
-      load({ key: `growth-${c.name}`, label: `POST /v1/tasks (platform token, reused), ${c.label}`, servers: [broker], cpu: brokerCpu([broker], redis.pid), traffic: fixed(traffic) }),
+      load({ key: `growth-${c.name}`, label: `POST /v1/tasks (platform token, reused; a new workload), ${c.label}`, servers: [broker], cpu: brokerCpu([broker], redis.pid), traffic: fixed(traffic) }),
     );
     return [issuance, listing];
   } finally {
@@ -124,7 +124,7 @@ export async function measureGrowth(dir: string): Promise<{ byRun: Measured[][];
     };
     const emptyCase: Case = {
       name: 'empty',
-      label: `empty Redis (only the listed workload's ${GROWTH_PER_WORKLOAD} grants)`,
+      label: 'no other grants in Redis',
       open: async () => {
         const redis = await startRedisServer();
         const store = benchStore(redis.url, BROKER_PREFIX);

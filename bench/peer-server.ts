@@ -56,6 +56,9 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
 provider.on('server_error', (_ctx: unknown, err: unknown) => console.error('peer server_error', err));
 
 const server = provider.listen(port, '127.0.0.1', () => console.error(`peer oidc-provider listening on ${port}`));
-const close = () => server.close(() => process.exit(0));
+const close = () => {
+  server.close(() => process.exit(0));
+  (server as { closeAllConnections?: () => void }).closeAllConnections?.(); // idle keep-alive connections too
+};
 process.once('SIGTERM', close);
 process.once('SIGINT', close);
