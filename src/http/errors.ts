@@ -4,11 +4,21 @@ import { BrokerError, TokenMissing } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ErrorBody } from '../protocol/errors.js';
 
+/**
+ * Descriptions and paths can echo what the client sent (a zod message names every unrecognized
+ * key; a path is up to 16 KiB): the log keeps a bounded part, so one request cannot write a
+ * 64 KiB log line.
+ */
+export function clip(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max)}…(${text.length} chars)` : text;
+}
+
 /** Maps any thrown value to the JSON error contract; never a stack trace or a secret. */
 export function errorResponse(err: unknown, c: Context, log: Logger): Response {
   if (err instanceof BrokerError) {
     const level = err.status >= 500 ? 'warn' : 'info';
-    log[level]({ code: err.code, status: err.status, detail: err.detail, path: c.req.path }, err.description);
+    const detail = err.detail === undefined ? undefined : clip(err.detail, 2048);
+    log[level]({ code: err.code, status: err.status, detail, path: clip(c.req.path, 256) }, clip(err.description, 1024));
     const headers: Record<string, string> = {};
     if (err.retryAfter !== undefined) headers['Retry-After'] = String(Math.max(1, Math.ceil(err.retryAfter)));
     // RFC 9110 §15.5.2: a 401 names a scheme. Only a bearer task token that does not verify gets
@@ -24,7 +34,7 @@ export function errorResponse(err: unknown, c: Context, log: Logger): Response {
     if (err.status === 413) return json(413, { error: 'request_too_large', error_description: 'request body is too large' });
     return json(err.status, { error: 'invalid_request', error_description: err.message || 'invalid request' });
   }
-  log.error({ err: err instanceof Error ? { name: err.name, message: err.message, stack: err.stack } : String(err), path: c.req.path }, 'unhandled error');
+  log.error({ err: err instanceof Error ? { name: err.name, message: err.message, stack: err.stack } : String(err), path: clip(c.req.path, 256) }, 'unhandled error');
   return json(500, { error: 'server_error', error_description: 'internal error' });
 }
 

@@ -21,6 +21,7 @@
  * heap before and after.
  */
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
 import { Writable } from 'node:stream';
@@ -35,6 +36,7 @@ import { ERROR_CODES } from '../../src/protocol/errors.js';
 import { taskStartRequestSchema } from '../../src/protocol/tasks.js';
 import { AUDIENCE, startTestBroker } from '../helpers/broker.js';
 import { createTestPki, scratchDir, xfcc, type TestPki } from '../helpers/pki.js';
+import { captureFilePath } from '../helpers/log-capture.js';
 import { redisUrl } from '../helpers/redis.js';
 
 const REAL = 'k8s://test/ns/payments/sa/api';
@@ -1014,6 +1016,25 @@ describe('slow-loris and memory', () => {
     if (process.env.FUZZ_REPORT) console.info(`fuzz: heap ${(before / 2 ** 20).toFixed(1)} MiB -> ${(after / 2 ** 20).toFixed(1)} MiB`);
     expect(after - before).toBeLessThan(8 * 2 ** 20);
   }, 60_000);
+});
+
+describe('log lines of refused requests', () => {
+  it('stay bounded whatever the request echoes: 6000 unrecognized keys, a 15 KB path (src/http/errors.ts clips them)', async () => {
+    const marker = `marker${Date.now()}`;
+    const keys = Object.fromEntries([marker, ...Array.from({ length: 6000 }, (_, i) => `k${i}`)].map((k) => [k, 1]));
+    const body = json({ ...keys, intent: fuzzIntent });
+    const r = checkReply(await send(request('POST', '/v1/tasks', [jsonType], body)), 'POST', 'many keys');
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body.toString()).error_description.length).toBeGreaterThan(50_000); // the answer names them all (src/broker.ts: see the report)
+    const path = `/v1/tasks/${marker}${'x'.repeat(15_000)}/end`;
+    expect(checkReply(await send(request('POST', path)), 'POST', 'long path').status).toBe(400);
+    const lines = readFileSync(captureFilePath()!, 'utf8').split('\n').filter((l) => l.includes(marker));
+    expect(lines).toHaveLength(2);
+    for (const line of lines) {
+      expect(line.length).toBeLessThan(4096);
+      expect(line).toMatch(/…\(\d+ chars\)/);
+    }
+  });
 });
 
 describe('afterwards', () => {
