@@ -174,9 +174,10 @@ function targets(r: Results): Target[] {
 
 export function report(r: Results, startedAt: Date): string {
   const runs = RUNS > 1 ? `, median of ${RUNS} runs (min–max), failures summed over the runs` : ', one run';
+  const took = `${((Date.now() - startedAt.getTime()) / 60_000).toFixed(1)} min in all`;
   const table = (rows: Row[]) => rows.map((cells) => `| ${cells.join(' | ')} |`);
   return [
-    `jit-broker bench — ${startedAt.toISOString()} — node ${process.version}, ${CONNECTIONS} keep-alive connections, ${DURATION_S} s after ${WARMUP_S} s warm-up${runs}`,
+    `jit-broker bench — ${startedAt.toISOString()} — node ${process.version}, ${CONNECTIONS} keep-alive connections, ${DURATION_S} s after ${WARMUP_S} s warm-up${runs}; ${took}`,
     '',
     '| what | throughput | p50 | p99 | failures | CPU per request |',
     '|---|---|---|---|---|---|',
