@@ -828,6 +828,14 @@ describe('below the application: bytes HTTP itself refuses', () => {
       expect(sent.ms).toBeLessThan(900); // not the request timeout (1 s): the FIN ended it
       checkRawReply(sent, path);
     }
+    // And a client that resets the connection half-way: nothing to answer, nothing breaks.
+    for (let i = 0; i < 20; i++) {
+      const socket = connect(port, '127.0.0.1');
+      await new Promise<void>((resolve) => socket.on('connect', () => resolve()));
+      socket.write(`POST /v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{"intent":${'['.repeat(i * 50)}`);
+      await new Promise((r) => setTimeout(r, i % 3));
+      socket.resetAndDestroy();
+    }
     expect(await healthy()).toBe(true);
   });
 });
@@ -974,6 +982,37 @@ describe('slow-loris and memory', () => {
     }
     expect(done.filter((l) => l.reply.startsWith('HTTP/1.1 408')).length).toBeGreaterThan(N);
     expect(await healthy()).toBe(true);
+  });
+
+  // KNOWN GAP, kept visible: on HTTPS, http.request_timeout starts once TLS is up. A connection
+  // that never finishes its handshake lives for Node's tls handshakeTimeout (120 s): slow-loris
+  // before the first byte of HTTP. src/server.ts should pass `handshakeTimeout: request_timeout`
+  // in serverOptions. it.fails passes while the gap exists; once fixed, make this an it().
+  it.fails('on HTTPS, connections that never finish the TLS handshake are cut off after http.request_timeout too', async () => {
+    const tlsBroker = await startTestBroker(issuer, {
+      http: { request_timeout: '1s' },
+      tls: { cert: files.write('hs-server.pem', pki.server.chainPem), key: files.write('hs-server-key.pem', pki.server.keyPem) },
+    });
+    try {
+      const closed = await Promise.all(
+        [Buffer.alloc(0), Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01])].map(
+          (hello) =>
+            new Promise<boolean>((resolve) => {
+              const socket = connect(tlsBroker.port, '127.0.0.1');
+              socket.on('error', () => undefined);
+              socket.on('close', () => resolve(true));
+              if (hello.length) socket.write(hello);
+              setTimeout(() => {
+                resolve(false);
+                socket.destroy();
+              }, 3500);
+            }),
+        ),
+      );
+      expect(closed).toEqual([true, true]);
+    } finally {
+      await tlsBroker.close();
+    }
   });
 
   it('memory stays bounded: the heap after forced GC grows by less than 8 MiB over 3000 hostile requests after a warm-up', async () => {
