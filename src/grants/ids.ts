@@ -16,8 +16,18 @@ import { randomBase64url } from '../util/random.js';
  */
 const TAG_BYTES = 16;
 
+/** Recent tags: one request derives its workload's tag several times (id, validation, keys). */
+const tags = new Map<string, string>();
+const TAGS_REMEMBERED = 1_000;
+
 export function workloadTag(workloadId: string): string {
-  return createHash('sha256').update(workloadId).digest().subarray(0, TAG_BYTES).toString('base64url');
+  let tag = tags.get(workloadId);
+  if (tag === undefined) {
+    tag = createHash('sha256').update(workloadId).digest().subarray(0, TAG_BYTES).toString('base64url');
+    if (tags.size >= TAGS_REMEMBERED) tags.clear();
+    tags.set(workloadId, tag);
+  }
+  return tag;
 }
 
 /** g_<workload tag>_<128 random bits>: 47 characters, both parts base64url of fixed length 22. */

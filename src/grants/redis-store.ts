@@ -137,6 +137,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     commandTimeout: commandTimeoutMs,
     connectTimeout: connectTimeoutMs,
     enableReadyCheck: true,
+    enableAutoPipelining: true,
     // Reconnect for ever: 50 ms, 100 ms, ... capped at 1 s.
     retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 10), 1000),
     reconnectOnError: null,
