@@ -8,8 +8,11 @@
  * The properties, for every generated request:
  * - never a 5xx (no store fault is injected here, so no 503 either);
  * - every 4xx the application answers is JSON `{error, error_description}`, without a stack;
- *   requests too broken for HTTP itself (Node's parser, @hono/node-server's URL checks) are
- *   refused by the transport with an empty 4xx and a closed connection (counted, see below);
+ *   requests too broken for HTTP itself never reach it and are refused below it with an empty
+ *   body and a closed connection: Node's parser (400 bad framing, 417 unknown Expect, 431 a head
+ *   over 16 KiB) and @hono/node-server's URL checks (400 for a bad Host or request target). Those
+ *   are allowed only in the raw-bytes property (and 431 only for a head over 16 KiB) and counted;
+ *   making them JSON too needs src/server.ts (a clientError handler, node-server's errorHandler);
  * - nothing is written for a refused request: no grant for the workloads only fuzzed requests
  *   can attest as, the real grants unchanged, and (where no request can reach the policy) not a
  *   single key more under the broker's prefix;
