@@ -114,14 +114,17 @@ export interface LogCapture {
   finish(): void;
 }
 
-export function startLogCapture(): LogCapture {
+/** `keep` (default: JIT_KEEP_TEST_LOGS is set): a clean run's logs stay too, for reading. */
+export function startLogCapture(opts: { keep?: boolean } = {}): LogCapture {
+  const keep = opts.keep ?? Boolean(process.env.JIT_KEEP_TEST_LOGS);
   const dir = mkdtempSync(join(tmpdir(), 'jit-broker-test-logs-'));
   return {
     dir,
     finish() {
       const findings = scanLogDir(dir);
       if (findings.length === 0) {
-        if (!process.env.JIT_KEEP_TEST_LOGS) rmSync(dir, { recursive: true, force: true });
+        if (keep) console.error(`test logs kept in ${dir}`);
+        else rmSync(dir, { recursive: true, force: true });
         return;
       }
       const message = `secrets found in test logs (${findings.length}; logs kept in ${dir}):\n${formatFindings(findings)}`;

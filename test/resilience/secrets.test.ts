@@ -136,12 +136,12 @@ describe('the log scanner', () => {
   });
 
   it('the run teardown removes a clean log directory, and keeps a dirty one, sets a failing exit code and throws', () => {
-    const clean = startLogCapture();
+    const clean = startLogCapture({ keep: false });
     writeFileSync(join(clean.dir, 'clean.log'), `${line({ msg: 'fine' })}\n`);
     clean.finish();
     expect(existsSync(clean.dir)).toBe(false);
 
-    const dirty = startLogCapture();
+    const dirty = startLogCapture({ keep: false });
     const before = process.exitCode;
     const printed = vi.spyOn(console, 'error').mockImplementation(() => undefined);
     try {
@@ -179,7 +179,7 @@ describe('the log scanner', () => {
       );
       symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
       const env: NodeJS.ProcessEnv = {};
-      for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('VITEST') && k !== 'NODE_OPTIONS' && k !== 'TEST') env[k] = v;
+      for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('VITEST') && !['NODE_OPTIONS', 'TEST', 'JIT_KEEP_TEST_LOGS'].includes(k)) env[k] = v;
       env.REDIS_URL = redisUrl(); // no second redis-server: the setup takes the given one
       const nested = (plant: string) =>
         run(process.execPath, [join(ROOT, 'node_modules/vitest/vitest.mjs'), 'run', '--config', join(dir, 'vitest.config.mjs')], {
