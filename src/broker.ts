@@ -437,7 +437,8 @@ function parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | 
 
 /** One sentence naming the first problems by path, e.g. `intent.actions: expected array`. */
 export function describeZodError(error: { issues: readonly Issue[] }): string {
-  const parts = issuesToProblems(error.issues.slice(0, 3), 'body');
+  // A problem can echo what the caller sent (zod names every unrecognized key): each is bounded.
+  const parts = issuesToProblems(error.issues.slice(0, 3), 'body').map((p) => (p.length > 200 ? `${p.slice(0, 200)}…` : p));
   return `invalid request: ${parts.join('; ')}${error.issues.length > 3 ? ` (and ${error.issues.length - 3} more)` : ''}`;
 }
 

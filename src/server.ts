@@ -1,8 +1,9 @@
 import type { AddressInfo } from 'node:net';
-import type { Server } from 'node:http';
+import { createServer as createHttpServer, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { TLSSocket } from 'node:tls';
-import { serve } from '@hono/node-server';
+import { getRequestListener } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Attestor, Evidence } from './attestation/attestor.js';
 import { createOidcAttestor } from './attestation/oidc.js';
@@ -156,35 +157,61 @@ function secureContextOptions(m: TlsMaterial) {
 function listen(app: Hono, config: Config, tls: TlsMaterial | undefined): Promise<Server> {
   return new Promise<Server>((resolve, reject) => {
     const timeout = config.http.request_timeout;
-    // Slow or stalled requests (slow-loris) are cut off: Node answers 408 and closes.
+    // Slow or stalled requests (slow-loris) are cut off: Node answers 408 and closes. A TLS
+    // handshake that never completes is cut off as soon (Node's own default is 120 s).
     const timeouts = { requestTimeout: timeout, headersTimeout: Math.min(timeout, 5000), connectionsCheckingInterval: Math.min(1000, timeout) };
-    const s = serve(
-      {
-        fetch: app.fetch,
-        port: config.listen.port,
-        hostname: config.listen.host,
-        ...(tls?.cert
-          ? {
-              createServer: createHttpsServer,
-              serverOptions: { ...timeouts, ...secureContextOptions(tls), requestCert: tls.bundles.size > 0, rejectUnauthorized: false },
-            }
-          : { serverOptions: timeouts }),
-      },
-      () => {
-        // A connection's client certificate is read once and kept for its requests, so it must
-        // not change under them: no TLS 1.2 renegotiation (TLS 1.3 has none).
-        s.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation());
-        s.off('error', onError); // only start-up errors are ours to turn into a StartError
-        resolve(s as Server);
-      },
-    );
+    // A request hono cannot even build (no Host, a bad Host or target) is a JSON 400 like every
+    // other: Node's own check for a missing Host would answer an empty one.
+    const listener = getRequestListener(app.fetch, { errorHandler: () => unreadableRequest() });
+    const node = { ...timeouts, requireHostHeader: false };
+    const s: Server = tls?.cert
+      ? (createHttpsServer({ ...node, handshakeTimeout: timeout, ...secureContextOptions(tls), requestCert: tls.bundles.size > 0, rejectUnauthorized: false }, listener) as unknown as Server)
+      : createHttpServer(node, listener);
+    s.on('clientError', answerClientError);
     const onError = (e: NodeJS.ErrnoException) => {
       const where = `${config.listen.host}:${config.listen.port}`;
       const why = e.code === 'EADDRINUSE' ? 'the address is already in use (choose another port: listen.port, PORT or --port)' : e.message;
       reject(new StartError(`cannot listen on ${where}: ${why}`));
     };
     s.once('error', onError);
+    s.listen(config.listen.port, config.listen.host, () => {
+      // A connection's client certificate is read once and kept for its requests, so it must
+      // not change under them: no TLS 1.2 renegotiation (TLS 1.3 has none).
+      s.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation());
+      s.off('error', onError); // only start-up errors are ours to turn into a StartError
+      resolve(s);
+    });
   });
+}
+
+function unreadableRequest(): Response {
+  return new Response(JSON.stringify({ error: 'invalid_request', error_description: 'the request line or Host header cannot be read' }), {
+    status: 400,
+    headers: { 'content-type': 'application/json' },
+  });
+}
+
+/** What Node's HTTP parser refuses, answered in the JSON error contract (Node's own answers have no body). */
+const CLIENT_ERRORS: Record<string, [number, string, string]> = {
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout', 'the request was not received within the time allowed'],
+  HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large', 'the request headers are too large'],
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: [413, 'Payload Too Large', 'the chunk extensions are too large'],
+};
+
+/**
+ * Replaces Node's bare reply to a request its parser refuses (malformed, headers too large,
+ * too slow) with a JSON one, then closes the connection. Nothing is logged: the bytes are the
+ * client's, and may hold a token.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  // As Node does: answer only when no response has begun on this connection, then close it.
+  const inFlight = (socket as Duplex & { _httpMessage?: { headersSent: boolean } })._httpMessage;
+  if (err.code !== 'ECONNRESET' && socket.writable && !inFlight?.headersSent) {
+    const [status, reason, description] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'Bad Request', 'the request is not valid HTTP/1.1'];
+    const body = JSON.stringify({ error: 'invalid_request', error_description: description });
+    socket.write(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  }
+  socket.destroy();
 }
 
 /** The broker could not start for a reason the operator can fix (printed without a stack). */
