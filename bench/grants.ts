@@ -109,15 +109,27 @@ export function percentile(sorted: number[], p: number): number {
  * this process (the store's client side: validation, encoding, ioredis) and of Redis (the script).
  */
 async function measuredWrites(key: string, label: string, store: RedisGrantStore, redisPid: number, count: number, inFlight: number, make: (i: number) => NewGrant): Promise<Measured> {
-  const cpu0 = { self: process.cpuUsage(), redis: cpuSeconds(redisPid) };
+  const cpu0 = inProcessCpu(redisPid);
   const { seconds, latenciesUs } = await writeGrants(store, count, inFlight, make, { timed: true });
-  const self = process.cpuUsage(cpu0.self);
-  const redisUs = (cpuSeconds(redisPid) - cpu0.redis) * 1e6;
-  const sorted = latenciesUs.sort((a, b) => a - b);
+  return inProcessMeasured(key, label, { count, seconds, latenciesUs, cpu0 });
+}
+
+/** CPU of this process and of Redis now, to measure in-process calls against. */
+export const inProcessCpu = (redisPid: number) => ({ self: process.cpuUsage(), redis: cpuSeconds(redisPid), redisPid });
+
+/** A row for `count` in-process calls to the store: rate, latency in µs, CPU of this process and of Redis per call. */
+export function inProcessMeasured(
+  key: string,
+  label: string,
+  run: { count: number; seconds: number; latenciesUs: number[]; cpu0: ReturnType<typeof inProcessCpu> },
+): Measured {
+  const self = process.cpuUsage(run.cpu0.self);
+  const redisUs = (cpuSeconds(run.cpu0.redisPid) - run.cpu0.redis) * 1e6;
+  const sorted = [...run.latenciesUs].sort((a, b) => a - b);
   return {
     key,
     label,
-    perSecond: count / seconds,
+    perSecond: run.count / run.seconds,
     p50: percentile(sorted, 50),
     p99: percentile(sorted, 99),
     latencyUnit: 'µs',
@@ -125,8 +137,8 @@ async function measuredWrites(key: string, label: string, store: RedisGrantStore
     errors: 0,
     wrongBodies: 0,
     cpuUs: [
-      { who: 'client', us: (self.user + self.system) / count },
-      { who: 'redis', us: redisUs / count },
+      { who: 'client', us: (self.user + self.system) / run.count },
+      { who: 'redis', us: redisUs / run.count },
     ],
   };
 }

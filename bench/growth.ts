@@ -16,8 +16,7 @@ import { freePort } from '../src/util/net.js';
 import { startRedisServer, type RedisProcess } from '../test/helpers/redis.js';
 import { withBroker } from './broker.js';
 import { GROWTH_GRANTS, GROWTH_PER_WORKLOAD, RUNS } from './config.js';
-import { cpuSeconds } from './child.js';
-import { benchStore, overWorkloads, percentile, realisticGrant, workloadId, writeGrants } from './grants.js';
+import { benchStore, inProcessCpu, inProcessMeasured, overWorkloads, realisticGrant, workloadId, writeGrants } from './grants.js';
 import { fixed, load, type Measured } from './load.js';
 import { BROKER_PREFIX, brokerConfig, brokerCpu, issueTraffic } from './scenarios.js';
 
@@ -47,7 +46,7 @@ async function measureListing(key: string, label: string, store: RedisGrantStore
   };
   for (let i = 0; i < 50; i++) await page();
   const latencies: number[] = [];
-  const cpu0 = { self: process.cpuUsage(), redis: cpuSeconds(redisPid) };
+  const cpu0 = inProcessCpu(redisPid);
   const started = process.hrtime.bigint();
   for (let i = 0; i < LIST_PAGES; i++) {
     const t = process.hrtime.bigint();
@@ -55,23 +54,7 @@ async function measureListing(key: string, label: string, store: RedisGrantStore
     latencies.push(Number(process.hrtime.bigint() - t) / 1000);
   }
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  const self = process.cpuUsage(cpu0.self);
-  const sorted = latencies.sort((a, b) => a - b);
-  const m: Measured = {
-    key,
-    label,
-    perSecond: LIST_PAGES / seconds,
-    p50: percentile(sorted, 50),
-    p99: percentile(sorted, 99),
-    latencyUnit: 'µs',
-    non2xx: 0,
-    errors: 0,
-    wrongBodies: 0,
-    cpuUs: [
-      { who: 'client', us: (self.user + self.system) / LIST_PAGES },
-      { who: 'redis', us: ((cpuSeconds(redisPid) - cpu0.redis) * 1e6) / LIST_PAGES },
-    ],
-  };
+  const m = inProcessMeasured(key, label, { count: LIST_PAGES, seconds, latenciesUs: latencies, cpu0 });
   console.error(`${label}: p50 ${Math.round(m.p50)} µs, p99 ${Math.round(m.p99)} µs`);
   return m;
 }

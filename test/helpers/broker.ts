@@ -1,3 +1,5 @@
+import type { z } from 'zod';
+import type { oidcConfigSchema } from '../../src/attestation/oidc.js';
 import { parseConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { silentLogger } from '../../src/log.js';
@@ -8,6 +10,13 @@ import { testLogger } from './log-capture.js';
 import { redisUrl, uniquePrefix } from './redis.js';
 
 export const AUDIENCE = 'jit-broker';
+
+type OidcIssuerInput = NonNullable<z.input<typeof oidcConfigSchema>['issuers']>[number];
+
+/** The test issuer as a broker's `attestation.oidc` entry (Kubernetes mapping, cluster "test"), with `extra` settings. */
+export function issuerEntry(issuer: OidcIssuer, extra: Partial<OidcIssuerInput> = {}): OidcIssuerInput {
+  return { issuer: issuer.issuer, audiences: [AUDIENCE], algorithms: ['ES256'], mapping: { preset: 'kubernetes', cluster: 'test' }, ...extra };
+}
 
 /**
  * A broker on a free loopback port, backed by the harness's real Redis under a unique prefix. It
@@ -27,7 +36,7 @@ export async function startTestBroker(
     store: { kind: 'redis', url: redisUrl(), key_prefix: prefix },
     attestation: {
       oidc: {
-        issuers: [{ issuer: issuer.issuer, audiences: [AUDIENCE], algorithms: ['ES256'], mapping: { preset: 'kubernetes', cluster: 'test' } }],
+        issuers: [issuerEntry(issuer)],
       },
     },
     // Matrix tests send many bad credentials from one address: the limits get their own tests.

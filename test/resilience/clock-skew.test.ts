@@ -18,7 +18,7 @@ import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import type { BrokerRuntime } from '../../src/server.js';
-import { AUDIENCE, postJson, startTestBroker } from '../helpers/broker.js';
+import { AUDIENCE, issuerEntry, postJson, startTestBroker } from '../helpers/broker.js';
 import { uniquePrefix } from '../helpers/redis.js';
 
 /** The issuer's frozen "now": a whole second near real time (Redis TTLs are relative anyway). */
@@ -90,16 +90,7 @@ describe.each([
     b = await broker(clock, {
       attestation: {
         oidc: {
-          issuers: [
-            {
-              issuer: issuer.issuer,
-              audiences: [AUDIENCE],
-              algorithms: ['ES256'],
-              max_token_age: `${MAX_TOKEN_AGE_S}s`,
-              ...(leeway !== undefined ? { leeway } : {}),
-              mapping: { preset: 'kubernetes', cluster: 'test' },
-            },
-          ],
+          issuers: [issuerEntry(issuer, { max_token_age: `${MAX_TOKEN_AGE_S}s`, ...(leeway !== undefined ? { leeway } : {}) })],
         },
       },
     });

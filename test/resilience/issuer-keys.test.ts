@@ -14,7 +14,7 @@ import { decodeProtectedHeader } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import type { BrokerRuntime } from '../../src/server.js';
-import { AUDIENCE, postJson, startTestBroker } from '../helpers/broker.js';
+import { AUDIENCE, issuerEntry, postJson, startTestBroker } from '../helpers/broker.js';
 
 /** The issuer entry's key cache: short, so minutes of fake time cover every state. */
 const KEY_CACHE = { ttl: '1m', refresh_cooldown: '10s', max_stale: '5m', fetch_timeout: '300ms' } as const;
@@ -54,16 +54,7 @@ async function setup(opts: { issuerMode?: 'slow'; limits?: Record<string, unknow
     {
       attestation: {
         oidc: {
-          issuers: [
-            {
-              issuer: issuer.issuer,
-              audiences: [AUDIENCE],
-              algorithms: ['ES256'],
-              discovery: true,
-              key_cache: KEY_CACHE,
-              mapping: { preset: 'kubernetes', cluster: 'test' },
-            },
-          ],
+          issuers: [issuerEntry(issuer, { discovery: true, key_cache: KEY_CACHE })],
         },
       },
       ...(opts.limits ? { limits: opts.limits } : {}),
