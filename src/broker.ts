@@ -16,7 +16,7 @@ import type { GrantedIntent } from './protocol/intent.js';
 import type { IntrospectionResponse, TaskEndResponse, TaskRenewResponse, TaskStartRequest, TaskStartResponse } from './protocol/tasks.js';
 import { taskRenewRequestSchema, taskStartRequestSchema, tokenParamsSchema } from './protocol/tasks.js';
 import type { Keyring } from './tokens/keyring.js';
-import { newTokenId, signTaskToken, taskTokenClaims } from './tokens/mint.js';
+import { newTokenId, signTaskTokenOffThread, taskTokenClaims } from './tokens/mint.js';
 import { checkBinding, sameConfirmation } from './tokens/binding.js';
 import { TaskTokenVerifier } from './tokens/verify.js';
 import type { Clock } from './util/clock.js';
@@ -115,7 +115,7 @@ export class Broker {
     const grantId = newGrantId(workload.id);
     // Sign before recording: the token exists only in memory until its grant is written, and is
     // dropped if the write fails (no token without a grant).
-    const minted = this.mint(workload.id, grantId, granted, now, tokenExp, workload.confirmation);
+    const minted = await this.mint(workload.id, grantId, granted, now, tokenExp, workload.confirmation);
     const grant = await store
       .createGrant(
         {
@@ -187,7 +187,7 @@ export class Broker {
       }
       throw evidenceTooShort(workload, now);
     }
-    const minted = this.mint(workload.id, grantId, intent, now, tokenExp, grant.cnf);
+    const minted = await this.mint(workload.id, grantId, intent, now, tokenExp, grant.cnf);
     const renewal = { id: grantId, workload: workload.id, presentedJti: claims.jti, jti: minted.claims.jti, tokenExp: minted.claims.exp * 1000 };
     const result = await store.renewGrant(renewal, { now, retentionMs: config.grants.audit_retention, rate: this.rate });
     switch (result.outcome) {
@@ -348,7 +348,7 @@ export class Broker {
     return attestor.attest(evidence);
   }
 
-  private mint(workloadId: string, grantId: string, intent: GrantedIntent, now: number, expiresAt: number, cnf: Confirmation | undefined): Minted {
+  private async mint(workloadId: string, grantId: string, intent: GrantedIntent, now: number, expiresAt: number, cnf: Confirmation | undefined): Promise<Minted> {
     const key = this.deps.keyring.signingKey();
     const claims = taskTokenClaims({
       issuer: this.deps.config.issuer,
@@ -360,7 +360,7 @@ export class Broker {
       expiresAt,
       ...(cnf ? { cnf } : {}),
     });
-    return { token: signTaskToken(claims, key), claims };
+    return { token: await signTaskTokenOffThread(claims, key), claims };
   }
 
   /** Denials are audited in the workload's stream; a failed audit write never turns a denial into success. */
