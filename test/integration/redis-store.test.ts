@@ -224,6 +224,40 @@ describe('redis grant store: Redis specifics', () => {
     expect(await raw.zrange(k.live, 0, -1)).toEqual([a.id, b.id]);
   });
 
+  it('never changes a record it would not decode: broken JSON, bad numbers or status, another type', async () => {
+    const w = uniqueWorkload();
+    const now = Date.now();
+    const k = grantKeys(prefix, workloadTag(w));
+    const g = makeGrant(w, now);
+    await store.createGrant(g, { now, maxActive: 5, retentionMs: 60_000 });
+    const good = (await raw.get(k.grant(g.id))) as string;
+    const lines = good.split('\n');
+    const variant = (i: number, value: string) => lines.map((l, j) => (j === i ? value : l)).join('\n');
+    const broken = [
+      variant(6, '[not json'),
+      variant(6, '"a string"'),
+      variant(2, 'x'),
+      variant(2, '0'),
+      variant(1, 'inf'),
+      variant(1, '1e3'),
+      variant(0, 'paused'),
+      variant(3, ''),
+    ];
+    const renewal = { id: g.id, workload: w, presentedJti: g.token_jti, jti: 'renewed-jti', tokenExp: now + 60_000 };
+    for (const record of broken) {
+      await raw.set(k.grant(g.id), record, 'KEEPTTL');
+      const events = await raw.xlen(k.audit);
+      expect(await store.renewGrant(renewal, { now: now + 1, retentionMs: 60_000 }), record).toEqual({ outcome: 'unknown' });
+      expect(await store.closeGrant(g.id, w, { now: now + 1, status: 'revoked' }), record).toEqual({ outcome: 'unknown' });
+      expect(await raw.get(k.grant(g.id))).toBe(record);
+      expect(await raw.xlen(k.audit)).toBe(events);
+    }
+    await raw.del(k.grant(g.id));
+    await raw.hset(k.grant(g.id), 'status', 'active');
+    expect(await store.closeGrant(g.id, w, { now: now + 1, status: 'revoked' })).toEqual({ outcome: 'unknown' });
+    expect(await raw.hget(k.grant(g.id), 'status')).toBe('active');
+  });
+
   it('prunes only ids whose records are gone, not the records of another workload', async () => {
     const w = uniqueWorkload();
     const now = Date.now();

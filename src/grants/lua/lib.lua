@@ -61,17 +61,24 @@ local function audit(key, maxlen, ttl, fields)
 end
 
 -- A grant record is one string of lines: status, expires_at, generation, token_jti, token_exp,
--- workload, then the fields that never change as JSON, which the scripts pass through (see
--- codec.ts grantToRecord). Returns the record as a table, or nil when the key holds none or
--- holds something that is not a record (then nothing is trusted or changed).
+-- workload, then the fields that never change as a JSON array, which the scripts pass through
+-- (see codec.ts grantToRecord). Returns the record as a table, or nil when the key holds none, or
+-- holds anything the broker would not decode (another type, a field out of shape, JSON that does
+-- not parse): such a record is never trusted or changed.
 local RECORD = '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$'
+local STATUSES = {active = true, ended = true, revoked = true}
 local function grant_read(key)
-  local raw = redis.call('GET', key)
-  if not raw then return nil end
+  local raw = redis.pcall('GET', key)
+  if type(raw) ~= 'string' then return nil end
   local status, expires_at, generation, token_jti, token_exp, workload, fixed = string.match(raw, RECORD)
-  if not status then return nil end
+  if not status or not STATUSES[status] or token_jti == '' or workload == '' then return nil end
+  for _, n in ipairs({expires_at, generation, token_exp}) do
+    if not string.match(n, '^%d+$') or #n > 15 then return nil end
+  end
+  local ok, decoded = pcall(cjson.decode, fixed)
+  if not ok or type(decoded) ~= 'table' or tonumber(generation) < 1 then return nil end
   return {
-    status = status, expires_at = tonumber(expires_at), generation = tonumber(generation) or 1,
+    status = status, expires_at = tonumber(expires_at), generation = tonumber(generation),
     token_jti = token_jti, token_exp = token_exp, workload = workload, fixed = fixed, raw = raw,
   }
 end
