@@ -207,12 +207,12 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
    * Runs `fn` against a ready connection; every Redis failure becomes Unavailable. For a `write`,
    * a failure once the command may have been sent is OutcomeUnknown: it may still have happened.
    */
-  async function guarded<T>(op: string, fn: () => Promise<T>, o: { write?: boolean } = {}): Promise<T> {
+  async function guarded<T>(op: string, fn: () => Promise<T>, o: { write?: boolean; oneCommand?: boolean } = {}): Promise<T> {
     let sent = false;
     try {
       await ready();
       sent = true;
-      return await fn();
+      return await (o.write || o.oneCommand ? withinCommandTimeout(fn()) : fn());
     } catch (e) {
       if (e instanceof BrokerError || e instanceof DuplicateGrantId) {
         if (e instanceof Unavailable) log.warn({ op, detail: e.detail }, UNAVAILABLE);
@@ -223,6 +223,27 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       const Failure = o.write && sent ? OutcomeUnknown : Unavailable;
       throw new Failure(UNAVAILABLE, { detail: `${op}: ${message}`, cause: e });
     }
+  }
+
+  /**
+   * The reply of a one-command operation within commandTimeout of the call. ioredis starts a
+   * command's own timeout when it is written, and an auto-pipelined command can wait behind the
+   * batch in flight: without this, a paused Redis answered 503 only after twice the timeout.
+   */
+  function withinCommandTimeout<T>(reply: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no reply within ${commandTimeoutMs} ms`)), commandTimeoutMs);
+      reply.then(
+        (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err instanceof Error ? err : new Error(String(err)));
+        },
+      );
+    });
   }
 
   const keysOf = (workload: string) => grantKeys(prefix, workloadTag(workload));
@@ -500,7 +521,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         const record = await redis.get(grantKeys(prefix, tag).grant(id));
         if (record === null) return null;
         return ownRecord(id, record) ?? null;
-      });
+      }, { oneCommand: true });
     },
 
     listWorkloadGrants(workload: string, o: ListOptions): Promise<Grant[]> {
@@ -575,9 +596,13 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     },
 
     async ping(): Promise<void> {
-      await guarded('ping', async () => {
-        await redis.ping();
-      });
+      await guarded(
+        'ping',
+        async () => {
+          await redis.ping();
+        },
+        { oneCommand: true },
+      );
     },
 
     async close(): Promise<void> {

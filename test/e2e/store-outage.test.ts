@@ -147,6 +147,25 @@ describe('Redis outage', () => {
     }
   }, 30_000);
 
+  it('store calls queued behind a stalled batch still fail within the command timeout of their own call (auto-pipelining)', async () => {
+    const admin = new Redis(redis.url);
+    try {
+      await admin.client('PAUSE', 2000, 'ALL');
+      // Each call starts in its own event-loop turn, so each waits behind the batch before it.
+      const calls: Promise<number>[] = [];
+      for (let i = 0; i < 3; i++) {
+        const t = performance.now();
+        calls.push(broker.store.getGrant(`g_${'A'.repeat(22)}_${'B'.repeat(22)}`).then(() => Infinity, () => performance.now() - t));
+        await new Promise((r) => setImmediate(r));
+      }
+      // 300 ms from each call, not 300 ms more per batch ahead of it (600 ms and up): a bound, not a speed figure.
+      for (const ms of await Promise.all(calls)) expect(ms).toBeLessThan(500);
+    } finally {
+      await new Promise((r) => setTimeout(r, 2100));
+      admin.disconnect();
+    }
+  }, 30_000);
+
   it('a write whose reply never came (Redis paused) is a 503, and its grant, when it lands, is voided', async () => {
     const admin = new Redis(redis.url);
     try {
