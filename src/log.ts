@@ -26,7 +26,9 @@ export const REDACT_PATHS = [
 ];
 
 /** A JWS compact serialisation (any task or platform token: `{"` is `eyJ`), and PEM private keys. */
-const JWT_TEXT = /eyJ[A-Za-z0-9_-]*\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*/g;
+// A match starts only where no base64url character precedes it: a run like eyJeyJeyJ… is then
+// scanned once, not once per position (quadratic on client-shaped text).
+const JWT_TEXT = /(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]*\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*/g;
 const PEM_PRIVATE_KEY = /-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?(-----END ([A-Z0-9]+ )*PRIVATE KEY-----|$)/g;
 
 /**
@@ -63,11 +65,12 @@ function scrubValue(value: unknown, depth: number): unknown {
 
 /**
  * `buffered`: stdout written asynchronously, so a line costs no write(2) of its own under load
- * (about 9% of an issuance's CPU when each line was written synchronously: bench/). Lines still
- * buffered when the process ends are lost unless it calls `logger.flush()` first (the CLI does).
+ * (about 9% of an issuance's CPU when each line was written synchronously: bench/).
  */
 export function createLogger(opts: { level?: string; pretty?: boolean; destination?: NodeJS.WritableStream; buffered?: boolean } = {}): Logger {
-  const destination = opts.destination ?? (opts.buffered ? pino.destination({ dest: 1, sync: false }) : undefined);
+  // Bounded: if stdout stops draining, lines beyond 16 MiB are dropped rather than held. pino
+  // writes out what is buffered when the process exits.
+  const destination = opts.destination ?? (opts.buffered ? pino.destination({ dest: 1, sync: false, maxLength: 16 * 2 ** 20 }) : undefined);
   return pino(
     {
       level: opts.level ?? process.env.LOG_LEVEL ?? 'info',

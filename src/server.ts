@@ -1,9 +1,9 @@
 import type { AddressInfo } from 'node:net';
-import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { TLSSocket } from 'node:tls';
-import { getRequestListener } from '@hono/node-server';
+import { getRequestListener, RequestError } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Attestor, Evidence } from './attestation/attestor.js';
 import { createOidcAttestor } from './attestation/oidc.js';
@@ -93,7 +93,7 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
 
   let server: Server;
   try {
-    server = await listen(app, config, tls?.current);
+    server = await listen(app, config, tls?.current, log);
   } catch (e) {
     // Nothing may keep the process alive after a failed start.
     keyring.stop();
@@ -154,15 +154,20 @@ function secureContextOptions(m: TlsMaterial) {
 }
 
 /** Listens as configured; a port in use or a bad address is a clear error, not a crash. */
-function listen(app: Hono, config: Config, tls: TlsMaterial | undefined): Promise<Server> {
+function listen(app: Hono, config: Config, tls: TlsMaterial | undefined, log: Logger): Promise<Server> {
   return new Promise<Server>((resolve, reject) => {
     const timeout = config.http.request_timeout;
     // Slow or stalled requests (slow-loris) are cut off: Node answers 408 and closes. A TLS
     // handshake that never completes is cut off as soon (Node's own default is 120 s).
     const timeouts = { requestTimeout: timeout, headersTimeout: Math.min(timeout, 5000), connectionsCheckingInterval: Math.min(1000, timeout) };
-    // A request hono cannot even build (no Host, a bad Host or target) is a JSON 400 like every
-    // other: Node's own check for a missing Host would answer an empty one.
-    const listener = getRequestListener(app.fetch, { errorHandler: () => unreadableRequest() });
+    // A request hono cannot even build (a bad Host or target) is a JSON 400 like every other;
+    // so is an HTTP/1.1 request without Host (Node's own check would answer an empty one).
+    // HTTP/1.0 has no Host to require (health checkers send none): it reads as the listen address.
+    const fetchListener = getRequestListener(app.fetch, { hostname: config.listen.host, errorHandler: (e) => requestError(e, log) });
+    const listener = (req: IncomingMessage, res: ServerResponse) => {
+      if (req.httpVersion !== '1.0' && req.headers.host === undefined) return refuse(res, 'the request has no Host header');
+      return fetchListener(req, res);
+    };
     const node = { ...timeouts, requireHostHeader: false };
     const s: Server = tls?.cert
       ? (createHttpsServer({ ...node, handshakeTimeout: timeout, ...secureContextOptions(tls), requestCert: tls.bundles.size > 0, rejectUnauthorized: false }, listener) as unknown as Server)
@@ -184,11 +189,19 @@ function listen(app: Hono, config: Config, tls: TlsMaterial | undefined): Promis
   });
 }
 
-function unreadableRequest(): Response {
-  return new Response(JSON.stringify({ error: 'invalid_request', error_description: 'the request line or Host header cannot be read' }), {
-    status: 400,
-    headers: { 'content-type': 'application/json' },
-  });
+function refuse(res: ServerResponse, description: string): void {
+  res.writeHead(400, { 'content-type': 'application/json', connection: 'close' });
+  res.end(JSON.stringify({ error: 'invalid_request', error_description: description }));
+}
+
+/** A request the adapter cannot build is the client's fault (400); anything else is ours (500, logged). */
+function requestError(e: unknown, log: Logger): Response {
+  const bad = e instanceof RequestError;
+  if (!bad) log.error({ err: e instanceof Error ? e.message : String(e) }, 'request failed before the app');
+  const body = bad
+    ? { error: 'invalid_request', error_description: 'the request line or Host header cannot be read' }
+    : { error: 'server_error', error_description: 'internal error' };
+  return new Response(JSON.stringify(body), { status: bad ? 400 : 500, headers: { 'content-type': 'application/json' } });
 }
 
 /** What Node's HTTP parser refuses, answered in the JSON error contract (Node's own answers have no body). */

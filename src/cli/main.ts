@@ -5,7 +5,7 @@ import { DEV_SPIFFE_ID, startDevMode } from '../dev/dev-mode.js';
 import { initCaDir, issueToDir } from '../dev/dev-ca.js';
 import { parseDuration } from '../util/duration.js';
 import { ConfigError } from '../errors.js';
-import { createLogger, type Logger } from '../log.js';
+import { createLogger } from '../log.js';
 import { startBroker } from '../server.js';
 import { loadTlsMaterial } from '../tls/material.js';
 
@@ -94,7 +94,7 @@ async function main(argv: string[]): Promise<number> {
       const config = loadConfig(configPath);
       const log = createLogger({ level: config.log.level, buffered: true });
       const runtime = await startBroker(config, { log });
-      onSignal(() => runtime.close(), log);
+      onSignal(() => runtime.close());
       // `kill -USR2 <pid>`: rotate this instance's signing key now (its next key is already published).
       process.on('SIGUSR2', () => runtime.keyring.rotateNow());
       return -1;
@@ -135,10 +135,9 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-function onSignal(close: () => Promise<void>, log?: Logger): void {
+function onSignal(close: () => Promise<void>): void {
   const stop = () => {
-    // A buffered logger writes out what it holds before the process ends.
-    void close().finally(() => (log ? log.flush(() => process.exit(0)) : process.exit(0)));
+    void close().finally(() => process.exit(0));
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);

@@ -7,12 +7,10 @@
  *
  * The properties, for every generated request:
  * - never a 5xx (no store fault is injected here, so no 503 either);
- * - every 4xx the application answers is JSON `{error, error_description}`, without a stack;
- *   requests too broken for HTTP itself never reach it and are refused below it with an empty
- *   body and a closed connection: Node's parser (400 bad framing, 417 unknown Expect, 431 a head
- *   over 16 KiB) and @hono/node-server's URL checks (400 for a bad Host or request target). Those
- *   are allowed only in the raw-bytes property (and 431 only for a head over 16 KiB) and counted;
- *   making them JSON too needs src/server.ts (a clientError handler, node-server's errorHandler);
+ * - every 4xx is JSON `{error, error_description}`, without a stack, also for requests too
+ *   broken for HTTP itself, refused below the application (src/server.ts: Node's parser refusals
+ *   400/408/431, a missing or bad Host, a bad request target); only Node's answer to an unmet
+ *   Expect (417) stays bare, allowed only in the raw-bytes property and counted;
  * - nothing is written for a refused request: no grant for the workloads only fuzzed requests
  *   can attest as, the real grants unchanged, and (where no request can reach the policy) not a
  *   single key more under the broker's prefix;
@@ -802,6 +800,14 @@ describe('below the application: bytes HTTP itself refuses', () => {
     fc.string({ maxLength: 40 }).map((b) => ({ headers: ['Content-Length: 3', 'Transfer-Encoding: chunked'], body: b })),
     fc.constantFrom('zz\r\nab\r\n0\r\n\r\n', '5\r\nab\r\n0\r\n\r\n', '-1\r\n\r\n', '0\r\n', 'ffffffffffffffff\r\nx', '3;ext=\u0000\r\nabc\r\n0\r\n\r\n').map((b) => ({ headers: ['Transfer-Encoding: chunked'], body: b })),
   );
+
+  it('without a Host header: HTTP/1.1 is a JSON 400, HTTP/1.0 (as health checkers send it) is served', async () => {
+    const v11 = parseReply((await send(Buffer.from('GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n'))).raw);
+    expect(v11?.status).toBe(400);
+    expect(JSON.parse(v11!.body.toString())).toEqual({ error: 'invalid_request', error_description: 'the request has no Host header' });
+    const v10 = parseReply((await send(Buffer.from('GET /healthz HTTP/1.0\r\n\r\n'))).raw);
+    expect(v10?.status).toBe(200);
+  });
 
   it('malformed request lines, headers, hosts, lengths and chunking: a JSON 4xx (bare only for an unmet Expect: 417), never a 5xx or a hang', async () => {
     await writesNothing(() =>
