@@ -302,6 +302,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
 
   /** Ids read per round trip when a listing walks a workload's whole index (by task). */
   const WALK_PAGE = 256;
+  /** A listing by task looks at the workload's latest 10,240 grants at most (40 round trips). */
+  const WALK_MAX = 40 * WALK_PAGE;
 
   async function listIndex(workload: string, o: ListOptions, task?: string): Promise<Grant[]> {
     const limit = listLimit(o.limit);
@@ -323,15 +325,15 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       return (await readRecords(workload, keys.all, ids, limit, true)).sort(newestFirst);
     }
     // By task there is no index of its own (it cost more memory than the grant): walk the
-    // workload's grants newest first, bounded by retention, without pruning (that would shift
-    // the ranks under the walk).
-    const found: Grant[] = [];
-    for (let start = 0; found.length < limit; start += WALK_PAGE) {
+    // workload's grants newest first, at most WALK_MAX of them, without pruning (that would shift
+    // the ranks under the walk). A grant created meanwhile shifts the ranks too: ids seen twice count once.
+    const found = new Map<string, Grant>();
+    for (let start = 0; found.size < limit && start < WALK_MAX; start += WALK_PAGE) {
       const ids = await redis.zrevrange(keys.all, start, start + WALK_PAGE - 1);
       if (ids.length === 0) break;
-      found.push(...(await readRecords(workload, keys.all, ids, ids.length, false)).filter(ofTask));
+      for (const g of await readRecords(workload, keys.all, ids, ids.length, false)) if (ofTask(g)) found.set(g.id, g);
     }
-    return found.sort(newestFirst).slice(0, limit);
+    return [...found.values()].sort(newestFirst).slice(0, limit);
   }
 
   /**

@@ -183,7 +183,7 @@ export interface GrantStore {
   getGrant(id: string): Promise<Grant | null>;
   /** Grants of one workload, newest first. */
   listWorkloadGrants(workload: string, opts: ListOptions): Promise<Grant[]>;
-  /** Grants of one workload's task, newest first. */
+  /** Grants of one workload's task, newest first, among its latest 10,240 grants (Redis: no index by task). */
   listTaskGrants(workload: string, task: string, opts: ListOptions): Promise<Grant[]>;
   /**
    * Appends an audit event to the workload's stream (denials; state changes write their own).
