@@ -436,10 +436,17 @@ function parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | 
 }
 
 /** One sentence naming the first problems by path, e.g. `intent.actions: expected array`. */
-export function describeZodError(error: { issues: readonly Issue[] }): string {
-  // A problem can echo what the caller sent (zod names every unrecognized key): each is bounded.
-  const parts = issuesToProblems(error.issues.slice(0, 3), 'body').map((p) => (p.length > 200 ? `${p.slice(0, 200)}…` : p));
+export function describeZodError(error: { issues: readonly (Issue & { code?: string; keys?: readonly string[] })[] }): string {
+  // Unrecognized keys are the caller's text (a token sent as a key would reach the log): named by
+  // their first characters only, at most five. Every problem is bounded.
+  const issues = error.issues.slice(0, 3).map((i) => (i.code === 'unrecognized_keys' && i.keys ? { ...i, message: unrecognized(i.keys) } : i));
+  const parts = issuesToProblems(issues, 'body').map((p) => (p.length > 200 ? `${p.slice(0, 200)}…` : p));
   return `invalid request: ${parts.join('; ')}${error.issues.length > 3 ? ` (and ${error.issues.length - 3} more)` : ''}`;
+}
+
+function unrecognized(keys: readonly string[]): string {
+  const named = keys.slice(0, 5).map((k) => JSON.stringify(k.length > 24 ? `${k.slice(0, 24)}…` : k));
+  return `unrecognized ${keys.length === 1 ? 'key' : 'keys'} ${named.join(', ')}${keys.length > 5 ? ` and ${keys.length - 5} more` : ''}`;
 }
 
 function parseWireDuration(value: string | number, field: string): number {
