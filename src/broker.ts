@@ -22,6 +22,7 @@ import { TaskTokenVerifier } from './tokens/verify.js';
 import type { Clock } from './util/clock.js';
 import { parseDuration } from './util/duration.js';
 import { issuesToProblems, type Issue } from './util/issues.js';
+import { clip } from './util/text.js';
 import { randomHex } from './util/random.js';
 
 export interface BrokerDeps {
@@ -232,7 +233,7 @@ export class Broker {
   async introspect(params: unknown, ctx: CallContext = {}): Promise<IntrospectionResponse> {
     const rs = await this.authenticated(ctx, () => this.resourceServers.authenticate(ctx));
     const { token } = parse(tokenParamsSchema, params);
-    const claims = await this.verifyOrUndefined(token);
+    const claims = await unlessInvalid(this.verifier.verify(token));
     if (!claims || !rs.audiences.includes(claims.aud)) return INACTIVE;
     const now = this.deps.clock();
     // Our own clock judges our own tokens: expired is expired, without the inbound leeway.
@@ -271,7 +272,7 @@ export class Broker {
     const { store, clock, log } = this.deps;
     const { token } = parse(tokenParamsSchema, params);
     const rs = await this.authenticated(ctx, () => this.resourceServers.find(ctx));
-    const claims = rs ? await this.verifyOrUndefined(token) : await this.holderToken(token, ctx);
+    const claims = await (rs ? unlessInvalid(this.verifier.verify(token)) : this.holderToken(token, ctx));
     if (!claims || (rs && !rs.audiences.includes(claims.aud))) return;
     const by = rs ? `resource server ${rs.name}` : 'its holder';
     const result = await store.closeGrant(claims.grant, claims.sub, { now: clock(), status: 'revoked', reason: `revoked by ${by} (RFC 7009)` });
@@ -292,26 +293,14 @@ export class Broker {
    * counts against the caller's address (the answer is still 200), and a bound one needs its
    * certificate (401 invalid_client without it).
    */
-  private async holderToken(token: string, ctx: CallContext): Promise<TaskTokenClaims | undefined> {
-    try {
-      return await this.authenticated(ctx, async () => {
+  private holderToken(token: string, ctx: CallContext): Promise<TaskTokenClaims | undefined> {
+    return unlessInvalid(
+      this.authenticated(ctx, async () => {
         const claims = await this.verifier.verify(token);
         checkBinding(claims, ctx.certificate, (m) => new InvalidClient(m));
         return claims;
-      });
-    } catch (e) {
-      if (e instanceof InvalidToken) return undefined;
-      throw e;
-    }
-  }
-
-  private async verifyOrUndefined(token: string): Promise<TaskTokenClaims | undefined> {
-    try {
-      return await this.verifier.verify(token);
-    } catch (e) {
-      if (e instanceof InvalidToken) return undefined;
-      throw e;
-    }
+      }),
+    );
   }
 
   /** The grant, if it exists for this workload and is live; else invalid_grant. */
@@ -427,6 +416,15 @@ function inactiveReason(grant: Grant, now: number): string {
 /** Failures that count against the caller's address (a missing token is no attempt at all). */
 const isAuthFailure = (e: unknown) => e instanceof InvalidClient || (e instanceof InvalidToken && !(e instanceof TokenMissing));
 
+/** A token that does not verify reads as none (introspection and revocation answer as for an unknown token). */
+async function unlessInvalid<T>(claims: Promise<T>): Promise<T | undefined> {
+  try {
+    return await claims;
+  } catch (e) {
+    if (e instanceof InvalidToken) return undefined;
+    throw e;
+  }
+}
 
 /** The body through its zod schema; anything else is a 400 naming the first problems. */
 function parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: readonly Issue[] } } }, body: unknown): T {
@@ -440,12 +438,12 @@ export function describeZodError(error: { issues: readonly (Issue & { code?: str
   // Unrecognized keys are the caller's text (a token sent as a key would reach the log): named by
   // their first characters only, at most five. Every problem is bounded.
   const issues = error.issues.slice(0, 3).map((i) => (i.code === 'unrecognized_keys' && i.keys ? { ...i, message: unrecognized(i.keys) } : i));
-  const parts = issuesToProblems(issues, 'body').map((p) => (p.length > 200 ? `${p.slice(0, 200)}…` : p));
+  const parts = issuesToProblems(issues, 'body').map((p) => clip(p, 200));
   return `invalid request: ${parts.join('; ')}${error.issues.length > 3 ? ` (and ${error.issues.length - 3} more)` : ''}`;
 }
 
 function unrecognized(keys: readonly string[]): string {
-  const named = keys.slice(0, 5).map((k) => JSON.stringify(k.length > 24 ? `${k.slice(0, 24)}…` : k));
+  const named = keys.slice(0, 5).map((k) => JSON.stringify(clip(k, 24)));
   return `unrecognized ${keys.length === 1 ? 'key' : 'keys'} ${named.join(', ')}${keys.length > 5 ? ` and ${keys.length - 5} more` : ''}`;
 }
 

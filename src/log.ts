@@ -25,9 +25,11 @@ export const REDACT_PATHS = [
   '*.password',
 ];
 
-/** A JWS compact serialisation (any task or platform token: `{"` is `eyJ`), and PEM private keys. */
-// A match starts only where no base64url character precedes it: a run like eyJeyJeyJ… is then
-// scanned once, not once per position (quadratic on client-shaped text).
+/**
+ * A JWS compact serialisation (any task or platform token: `{"` is `eyJ`), and PEM private keys.
+ * A match starts only where no base64url character precedes it: a run like eyJeyJeyJ… is then
+ * scanned once, not once per position (quadratic on client-shaped text).
+ */
 const JWT_TEXT = /(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]*\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*/g;
 const PEM_PRIVATE_KEY = /-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?(-----END ([A-Z0-9]+ )*PRIVATE KEY-----|$)/g;
 

@@ -14,6 +14,7 @@ import { createMemoryGrantStore } from './grants/memory-store.js';
 import { createRedisGrantStore } from './grants/redis-store.js';
 import type { GrantStore } from './grants/store.js';
 import { createApp } from './http/app.js';
+import { json } from './http/errors.js';
 import { createClientCertSource } from './http/client-cert.js';
 import type { ReadinessCheck } from './http/routes/health.js';
 import type { Logger } from './log.js';
@@ -196,12 +197,9 @@ function refuse(res: ServerResponse, description: string): void {
 
 /** A request the adapter cannot build is the client's fault (400); anything else is ours (500, logged). */
 function requestError(e: unknown, log: Logger): Response {
-  const bad = e instanceof RequestError;
-  if (!bad) log.error({ err: e instanceof Error ? e.message : String(e) }, 'request failed before the app');
-  const body = bad
-    ? { error: 'invalid_request', error_description: 'the request line or Host header cannot be read' }
-    : { error: 'server_error', error_description: 'internal error' };
-  return new Response(JSON.stringify(body), { status: bad ? 400 : 500, headers: { 'content-type': 'application/json' } });
+  if (e instanceof RequestError) return json(400, { error: 'invalid_request', error_description: 'the request line or Host header cannot be read' });
+  log.error({ err: e instanceof Error ? e.message : String(e) }, 'request failed before the app');
+  return json(500, { error: 'server_error', error_description: 'internal error' });
 }
 
 /** What Node's HTTP parser refuses, answered in the JSON error contract (Node's own answers have no body). */

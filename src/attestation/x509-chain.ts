@@ -36,6 +36,10 @@ import {
   type Name as AsnName,
 } from '@peculiar/asn1-x509';
 import { Name } from '@peculiar/x509';
+import { clip } from '../util/text.js';
+
+/** Names and subjects quoted in a refusal are cut to this many characters. */
+const NAME_MAX = 200;
 
 /** Longest path tried: leaf, up to 7 intermediates (the attestor's cap of 8 certificates), the anchor. */
 const MAX_DEPTH = 8;
@@ -243,7 +247,7 @@ export function validateChain<T extends string>(
   if (firstProblem) return { ok: false, problem: firstProblem };
   if (overBudget) return { ok: false, problem: 'the client certificate chain is too convoluted to validate (too many candidate paths)' };
   if (badSignature) return { ok: false, problem: badSignature };
-  return { ok: false, problem: `the client certificate (issuer ${clip(leaf.issuer)}) was not issued by a CA in any trusted bundle` };
+  return { ok: false, problem: `the client certificate (issuer ${clip(leaf.issuer, NAME_MAX)}) was not issued by a CA in any trusted bundle` };
 }
 
 /**
@@ -286,7 +290,7 @@ function searchPath(
       ok = false;
     }
     byIssuer.set(issuer, ok);
-    if (!ok) badSignature ??= `the signature on certificate ${clip(child.subject || '(no subject)')} does not verify with its issuer's key`;
+    if (!ok) badSignature ??= `the signature on certificate ${clip(child.subject || '(no subject)', NAME_MAX)} does not verify with its issuer's key`;
     return ok;
   };
   const walk = (path: ParsedCertificate[]) => {
@@ -319,7 +323,7 @@ function searchPath(
 function checkPath(path: ParsedCertificate[], now: number): string | undefined {
   for (let i = 0; i < path.length; i++) {
     const cert = path[i]!;
-    const what = i === 0 ? 'the client certificate' : i === path.length - 1 ? `the trust anchor ${clip(cert.subject)}` : `intermediate ${clip(cert.subject)}`;
+    const what = i === 0 ? 'the client certificate' : i === path.length - 1 ? `the trust anchor ${clip(cert.subject, NAME_MAX)}` : `intermediate ${clip(cert.subject, NAME_MAX)}`;
     if (now < cert.notBefore) return `${what} is not valid until ${new Date(cert.notBefore).toISOString()}`;
     if (now > cert.notAfter) return `${what} expired at ${new Date(cert.notAfter).toISOString()}`;
     if (cert.unknownCritical.length) return `${what} carries an unsupported critical extension (${cert.unknownCritical.join(', ')})`;
@@ -339,7 +343,7 @@ function checkPath(path: ParsedCertificate[], now: number): string | undefined {
       continue;
     }
     if (cert.nsCertType !== undefined && !(cert.nsCertType & NS_SSL_CA)) return `${what} has a Netscape cert type without SSL CA`;
-    if (cert.ca !== true) return `${what} is not a CA (basicConstraints cA=true is missing) but issued ${clip(path[i - 1]!.subject || 'a certificate')}`;
+    if (cert.ca !== true) return `${what} is not a CA (basicConstraints cA=true is missing) but issued ${clip(path[i - 1]!.subject || 'a certificate', NAME_MAX)}`;
     if (cert.keyUsage !== undefined && !(cert.keyUsage & KeyUsageFlags.keyCertSign)) return `${what} lacks keyCertSign key usage`;
     // pathLenConstraint: how many intermediates may follow this CA (RFC 5280 §4.2.1.9).
     if (cert.pathLength !== undefined && i - 1 > cert.pathLength)
@@ -370,9 +374,9 @@ function constraintChecker(nc: NameConstraints): { check: ConstraintCheck; permi
       if (kind === 'ip' && (p.length || x.length)) return `IP address name constraints are not supported, and a certificate below it names ${label} ${value}`;
       // Names these constraints cannot be read against are refused, as OpenSSL does (unsupported name syntax).
       if ((p.length || x.length) && ((kind === 'email' && !value.includes('@')) || (kind === 'uri' && uriHost(value) === undefined)))
-        return `${label} ${clip(value)} cannot be checked against its name constraints`;
-      if (x.some((g) => matches(kind, g, value))) return `${label} ${clip(value.replace(/\n/g, ', '))} is excluded by its name constraints`;
-      if (p.length && !p.some((g) => matches(kind, g, value))) return `${label} ${clip(value.replace(/\n/g, ', '))} is outside its permitted name constraints`;
+        return `${label} ${clip(value, NAME_MAX)} cannot be checked against its name constraints`;
+      if (x.some((g) => matches(kind, g, value))) return `${label} ${clip(value.replace(/\n/g, ', '), NAME_MAX)} is excluded by its name constraints`;
+      if (p.length && !p.some((g) => matches(kind, g, value))) return `${label} ${clip(value.replace(/\n/g, ', '), NAME_MAX)} is outside its permitted name constraints`;
     }
     return undefined;
   };
@@ -537,6 +541,3 @@ export function rdnKeys(name: AsnName): string[] {
   );
 }
 
-function clip(s: string): string {
-  return s.length > 200 ? `${s.slice(0, 200)}…` : s;
-}

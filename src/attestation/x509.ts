@@ -20,6 +20,7 @@ import type { TlsMaterial } from '../tls/material.js';
 import type { Attestor, AttestorDeps, AttestorModule, Evidence, Workload } from './attestor.js';
 import { parseSpiffeId, trustDomainProblem } from './spiffe-id.js';
 import { CertificateParseError, parseCertificate, rdnKeys, uriConstraintProblem, validateChain, type ParsedCertificate } from './x509-chain.js';
+import { certificateThumbprint } from '../tokens/binding.js';
 
 export type X509Evidence = Extract<Evidence, { kind: 'x509' }>;
 
@@ -174,7 +175,7 @@ export function createX509Attestor(config: X509Config, deps: X509Deps): Attestor
         serial_number: leaf.node.serialNumber.slice(0, 128),
       }),
       evidenceExpiresAt: notAfter,
-      confirmation: Object.freeze({ 'x5t#S256': createHash('sha256').update(leaf.der).digest('base64url') }),
+      confirmation: Object.freeze({ 'x5t#S256': certificateThumbprint(leaf.der) }),
     });
     const anchor = result.path[result.path.length - 1]!;
     return { workload, notBefore, notAfter, partialAnchor: anchor.subject !== anchor.issuer };

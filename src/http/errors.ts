@@ -3,20 +3,15 @@ import { HTTPException } from 'hono/http-exception';
 import { BrokerError, TokenMissing } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ErrorBody } from '../protocol/errors.js';
+import { clip } from '../util/text.js';
 
-/**
- * Descriptions and paths can echo what the client sent (a zod message names every unrecognized
- * key; a path is up to 16 KiB): the log keeps a bounded part, so one request cannot write a
- * 64 KiB log line.
- */
-export function clip(text: string, max: number): string {
-  return text.length > max ? `${text.slice(0, max)}…(${text.length} chars)` : text;
-}
 
 /** Maps any thrown value to the JSON error contract; never a stack trace or a secret. */
 export function errorResponse(err: unknown, c: Context, log: Logger): Response {
   if (err instanceof BrokerError) {
     const level = err.status >= 500 ? 'warn' : 'info';
+    // Descriptions and paths can echo what the client sent (a path is up to 16 KiB): the log
+    // keeps a bounded part, so one request cannot write a 64 KiB log line.
     const detail = err.detail === undefined ? undefined : clip(err.detail, 2048);
     log[level]({ code: err.code, status: err.status, detail, path: clip(c.req.path, 256) }, clip(err.description, 1024));
     const headers: Record<string, string> = {};

@@ -1,6 +1,6 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { LimitExceeded } from '../errors.js';
-import { refill, type BucketState, type RateLimit } from '../util/token-bucket.js';
+import { refill, waitForToken, type BucketState, type RateLimit } from '../util/token-bucket.js';
 
 export interface AddressLimiterOptions extends RateLimit {
   /** Addresses tracked at most; beyond it the least recently failed is forgotten. */
@@ -39,7 +39,7 @@ export class AddressLimiter {
     const state = this.buckets.get(key);
     const earned = state && refill(state, this.opts, now);
     if (earned && earned.tokens < 1) {
-      const wait = Math.ceil((1 - earned.tokens) * this.opts.intervalMs);
+      const wait = waitForToken(earned, this.opts);
       throw new LimitExceeded('too many failed authentication attempts from this address; retry later', {
         detail: `address ${address} is over its failed-authentication limit`,
         retryAfter: Math.max(1, Math.ceil(wait / 1000)),

@@ -3,6 +3,9 @@ import type { X509Evidence } from '../attestation/x509.js';
 import { InvalidToken } from '../errors.js';
 import type { Confirmation, TaskTokenClaims } from '../protocol/claims.js';
 
+/** RFC 8705 §3.1: a certificate's `x5t#S256`, the base64url SHA-256 of its DER. */
+export const certificateThumbprint = (der: Uint8Array): string => createHash('sha256').update(der).digest('base64url');
+
 /** Whether two bindings (`cnf`) are the same key: both absent, or the same thumbprint. */
 export function sameConfirmation(a: Confirmation | undefined, b: Confirmation | undefined): boolean {
   if (!a || !b) return a === b;
@@ -23,6 +26,6 @@ export function checkBinding(
   if (!cnf) return;
   if (!('x5t#S256' in cnf)) throw failure('this token is bound to a proof-of-possession key this broker does not check here');
   const leaf = certificate && !certificate.problem ? certificate.chain[0] : undefined;
-  const thumbprint = leaf ? createHash('sha256').update(leaf).digest('base64url') : undefined;
+  const thumbprint = leaf ? certificateThumbprint(leaf) : undefined;
   if (thumbprint !== cnf['x5t#S256']) throw failure('this token is bound to a client certificate: present that certificate');
 }

@@ -19,9 +19,12 @@ export interface BucketState {
  */
 export function takeToken(state: BucketState | undefined, rate: RateLimit, now: number): { wait: number; state?: BucketState } {
   const earned = refill(state, rate, now);
-  if (earned.tokens < 1) return { wait: Math.max(1, Math.ceil((1 - earned.tokens) * rate.intervalMs)) };
+  if (earned.tokens < 1) return { wait: waitForToken(earned, rate) };
   return { wait: 0, state: { tokens: earned.tokens - 1, at: earned.at } };
 }
+
+/** The ms until a bucket with less than one token has earned one (at least 1). */
+export const waitForToken = (earned: BucketState, rate: RateLimit): number => Math.max(1, Math.ceil((1 - earned.tokens) * rate.intervalMs));
 
 /** The state with what was earned since `state.at` (a missing bucket is full). */
 export function refill(state: BucketState | undefined, rate: RateLimit, now: number): BucketState {
