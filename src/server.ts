@@ -7,7 +7,7 @@ import { getRequestListener, RequestError } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Attestor, Evidence } from './attestation/attestor.js';
 import { createOidcAttestor } from './attestation/oidc.js';
-import { createX509Attestor } from './attestation/x509.js';
+import { createX509Attestor, MAX_PRESENTED_CERTIFICATES } from './attestation/x509.js';
 import { Broker } from './broker.js';
 import type { Config } from './config/schema.js';
 import { createMemoryGrantStore } from './grants/memory-store.js';
@@ -21,6 +21,7 @@ import type { Logger } from './log.js';
 import { Policy } from './policy/evaluate.js';
 import { Keyring } from './tokens/keyring.js';
 import { TlsMaterialWatcher, type TlsMaterial } from './tls/material.js';
+import { keepPeerChains } from './tls/peer-chain.js';
 import { systemClock, type Clock } from './util/clock.js';
 
 export interface BrokerRuntime {
@@ -170,9 +171,14 @@ function listen(app: Hono, config: Config, tls: TlsMaterial | undefined, log: Lo
       return fetchListener(req, res);
     };
     const node = { ...timeouts, requireHostHeader: false };
-    const s: Server = tls?.cert
-      ? (createHttpsServer({ ...node, handshakeTimeout: timeout, ...secureContextOptions(tls), requestCert: tls.bundles.size > 0, rejectUnauthorized: false }, listener) as unknown as Server)
-      : createHttpServer(node, listener);
+    let s: Server;
+    if (tls?.cert) {
+      const https = createHttpsServer({ ...node, handshakeTimeout: timeout, ...secureContextOptions(tls), requestCert: tls.bundles.size > 0, rejectUnauthorized: false }, listener);
+      if (tls.bundles.size > 0) keepPeerChains(https, MAX_PRESENTED_CERTIFICATES);
+      s = https as unknown as Server;
+    } else {
+      s = createHttpServer(node, listener);
+    }
     s.on('clientError', answerClientError);
     const onError = (e: NodeJS.ErrnoException) => {
       const where = `${config.listen.host}:${config.listen.port}`;

@@ -10,6 +10,7 @@ import type { X509Evidence, X509Config } from '../attestation/x509.js';
 import { MAX_PRESENTED_CERTIFICATES } from '../attestation/x509.js';
 import type { Logger } from '../log.js';
 import { pemDers } from '../tls/material.js';
+import { peerChain } from '../tls/peer-chain.js';
 
 type Forwarded = NonNullable<X509Config['forwarded']>;
 
@@ -65,17 +66,9 @@ export function createClientCertSource(opts: { forwarded?: Forwarded | undefined
     if (!tls || typeof tls.getPeerCertificate !== 'function') return undefined;
     const known = perSocket.get(tls);
     if (known !== undefined) return known ?? undefined;
-    const peer = tls.getPeerCertificate(true);
-    let found: HandshakeCert | null = null;
-    if (peer && peer.raw) {
-      const chain: Uint8Array[] = [];
-      // The chain as OpenSSL assembled it (sent intermediates, possibly our anchor at the end).
-      for (let c: typeof peer | undefined = peer; c?.raw && chain.length < MAX_PRESENTED_CERTIFICATES; c = c.issuerCertificate) {
-        chain.push(c.raw);
-        if (c.issuerCertificate === c) break;
-      }
-      found = { chain, error: tls.authorized ? undefined : String(tls.authorizationError ?? 'not verified') };
-    }
+    // The chain as presented (sent intermediates, possibly our anchor at the end): see peer-chain.ts.
+    const chain = peerChain(tls as TLSSocket, MAX_PRESENTED_CERTIFICATES);
+    const found: HandshakeCert | null = chain.length > 0 ? { chain, error: tls.authorized ? undefined : String(tls.authorizationError ?? 'not verified') } : null;
     perSocket.set(tls, found);
     return found ?? undefined;
   }

@@ -17,10 +17,10 @@ describe('deploy/Dockerfile', () => {
     .map((l) => l.trim())
     .filter((l) => l && !l.startsWith('#'));
 
-  it('builds from Node 20 images, matching package.json engines', () => {
+  it('builds from Node 24 LTS images (the LTS line CI tests), within package.json engines', () => {
     const froms = lines.filter((l) => l.startsWith('FROM '));
     expect(froms.length).toBeGreaterThanOrEqual(2);
-    for (const f of froms) expect(f).toMatch(/^FROM node:20[-.\w]* AS \w+$/);
+    for (const f of froms) expect(f).toMatch(/^FROM node:24[-.\w]* AS \w+$/);
     expect(pkg.engines.node).toMatch(/^>=20/);
   });
 

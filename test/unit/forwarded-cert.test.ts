@@ -7,10 +7,11 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { X509Evidence } from '../../src/attestation/x509.js';
+import { MAX_PRESENTED_CERTIFICATES, type X509Evidence } from '../../src/attestation/x509.js';
 import { createCA, issueCertificate, type Credential } from '../../src/dev/dev-ca.js';
 import { createClientCertSource, parseForwarded, trustedProxyList } from '../../src/http/client-cert.js';
 import { createLogger } from '../../src/log.js';
+import { keepPeerChains } from '../../src/tls/peer-chain.js';
 
 let ca: Credential;
 let inter: Credential;
@@ -313,6 +314,8 @@ describe('createClientCertSource over a real TLS connection', () => {
   ): Promise<X509Evidence | undefined> {
     const server = await issueCertificate(ca, { server: true, dns: ['localhost'], ips: ['127.0.0.1'] });
     const tlsServer = createTlsServer({ cert: server.chainPem, key: server.keyPem, ca: [ca.certPem], requestCert: true, rejectUnauthorized: false });
+    // As the broker's server does: without it, Node 24.21 and 26.8+ drop the intermediates (peer-chain.ts).
+    keepPeerChains(tlsServer, MAX_PRESENTED_CERTIFICATES);
     const seen = new Promise<X509Evidence | undefined>((resolve) => {
       tlsServer.on('secureConnection', (socket: TLSSocket) => {
         resolve(src.evidence(socket, socket.remoteAddress, (n) => headers[n]));
