@@ -19,6 +19,7 @@ import { createClientCertSource } from './http/client-cert.js';
 import type { ReadinessCheck } from './http/routes/health.js';
 import type { Logger } from './log.js';
 import { Policy } from './policy/evaluate.js';
+import { MAX_REQUEST_HEADER_BYTES } from './protocol/limits.js';
 import { Keyring } from './tokens/keyring.js';
 import { TlsMaterialWatcher, type TlsMaterial } from './tls/material.js';
 import { systemClock, type Clock } from './util/clock.js';
@@ -169,7 +170,8 @@ function listen(app: Hono, config: Config, tls: TlsMaterial | undefined, log: Lo
       if (req.httpVersion !== '1.0' && req.headers.host === undefined) return refuse(res, 'the request has no Host header');
       return fetchListener(req, res);
     };
-    const node = { ...timeouts, requireHostHeader: false };
+    // The header limit is set, not inherited from --max-http-header-size: task tokens are sized to fit it.
+    const node = { ...timeouts, requireHostHeader: false, maxHeaderSize: MAX_REQUEST_HEADER_BYTES };
     const s: Server = tls?.cert
       ? (createHttpsServer({ ...node, handshakeTimeout: timeout, ...secureContextOptions(tls), requestCert: tls.bundles.size > 0, rejectUnauthorized: false }, listener) as unknown as Server)
       : createHttpServer(node, listener);
