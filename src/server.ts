@@ -10,6 +10,7 @@ import { createOidcAttestor } from './attestation/oidc.js';
 import { createX509Attestor } from './attestation/x509.js';
 import { Broker } from './broker.js';
 import type { Config } from './config/schema.js';
+import { configWarnings } from './config/warnings.js';
 import { createMemoryGrantStore } from './grants/memory-store.js';
 import { createRedisGrantStore } from './grants/redis-store.js';
 import type { GrantStore } from './grants/store.js';
@@ -73,6 +74,7 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
     attestors.oidc = oidc as Attestor;
     await oidc.warm();
   }
+  for (const warning of configWarnings(config)) log.warn(warning);
   const policy = new Policy(config.policies);
   if (policy.size === 0) log.warn('no policy rules configured: every request will be denied');
   const keyring = new Keyring({

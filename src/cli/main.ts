@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
+import { configWarnings } from '../config/warnings.js';
 import { DEV_SPIFFE_ID, startDevMode } from '../dev/dev-mode.js';
 import { initCaDir, issueToDir } from '../dev/dev-ca.js';
 import { parseDuration } from '../util/duration.js';
@@ -104,6 +105,7 @@ async function main(argv: string[]): Promise<number> {
       const config = loadConfig(configPath);
       // The files it names must load too: serve would refuse to start on them.
       if (config.tls) loadTlsMaterial({ cert: config.tls.cert, key: config.tls.key, bundles: config.tls.client_ca_bundles });
+      for (const warning of configWarnings(config)) process.stderr.write(`${configPath}: warning: ${warning}\n`);
       process.stdout.write(`${configPath}: ok\n`);
       return 0;
     }
