@@ -9,6 +9,8 @@ import { ConfigError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { startBroker } from '../server.js';
 import { loadTlsMaterial } from '../tls/material.js';
+import { credentialCommand } from './commands/credential.js';
+import { UsageError } from './usage.js';
 
 const USAGE = `usage: jit-broker <command> [options]
 
@@ -16,6 +18,8 @@ commands:
   serve --config FILE     run the broker (config also from JIT_CONFIG; env overrides: see README)
   check-config --config FILE
                           validate a config file and print every problem by its path
+  credential new          print a random bearer credential and the SHA-256 to put in the config
+                          (resource_servers[].credential_sha256)
   dev [--port N]          dev mode: memory store, demo OIDC issuer, dev CA, demo policy (no Redis needed)
   dev-ca init --dir DIR [--trust-domain TD] [--force]
                           create a throwaway CA for a trust domain (DIR/ca.pem, DIR/ca-key.pem)
@@ -73,12 +77,11 @@ async function devCa(args: string[]): Promise<number> {
   throw new UsageError('dev-ca needs a subcommand: init or issue');
 }
 
-/** A wrong command line: printed with the usage, exit 2. */
-class UsageError extends Error {}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === 'dev-ca') return devCa(rest);
+  if (command === 'credential') return credentialCommand(rest);
   const { values } = parseArgs({
     args: rest,
     options: { config: { type: 'string', short: 'c' }, port: { type: 'string', short: 'p' }, help: { type: 'boolean', short: 'h' } },

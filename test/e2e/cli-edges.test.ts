@@ -4,7 +4,8 @@
  * way round), and `credential new` prints a random resource-server credential and the hash that
  * goes into the config, which a real broker process then accepts.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,16 +14,21 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { createCA } from '../../src/dev/dev-ca.js';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
+import { freePort } from '../../src/util/net.js';
+import { postJson } from '../helpers/broker.js';
+import { captureChildOutput } from '../helpers/log-capture.js';
 
 const run = promisify(execFile);
 const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
 const dir = mkdtempSync(join(tmpdir(), 'jit-cli-edges-'));
 let issuer: OidcIssuer;
+let child: ChildProcess | undefined;
 
 beforeAll(async () => {
   issuer = await startOidcIssuer({ alg: 'ES256' });
 });
 afterAll(async () => {
+  if (child?.pid && child.exitCode === null) child.kill('SIGKILL');
   await issuer?.close();
 });
 
@@ -88,4 +94,59 @@ describe('check-config: proxies trusted for one purpose and not the other', () =
     const quiet = await cli(['check-config', '--config', exact]);
     expect(quiet).toMatchObject({ code: 0, stderr: '' });
   });
+});
+
+describe('credential new', () => {
+  it('prints a random 256-bit base64url secret and its SHA-256 for the config; a broker process accepts the secret and nothing else', async () => {
+    const first = await cli(['credential', 'new']);
+    const second = await cli(['credential', 'new']);
+    expect(first.code, first.stderr).toBe(0);
+    const parse = (stdout: string) => ({
+      secret: /^credential: ([A-Za-z0-9_-]+)$/m.exec(stdout)?.[1] ?? '',
+      hash: /^credential_sha256: ([0-9a-f]{64})$/m.exec(stdout)?.[1] ?? '',
+    });
+    const { secret, hash } = parse(first.stdout);
+    expect(Buffer.from(secret, 'base64url').length).toBeGreaterThanOrEqual(32);
+    expect(Buffer.from(secret, 'base64url').toString('base64url')).toBe(secret); // canonical base64url
+    expect(hash).toBe(createHash('sha256').update(secret).digest('hex'));
+    expect(parse(second.stdout).secret).not.toBe(secret);
+    expect(first.stderr).toContain('resource_servers[].credential_sha256');
+
+    // The hash goes into a config; `serve` (its own process) lets the secret introspect, nothing else.
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const path = writeFile(
+      'rs.yaml',
+      stringify({ ...baseConfig(), issuer: url, listen: { host: '127.0.0.1', port }, resource_servers: [{ name: 'api', audiences: ['api.ops'], credential_sha256: hash }] }),
+    );
+    child = spawn(process.execPath, [...CLI, 'serve', '--config', path], { env: { ...process.env, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    captureChildOutput(child, 'credential-serve');
+    let logs = '';
+    child.stdout!.on('data', (d: Buffer) => (logs += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (logs += d.toString()));
+    const deadline = Date.now() + 20_000;
+    while (!(await fetch(`${url}/healthz`).then((r) => r.ok, () => false))) {
+      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`broker did not start:\n${logs}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const token = await issuer.mintServiceAccountToken({ cluster: 'ops', namespace: 'ops', serviceAccount: 'runner', audience: 'jit-broker', ttlSeconds: 600 });
+    const started = await postJson(`${url}/v1/tasks`, { attestation: { kind: 'oidc', token }, intent: { audience: 'api.ops', actions: ['read'], purpose: 'credential test' } });
+    expect(started.status).toBe(201);
+    const introspect = (credential: string) =>
+      fetch(`${url}/oauth2/introspect`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${credential}`, 'content-type': 'application/x-www-form-urlencoded' },
+        body: `token=${started.json.access_token as string}`,
+      }).then(async (r) => ({ status: r.status, json: (await r.json()) as Record<string, unknown> }));
+    expect((await introspect(secret)).json).toMatchObject({ active: true, aud: 'api.ops' });
+    for (const wrong of [parse(second.stdout).secret, hash, `${secret}x`, secret.slice(1)]) {
+      const r = await introspect(wrong);
+      expect(r.status).toBe(401);
+      expect(r.json.error).toBe('invalid_client');
+    }
+    const exited = new Promise((resolve) => child!.once('exit', resolve));
+    child.kill('SIGTERM');
+    await exited;
+    expect(logs).not.toContain(secret);
+  }, 40_000);
 });
