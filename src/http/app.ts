@@ -41,7 +41,7 @@ export function createApp(deps: AppDeps): Hono {
   oauthRoutes(app, routeDeps);
 
   wellKnownRoutes(app, { config, keyring: deps.keyring, boundTokens: Boolean(deps.clientCerts) });
-  healthRoutes(app, deps.readiness);
+  healthRoutes(app, deps.readiness, log);
   deps.extend?.(app);
   return app;
 }
