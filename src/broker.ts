@@ -13,6 +13,7 @@ import type { Decision, Policy } from './policy/evaluate.js';
 import { TTL_CAP_MS, TTL_FLOOR_MS } from './policy/rules.js';
 import type { Confirmation, TaskTokenClaims } from './protocol/claims.js';
 import type { GrantedIntent } from './protocol/intent.js';
+import { MAX_TASK_TOKEN_BYTES } from './protocol/limits.js';
 import type { IntrospectionResponse, TaskEndResponse, TaskRenewResponse, TaskStartRequest, TaskStartResponse } from './protocol/tasks.js';
 import { taskRenewRequestSchema, taskStartRequestSchema, tokenParamsSchema } from './protocol/tasks.js';
 import type { Keyring } from './tokens/keyring.js';
@@ -349,7 +350,14 @@ export class Broker {
       expiresAt,
       ...(cnf ? { cnf } : {}),
     });
-    return { token: await signTaskTokenOffThread(claims, key), claims };
+    const token = await signTaskTokenOffThread(claims, key);
+    // Before anything is recorded: a token one of its readers would refuse must never exist.
+    if (token.length > MAX_TASK_TOKEN_BYTES) {
+      throw new InvalidRequest(
+        `the task token for this intent would be ${token.length} bytes, over the ${MAX_TASK_TOKEN_BYTES}-byte limit every reader of task tokens accepts: name fewer or shorter resources, actions or purpose`,
+      );
+    }
+    return { token, claims };
   }
 
   /** Denials are audited in the workload's stream; a failed audit write never turns a denial into success. */

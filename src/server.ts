@@ -10,6 +10,7 @@ import { createOidcAttestor } from './attestation/oidc.js';
 import { createX509Attestor, MAX_PRESENTED_CERTIFICATES } from './attestation/x509.js';
 import { Broker } from './broker.js';
 import type { Config } from './config/schema.js';
+import { configWarnings } from './config/warnings.js';
 import { createMemoryGrantStore } from './grants/memory-store.js';
 import { createRedisGrantStore } from './grants/redis-store.js';
 import type { GrantStore } from './grants/store.js';
@@ -19,6 +20,7 @@ import { createClientCertSource } from './http/client-cert.js';
 import type { ReadinessCheck } from './http/routes/health.js';
 import type { Logger } from './log.js';
 import { Policy } from './policy/evaluate.js';
+import { MAX_REQUEST_HEADER_BYTES } from './protocol/limits.js';
 import { Keyring } from './tokens/keyring.js';
 import { TlsMaterialWatcher, type TlsMaterial } from './tls/material.js';
 import { keepPeerChains } from './tls/peer-chain.js';
@@ -73,6 +75,7 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
     attestors.oidc = oidc as Attestor;
     await oidc.warm();
   }
+  for (const warning of configWarnings(config)) log.warn(warning);
   const policy = new Policy(config.policies);
   if (policy.size === 0) log.warn('no policy rules configured: every request will be denied');
   const keyring = new Keyring({
@@ -170,7 +173,8 @@ function listen(app: Hono, config: Config, tls: TlsMaterial | undefined, log: Lo
       if (req.httpVersion !== '1.0' && req.headers.host === undefined) return refuse(res, 'the request has no Host header');
       return fetchListener(req, res);
     };
-    const node = { ...timeouts, requireHostHeader: false };
+    // The header limit is set, not inherited from --max-http-header-size: task tokens are sized to fit it.
+    const node = { ...timeouts, requireHostHeader: false, maxHeaderSize: MAX_REQUEST_HEADER_BYTES };
     let s: Server;
     if (tls?.cert) {
       const https = createHttpsServer({ ...node, handshakeTimeout: timeout, ...secureContextOptions(tls), requestCert: tls.bundles.size > 0, rejectUnauthorized: false }, listener);

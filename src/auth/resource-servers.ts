@@ -1,19 +1,19 @@
-import { createHash } from 'node:crypto';
 import type { Attestor } from '../attestation/attestor.js';
 import type { X509Evidence } from '../attestation/x509.js';
 import type { Config } from '../config/schema.js';
 import { InvalidClient } from '../errors.js';
+import { CredentialSet } from './credential.js';
 
 export type ResourceServer = Config['resource_servers'][number];
 
 /**
  * The resource servers allowed to introspect and revoke tokens (RFC 7662 §2.1 requires caller
  * authentication, against token scanning). A caller proves it is one with a bearer credential
- * (looked up by its SHA-256; the config holds only the hash) or a client certificate whose
+ * (its SHA-256 compared in constant time with each configured one; the config holds only the hash) or a client certificate whose
  * attested workload id is listed.
  */
 export class ResourceServers {
-  private readonly byCredential = new Map<string, ResourceServer>();
+  private readonly byCredential = new CredentialSet<ResourceServer>();
   private readonly byWorkload = new Map<string, ResourceServer>();
 
   constructor(
@@ -21,7 +21,7 @@ export class ResourceServers {
     private readonly x509: Attestor<X509Evidence> | undefined,
   ) {
     for (const rs of servers) {
-      if (rs.credential_sha256) this.byCredential.set(rs.credential_sha256, rs);
+      if (rs.credential_sha256) this.byCredential.add(rs.credential_sha256, rs);
       if (rs.workload) this.byWorkload.set(rs.workload, rs);
     }
   }
@@ -41,7 +41,7 @@ export class ResourceServers {
    */
   async find(call: Caller, strict = false): Promise<ResourceServer | undefined> {
     if (call.bearer !== undefined) {
-      const rs = this.byCredential.get(createHash('sha256').update(call.bearer).digest('hex'));
+      const rs = this.byCredential.match(call.bearer);
       if (!rs) throw new InvalidClient('the bearer credential is not one of a resource server');
       return rs;
     }

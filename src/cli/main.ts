@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
+import { configWarnings } from '../config/warnings.js';
 import { DEV_SPIFFE_ID, startDevMode } from '../dev/dev-mode.js';
 import { initCaDir, issueToDir } from '../dev/dev-ca.js';
 import { parseDuration } from '../util/duration.js';
@@ -8,6 +9,8 @@ import { ConfigError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { startBroker } from '../server.js';
 import { loadTlsMaterial } from '../tls/material.js';
+import { credentialCommand } from './commands/credential.js';
+import { UsageError } from './usage.js';
 
 const USAGE = `usage: jit-broker <command> [options]
 
@@ -15,6 +18,8 @@ commands:
   serve --config FILE     run the broker (config also from JIT_CONFIG; env overrides: see README)
   check-config --config FILE
                           validate a config file and print every problem by its path
+  credential new          print a random bearer credential and the SHA-256 to put in the config
+                          (resource_servers[].credential_sha256)
   dev [--port N]          dev mode: memory store, demo OIDC issuer, dev CA, demo policy (no Redis needed)
   dev-ca init --dir DIR [--trust-domain TD] [--force]
                           create a throwaway CA for a trust domain (DIR/ca.pem, DIR/ca-key.pem)
@@ -72,12 +77,11 @@ async function devCa(args: string[]): Promise<number> {
   throw new UsageError('dev-ca needs a subcommand: init or issue');
 }
 
-/** A wrong command line: printed with the usage, exit 2. */
-class UsageError extends Error {}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === 'dev-ca') return devCa(rest);
+  if (command === 'credential') return credentialCommand(rest);
   const { values } = parseArgs({
     args: rest,
     options: { config: { type: 'string', short: 'c' }, port: { type: 'string', short: 'p' }, help: { type: 'boolean', short: 'h' } },
@@ -104,6 +108,7 @@ async function main(argv: string[]): Promise<number> {
       const config = loadConfig(configPath);
       // The files it names must load too: serve would refuse to start on them.
       if (config.tls) loadTlsMaterial({ cert: config.tls.cert, key: config.tls.key, bundles: config.tls.client_ca_bundles });
+      for (const warning of configWarnings(config)) process.stderr.write(`${configPath}: warning: ${warning}\n`);
       process.stdout.write(`${configPath}: ok\n`);
       return 0;
     }

@@ -3,6 +3,7 @@ import { oidcConfigSchema } from '../attestation/oidc.js';
 import { trustDomainProblem } from '../attestation/spiffe-id.js';
 import { addressOrCidr, x509ConfigSchema } from '../attestation/x509.js';
 import { policySchema, TTL_CAP_MS, TTL_FLOOR_MS } from '../policy/rules.js';
+import { MAX_TASK_TOKEN_BYTES, MIN_BODY_BYTES } from '../protocol/limits.js';
 import { durationField, formatDuration } from '../util/duration.js';
 import { parseSecureUrl } from '../util/url.js';
 
@@ -103,7 +104,13 @@ export const configSchema = z
       .prefault({}),
     http: z
       .object({
-        max_body_bytes: z.number().int().min(1024).max(1_048_576).default(65_536),
+        /** At least MIN_BODY_BYTES: an introspection or revocation form carries a task token of up to MAX_TASK_TOKEN_BYTES. */
+        max_body_bytes: z
+          .number()
+          .int()
+          .min(MIN_BODY_BYTES, `must be >= ${MIN_BODY_BYTES}, so a form carries any task token (up to ${MAX_TASK_TOKEN_BYTES} bytes) to introspection and revocation`)
+          .max(1_048_576)
+          .default(65_536),
         /** A request (headers and body) must arrive within this; slower ones get 408 and are closed. */
         request_timeout: durationField('10s'),
         /**

@@ -30,15 +30,18 @@ export function createApp(deps: AppDeps): Hono {
   app.onError((err, c) => errorResponse(err, c, log));
   app.notFound((c) => json(404, { error: 'not_found', error_description: `no route for ${c.req.method} ${c.req.path}` }));
 
-  // Only proxies the operator names for it are believed about the client's address.
-  const proxies = config.http.trusted_proxies;
+  // Only proxies the operator names for it are believed about the client's address, and those
+  // trusted with the client's certificate: they are trusted for the X-Forwarded-For entry they
+  // append too (else every client behind one would share its failure budget).
+  const certProxies = deps.clientCerts ? (config.attestation.x509?.forwarded?.trusted_proxies ?? []) : [];
+  const proxies = [...config.http.trusted_proxies, ...certProxies];
   const callContext = callContextOf(deps.clientCerts, proxies.length ? trustedProxyList(proxies) : undefined);
   const routeDeps = { broker, maxBodyBytes: config.http.max_body_bytes, callContext };
   taskRoutes(app, routeDeps);
   oauthRoutes(app, routeDeps);
 
   wellKnownRoutes(app, { config, keyring: deps.keyring, boundTokens: Boolean(deps.clientCerts) });
-  healthRoutes(app, deps.readiness);
+  healthRoutes(app, deps.readiness, log);
   deps.extend?.(app);
   return app;
 }

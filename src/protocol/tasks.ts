@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { intentSchema, type GrantedIntent } from './intent.js';
+import { MAX_TASK_TOKEN_BYTES } from './limits.js';
 
 /** Durations on the wire: integer seconds, or a string like "90s", "5m", "1h". */
 export const durationInputSchema = z.union([
@@ -70,9 +71,11 @@ export interface TaskEndResponse {
 /**
  * Form parameters of POST /oauth2/introspect and /oauth2/revoke (RFC 7662 §2.1, RFC 7009 §2.1).
  * Other parameters (a public client's `client_id`, say) are ignored, as RFC 6749 §3.2 requires.
+ * A token longer than any task token the broker issues is a 400; a shorter one that does not
+ * verify reads as unknown (RFC 7009 §2.2: 200; RFC 7662: inactive).
  */
 export const tokenParamsSchema = z.object({
-  token: z.string().min(1).max(16_384),
+  token: z.string().min(1).max(MAX_TASK_TOKEN_BYTES, `must be at most ${MAX_TASK_TOKEN_BYTES} characters (no task token is longer)`),
   token_type_hint: z.string().min(1).max(64).optional(),
 });
 

@@ -3,6 +3,7 @@ import type { JWK } from 'jose';
 import { InvalidToken } from '../errors.js';
 import { isGrantId } from '../grants/ids.js';
 import { TASK_TOKEN_TYP, taskTokenClaimsSchema, type TaskTokenClaims } from '../protocol/claims.js';
+import { MAX_TASK_TOKEN_BYTES } from '../protocol/limits.js';
 import type { Clock } from '../util/clock.js';
 import { timeClaimsProblem } from './time-claims.js';
 import type { SigningAlg } from './keyring.js';
@@ -20,7 +21,6 @@ export interface TaskTokenVerifierOptions {
 }
 
 const ALGS: ReadonlySet<string> = new Set<SigningAlg>(['ES256', 'EdDSA']);
-const MAX_TOKEN_LENGTH = 16_384;
 /** Verified task tokens remembered at most (about 1 KiB each). */
 export const VERIFIED_CACHE_MAX = 10_000;
 
@@ -63,7 +63,7 @@ export class TaskTokenVerifier {
   }
 
   private async verifyUncached(token: string): Promise<TaskTokenClaims> {
-    if (token.length > MAX_TOKEN_LENGTH) throw new InvalidToken('the token is too long');
+    if (token.length > MAX_TASK_TOKEN_BYTES) throw new InvalidToken('the token is too long');
     const parts = token.split('.');
     if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]*$/.test(p))) throw new InvalidToken('the token is not a compact JWS');
     const [h, p, s] = parts as [string, string, string];

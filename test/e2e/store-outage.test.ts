@@ -67,10 +67,8 @@ describe('Redis outage', () => {
     }
     const ready = await fetch(`${broker.url}/readyz`);
     expect(ready.status).toBe(503);
-    const body = (await ready.json()) as { status: string; checks: Record<string, string> };
-    expect(body.status).toBe('not_ready');
-    expect(body.checks.store).not.toBe('ok');
-    expect(body.checks.attestation_oidc).toBe('ok');
+    // Anonymous: the failing check by name only (the store's error text goes to the log).
+    expect(await ready.json()).toEqual({ status: 'not_ready', failing: ['store'] });
     // Verifiers still get the keys of tokens issued before the outage.
     expect(((await (await fetch(`${broker.url}/.well-known/jwks.json`)).json()) as { keys: unknown[] }).keys.length).toBeGreaterThan(0);
 

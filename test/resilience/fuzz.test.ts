@@ -34,6 +34,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueCertificate, type Credential } from '../../src/dev/dev-ca.js';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import { ERROR_CODES } from '../../src/protocol/errors.js';
+import { MAX_TASK_TOKEN_BYTES } from '../../src/protocol/limits.js';
 import { taskStartRequestSchema } from '../../src/protocol/tasks.js';
 import { AUDIENCE, startTestBroker } from '../helpers/broker.js';
 import { createTestPki, scratchDir, xfcc, type TestPki } from '../helpers/pki.js';
@@ -888,7 +889,7 @@ describe('client certificates: forwarded by the trusted proxy (XFCC), and over a
           const r = checkReply(await send(request('POST', route, [formType, ['X-Forwarded-Client-Cert', value]], `token=${encodeURIComponent(token)}`)), 'POST', `${route} xfcc`);
           if (r.status === 200) expect(JSON.parse(r.body.toString())).toEqual(route.endsWith('introspect') ? { active: false } : {});
           // An overlong token is invalid_request (revoke reads the form first; introspect once the caller is authenticated).
-          else if (token.length > 16_384) expect([400, 401]).toContain(r.status);
+          else if (token.length > MAX_TASK_TOKEN_BYTES) expect([400, 401]).toContain(r.status);
           else expect(r.status).toBe(401);
         }),
         { numRuns: runs(100) },

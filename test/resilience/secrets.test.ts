@@ -20,6 +20,7 @@ import { stringify } from 'yaml';
 import { issueCertificate, type Credential } from '../../src/dev/dev-ca.js';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import { createLogger, scrubSecrets } from '../../src/log.js';
+import { MIN_BODY_BYTES } from '../../src/protocol/limits.js';
 import { freePort } from '../../src/util/net.js';
 import { AUDIENCE, startTestBroker } from '../helpers/broker.js';
 import { captureChildOutput, captureFilePath, formatFindings, redact, scanLogDir, scanText, startLogCapture } from '../helpers/log-capture.js';
@@ -318,7 +319,7 @@ describe('a broker at trace level, every route with success and failure paths', 
       issuer,
       {
         log: { level: 'trace' },
-        http: { max_body_bytes: 4096 },
+        http: { max_body_bytes: MIN_BODY_BYTES },
         tls: {
           cert: files.write('server.pem', pki.server.chainPem),
           key: files.write('server-key.pem', pki.server.keyPem),
@@ -403,7 +404,7 @@ describe('a broker at trace level, every route with success and failure paths', 
     expectError(await call('/v1/tasks', { body: { attestation: { kind: 'oidc', token: misplaced, [misplaced]: 1 }, intent } }), 400, 'invalid_request');
     expectError(await call('/v1/tasks', { body: { attestation: { kind: misplaced, token: misplaced }, intent: { ...intent, purpose: misplaced, actions: [misplaced] } } }), 400, 'invalid_request');
     expectError(await call('/v1/tasks', { body: `{"attestation":{"kind":"oidc","token":"${await platformToken()}"}` }), 400, 'invalid_request');
-    expectError(await call('/v1/tasks', { body: { attestation: { kind: 'oidc', token: await platformToken() }, intent, pad: 'x'.repeat(5000) } }), 413, 'request_too_large');
+    expectError(await call('/v1/tasks', { body: { attestation: { kind: 'oidc', token: await platformToken() }, intent, pad: 'x'.repeat(MIN_BODY_BYTES) } }), 413, 'request_too_large');
     expectError(await call('/v1/tasks', { body: 'token=' + (await platformToken()), headers: { 'content-type': 'text/plain' } }), 400, 'invalid_request');
 
     // Renew: platform token and mTLS; then replay, bad token, wrong grant, no bearer.
