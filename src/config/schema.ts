@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { oidcConfigSchema } from '../attestation/oidc.js';
+import { oidcConfigSchema } from '../attestation/oidc/index.js';
 import { trustDomainProblem } from '../attestation/spiffe-id.js';
 import { addressOrCidr, x509ConfigSchema } from '../attestation/x509.js';
 import { policySchema, TTL_CAP_MS, TTL_FLOOR_MS } from '../policy/rules.js';

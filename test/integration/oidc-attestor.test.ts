@@ -5,7 +5,7 @@
 import { Writable } from 'node:stream';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createOidcAttestor, oidcAttestor, oidcConfigSchema, type OidcAttestor } from '../../src/attestation/oidc.js';
+import { createOidcAttestor, oidcAttestor, oidcConfigSchema, type OidcAttestor } from '../../src/attestation/oidc/index.js';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import { AttestationFailed, BrokerError, ConfigError, Unavailable } from '../../src/errors.js';
 import { createLogger, silentLogger, type Logger } from '../../src/log.js';
