@@ -6,7 +6,8 @@ import type { JSONWebKeySet } from 'jose';
 import { z } from 'zod';
 import { durationField, parseDuration } from '../../util/duration.js';
 import { parseSecureUrl } from '../../util/url.js';
-import { mappingSchema } from './mappings.js';
+import { idSpaceCollisions, type IdSpace } from '../id-spaces.js';
+import { mappingIdSpace, mappingSchema } from './mappings.js';
 
 /** Asymmetric JWS algorithms a platform token may be signed with. Never `none`, never HS*. */
 export const PLATFORM_ALGORITHMS = [
@@ -197,7 +198,17 @@ export const oidcConfigSchema = z
       if (seen.has(i.issuer)) ctx.addIssue({ code: 'custom', path: ['issuers', n, 'issuer'], message: `issuer ${i.issuer} is listed twice` });
       seen.add(i.issuer);
     });
+    if (seen.size < c.issuers.length) return; // a repeated issuer would also collide with itself: said once is enough
+    for (const issue of idSpaceCollisions(oidcIdSpaces(c.issuers))) ctx.addIssue({ code: 'custom', path: issue.path, message: issue.message });
   });
 
 export type OidcConfig = z.output<typeof oidcConfigSchema>;
 export type OidcIssuerConfig = OidcConfig['issuers'][number];
+
+/** Each issuer's workload id space (../id-spaces.ts), at `issuers[n].mapping`. */
+export function oidcIdSpaces(issuers: readonly Pick<OidcIssuerConfig, 'issuer' | 'mapping'>[]): IdSpace[] {
+  return issuers.map((i, n) => {
+    const space = mappingIdSpace(i.mapping, i.issuer);
+    return { path: ['issuers', n, 'mapping'], source: `issuer ${i.issuer} (${space.describe})`, prefix: space.prefix };
+  });
+}

@@ -19,6 +19,7 @@ import { hasExpired, MAX_TOKEN_LENGTH, timeProblem, verifyPlatformToken } from '
 export {
   MAX_OIDC_LEEWAY_MS,
   oidcConfigSchema,
+  oidcIdSpaces,
   PLATFORM_ALGORITHMS,
   publicJwksSchema,
   type OidcConfig,

@@ -19,7 +19,7 @@ const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const GITHUB_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
 
-/** A literal piece of a template, or a placeholder naming a claim path (or `iss_host`). */
+/** A literal piece of a template, or a placeholder naming a claim path (or the issuer: `iss_host`, `iss_path`). */
 type TemplatePart = { literal: string } | { claim: string };
 
 function parseTemplate(template: string): { parts: TemplatePart[] } | { error: string } {
@@ -47,7 +47,8 @@ function parseTemplate(template: string): { parts: TemplatePart[] } | { error: s
 /**
  * How verified claims become `Workload.id`. Template placeholders name claims (dotted paths allowed;
  * a key containing dots such as `kubernetes.io` wins over nesting) and are percent-encoded;
- * `{iss_host}` is the configured issuer's host[:port], inserted as is (it comes from our config).
+ * `{iss_host}` and `{iss_path}` name the configured issuer (see issuerPlaceholders). `spiffe://`
+ * is reserved for X.509-SVIDs: no template may produce it.
  */
 export type OidcMapping =
   | { type: 'kubernetes'; cluster: string }
@@ -81,6 +82,8 @@ export const mappingSchema = z
     if (m.template === undefined) return fail('set preset (kubernetes or github) or template');
     const parsed = parseTemplate(m.template);
     if ('error' in parsed) return fail(parsed.error, ['template']);
+    if (/^spiffe:/i.test(m.template))
+      return fail('must not produce a spiffe:// id: spiffe:// is reserved for X.509-SVIDs (attestation.x509), whose trust domain vouches for it', ['template']);
     return { type: 'template', template: m.template, parts: parsed.parts, attributes: m.attributes ?? [] };
   });
 
@@ -218,19 +221,31 @@ function mapGitHub(claims: Claims): { id: string; attributes: Record<string, str
   return { id: `github://${owner}/${repo}/${segments.map(encodeURIComponent).join('/')}`, attributes };
 }
 
+/**
+ * Placeholders that name the configured issuer, not a claim of the token, so their values are
+ * known at config load: `{iss_host}` is its host[:port] and `{iss_path}` its path without a
+ * trailing "/" (both inserted as is: they come from our config); `{iss}` is the whole issuer URL,
+ * percent-encoded (what the verified `iss` claim holds, exactly).
+ */
+function issuerPlaceholders(issuer: string): Record<string, string> {
+  const url = new URL(issuer);
+  return { iss_host: url.host, iss_path: url.pathname.replace(/\/+$/, ''), iss: encodeURIComponent(issuer) };
+}
+
 function mapTemplate(
   claims: Claims,
   mapping: Extract<OidcMapping, { type: 'template' }>,
-  issuerHost: string,
+  issuer: string,
 ): { id: string; attributes: Record<string, string> } {
+  const fromIssuer = issuerPlaceholders(issuer);
   let id = '';
   for (const part of mapping.parts) {
     if ('literal' in part) {
       id += part.literal;
       continue;
     }
-    if (part.claim === 'iss_host') {
-      id += issuerHost;
+    if (Object.hasOwn(fromIssuer, part.claim)) {
+      id += fromIssuer[part.claim];
       continue;
     }
     const value = lookupClaim(claims, part.claim);
@@ -257,6 +272,24 @@ export function mapClaims(claims: Claims, mapping: OidcMapping, issuer: string):
       ? mapKubernetes(claims, mapping.cluster)
       : mapping.type === 'github'
         ? mapGitHub(claims)
-        : mapTemplate(claims, mapping, new URL(issuer).host);
+        : mapTemplate(claims, mapping, issuer);
   return { id: checkWorkloadId(mapped.id), attributes: mapped.attributes };
+}
+
+/**
+ * What config load knows of every workload id an issuer's mapping can produce: the fixed start
+ * they all share (its id space; kept apart from every other source's, see ../id-spaces.ts), and
+ * how to name the mapping in a message.
+ */
+export function mappingIdSpace(mapping: OidcMapping, issuer: string): { prefix: string; describe: string } {
+  if (mapping.type === 'kubernetes') return { prefix: `k8s://${mapping.cluster}/`, describe: `preset kubernetes, cluster ${mapping.cluster}` };
+  if (mapping.type === 'github') return { prefix: 'github://', describe: 'preset github' };
+  const fromIssuer = issuerPlaceholders(issuer);
+  let prefix = '';
+  for (const part of mapping.parts) {
+    if ('literal' in part) prefix += part.literal;
+    else if (Object.hasOwn(fromIssuer, part.claim)) prefix += fromIssuer[part.claim];
+    else break; // a claim: anything may follow
+  }
+  return { prefix, describe: `template "${mapping.template}"` };
 }
