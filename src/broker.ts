@@ -160,7 +160,7 @@ export class Broker {
     const { config, store, clock, log } = this.deps;
     const req = parse(taskRenewRequestSchema, body ?? {});
     const ttlMs = requestedTtl(req.ttl, config.tokens.default_ttl, config.tokens.max_ttl);
-    const { claims, workload } = await this.authenticated(ctx, async () => {
+    const { claims, workload, grant } = await this.authenticated(ctx, async () => {
       const claims = await this.presentedToken(grantId, ctx);
       const workload = await this.attest(req.attestation ?? ctx.certificate);
       if (workload.id !== claims.sub) throw new AttestationFailed('the evidence does not attest the workload this grant was issued to');
@@ -171,11 +171,17 @@ export class Broker {
             : 'this grant is not bound to a certificate: re-attest with a fresh platform token',
         );
       }
-      return { claims, workload };
+      const grant = await this.liveGrant(grantId, workload.id, clock());
+      // Only the source that attested the grant may vouch for its renewal: config keeps sources'
+      // ids apart, but a grant outlives a config change (or a broker with another config).
+      if (grant.issuer !== workload.issuer)
+        throw new AttestationFailed('the evidence comes from another issuer or trust domain than the one that attested this grant', {
+          detail: `grant ${grantId} was attested by ${grant.issuer}; the evidence by ${workload.issuer}`,
+        });
+      return { claims, workload, grant };
     });
 
     const now = clock();
-    const grant = await this.liveGrant(grantId, workload.id, now);
     const intent: GrantedIntent = { audience: grant.audience, actions: grant.actions, resources: grant.resources, purpose: grant.purpose, task: grant.task };
     const decision = this.deps.policy.evaluate(workload, intent);
     if (!decision.allowed) {

@@ -6,7 +6,7 @@ import type { TLSSocket } from 'node:tls';
 import { getRequestListener, RequestError } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Attestor, Evidence } from './attestation/attestor.js';
-import { createOidcAttestor } from './attestation/oidc.js';
+import { createOidcAttestor } from './attestation/oidc/index.js';
 import { createX509Attestor, MAX_PRESENTED_CERTIFICATES } from './attestation/x509.js';
 import { Broker } from './broker.js';
 import type { Config } from './config/schema.js';

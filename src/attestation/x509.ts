@@ -85,6 +85,28 @@ export const x509ConfigSchema = z
       if (id.ok && id.value.trustDomain !== s.trust_domain)
         ctx.addIssue({ code: 'custom', path: ['subjects', i, 'workload'], message: `must be in trust domain ${s.trust_domain}` });
     });
+    // One workload id, one subject (attestation/id-spaces.ts); and one mapping per subject.
+    const byWorkload = new Map<string, number>();
+    const bySubject = new Map<string, number>();
+    c.subjects.forEach((s, i) => {
+      const first = byWorkload.get(s.workload);
+      if (first === undefined) byWorkload.set(s.workload, i);
+      else
+        ctx.addIssue({
+          code: 'custom',
+          path: ['subjects', i, 'workload'],
+          message: `maps subject "${s.subject}" to the same workload id as attestation.x509.subjects[${first}] (subject "${c.subjects[first]?.subject}"): a mapped workload id belongs to one subject`,
+        });
+      let key: string;
+      try {
+        key = [s.trust_domain, ...subjectKeys(s.subject)].join('\n');
+      } catch {
+        return; // reported by the subject's own schema
+      }
+      const same = bySubject.get(key);
+      if (same === undefined) bySubject.set(key, i);
+      else ctx.addIssue({ code: 'custom', path: ['subjects', i, 'subject'], message: `repeats the subject of attestation.x509.subjects[${same}] in trust domain ${s.trust_domain}` });
+    });
   });
 
 export type X509Config = z.output<typeof x509ConfigSchema>;

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { oidcConfigSchema } from '../attestation/oidc.js';
+import { idSpaceCollisions, type IdSpace } from '../attestation/id-spaces.js';
+import { oidcConfigSchema, oidcIdSpaces } from '../attestation/oidc/index.js';
 import { trustDomainProblem } from '../attestation/spiffe-id.js';
 import { addressOrCidr, x509ConfigSchema } from '../attestation/x509.js';
 import { policySchema, TTL_CAP_MS, TTL_FLOOR_MS } from '../policy/rules.js';
@@ -191,6 +192,11 @@ export const configSchema = z
           issue(['attestation', 'x509', 'subjects', i, 'trust_domain'], `has no bundle in tls.client_ca_bundles`);
       });
     }
+    // One workload id, one attestation source (attestation/id-spaces.ts): the OIDC schema keeps its
+    // issuers apart; this keeps them apart from the X.509 trust domains (spiffe://<td>/).
+    const tds: IdSpace[] = bundles.map((td) => ({ path: ['tls', 'client_ca_bundles', td], source: `X.509 trust domain ${td}`, prefix: `spiffe://${td}/` }));
+    const issuers = oidcIdSpaces(cfg.attestation.oidc?.issuers ?? []).map((s) => ({ ...s, path: ['attestation', 'oidc', ...s.path] }));
+    for (const i of idSpaceCollisions([...tds, ...issuers], (a, b) => tds.includes(a) !== tds.includes(b))) issue(i.path, i.message);
     const seen = new Map<string, number>();
     cfg.resource_servers.forEach((rs, i) => {
       for (const key of [`name:${rs.name}`, rs.workload && `workload:${rs.workload}`, rs.credential_sha256 && `credential:${rs.credential_sha256}`]) {

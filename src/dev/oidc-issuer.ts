@@ -63,7 +63,7 @@ export interface GitHubTokenOptions {
 }
 
 export interface OidcIssuer {
-  /** http://HOST:PORT — the exact `iss` of every token minted here. */
+  /** http://HOST:PORT[/path] — the exact `iss` of every token minted here. */
   readonly issuer: string;
   readonly jwksUri: string;
   readonly alg: IssuerAlg;
@@ -101,9 +101,17 @@ const SLOW_MS = 10_000;
 const b64url = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
 
 export async function startOidcIssuer(
-  opts: { alg?: IssuerAlg; host?: string; port?: number; clock?: Clock } = {},
+  opts: {
+    alg?: IssuerAlg;
+    host?: string;
+    port?: number;
+    clock?: Clock;
+    /** Issuer path, e.g. "/tenantA": discovery and JWKS are served under it, as for a tenant of a shared host. */
+    path?: string;
+  } = {},
 ): Promise<OidcIssuer> {
   const alg = opts.alg ?? 'ES256';
+  const base = opts.path ?? '';
   const host = opts.host ?? '127.0.0.1';
   const clock = opts.clock ?? Date.now;
 
@@ -133,8 +141,8 @@ export async function startOidcIssuer(
 
   const serve = (req: IncomingMessage, res: ServerResponse) => {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
-    const isDiscovery = path === '/.well-known/openid-configuration';
-    const isJwks = path === '/jwks.json';
+    const isDiscovery = path === `${base}/.well-known/openid-configuration`;
+    const isJwks = path === `${base}/jwks.json`;
     if (req.method !== 'GET' || (!isDiscovery && !isJwks)) return respond(res, 404, '{"error":"not_found"}');
     if (isJwks) requests++;
     else discoveryRequests++;
@@ -176,7 +184,7 @@ export async function startOidcIssuer(
     });
   });
   const { port } = server.address() as AddressInfo;
-  issuer = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  issuer = `http://${host.includes(':') ? `[${host}]` : host}:${port}${base}`;
   jwksUri = `${issuer}/jwks.json`;
 
   const nowSeconds = () => Math.floor(clock() / 1000);

@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import type { oidcConfigSchema } from '../../src/attestation/oidc.js';
+import type { oidcConfigSchema } from '../../src/attestation/oidc/index.js';
 import { parseConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { silentLogger } from '../../src/log.js';

@@ -1,6 +1,6 @@
 /** Both attestors run the shared contract: OIDC against a real local issuer, x509 with dev-CA certificates. */
 import { afterAll, beforeAll } from 'vitest';
-import { createOidcAttestor, oidcAttestor, oidcConfigSchema } from '../../src/attestation/oidc.js';
+import { createOidcAttestor, oidcAttestor, oidcConfigSchema } from '../../src/attestation/oidc/index.js';
 import { createX509Attestor, x509Attestor, x509ConfigSchema, type X509Evidence } from '../../src/attestation/x509.js';
 import { createCA, issueCertificate, tamperSignature, type Credential } from '../../src/dev/dev-ca.js';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';

@@ -5,7 +5,7 @@
 import { Writable } from 'node:stream';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createOidcAttestor, oidcAttestor, oidcConfigSchema, type OidcAttestor } from '../../src/attestation/oidc.js';
+import { createOidcAttestor, oidcAttestor, oidcConfigSchema, type OidcAttestor } from '../../src/attestation/oidc/index.js';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import { AttestationFailed, BrokerError, ConfigError, Unavailable } from '../../src/errors.js';
 import { createLogger, silentLogger, type Logger } from '../../src/log.js';
@@ -343,7 +343,7 @@ describe('oidc attestor: token validation', () => {
     });
     const broken = await freshIssuer();
     broken.setMode('down');
-    const a = attestorFor([issuerEntry(issuer), issuerEntry(broken)], fakeClock(), createLogger({ level: 'trace', destination: sink }));
+    const a = attestorFor([issuerEntry(issuer), issuerEntry(broken, { mapping: { preset: 'kubernetes', cluster: 'broken' } })], fakeClock(), createLogger({ level: 'trace', destination: sink }));
     await a.warm();
     const tokens = [
       await issuer.mintWithForeignKey(saClaims()),
@@ -601,7 +601,7 @@ describe('oidc attestor: keys', () => {
   it('is ready when at least one issuer has keys, and trivially ready with none configured', async () => {
     const down = await freshIssuer();
     down.setMode('down');
-    const a = attestorFor([issuerEntry(issuer), issuerEntry(down)]);
+    const a = attestorFor([issuerEntry(issuer), issuerEntry(down, { mapping: { preset: 'kubernetes', cluster: 'down' } })]);
     await a.warm();
     expect(a.notReady()).toBeUndefined();
     expect(a.status().map((s) => s.keys)).toEqual([1, 0]);
