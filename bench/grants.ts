@@ -11,6 +11,7 @@ import type { CreateGrantOptions, NewGrant } from '../src/grants/store.js';
 import { silentLogger } from '../src/log.js';
 import { cpuSeconds } from './child.js';
 import type { Measured } from './load.js';
+import { BENCH_KEY_PUBLICATION_SECRET } from './scenarios.js';
 
 /** grants.default_lifetime and grants.audit_retention of the default config. */
 const LIFETIME_MS = 3_600_000;
@@ -23,7 +24,7 @@ const MAX_ACTIVE = 1_000_000;
  * queued on the one connection ahead of any given write (the broker's 1 s is for single requests).
  */
 export function benchStore(url: string, keyPrefix: string): RedisGrantStore {
-  return createRedisGrantStore({ url, keyPrefix, commandTimeoutMs: 60_000, log: silentLogger });
+  return createRedisGrantStore({ url, keyPrefix, commandTimeoutMs: 60_000, keyPublicationSecrets: [BENCH_KEY_PUBLICATION_SECRET], log: silentLogger });
 }
 
 /** A Kubernetes workload id, one of many: k8s://prod/ns/team-042/sa/batch-worker-1042. */

@@ -29,6 +29,12 @@ const resourceServers = [{ name: 'bench-rs', audiences: ['db.bench'], credential
 /** The bench measures cost, not limits: per-workload issuance/renewal (100/s by default) and failures lifted. */
 const limits = { issuance: { rate: 1_000_000, burst: 1_000_000 }, failed_attestations: { burst: 1_000_000 } };
 
+/**
+ * The key publication secret every bench broker of this run shares (made per run: the config
+ * files are written by this process, so the brokers of one fleet get the same one).
+ */
+export const BENCH_KEY_PUBLICATION_SECRET = randomBytes(32).toString('hex');
+
 /** The key prefix of the plain-HTTP brokers (and of the growth fill, which shares their keyspace). */
 export const BROKER_PREFIX = 'bench:';
 
@@ -46,6 +52,7 @@ export function brokerConfig(env: Env, port: number, prefix: string, o: { tls?: 
     listen: { host: '127.0.0.1', port },
     store: { kind: 'redis', url: env.redis.url, key_prefix: prefix },
     grants: { max_active_per_workload: 100_000 },
+    tokens: { key_publication_secret: BENCH_KEY_PUBLICATION_SECRET },
     limits,
     log: { level: 'info' },
     ...(o.tls ? { tls: o.tls } : {}),

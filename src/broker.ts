@@ -19,6 +19,7 @@ import { taskRenewRequestSchema, taskStartRequestSchema, tokenParamsSchema } fro
 import type { Keyring } from './tokens/keyring.js';
 import { newTokenId, signTaskTokenOffThread, taskTokenClaims } from './tokens/mint.js';
 import { checkBinding, sameConfirmation } from './tokens/binding.js';
+import { recordedClaims, recordMismatch } from './tokens/record-match.js';
 import { TaskTokenVerifier } from './tokens/verify.js';
 import type { Clock } from './util/clock.js';
 import { parseDuration } from './util/duration.js';
@@ -182,6 +183,7 @@ export class Broker {
     });
 
     const now = clock();
+    this.checkRecord(claims, grant, 'renew');
     const intent: GrantedIntent = { audience: grant.audience, actions: grant.actions, resources: grant.resources, purpose: grant.purpose, task: grant.task };
     const decision = this.deps.policy.evaluate(workload, intent);
     if (!decision.allowed) {
@@ -220,6 +222,8 @@ export class Broker {
       checkBinding(claims, ctx.certificate);
       return claims;
     });
+    const recorded = await store.getGrant(grantId);
+    if (recorded) this.checkRecord(claims, recorded, 'end');
     const now = clock();
     const result = await store.closeGrant(grantId, claims.sub, { now, status: 'ended', reason: 'ended by its holder', presentedJti: claims.jti });
     if (result.outcome === 'replay') {
@@ -247,24 +251,27 @@ export class Broker {
     if (claims.exp * 1000 <= now) return INACTIVE;
     const grant = await this.deps.store.getGrant(claims.grant);
     // Only the grant's latest token is active: a renewed one is superseded.
-    if (!grant || grant.workload !== claims.sub || !isLive(grant, now) || grant.token_jti !== claims.jti) return INACTIVE;
-    const { iss, sub, aud, client_id, scope, iat, nbf, exp, jti, txn, authorization_details, cnf } = claims;
+    if (!grant || !isLive(grant, now) || grant.token_jti !== claims.jti || !this.matchesRecord(claims, grant, 'introspect')) return INACTIVE;
+    // The answer is the record's: the token only named it.
+    const { sub, aud, client_id, scope, txn, authorization_details, cnf } = recordedClaims(grant);
+    const exp = Math.floor(grant.token_exp / 1000);
     return {
       active: true,
-      iss,
+      iss: claims.iss,
       sub,
       aud,
       client_id,
       scope,
       token_type: 'Bearer',
-      iat,
-      nbf,
+      iat: claims.iat,
+      nbf: claims.nbf,
       exp,
-      jti,
-      grant: claims.grant,
+      jti: grant.token_jti,
+      grant: grant.id,
       txn,
       expires_in: Math.max(0, exp - Math.floor(now / 1000)),
       grant_exp: Math.floor(grant.expires_at / 1000),
+      rule: grant.rule,
       authorization_details,
       ...(cnf ? { cnf } : {}),
     };
@@ -281,6 +288,9 @@ export class Broker {
     const rs = await this.authenticated(ctx, () => this.resourceServers.find(ctx));
     const claims = await (rs ? unlessInvalid(this.verifier.verify(token)) : this.holderToken(token, ctx));
     if (!claims || (rs && !rs.audiences.includes(claims.aud))) return;
+    // A token its record does not vouch for changes nothing (and, as any invalid token, gets 200).
+    const recorded = await store.getGrant(claims.grant);
+    if (recorded && !this.matchesRecord(claims, recorded, 'revoke')) return;
     const by = rs ? `resource server ${rs.name}` : 'its holder';
     const result = await store.closeGrant(claims.grant, claims.sub, { now: clock(), status: 'revoked', reason: `revoked by ${by} (RFC 7009)` });
     if (result.outcome === 'closed') log.info({ grant: claims.grant, workload: claims.sub, by }, 'grant revoked');
@@ -308,6 +318,22 @@ export class Broker {
         return claims;
       }),
     );
+  }
+
+  /**
+   * Whether the grant's record vouches for the token's intent claims (tokens/record-match.ts).
+   * A verified token that it does not is a minting bug or a leaked signing key: logged (the grant
+   * and the claim, never the token), and the token is worth nothing.
+   */
+  private matchesRecord(claims: TaskTokenClaims, grant: Grant, op: string): boolean {
+    const mismatch = recordMismatch(claims, grant);
+    if (mismatch) this.deps.log.warn({ grant: grant.id, jti: claims.jti, op, mismatch }, 'task token does not match its grant record; ignored');
+    return mismatch === undefined;
+  }
+
+  /** Renew and end: a token its record does not vouch for is refused with invalid_grant. */
+  private checkRecord(claims: TaskTokenClaims, grant: Grant, op: string): void {
+    if (!this.matchesRecord(claims, grant, op)) throw new InvalidGrant('the token does not match its grant record');
   }
 
   /** The grant, if it exists for this workload and is live; else invalid_grant. */

@@ -12,7 +12,8 @@ export function parseConfig(raw: unknown): Config {
 }
 
 /**
- * Env overrides: REDIS_URL, JIT_ISSUER, PORT, LOG_LEVEL, and any setting as
+ * Env overrides: REDIS_URL, JIT_ISSUER, PORT, LOG_LEVEL, the key publication secrets
+ * JIT_KEY_PUBLICATION_SECRET and JIT_KEY_PUBLICATION_SECRET_ACCEPTED (as text), and any setting as
  * JIT__<PATH> with `__` between levels, e.g. JIT__TOKENS__DEFAULT_TTL=2m.
  * Values are parsed as YAML scalars so numbers and booleans keep their type.
  */
@@ -35,6 +36,8 @@ export function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): 
   if (env.JIT_ISSUER) set(['issuer'], env.JIT_ISSUER);
   if (env.PORT) set(['listen', 'port'], Number(env.PORT));
   if (env.LOG_LEVEL) set(['log', 'level'], env.LOG_LEVEL);
+  if (env.JIT_KEY_PUBLICATION_SECRET) set(['tokens', 'key_publication_secret'], env.JIT_KEY_PUBLICATION_SECRET);
+  if (env.JIT_KEY_PUBLICATION_SECRET_ACCEPTED) set(['tokens', 'key_publication_secret_accepted'], env.JIT_KEY_PUBLICATION_SECRET_ACCEPTED);
   return out;
 }
 

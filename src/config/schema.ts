@@ -5,6 +5,7 @@ import { trustDomainProblem } from '../attestation/spiffe-id.js';
 import { addressOrCidr, x509ConfigSchema } from '../attestation/x509.js';
 import { policySchema, TTL_CAP_MS, TTL_FLOOR_MS } from '../policy/rules.js';
 import { MAX_TASK_TOKEN_BYTES, MIN_BODY_BYTES } from '../protocol/limits.js';
+import { MIN_PUBLICATION_SECRET_LENGTH } from '../grants/key-publication.js';
 import { durationField, formatDuration } from '../util/duration.js';
 import { parseSecureUrl } from '../util/url.js';
 
@@ -36,6 +37,12 @@ const storeSchema = z.discriminatedUnion('kind', [
     .strict(),
   z.object({ kind: z.literal('memory') }).strict(),
 ]);
+
+/** A key publication secret: long enough to be a key. Its problems never repeat its value. */
+const publicationSecret = z
+  .string({ error: 'must be a string' })
+  .min(MIN_PUBLICATION_SECRET_LENGTH, `must be at least ${MIN_PUBLICATION_SECRET_LENGTH} characters (e.g. openssl rand -hex 32)`)
+  .max(1024, 'must be at most 1024 characters');
 
 /** A rate: `rate` events per `per`, with bursts of up to `burst`. */
 const rateField = (d: { rate: number; per: string; burst: number }) =>
@@ -91,6 +98,14 @@ export const configSchema = z
         key_rotation: durationField('6h'),
         /** How long a retired key stays in the JWKS. */
         key_overlap: durationField('20m'),
+        /**
+         * Shared by every instance, never stored in Redis: authenticates the signing keys the
+         * instances publish there (HMAC), so Redis write access alone adds no trusted key.
+         * Required with a redis store; env JIT_KEY_PUBLICATION_SECRET.
+         */
+        key_publication_secret: publicationSecret.optional(),
+        /** A second secret accepted (never used to sign) while rotating; env JIT_KEY_PUBLICATION_SECRET_ACCEPTED. */
+        key_publication_secret_accepted: publicationSecret.optional(),
       })
       .strict()
       .prefault({}),
@@ -178,6 +193,16 @@ export const configSchema = z
     if (t.key_overlap < t.max_ttl + t.leeway)
       issue(['tokens', 'key_overlap'], `must be >= tokens.max_ttl + tokens.leeway (${formatDuration(t.max_ttl + t.leeway)}) so no live token loses its key`);
     if (t.key_rotation < 60_000) issue(['tokens', 'key_rotation'], 'must be >= 1m');
+    if (cfg.store.kind === 'redis' && t.key_publication_secret === undefined)
+      issue(
+        ['tokens', 'key_publication_secret'],
+        'is required with a redis store: a secret shared by every broker instance, kept out of Redis, that authenticates the signing keys they publish (set it here or in JIT_KEY_PUBLICATION_SECRET; e.g. openssl rand -hex 32)',
+      );
+    if (t.key_publication_secret_accepted !== undefined) {
+      if (t.key_publication_secret === undefined) issue(['tokens', 'key_publication_secret_accepted'], 'needs tokens.key_publication_secret');
+      else if (t.key_publication_secret_accepted === t.key_publication_secret)
+        issue(['tokens', 'key_publication_secret_accepted'], 'must differ from tokens.key_publication_secret');
+    }
     if (cfg.http.request_timeout < 1000 || cfg.http.request_timeout > 300_000) issue(['http', 'request_timeout'], 'must be between 1s and 5m');
     if (cfg.tls) {
       const tls = cfg.tls;

@@ -321,16 +321,23 @@ export function validatePublishedKey(key: PublishedKey): PublishedKey {
   return parsed.data;
 }
 
-export function decodePublishedKey(json: string): DecodeResult<PublishedKey> {
+/** A published key as stored: the key's members and its `mac` (key-publication.ts), which the reader checks. */
+export function encodePublishedKey(key: PublishedKey, mac: string): string {
+  return JSON.stringify({ ...key, mac });
+}
+
+export function decodePublishedKey(json: string): DecodeResult<{ key: PublishedKey; mac: unknown }> {
   let raw: unknown;
   try {
     raw = JSON.parse(json);
   } catch {
     return { ok: false, problem: 'not JSON' };
   }
-  const parsed = publishedKeySchema.safeParse(raw);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { ok: false, problem: 'not a JSON object' };
+  const { mac, ...fields } = raw as Record<string, unknown>;
+  const parsed = publishedKeySchema.safeParse(fields);
   if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
-  return { ok: true, value: parsed.data };
+  return { ok: true, value: { key: parsed.data, mac } };
 }
 
 /** True when the stored value is JSON whose jwk holds private material (must be purged). */

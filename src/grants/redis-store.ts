@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Redis, type Result } from 'ioredis';
 import { BrokerError, InvalidRequest, OutcomeUnknown, Unavailable } from '../errors.js';
 import type { Logger } from '../log.js';
+import { clip } from '../util/text.js';
 import {
   AUDIT_MAXLEN,
   UNMATCHED_AUDIT_MAXLEN,
@@ -18,6 +19,7 @@ import {
   auditToFields,
   capExceeded,
   decodePublishedKey,
+  encodePublishedKey,
   grantFromRecord,
   grantToRecord,
   holdsPrivateMaterial,
@@ -30,6 +32,7 @@ import {
   validateRetention,
 } from './codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from './ids.js';
+import { checkPublicationSecrets, isAuthenticKey, publishedKeyMac } from './key-publication.js';
 import {
   NOT_DELIVERED_REASON,
   type AppendAuditOptions,
@@ -88,6 +91,12 @@ export interface RedisGrantStoreOptions {
   commandTimeoutMs?: number;
   /** TCP connect timeout. Default 2000 ms. */
   connectTimeoutMs?: number;
+  /**
+   * Secrets shared by every broker instance, never stored in Redis: the first authenticates the
+   * keys this instance publishes, any of them a published key it reads (two during a rotation).
+   * Required: a key in Redis that none authenticates is ignored.
+   */
+  keyPublicationSecrets: readonly string[];
   log: Logger;
 }
 
@@ -125,6 +134,7 @@ export function redactRedisUrl(url: string): string {
 export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantStore {
   const prefix = opts.keyPrefix ?? 'jit:';
   if (/[{}]/.test(prefix)) throw new Error('grant store key prefix must not contain "{" or "}"');
+  const secrets = checkPublicationSecrets(opts.keyPublicationSecrets);
   const commandTimeoutMs = opts.commandTimeoutMs ?? 1000;
   const connectTimeoutMs = opts.connectTimeoutMs ?? 2000;
   const log = opts.log.child({ component: 'grant-store', redis: redactRedisUrl(opts.url) });
@@ -137,6 +147,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     commandTimeout: commandTimeoutMs,
     connectTimeout: connectTimeoutMs,
     enableReadyCheck: true,
+    // No CLIENT SETINFO on connect: one command fewer for the least-privilege ACL (deploy/redis/).
+    disableClientInfo: true,
     // Commands issued in one event-loop turn go out in one write: under load the socket write,
     // not Redis, was the largest cost of an issuance (bench/). Each command keeps its own reply and timeout.
     enableAutoPipelining: true,
@@ -254,6 +266,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   const HINT_EVERY_MS = 60_000;
   const HINT_MEMO_MAX = 10_000;
   const publishedKeysKey = `${prefix}keys`;
+  /** Kids of unauthenticated published keys already logged (bounded): one line each, not one per read. */
+  const unauthenticLogged = new Set<string>();
 
   /**
    * The record, if it decodes and answers for its own id (and, when given, this workload).
@@ -569,7 +583,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       // leaves nothing behind for ever (Date.now: publishKey is given no clock).
       const ttl = Math.max(60_000, k.expires_at - Date.now() + 60_000);
       await guarded('publishKey', async () => {
-        await redis.jitPublishKey(publishedKeysKey, k.kid, JSON.stringify(k), ttl);
+        await redis.jitPublishKey(publishedKeysKey, k.kid, encodePublishedKey(k, publishedKeyMac(k, secrets)), ttl);
       });
     },
 
@@ -589,8 +603,18 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
             }
             continue;
           }
-          if (decoded.value.expires_at <= now) purge.push(kid);
-          else out.push(decoded.value);
+          const { key, mac } = decoded.value;
+          // Only a key one of our secrets authenticates: Redis write access alone adds none.
+          if (key.kid !== kid || !isAuthenticKey(key, mac, secrets)) {
+            if (!unauthenticLogged.has(kid)) {
+              if (unauthenticLogged.size >= 1000) unauthenticLogged.clear();
+              unauthenticLogged.add(kid);
+              log.error({ kid: clip(kid, 64) }, 'published key is not authenticated by the key publication secret; ignored (not served, verifies nothing)');
+            }
+            continue;
+          }
+          if (key.expires_at <= now) purge.push(kid);
+          else out.push(key);
         }
         if (purge.length > 0) await redis.hdel(publishedKeysKey, ...purge);
         return out;

@@ -101,6 +101,8 @@ export type IntrospectionResponse =
       expires_in: number;
       /** When the grant ends (epoch seconds), unless ended or revoked first. */
       grant_exp: number;
+      /** jit-broker: the policy rule that allowed the grant (from its record). */
+      rule: string;
       authorization_details: unknown[];
       cnf?: { 'x5t#S256': string } | { jkt: string };
     };

@@ -14,7 +14,7 @@ import { createCA, issueCertificate } from '../../src/dev/dev-ca.js';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import { freePort } from '../../src/util/net.js';
 import { postJson } from '../helpers/broker.js';
-import { redisUrl, uniquePrefix } from '../helpers/redis.js';
+import { redisUrl, TEST_KEY_PUBLICATION_SECRET, uniquePrefix } from '../helpers/redis.js';
 
 const run = promisify(execFile);
 const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
@@ -40,6 +40,7 @@ const baseConfig = (port: number) => ({
   issuer: `http://127.0.0.1:${port}`,
   listen: { host: '127.0.0.1', port },
   store: { kind: 'redis', url: redisUrl(), key_prefix: uniquePrefix('cli') },
+  tokens: { key_publication_secret: TEST_KEY_PUBLICATION_SECRET },
   attestation: { oidc: { issuers: [{ issuer: issuer.issuer, audiences: ['jit-broker'], algorithms: ['ES256'], mapping: { preset: 'kubernetes', cluster: 'ops' } }] } },
   policies: [{ name: 'ops', workloads: ['k8s://ops/ns/ops/sa/*'], audiences: ['api.ops'], actions: ['read'] }],
 });
@@ -67,7 +68,7 @@ describe('jit-broker check-config', () => {
     const cfg = baseConfig(8080);
     const bad = {
       ...cfg,
-      tokens: { max_ttl: '20m', key_overlap: '5m' },
+      tokens: { ...cfg.tokens, max_ttl: '20m', key_overlap: '5m' },
       policies: [...cfg.policies, { name: 'slow', workloads: ['a://b'], audiences: ['x'], actions: ['r'], max_ttl: '1h' }],
     };
     const r = await cli(['check-config', '--config', writeConfig('bad.yaml', bad)]);

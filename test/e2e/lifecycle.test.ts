@@ -339,6 +339,7 @@ describe('introspection (RFC 7662)', () => {
       txn: claims.txn,
       expires_in: expect.any(Number),
       grant_exp: expect.any(Number),
+      rule: 'payments-svid',
       authorization_details: claims.authorization_details,
       cnf: claims.cnf,
     });

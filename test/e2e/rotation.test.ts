@@ -20,7 +20,7 @@ import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import { MAX_PUBLISHED_KEYS } from '../../src/tokens/keyring.js';
 import { freePort } from '../../src/util/net.js';
 import { AUDIENCE, postJson } from '../helpers/broker.js';
-import { redisUrl, uniquePrefix } from '../helpers/redis.js';
+import { redisUrl, TEST_KEY_PUBLICATION_SECRET, uniquePrefix } from '../helpers/redis.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
@@ -63,7 +63,7 @@ function fleetConfig(port: number, keyPrefix: string) {
     log: { level: 'info' },
     // Scheduled rotation (6h) never fires during the test; rotations come from SIGUSR2 only.
     // The overlap (20m, the default, >= max_ttl + leeway) keeps every retired key published.
-    tokens: { key_rotation: '6h', key_overlap: '20m' },
+    tokens: { key_rotation: '6h', key_overlap: '20m', key_publication_secret: TEST_KEY_PUBLICATION_SECRET },
     attestation: {
       oidc: { issuers: [{ issuer: issuer.issuer, audiences: [AUDIENCE], algorithms: ['ES256'], mapping: { preset: 'kubernetes', cluster: 'test' } }] },
     },

@@ -7,7 +7,7 @@ import { startBroker, type BrokerRuntime } from '../../src/server.js';
 import type { OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import type { Clock } from '../../src/util/clock.js';
 import { testLogger } from './log-capture.js';
-import { redisUrl, uniquePrefix } from './redis.js';
+import { redisUrl, TEST_KEY_PUBLICATION_SECRET, uniquePrefix } from './redis.js';
 
 export const AUDIENCE = 'jit-broker';
 
@@ -53,6 +53,8 @@ export async function startTestBroker(
       },
     ],
     ...rest,
+    // Every test broker shares one publication secret unless the test sets its own.
+    tokens: { key_publication_secret: TEST_KEY_PUBLICATION_SECRET, ...rest.tokens },
   });
   const log = testLogger({ level: config.log.level, destination: opts.destination }) ?? silentLogger;
   const runtime = await startBroker(config, { log, ...(opts.clock ? { clock: opts.clock } : {}) });

@@ -70,7 +70,7 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Sends one inline PING and resolves true on +PONG (false on any error or after 500 ms). */
+/** Sends one inline PING and resolves true once the server answers: +PONG, or -NOAUTH when its default user is off (false on any error or after 500 ms). */
 function pingOnce(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = createConnection({ host: '127.0.0.1', port });
@@ -84,7 +84,7 @@ function pingOnce(port: number): Promise<boolean> {
     sock.once('error', () => done(false));
     sock.on('data', (d) => {
       buf += d.toString('utf8');
-      if (buf.includes('\r\n')) done(buf.startsWith('+PONG'));
+      if (buf.includes('\r\n')) done(buf.startsWith('+PONG') || buf.startsWith('-NOAUTH'));
     });
     sock.once('connect', () => sock.write('PING\r\n'));
   });
@@ -212,3 +212,7 @@ export async function startRedisServer(opts: StartRedisOptions = {}): Promise<Re
     },
   };
 }
+
+/** The key publication secret of test brokers and stores (never a real one; see key-publication.ts). */
+export const TEST_KEY_PUBLICATION_SECRET = 'test-key-publication-secret-0123456789abcdef';
+export const TEST_KEY_PUBLICATION_SECRETS: readonly string[] = [TEST_KEY_PUBLICATION_SECRET];

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { createMemoryGrantStore } from '../../src/grants/memory-store.js';
 import { createRedisGrantStore } from '../../src/grants/redis-store.js';
 import { freePort } from '../../src/util/net.js';
-import { startRedisServer } from '../helpers/redis.js';
+import { startRedisServer, TEST_KEY_PUBLICATION_SECRETS } from '../helpers/redis.js';
 import { silentLogger } from '../../src/log.js';
 import { Keyring, MAX_PUBLISHED_KEYS, type SigningAlg } from '../../src/tokens/keyring.js';
 import { signTaskToken, taskTokenClaims } from '../../src/tokens/mint.js';
@@ -93,7 +93,7 @@ describe('keyring', () => {
 
   it('fails closed (503) when its key could not be published', async () => {
     // A real Redis client pointed at a port where nothing listens.
-    const store = createRedisGrantStore({ url: `redis://127.0.0.1:${await freePort()}`, commandTimeoutMs: 200, log: silentLogger });
+    const store = createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url: `redis://127.0.0.1:${await freePort()}`, commandTimeoutMs: 200, log: silentLogger });
     const k = new Keyring({ alg: 'ES256', rotationMs: 60 * MIN, overlapMs: 20 * MIN, store, clock: Date.now, log: silentLogger });
     await k.start();
     expect(k.notReady()).toMatch(/not published/);
@@ -119,7 +119,7 @@ describe('keyring', () => {
 
   it('keeps its own keys in the JWKS even when the store lost them', async () => {
     const server = await startRedisServer();
-    const store = createRedisGrantStore({ url: server.url, commandTimeoutMs: 500, log: silentLogger });
+    const store = createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url: server.url, commandTimeoutMs: 500, log: silentLogger });
     const k = new Keyring({ alg: 'ES256', rotationMs: 60 * MIN, overlapMs: 20 * MIN, store, clock: Date.now, log: silentLogger, jwksCacheMs: 0 });
     try {
       await k.start();
@@ -170,7 +170,7 @@ describe('keyring', () => {
     const server = await startRedisServer();
     let now = Date.UTC(2026, 10, 28, 12);
     const clock = () => now;
-    const store = createRedisGrantStore({ url: server.url, commandTimeoutMs: 200, log: silentLogger });
+    const store = createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url: server.url, commandTimeoutMs: 200, log: silentLogger });
     const other = new Keyring({ alg: 'ES256', rotationMs: 60 * MIN, overlapMs: 20 * MIN, store, clock, log: silentLogger, jwksCacheMs: 0 });
     const k = new Keyring({ alg: 'ES256', rotationMs: 60 * MIN, overlapMs: 20 * MIN, store, clock, log: silentLogger, jwksCacheMs: 0 });
     try {

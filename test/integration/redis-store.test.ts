@@ -10,7 +10,7 @@ import { createRedisGrantStore, redactRedisUrl, type RedisGrantStore } from '../
 import type { Grant, GrantStore } from '../../src/grants/store.js';
 import { silentLogger } from '../../src/log.js';
 import { describeGrantStoreContract, makeGrant, uniqueWorkload } from '../helpers/grant-store-contract.js';
-import { redisUrl, startRedisServer, uniquePrefix, type RedisProcess } from '../helpers/redis.js';
+import { redisUrl, startRedisServer, TEST_KEY_PUBLICATION_SECRETS, uniquePrefix, type RedisProcess } from '../helpers/redis.js';
 
 const prefix = uniquePrefix('redis-store');
 
@@ -39,7 +39,7 @@ async function plantForeign(_store: GrantStore, victim: string, at: { now: numbe
   }
 }
 
-describeGrantStoreContract('redis', async () => createRedisGrantStore({ url: redisUrl(), keyPrefix: prefix, log: silentLogger }), {
+describeGrantStoreContract('redis', async () => createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url: redisUrl(), keyPrefix: prefix, log: silentLogger }), {
   plantForeign,
 });
 
@@ -97,7 +97,7 @@ describe('redis grant store: Redis specifics', () => {
   let raw: Redis;
 
   beforeAll(async () => {
-    store = createRedisGrantStore({ url: redisUrl(), keyPrefix: prefix, log: silentLogger });
+    store = createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url: redisUrl(), keyPrefix: prefix, log: silentLogger });
     raw = new Redis(redisUrl());
   });
   afterAll(async () => {
@@ -302,7 +302,7 @@ describe('redis grant store: Redis specifics', () => {
     const lines: string[] = [];
     const keyPrefix = uniquePrefix('redis-store-hint');
     const hintKey = `${keyPrefix}workloads`;
-    const s = createRedisGrantStore({ url: redisUrl(), keyPrefix, log: warningsTo(lines) });
+    const s = createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url: redisUrl(), keyPrefix, log: warningsTo(lines) });
     try {
       await raw.set(hintKey, 'not a zset'); // ZADD answers WRONGTYPE
       const now = Date.now();
@@ -330,7 +330,7 @@ describe('redis grant store: Redis specifics', () => {
       await admin.acl('SETUSER', 'nohint', 'on', '>pw', '+@all', `~${keyPrefix}{*`, `%R~${keyPrefix}workloads`);
       await admin.quit();
       const url = own.url.replace('redis://', 'redis://nohint:pw@');
-      const store = createRedisGrantStore({ url, keyPrefix, log: warningsTo(lines) });
+      const store = createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url, keyPrefix, log: warningsTo(lines) });
       s = store;
       await eventually(() => store.ping());
       await expectGrantDespiteHint(store, lines, Date.now(), 'EXECABORT');
@@ -347,6 +347,28 @@ describe('redis grant store: Redis specifics', () => {
     const keys = await store.publishedKeys(Date.now());
     expect(keys.map((k) => k.kid)).not.toContain(kid);
     expect(await raw.hexists(`${prefix}keys`, kid)).toBe(0);
+  });
+
+  it('serves a published key only while its entry is as its publisher authenticated it (key publication MAC)', async () => {
+    const now = Date.now();
+    const kid = `mac-${now}`;
+    await store.publishKey({ kid, jwk: { kty: 'OKP', crv: 'Ed25519', x: 'abc', kid }, created_at: now, retire_at: now + 1000, expires_at: now + 60 * 60_000 });
+    const stored = (await raw.hget(`${prefix}keys`, kid))!;
+    expect((await store.publishedKeys(now)).map((k) => k.kid)).toContain(kid);
+    // Someone with Redis write access keeps the MAC but moves the key's expiry, or drops the MAC.
+    const entry = JSON.parse(stored) as Record<string, unknown>;
+    for (const tampered of [{ ...entry, expires_at: now + 10 * 60 * 60_000 }, { ...entry, mac: undefined }, { ...entry, jwk: { kty: 'OKP', crv: 'Ed25519', x: 'abd', kid } }]) {
+      await raw.hset(`${prefix}keys`, kid, JSON.stringify(tampered));
+      expect((await store.publishedKeys(now)).map((k) => k.kid)).not.toContain(kid);
+    }
+    // A store with another secret does not trust this store's keys.
+    await raw.hset(`${prefix}keys`, kid, stored);
+    const other = createRedisGrantStore({ keyPublicationSecrets: ['another-secret-0123456789abcdef01234'], url: redisUrl(), keyPrefix: prefix, log: silentLogger });
+    try {
+      expect((await other.publishedKeys(now)).map((k) => k.kid)).not.toContain(kid);
+    } finally {
+      await other.close();
+    }
   });
 
   it('keeps the published-keys hash alive for as long as its longest-lived key', async () => {
@@ -404,7 +426,7 @@ describe('redis grant store: failing closed and recovering', () => {
     const setup = new Redis(server.url);
     await setup.config('SET', 'requirepass', 'hunter2');
     await setup.quit();
-    const s = createRedisGrantStore({ url, keyPrefix: 'jit:', log });
+    const s = createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url, keyPrefix: 'jit:', log });
     store = s;
     const w = uniqueWorkload();
     const t0 = Date.now();
@@ -447,7 +469,7 @@ describe('redis grant store: failing closed and recovering', () => {
   }
 
   it('times out a command Redis does not answer (commandTimeoutMs) with Unavailable', async () => {
-    const s = createRedisGrantStore({ url: server.url, keyPrefix: 'jit:', commandTimeoutMs: 300, log: silentLogger });
+    const s = createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url: server.url, keyPrefix: 'jit:', commandTimeoutMs: 300, log: silentLogger });
     store = s;
     await eventually(() => s.ping());
     process.kill(server.pid, 'SIGSTOP');
@@ -462,7 +484,7 @@ describe('redis grant store: failing closed and recovering', () => {
 
   it('starts while Redis is down and serves once it is up', async () => {
     await server.stop();
-    const s = createRedisGrantStore({ url: server.url, keyPrefix: 'jit:', log: silentLogger });
+    const s = createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url: server.url, keyPrefix: 'jit:', log: silentLogger });
     store = s;
     await expect(within(s.ping(), 2000)).rejects.toBeInstanceOf(Unavailable);
     await server.restart();

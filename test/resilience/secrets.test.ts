@@ -7,7 +7,7 @@
  * checked by the scanner's patterns and by the exact strings.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { createHash, generateKeyPairSync } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,7 +25,7 @@ import { freePort } from '../../src/util/net.js';
 import { AUDIENCE, startTestBroker } from '../helpers/broker.js';
 import { captureChildOutput, captureFilePath, formatFindings, redact, scanLogDir, scanText, startLogCapture } from '../helpers/log-capture.js';
 import { createTestPki, httpsJson, scratchDir, type TestPki } from '../helpers/pki.js';
-import { redisUrl, uniquePrefix } from '../helpers/redis.js';
+import { redisUrl, TEST_KEY_PUBLICATION_SECRET, uniquePrefix } from '../helpers/redis.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const run = promisify(execFile);
@@ -308,6 +308,7 @@ describe('a broker at trace level, every route with success and failure paths', 
     rsCert = await issueCertificate(pki.example, { uris: [RS_SPIFFE] });
     for (const [what, cred] of [['server', pki.server], ['svid', svid], ['rs', rsCert], ['ca', pki.example]] as const) secrets.pem(`${what} private key`, cred.keyPem);
     secrets.add('resource server credential', RS_CREDENTIAL);
+    secrets.add('key publication secret', TEST_KEY_PUBLICATION_SECRET);
     const sink = new Writable({
       write(chunk: Buffer, _enc, cb) {
         lines.push(chunk.toString());
@@ -510,6 +511,9 @@ describe('the production CLI at trace level, in its own process', () => {
     writeFileSync(path, stringify(config));
     const env: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('JIT_') && !['REDIS_URL', 'PORT', 'LOG_LEVEL'].includes(k)) env[k] = v;
+    // The key publication secret from the environment, as deployments pass it: never in a log line.
+    const publicationSecret = `cli-publication-secret-${randomBytes(16).toString('hex')}`;
+    env.JIT_KEY_PUBLICATION_SECRET = publicationSecret;
     child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--config', path], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     captureChildOutput(child, 'cli-serve');
     let out = '';
@@ -522,6 +526,7 @@ describe('the production CLI at trace level, in its own process', () => {
     }
     const secrets = new Secrets();
     secrets.add('resource server credential', RS_CREDENTIAL);
+    secrets.add('key publication secret', publicationSecret);
     const post = async (p: string, body: unknown, headers: Record<string, string> = {}) => {
       const form = typeof body === 'string';
       const res = await fetch(`${url}${p}`, { method: 'POST', headers: { 'content-type': form ? 'application/x-www-form-urlencoded' : 'application/json', ...headers }, body: form ? body : JSON.stringify(body) });

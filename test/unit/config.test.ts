@@ -131,7 +131,7 @@ describe('config', () => {
       file,
       'issuer: https://broker.example.com\nstore: {kind: memory}\ntokens:\n  default_ttl: 2m\npolicies: []\n',
     );
-    const cfg = loadConfig(file, { REDIS_URL: 'redis://127.0.0.1:6390', JIT__TOKENS__DEFAULT_TTL: '3m', PORT: '9999' });
+    const cfg = loadConfig(file, { REDIS_URL: 'redis://127.0.0.1:6390', JIT__TOKENS__DEFAULT_TTL: '3m', PORT: '9999', JIT_KEY_PUBLICATION_SECRET: 'x'.repeat(32) });
     expect(cfg.store).toEqual({ kind: 'redis', url: 'redis://127.0.0.1:6390', key_prefix: 'jit:', command_timeout: 1000 });
     expect(cfg.tokens.default_ttl).toBe(180_000);
     expect(cfg.listen.port).toBe(9999);
@@ -149,5 +149,42 @@ describe('config', () => {
     const raw = { tokens: { default_ttl: '1m' } };
     applyEnv(raw, { JIT__TOKENS__DEFAULT_TTL: '2m' });
     expect(raw.tokens.default_ttl).toBe('1m');
+  });
+});
+
+describe('key publication secret (issue 11 item 5)', () => {
+  const redis = { kind: 'redis', url: 'redis://127.0.0.1:6379' };
+  const SECRET = 'a-publication-secret-of-32-chars-or-more';
+
+  it('a Redis store refuses to load without it; the memory store needs none', () => {
+    const found = problems({ ...base, store: redis });
+    expect(found).toHaveLength(1);
+    expect(found[0]).toMatch(/^tokens\.key_publication_secret: .*required with a redis store/);
+    expect(problems({ ...base, store: redis, tokens: { key_publication_secret: SECRET } })).toEqual([]);
+    expect(problems(base)).toEqual([]);
+  });
+
+  it('comes from JIT_KEY_PUBLICATION_SECRET (and the accepted one from JIT_KEY_PUBLICATION_SECRET_ACCEPTED), as text', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'jit-cfg-'));
+    const file = join(dir, 'broker.yaml');
+    writeFileSync(file, 'issuer: https://broker.example.com\nstore: {kind: redis, url: "redis://127.0.0.1:6390"}\npolicies: []\n');
+    expect(() => loadConfig(file, {})).toThrow(/key_publication_secret/);
+    const digits = '1234567890'.repeat(4); // would be a number if read as YAML
+    const cfg = loadConfig(file, { JIT_KEY_PUBLICATION_SECRET: SECRET, JIT_KEY_PUBLICATION_SECRET_ACCEPTED: digits });
+    expect(cfg.tokens.key_publication_secret).toBe(SECRET);
+    expect(cfg.tokens.key_publication_secret_accepted).toBe(digits);
+  });
+
+  it('is long enough, differs from the accepted one, and no problem repeats it', () => {
+    const short = 'too-short-secret';
+    const found = problems({ ...base, store: redis, tokens: { key_publication_secret: short, key_publication_secret_accepted: short } });
+    expect(found.some((p) => p.startsWith('tokens.key_publication_secret: '))).toBe(true);
+    for (const p of found) expect(p).not.toContain(short);
+    expect(problems({ ...base, store: redis, tokens: { key_publication_secret: SECRET, key_publication_secret_accepted: SECRET } })).toEqual([
+      'tokens.key_publication_secret_accepted: must differ from tokens.key_publication_secret',
+    ]);
+    expect(problems({ ...base, tokens: { key_publication_secret_accepted: SECRET } })).toEqual([
+      'tokens.key_publication_secret_accepted: needs tokens.key_publication_secret',
+    ]);
   });
 });
