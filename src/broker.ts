@@ -15,6 +15,7 @@ import type { Confirmation, TaskTokenClaims } from './protocol/claims.js';
 import type { GrantedIntent } from './protocol/intent.js';
 import type { IntrospectionResponse, TaskEndResponse, TaskRenewResponse, TaskStartRequest, TaskStartResponse } from './protocol/tasks.js';
 import { taskRenewRequestSchema, taskStartRequestSchema, tokenParamsSchema } from './protocol/tasks.js';
+import { illFormedPath } from './protocol/unicode.js';
 import type { Keyring } from './tokens/keyring.js';
 import { newTokenId, signTaskTokenOffThread, taskTokenClaims } from './tokens/mint.js';
 import { checkBinding, sameConfirmation } from './tokens/binding.js';
@@ -327,14 +328,26 @@ export class Broker {
     }
   }
 
-  /** Runs the attestor of the evidence's kind. */
+  /**
+   * Runs the attestor of the evidence's kind. What it verified reaches grants, tokens and audit
+   * events, so it must be well-formed Unicode, whichever attestor read it: otherwise the evidence
+   * is refused (401), as any other evidence the broker cannot use.
+   */
   private async attest(evidence: Evidence | undefined): Promise<Workload> {
     if (!evidence) {
       throw new AttestationFailed('no evidence: send attestation {kind, token} or present a client certificate');
     }
     const attestor = this.deps.attestors[evidence.kind];
     if (!attestor) throw new AttestationFailed(`attestation kind "${evidence.kind}" is not enabled on this broker`);
-    return attestor.attest(evidence);
+    const workload = await attestor.attest(evidence).catch((e: unknown) => {
+      // encodeURIComponent throws URIError on a lone surrogate: a claim mapped into a URI.
+      if (e instanceof URIError) throw new AttestationFailed(NOT_WELL_FORMED_EVIDENCE('id'), { detail: e.message });
+      throw e;
+    });
+    const { id, issuer, attributes, confirmation } = workload;
+    const bad = illFormedPath({ id, issuer, attributes, ...(confirmation ? { confirmation } : {}) });
+    if (bad !== undefined) throw new AttestationFailed(NOT_WELL_FORMED_EVIDENCE(bad), { detail: `${evidence.kind} evidence` });
+    return workload;
   }
 
   private async mint(workloadId: string, grantId: string, intent: GrantedIntent, now: number, expiresAt: number, cnf: Confirmation | undefined): Promise<Minted> {
@@ -406,6 +419,8 @@ function evidenceTooShort(workload: Workload, now: number): AttestationFailed {
     `the presented evidence expires in ${Math.max(0, Math.floor((workload.evidenceExpiresAt - now) / 1000))}s; present evidence valid for at least 30s`,
   );
 }
+
+const NOT_WELL_FORMED_EVIDENCE = (field: string) => `the evidence maps to a workload ${field} that is not well-formed Unicode (a lone UTF-16 surrogate)`;
 
 function inactiveReason(grant: Grant, now: number): string {
   if (grant.status === 'revoked') return 'the grant has been revoked';

@@ -3,3 +3,4 @@ export * from './errors.js';
 export * from './intent.js';
 export * from './tasks.js';
 export * from './claims.js';
+export * from './unicode.js';

@@ -145,6 +145,60 @@ export function describeGrantStoreContract(
         expect(await store.readAudit(w)).toEqual([]);
       });
 
+      it('refuses text that is not well-formed Unicode in any field, writing nothing (issue 11)', async () => {
+        const w = uniqueWorkload();
+        const lone = '\ud800';
+        const bad: Partial<NewGrant>[] = [
+          { issuer: `https://issuer${lone}` },
+          { rule: `rule${lone}` },
+          { audience: `aud${lone}` },
+          { actions: ['read', `\udc00deploy`] },
+          { resources: [`repo:${lone}`] },
+          { purpose: `ship ${lone}` },
+          { purpose: '\udc00\ud800' },
+          { task: `task${lone}` },
+          { token_jti: `jti${lone}` },
+          { cnf: { 'x5t#S256': `x${lone}` } },
+        ];
+        for (const over of bad) await expect(store.createGrant(makeGrant(w, t0, over), opts(t0)), JSON.stringify(over)).rejects.toBeInstanceOf(InvalidRequest);
+        const loneWorkload = `${w}${lone}`;
+        await expect(store.createGrant(makeGrant(loneWorkload, t0), opts(t0))).rejects.toBeInstanceOf(InvalidRequest);
+        expect(await store.listWorkloadGrants(w, { now: t0 })).toEqual([]);
+        expect(await store.readAudit(w)).toEqual([]);
+
+        // Audit events, close reasons and renewals likewise.
+        for (const e of [{ reason: `r${lone}` }, { audience: `a${lone}` }, { actions: [`a${lone}`] }, { task: `t${lone}` }, { rule: `r${lone}` }])
+          await expect(store.appendAudit({ type: 'grant.denied', at: t0, workload: w, ...e }, { retentionMs: HOUR })).rejects.toBeInstanceOf(InvalidRequest);
+        const g = makeGrant(w, t0);
+        await store.createGrant(g, opts(t0));
+        await expect(store.closeGrant(g.id, w, { now: t0 + 1, status: 'revoked', reason: `by ${lone}` })).rejects.toBeInstanceOf(InvalidRequest);
+        const renewal = { id: g.id, workload: w, presentedJti: g.token_jti, jti: `jti${lone}`, tokenExp: t0 + MIN };
+        await expect(store.renewGrant(renewal, { now: t0 + 1, retentionMs: HOUR })).rejects.toBeInstanceOf(InvalidRequest);
+        expect(await store.getGrant(g.id)).toEqual({ ...g, status: 'active', generation: 1 });
+        expect((await store.readAudit(w)).map((e) => e.type)).toEqual(['grant.issued']);
+      });
+
+      it('round-trips well-formed text of every kind: astral, bidi and combining marks, at the maximum lengths', async () => {
+        const w = uniqueWorkload();
+        const input = makeGrant(w, t0, {
+          audience: `𝔸😀\u202e\u2067e\u0301${'𝔹'.repeat(508)}`, // 1024 UTF-16 units, the maximum
+          purpose: '😀'.repeat(1024),
+          rule: 'règle-\u200f',
+          resources: ['\u{10FFFF}'.repeat(1024)],
+          actions: ['e\u0301\u0327'],
+        });
+        await store.createGrant(input, opts(t0));
+        const expected: Grant = { ...input, status: 'active', generation: 1 };
+        expect(await store.getGrant(input.id)).toEqual(expected);
+        expect(await store.listWorkloadGrants(w, { now: t0 })).toEqual([expected]);
+        expect(await store.listTaskGrants(w, input.task, { now: t0 })).toEqual([expected]);
+        const renewed = await store.renewGrant({ id: input.id, workload: w, presentedJti: input.token_jti, jti: 'jti-2', tokenExp: t0 + MIN }, { now: t0 + 1, retentionMs: HOUR });
+        expect(renewed).toEqual({ outcome: 'renewed', grant: { ...expected, generation: 2, token_jti: 'jti-2', token_exp: t0 + MIN } });
+        const closed = await store.closeGrant(input.id, w, { now: t0 + 2, status: 'ended' });
+        expect(closed).toMatchObject({ outcome: 'closed', grant: { ...expected, generation: 2, token_jti: 'jti-2', token_exp: t0 + MIN, status: 'ended', expires_at: t0 + 2 } });
+        expect((await store.readAudit(w))[0]).toMatchObject({ type: 'grant.issued', audience: input.audience, actions: input.actions, rule: input.rule });
+      });
+
       it('names a grant g_<128-bit workload tag>_<128 random bits>, both base64url', async () => {
         const w = uniqueWorkload();
         const g = await store.createGrant(makeGrant(w, t0), opts(t0));
