@@ -2,7 +2,7 @@ import type { Attestor, Evidence, Workload } from './attestation/attestor.js';
 import type { X509Evidence } from './attestation/x509.js';
 import { ResourceServers } from './auth/resource-servers.js';
 import type { Config } from './config/schema.js';
-import { AccessDenied, AttestationFailed, InvalidClient, InvalidGrant, InvalidRequest, InvalidToken, OutcomeUnknown, TokenMissing, Unavailable } from './errors.js';
+import { AccessDenied, AttestationFailed, InvalidClient, InvalidGrant, InvalidRequest, InvalidToken, OutcomeUnknown, TokenMissing, Unavailable, UnreadableGrant } from './errors.js';
 import { UndeliveredGrants } from './grants/undelivered.js';
 import { DuplicateGrantId, isLive } from './grants/codec.js';
 import { isGrantId, newGrantId } from './grants/ids.js';
@@ -215,15 +215,22 @@ export class Broker {
       return claims;
     });
     const now = clock();
+    // An unreadable record throws (500): the grant could not be ended, and no answer may say it was.
     const result = await store.closeGrant(grantId, claims.sub, { now, status: 'ended', reason: 'ended by its holder', presentedJti: claims.jti });
-    if (result.outcome === 'replay') {
-      log.warn({ grant: grantId, workload: claims.sub, presented: claims.jti }, 'replay detected: superseded token presented to end the grant; grant revoked');
-      throw new InvalidGrant(REPLAYED);
+    switch (result.outcome) {
+      case 'replay':
+        log.warn({ grant: grantId, workload: claims.sub, presented: claims.jti }, 'replay detected: superseded token presented to end the grant; grant revoked');
+        throw new InvalidGrant(REPLAYED);
+      case 'unknown':
+        // A verified token whose grant has no record (gone past retention, or never written): as renew answers.
+        throw new InvalidGrant('unknown grant');
+      case 'closed':
+        log.info({ grant: grantId, workload: claims.sub }, 'grant ended by its holder');
+        break;
+      case 'inactive':
+        break;
     }
-    if (result.outcome === 'closed') log.info({ grant: grantId, workload: claims.sub }, 'grant ended by its holder');
-    const grant = result.outcome === 'unknown' ? undefined : result.grant;
-    const status = grant && grant.status !== 'active' ? grant.status : 'expired';
-    return { grant: grantId, status, ended_at: new Date(grant?.expires_at ?? claims.exp * 1000).toISOString() };
+    return { grant: grantId, status: endedStatus(result.grant, now), ended_at: new Date(result.grant.expires_at).toISOString() };
   }
 
   /**
@@ -239,7 +246,11 @@ export class Broker {
     const now = this.deps.clock();
     // Our own clock judges our own tokens: expired is expired, without the inbound leeway.
     if (claims.exp * 1000 <= now) return INACTIVE;
-    const grant = await this.deps.store.getGrant(claims.grant);
+    // A record that does not decode cannot show the grant live: inactive (the store logged it).
+    const grant = await this.deps.store.getGrant(claims.grant).catch((e: unknown) => {
+      if (e instanceof UnreadableGrant) return null;
+      throw e;
+    });
     // Only the grant's latest token is active: a renewed one is superseded.
     if (!grant || grant.workload !== claims.sub || !isLive(grant, now) || grant.token_jti !== claims.jti) return INACTIVE;
     const { iss, sub, aud, client_id, scope, iat, nbf, exp, jti, txn, authorization_details, cnf } = claims;
@@ -267,7 +278,9 @@ export class Broker {
   /**
    * POST /oauth2/revoke (RFC 7009): the token's grant expires now. Callers are a resource server
    * of the token's audience, or the token's holder (with its binding, when it is bound). Unknown,
-   * invalid or already dead tokens change nothing and are not an error (§2.2).
+   * invalid or already dead tokens change nothing and are not an error (§2.2), nor is a verified
+   * token whose grant has no record (nothing exists to change). A record that is there but does
+   * not decode is: 500, since the grant could not be revoked.
    */
   async revoke(params: unknown, ctx: CallContext = {}): Promise<void> {
     const { store, clock, log } = this.deps;
@@ -278,6 +291,7 @@ export class Broker {
     const by = rs ? `resource server ${rs.name}` : 'its holder';
     const result = await store.closeGrant(claims.grant, claims.sub, { now: clock(), status: 'revoked', reason: `revoked by ${by} (RFC 7009)` });
     if (result.outcome === 'closed') log.info({ grant: claims.grant, workload: claims.sub, by }, 'grant revoked');
+    else if (result.outcome === 'unknown') log.info({ grant: claims.grant, workload: claims.sub, by }, 'revoked token has no grant record; nothing changed');
   }
 
   /** The bearer task token, verified and issued for this grant. */
@@ -421,6 +435,13 @@ function evidenceTooShort(workload: Workload, now: number): AttestationFailed {
 }
 
 const NOT_WELL_FORMED_EVIDENCE = (field: string) => `the evidence maps to a workload ${field} that is not well-formed Unicode (a lone UTF-16 surrogate)`;
+
+/** What end answers for a grant it found closed: never `expired` for one still live. */
+function endedStatus(grant: Grant, now: number): TaskEndResponse['status'] {
+  if (grant.status !== 'active') return grant.status;
+  if (grant.expires_at <= now) return 'expired';
+  throw new Error(`grant ${grant.id} is live, yet the store did not end it`);
+}
 
 function inactiveReason(grant: Grant, now: number): string {
   if (grant.status === 'revoked') return 'the grant has been revoked';

@@ -185,6 +185,8 @@ const jsonOr = (s: string | undefined): unknown => {
   }
 };
 const numOr = (s: string | undefined): unknown => (s === undefined || s === '' ? undefined : Number(s));
+/** A record line's number as lib.lua grant_read reads it (digits only, at most 15): both decoders agree. */
+const digitsOr = (s: string | undefined): unknown => (s !== undefined && /^\d{1,15}$/.test(s) ? Number(s) : Symbol('not digits'));
 
 export type DecodeResult<T> = { ok: true; value: T } | { ok: false; problem: string };
 
@@ -201,10 +203,10 @@ export function grantFromRecord(id: string, record: string): DecodeResult<Grant>
     id,
     workload,
     status,
-    expires_at: numOr(expiresAt),
-    generation: numOr(generation),
+    expires_at: digitsOr(expiresAt),
+    generation: digitsOr(generation),
     token_jti: tokenJti,
-    token_exp: numOr(tokenExp),
+    token_exp: digitsOr(tokenExp),
   });
   if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
   const g: Grant = parsed.data;

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { InvalidRequest, LimitExceeded } from '../../src/errors.js';
+import { InvalidRequest, LimitExceeded, UnreadableGrant } from '../../src/errors.js';
 import { DuplicateGrantId, RATE_DENIAL_REASON } from '../../src/grants/codec.js';
 import { newGrantId } from '../../src/grants/ids.js';
 import { NOT_DELIVERED_REASON, type AuditEvent, type Grant, type GrantStore, type NewGrant, type PublishedKey, type RateLimit, type RenewGrant } from '../../src/grants/store.js';
@@ -18,6 +18,13 @@ export interface GrantStoreContractOptions {
    * store does it the way it can; the tests that need it are skipped without it.
    */
   plantForeign?: (store: GrantStore, victim: string, at: { now: number; task: string }) => Promise<void>;
+  /**
+   * Makes the stored record of grant `id` (created through the store, purpose
+   * 'ship release 1.2.3') one that is there but does not decode, as a broker before issue 11
+   * wrote it with a lone surrogate. Stores that hold only validated objects cannot hold one
+   * (memory): the tests that need it are skipped without it.
+   */
+  plantUnreadable?: (store: GrantStore, id: string) => Promise<void>;
 }
 
 const MIN = 60_000;
@@ -629,6 +636,32 @@ export function describeGrantStoreContract(
         await expect(store.closeGrant(g.id, uniqueWorkload('x'), { now: t0, status: 'revoked' })).rejects.toBeInstanceOf(InvalidRequest);
         expect(await store.closeGrant(g.id, w, { now: t0 + MIN, status: 'revoked' })).toMatchObject({ outcome: 'inactive', grant: { status: 'active', expires_at: t0 + MIN } });
         expect((await store.readAudit(w)).map((e) => e.type)).toEqual(['grant.issued']);
+      });
+    });
+
+    describe('a record that is there but does not decode (issue 11)', () => {
+      it.skipIf(!contractOpts.plantUnreadable)('is never "unknown": get, renew, close and void throw UnreadableGrant and change nothing; listings skip it', async () => {
+        const w = uniqueWorkload();
+        const g = makeGrant(w, t0);
+        const fine = makeGrant(w, t0);
+        await store.createGrant(g, opts(t0));
+        await store.createGrant(fine, opts(t0));
+        await contractOpts.plantUnreadable?.(store, g.id);
+        const events = await store.readAudit(w);
+
+        await expect(store.getGrant(g.id)).rejects.toBeInstanceOf(UnreadableGrant);
+        await expect(store.closeGrant(g.id, w, { now: t0 + 1, status: 'ended' })).rejects.toMatchObject({ status: 500, code: 'server_error', grantId: g.id });
+        await expect(store.closeGrant(g.id, w, { now: t0 + 1, status: 'revoked', presentedJti: 'other' })).rejects.toBeInstanceOf(UnreadableGrant);
+        await expect(store.voidGrant(g.id, w, { now: t0 + 1 })).rejects.toBeInstanceOf(UnreadableGrant);
+        const renewal = { id: g.id, workload: w, presentedJti: g.token_jti, jti: 'jti-next', tokenExp: t0 + MIN };
+        await expect(store.renewGrant(renewal, { now: t0 + 1, retentionMs: HOUR })).rejects.toBeInstanceOf(UnreadableGrant);
+
+        // One bad record hides no other.
+        const now = t0 + 2;
+        expect(ids(await store.listWorkloadGrants(w, { now }))).toEqual([fine.id]);
+        expect(ids(await store.listWorkloadGrants(w, { now, liveOnly: true }))).toEqual([fine.id]);
+        expect(ids(await store.listTaskGrants(w, g.task, { now }))).toEqual([]);
+        expect(await store.readAudit(w)).toEqual(events);
       });
     });
 
