@@ -2,7 +2,7 @@ import type { Attestor, Evidence, Workload } from './attestation/attestor.js';
 import type { X509Evidence } from './attestation/x509.js';
 import { ResourceServers } from './auth/resource-servers.js';
 import type { Config } from './config/schema.js';
-import { AccessDenied, AttestationFailed, InvalidClient, InvalidGrant, InvalidRequest, InvalidToken, OutcomeUnknown, TokenMissing, Unavailable } from './errors.js';
+import { AccessDenied, AttestationFailed, InvalidClient, InvalidGrant, InvalidRequest, InvalidToken, OutcomeUnknown, TokenMissing, Unavailable, UnreadableGrant } from './errors.js';
 import { UndeliveredGrants } from './grants/undelivered.js';
 import { DuplicateGrantId, isLive } from './grants/codec.js';
 import { isGrantId, newGrantId } from './grants/ids.js';
@@ -16,6 +16,7 @@ import type { GrantedIntent } from './protocol/intent.js';
 import { MAX_TASK_TOKEN_BYTES } from './protocol/limits.js';
 import type { IntrospectionResponse, TaskEndResponse, TaskRenewResponse, TaskStartRequest, TaskStartResponse } from './protocol/tasks.js';
 import { taskRenewRequestSchema, taskStartRequestSchema, tokenParamsSchema } from './protocol/tasks.js';
+import { illFormedPath } from './protocol/unicode.js';
 import type { Keyring } from './tokens/keyring.js';
 import { newTokenId, signTaskTokenOffThread, taskTokenClaims } from './tokens/mint.js';
 import { checkBinding, sameConfirmation } from './tokens/binding.js';
@@ -225,15 +226,22 @@ export class Broker {
     const recorded = await store.getGrant(grantId);
     if (recorded) this.checkRecord(claims, recorded, 'end');
     const now = clock();
+    // An unreadable record throws (500): the grant could not be ended, and no answer may say it was.
     const result = await store.closeGrant(grantId, claims.sub, { now, status: 'ended', reason: 'ended by its holder', presentedJti: claims.jti });
-    if (result.outcome === 'replay') {
-      log.warn({ grant: grantId, workload: claims.sub, presented: claims.jti }, 'replay detected: superseded token presented to end the grant; grant revoked');
-      throw new InvalidGrant(REPLAYED);
+    switch (result.outcome) {
+      case 'replay':
+        log.warn({ grant: grantId, workload: claims.sub, presented: claims.jti }, 'replay detected: superseded token presented to end the grant; grant revoked');
+        throw new InvalidGrant(REPLAYED);
+      case 'unknown':
+        // A verified token whose grant has no record (gone past retention, or never written): as renew answers.
+        throw new InvalidGrant('unknown grant');
+      case 'closed':
+        log.info({ grant: grantId, workload: claims.sub }, 'grant ended by its holder');
+        break;
+      case 'inactive':
+        break;
     }
-    if (result.outcome === 'closed') log.info({ grant: grantId, workload: claims.sub }, 'grant ended by its holder');
-    const grant = result.outcome === 'unknown' ? undefined : result.grant;
-    const status = grant && grant.status !== 'active' ? grant.status : 'expired';
-    return { grant: grantId, status, ended_at: new Date(grant?.expires_at ?? claims.exp * 1000).toISOString() };
+    return { grant: grantId, status: endedStatus(result.grant, now), ended_at: new Date(result.grant.expires_at).toISOString() };
   }
 
   /**
@@ -249,7 +257,11 @@ export class Broker {
     const now = this.deps.clock();
     // Our own clock judges our own tokens: expired is expired, without the inbound leeway.
     if (claims.exp * 1000 <= now) return INACTIVE;
-    const grant = await this.deps.store.getGrant(claims.grant);
+    // A record that does not decode cannot show the grant live: inactive (the store logged it).
+    const grant = await this.deps.store.getGrant(claims.grant).catch((e: unknown) => {
+      if (e instanceof UnreadableGrant) return null;
+      throw e;
+    });
     // Only the grant's latest token is active: a renewed one is superseded.
     if (!grant || !isLive(grant, now) || grant.token_jti !== claims.jti || !this.matchesRecord(claims, grant, 'introspect')) return INACTIVE;
     // The answer is the record's: the token only named it.
@@ -280,7 +292,9 @@ export class Broker {
   /**
    * POST /oauth2/revoke (RFC 7009): the token's grant expires now. Callers are a resource server
    * of the token's audience, or the token's holder (with its binding, when it is bound). Unknown,
-   * invalid or already dead tokens change nothing and are not an error (§2.2).
+   * invalid or already dead tokens change nothing and are not an error (§2.2), nor is a verified
+   * token whose grant has no record (nothing exists to change). A record that is there but does
+   * not decode is: 500, since the grant could not be revoked.
    */
   async revoke(params: unknown, ctx: CallContext = {}): Promise<void> {
     const { store, clock, log } = this.deps;
@@ -294,6 +308,7 @@ export class Broker {
     const by = rs ? `resource server ${rs.name}` : 'its holder';
     const result = await store.closeGrant(claims.grant, claims.sub, { now: clock(), status: 'revoked', reason: `revoked by ${by} (RFC 7009)` });
     if (result.outcome === 'closed') log.info({ grant: claims.grant, workload: claims.sub, by }, 'grant revoked');
+    else if (result.outcome === 'unknown') log.info({ grant: claims.grant, workload: claims.sub, by }, 'revoked token has no grant record; nothing changed');
   }
 
   /** The bearer task token, verified and issued for this grant. */
@@ -360,14 +375,26 @@ export class Broker {
     }
   }
 
-  /** Runs the attestor of the evidence's kind. */
+  /**
+   * Runs the attestor of the evidence's kind. What it verified reaches grants, tokens and audit
+   * events, so it must be well-formed Unicode, whichever attestor read it: otherwise the evidence
+   * is refused (401), as any other evidence the broker cannot use.
+   */
   private async attest(evidence: Evidence | undefined): Promise<Workload> {
     if (!evidence) {
       throw new AttestationFailed('no evidence: send attestation {kind, token} or present a client certificate');
     }
     const attestor = this.deps.attestors[evidence.kind];
     if (!attestor) throw new AttestationFailed(`attestation kind "${evidence.kind}" is not enabled on this broker`);
-    return attestor.attest(evidence);
+    const workload = await attestor.attest(evidence).catch((e: unknown) => {
+      // encodeURIComponent throws URIError on a lone surrogate: a claim mapped into a URI.
+      if (e instanceof URIError) throw new AttestationFailed(NOT_WELL_FORMED_EVIDENCE('id'), { detail: e.message });
+      throw e;
+    });
+    const { id, issuer, attributes, confirmation } = workload;
+    const bad = illFormedPath({ id, issuer, attributes, ...(confirmation ? { confirmation } : {}) });
+    if (bad !== undefined) throw new AttestationFailed(NOT_WELL_FORMED_EVIDENCE(bad), { detail: `${evidence.kind} evidence` });
+    return workload;
   }
 
   private async mint(workloadId: string, grantId: string, intent: GrantedIntent, now: number, expiresAt: number, cnf: Confirmation | undefined): Promise<Minted> {
@@ -445,6 +472,15 @@ function evidenceTooShort(workload: Workload, now: number): AttestationFailed {
   return new AttestationFailed(
     `the presented evidence expires in ${Math.max(0, Math.floor((workload.evidenceExpiresAt - now) / 1000))}s; present evidence valid for at least 30s`,
   );
+}
+
+const NOT_WELL_FORMED_EVIDENCE = (field: string) => `the evidence maps to a workload ${field} that is not well-formed Unicode (a lone UTF-16 surrogate)`;
+
+/** What end answers for a grant it found closed: never `expired` for one still live. */
+function endedStatus(grant: Grant, now: number): TaskEndResponse['status'] {
+  if (grant.status !== 'active') return grant.status;
+  if (grant.expires_at <= now) return 'expired';
+  throw new Error(`grant ${grant.id} is live, yet the store did not end it`);
 }
 
 function inactiveReason(grant: Grant, now: number): string {

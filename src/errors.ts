@@ -100,6 +100,17 @@ export class Unavailable extends BrokerError {
  */
 export class OutcomeUnknown extends Unavailable {}
 
+/**
+ * A grant record exists but does not decode (written by an older broker, or by someone else with
+ * access to Redis): its grant can be neither read nor changed, and nothing may claim it was. A
+ * server error (500) naming no detail; the grant id and the problem go to the log.
+ */
+export class UnreadableGrant extends BrokerError {
+  constructor(readonly grantId: string, problem: string) {
+    super('server_error', 500, 'the grant record could not be read', { detail: `grant ${grantId}: ${problem}` });
+  }
+}
+
 /** Configuration is invalid; `problems` lists each by its path. */
 export class ConfigError extends Error {
   readonly problems: string[];

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { InvalidRequest, LimitExceeded } from '../errors.js';
+import { isWellFormed, NOT_WELL_FORMED } from '../protocol/unicode.js';
 import { isGrantId, tagOfGrantId, workloadTag } from './ids.js';
 import type { AuditEvent, CloseOptions, CloseStatus, CreateGrantOptions, Grant, NewGrant, PublishedKey, RenewGrant, RenewOptions } from './store.js';
 
@@ -25,7 +26,13 @@ export const REPLAY_REASON = 'a renewal presented a superseded token: two holder
 
 // eslint-disable-next-line no-control-regex -- the point is to refuse control characters
 const NO_CONTROL = /^[^\u0000-\u001f\u007f]*$/;
-const text = (max: number) => z.string().min(1).max(max).regex(NO_CONTROL, 'must not contain control characters');
+/**
+ * Every string of a record or event is well-formed Unicode: the Lua scripts decode records with
+ * cjson, which refuses a lone surrogate, so a record holding one could never be ended (issue 11).
+ * The broker refuses such input at its edge; this is the store's own guard.
+ */
+const str = (max: number) => z.string().max(max).refine(isWellFormed, NOT_WELL_FORMED);
+const text = (max: number) => str(max).min(1).regex(NO_CONTROL, 'must not contain control characters');
 /** Milliseconds since the epoch (or a duration): a safe non-negative integer. */
 const ms = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 
@@ -43,7 +50,7 @@ const grantFields = {
   audience: text(1024),
   actions: z.array(text(256)).max(64),
   resources: z.array(text(2048)).max(64),
-  purpose: z.string().max(2048),
+  purpose: str(2048),
   task: text(256),
   created_at: ms,
   expires_at: ms,
@@ -73,7 +80,7 @@ const renewSchema = z
   .object({ id: grantFields.id, workload: text(2048), presentedJti: text(256), jti: text(256), tokenExp: ms })
   .strict();
 const renewOptionsSchema = z.object({ now: ms, retentionMs: retentionSchema, rate: rateSchema.optional() });
-const closeOptionsSchema = z.object({ now: ms, status: z.enum(['ended', 'revoked']), reason: z.string().max(4096).optional(), presentedJti: text(256).optional() });
+const closeOptionsSchema = z.object({ now: ms, status: z.enum(['ended', 'revoked']), reason: str(4096).optional(), presentedJti: text(256).optional() });
 
 /** Validates a renewal before it is sent: the id must carry the workload's tag. */
 export function validateRenewal(r: RenewGrant, opts: RenewOptions): { renewal: RenewGrant; opts: RenewOptions } {
@@ -178,6 +185,8 @@ const jsonOr = (s: string | undefined): unknown => {
   }
 };
 const numOr = (s: string | undefined): unknown => (s === undefined || s === '' ? undefined : Number(s));
+/** A record line's number as lib.lua grant_read reads it (digits only, at most 15): both decoders agree. */
+const digitsOr = (s: string | undefined): unknown => (s !== undefined && /^\d{1,15}$/.test(s) ? Number(s) : Symbol('not digits'));
 
 export type DecodeResult<T> = { ok: true; value: T } | { ok: false; problem: string };
 
@@ -194,10 +203,10 @@ export function grantFromRecord(id: string, record: string): DecodeResult<Grant>
     id,
     workload,
     status,
-    expires_at: numOr(expiresAt),
-    generation: numOr(generation),
+    expires_at: digitsOr(expiresAt),
+    generation: digitsOr(generation),
     token_jti: tokenJti,
-    token_exp: numOr(tokenExp),
+    token_exp: digitsOr(tokenExp),
   });
   if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
   const g: Grant = parsed.data;
@@ -233,12 +242,12 @@ const auditSchema = z
     type: z.enum(['grant.issued', 'grant.denied', 'grant.renewed', 'grant.ended', 'grant.revoked', 'grant.replay_detected']),
     at: ms,
     workload: text(2048),
-    grant: z.string().max(256).optional(),
-    rule: z.string().max(256).optional(),
-    reason: z.string().max(4096).optional(),
-    audience: z.string().max(1024).optional(),
-    actions: z.array(z.string().max(256)).max(64).optional(),
-    task: z.string().max(256).optional(),
+    grant: str(256).optional(),
+    rule: str(256).optional(),
+    reason: str(4096).optional(),
+    audience: str(1024).optional(),
+    actions: z.array(str(256)).max(64).optional(),
+    task: str(256).optional(),
     generation: z.number().int().min(1).optional(),
   })
   .strict();

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Redis, type Result } from 'ioredis';
-import { BrokerError, InvalidRequest, OutcomeUnknown, Unavailable } from '../errors.js';
+import { BrokerError, InvalidRequest, OutcomeUnknown, Unavailable, UnreadableGrant } from '../errors.js';
 import type { Logger } from '../log.js';
 import { clip } from '../util/text.js';
 import {
@@ -269,17 +269,20 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   /** Kids of unauthenticated published keys already logged (bounded): one line each, not one per read. */
   const unauthenticLogged = new Set<string>();
 
+  /** A record that is there but does not decode: logged with its grant id, and an error (never "no grant"). */
+  function unreadable(id: string, problem: string): UnreadableGrant {
+    log.error({ grant: id, problem }, 'grant record does not decode');
+    return new UnreadableGrant(id, problem);
+  }
+
   /**
-   * The record, if it decodes and answers for its own id (and, when given, this workload).
-   * Another workload's record can only sit under this workload's keys if their tags collide (or
-   * someone wrote it there): never returned.
+   * The record, if it answers for its own id (and, when given, this workload); throws
+   * UnreadableGrant when it does not decode. Another workload's record can only sit under this
+   * workload's keys if their tags collide (or someone wrote it there): never returned.
    */
   function ownRecord(id: string, record: string, workload?: string): Grant | undefined {
     const decoded = grantFromRecord(id, record);
-    if (!decoded.ok) {
-      log.error({ grant: id, problem: decoded.problem }, 'grant record does not decode; ignored');
-      return undefined;
-    }
+    if (!decoded.ok) throw unreadable(id, decoded.problem);
     if (tagOfGrantId(id) !== workloadTag(decoded.value.workload) || (workload !== undefined && decoded.value.workload !== workload)) {
       log.error({ grant: id }, 'grant record under these keys is not their own; ignored');
       return undefined;
@@ -308,8 +311,18 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     const reply = await redis.jitReadGrants(1 + ids.length, indexKey, ...ids.map(grantKey), workload, max, prune ? '1' : '0', ...ids);
     const out: Grant[] = [];
     for (let i = 0; i + 1 < reply.length; i += 2) {
-      const g = ownRecord(reply[i] as string, reply[i + 1] as string, workload);
-      if (g) out.push(g);
+      const [id, record] = [reply[i] as string, reply[i + 1] as string];
+      // A listing skips an unreadable record (it is logged): one bad record must not hide the rest.
+      if (record === '') {
+        unreadable(id, 'read-grants.lua could not decode it');
+        continue;
+      }
+      try {
+        const g = ownRecord(id, record, workload);
+        if (g) out.push(g);
+      } catch (e) {
+        if (!(e instanceof UnreadableGrant)) throw e;
+      }
     }
     return out;
   }
@@ -401,6 +414,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       );
       const [outcome, payload] = reply;
       if (outcome === 'marked' || outcome === 'unknown') return [outcome, undefined];
+      if (outcome === 'unreadable') throw unreadable(id, 'close-grant.lua could not decode it; nothing changed');
       if ((outcome === 'closed' || outcome === 'inactive' || outcome === 'replay') && typeof payload === 'string') {
         const grant = ownRecord(id, payload, workload);
         if (grant) return [outcome, grant];
@@ -513,6 +527,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         );
         const [outcome, payload] = reply;
         if (outcome === 'unknown') return { outcome };
+        if (outcome === 'unreadable') throw unreadable(r.id, 'renew-grant.lua could not decode it; nothing changed');
         if (outcome === 'rate') throw rateExceeded(r.workload, Number(payload));
         if ((outcome === 'renewed' || outcome === 'inactive' || outcome === 'replay') && typeof payload === 'string') {
           const grant = ownRecord(r.id, payload, r.workload);
@@ -534,7 +549,11 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       const tag = tagOfGrantId(id);
       if (tag === undefined) return null;
       return guarded('getGrant', async () => {
-        const record = await redis.get(grantKeys(prefix, tag).grant(id));
+        const record = await redis.get(grantKeys(prefix, tag).grant(id)).catch((e: unknown) => {
+          // Another type under the record's key: there, but no record (as grant_read in lib.lua says).
+          if (e instanceof Error && e.message.startsWith('WRONGTYPE')) throw unreadable(id, 'the key holds another type');
+          throw e;
+        });
         if (record === null) return null;
         return ownRecord(id, record) ?? null;
       }, { oneCommand: true });

@@ -106,7 +106,7 @@ export interface RenewOptions {
 export type RenewOutcome =
   /** The new token is now the grant's latest; `generation` is its number. */
   | { outcome: 'renewed'; grant: Grant }
-  /** No such grant for this workload. */
+  /** No record of this grant for this workload (a record that does not decode throws UnreadableGrant). */
   | { outcome: 'unknown' }
   /** Ended, revoked or expired: nothing changed. */
   | { outcome: 'inactive'; grant: Grant }
@@ -135,6 +135,7 @@ export type CloseOutcome =
   | { outcome: 'inactive'; grant: Grant }
   /** `presentedJti` was superseded: revoked, with grant.replay_detected. */
   | { outcome: 'replay'; grant: Grant }
+  /** No record of this grant for this workload (a record that does not decode throws UnreadableGrant). */
   | { outcome: 'unknown' };
 
 /** Audit reason of a grant ended because its token was never delivered. */
@@ -155,6 +156,9 @@ export interface ListOptions {
 /**
  * Where grants live. Redis in production, memory in dev mode; both pass the same contract suite.
  * Every method that changes state is atomic, and writes its audit event in the same step.
+ * Every string written must be well-formed Unicode (InvalidRequest otherwise). A grant record that
+ * is there but does not decode is never "no grant": reading or changing it throws UnreadableGrant
+ * (logged with the grant id) and changes nothing; listings skip it, logged likewise.
  */
 export interface GrantStore {
   readonly kind: 'redis' | 'memory';

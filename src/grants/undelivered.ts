@@ -1,3 +1,4 @@
+import { UnreadableGrant } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Clock } from '../util/clock.js';
 import type { GrantStore } from './store.js';
@@ -53,7 +54,8 @@ export class UndeliveredGrants {
       },
       (e: unknown) => {
         if (this.closed || !this.pending.has(grantId)) return;
-        if (this.clock() >= deadline) {
+        // A record that does not decode will not decode on a retry either (the store logged it).
+        if (this.clock() >= deadline || e instanceof UnreadableGrant) {
           this.pending.delete(grantId);
           this.log.error({ grant: grantId, workload, err: (e as Error).message }, 'undelivered grant could not be voided');
           return;

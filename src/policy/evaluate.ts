@@ -2,6 +2,7 @@ import type { Workload } from '../attestation/attestor.js';
 import type { Intent } from '../protocol/intent.js';
 import { compileGlob, type Matcher } from './glob.js';
 import type { Rule } from './rules.js';
+import { cut } from '../util/text.js';
 
 /** What was asked for but not allowed, by the closest rule (or by no rule at all). */
 export interface Refusal {
@@ -114,7 +115,7 @@ function dedupe(values: string[]): string[] {
 
 /** At most a few items, each clipped: the reason goes into the response and the audit event. */
 function list(kind: string, values: string[]): string {
-  const shown = values.slice(0, 3).map((v) => `"${v.length > 100 ? `${v.slice(0, 100)}…` : v}"`);
+  const shown = values.slice(0, 3).map((v) => `"${v.length > 100 ? `${cut(v, 100)}…` : v}"`);
   const more = values.length > 3 ? ` and ${values.length - 3} more` : '';
   return `${kind}${values.length > 1 ? 's' : ''} ${shown.join(', ')}${more}`;
 }

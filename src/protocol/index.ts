@@ -4,3 +4,4 @@ export * from './intent.js';
 export * from './tasks.js';
 export * from './claims.js';
 export * from './limits.js';
+export * from './unicode.js';

@@ -1,7 +1,11 @@
 import { z } from 'zod';
+import { isWellFormed, NOT_WELL_FORMED } from './unicode.js';
 
-/** Bounded strings: every field a workload sends is length-limited at the boundary. */
-const name = (max: number) => z.string().min(1).max(max);
+/**
+ * Bounded strings: every field a workload sends is length-limited at the boundary, and
+ * well-formed Unicode (a lone surrogate makes a grant record Redis cannot read back).
+ */
+const name = (max: number) => z.string().min(1).max(max).refine(isWellFormed, NOT_WELL_FORMED);
 // eslint-disable-next-line no-control-regex -- rejecting control characters is the point
 const NO_CONTROL = /^[^\u0000-\u001f\u007f]*$/;
 const text = (max: number) => name(max).regex(NO_CONTROL, 'must not contain control characters');

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { InvalidRequest, LimitExceeded } from '../../src/errors.js';
+import { InvalidRequest, LimitExceeded, UnreadableGrant } from '../../src/errors.js';
 import { DuplicateGrantId, RATE_DENIAL_REASON } from '../../src/grants/codec.js';
 import { newGrantId } from '../../src/grants/ids.js';
 import { NOT_DELIVERED_REASON, type AuditEvent, type Grant, type GrantStore, type NewGrant, type PublishedKey, type RateLimit, type RenewGrant } from '../../src/grants/store.js';
@@ -18,6 +18,13 @@ export interface GrantStoreContractOptions {
    * store does it the way it can; the tests that need it are skipped without it.
    */
   plantForeign?: (store: GrantStore, victim: string, at: { now: number; task: string }) => Promise<void>;
+  /**
+   * Makes the stored record of grant `id` (created through the store, purpose
+   * 'ship release 1.2.3') one that is there but does not decode, as a broker before issue 11
+   * wrote it with a lone surrogate. Stores that hold only validated objects cannot hold one
+   * (memory): the tests that need it are skipped without it.
+   */
+  plantUnreadable?: (store: GrantStore, id: string) => Promise<void>;
 }
 
 const MIN = 60_000;
@@ -143,6 +150,60 @@ export function describeGrantStoreContract(
         expect(await store.listWorkloadGrants(w, { now: t0 })).toEqual([]);
         expect(await store.listWorkloadGrants(other, { now: t0 })).toEqual([]);
         expect(await store.readAudit(w)).toEqual([]);
+      });
+
+      it('refuses text that is not well-formed Unicode in any field, writing nothing (issue 11)', async () => {
+        const w = uniqueWorkload();
+        const lone = '\ud800';
+        const bad: Partial<NewGrant>[] = [
+          { issuer: `https://issuer${lone}` },
+          { rule: `rule${lone}` },
+          { audience: `aud${lone}` },
+          { actions: ['read', `\udc00deploy`] },
+          { resources: [`repo:${lone}`] },
+          { purpose: `ship ${lone}` },
+          { purpose: '\udc00\ud800' },
+          { task: `task${lone}` },
+          { token_jti: `jti${lone}` },
+          { cnf: { 'x5t#S256': `x${lone}` } },
+        ];
+        for (const over of bad) await expect(store.createGrant(makeGrant(w, t0, over), opts(t0)), JSON.stringify(over)).rejects.toBeInstanceOf(InvalidRequest);
+        const loneWorkload = `${w}${lone}`;
+        await expect(store.createGrant(makeGrant(loneWorkload, t0), opts(t0))).rejects.toBeInstanceOf(InvalidRequest);
+        expect(await store.listWorkloadGrants(w, { now: t0 })).toEqual([]);
+        expect(await store.readAudit(w)).toEqual([]);
+
+        // Audit events, close reasons and renewals likewise.
+        for (const e of [{ reason: `r${lone}` }, { audience: `a${lone}` }, { actions: [`a${lone}`] }, { task: `t${lone}` }, { rule: `r${lone}` }])
+          await expect(store.appendAudit({ type: 'grant.denied', at: t0, workload: w, ...e }, { retentionMs: HOUR })).rejects.toBeInstanceOf(InvalidRequest);
+        const g = makeGrant(w, t0);
+        await store.createGrant(g, opts(t0));
+        await expect(store.closeGrant(g.id, w, { now: t0 + 1, status: 'revoked', reason: `by ${lone}` })).rejects.toBeInstanceOf(InvalidRequest);
+        const renewal = { id: g.id, workload: w, presentedJti: g.token_jti, jti: `jti${lone}`, tokenExp: t0 + MIN };
+        await expect(store.renewGrant(renewal, { now: t0 + 1, retentionMs: HOUR })).rejects.toBeInstanceOf(InvalidRequest);
+        expect(await store.getGrant(g.id)).toEqual({ ...g, status: 'active', generation: 1 });
+        expect((await store.readAudit(w)).map((e) => e.type)).toEqual(['grant.issued']);
+      });
+
+      it('round-trips well-formed text of every kind: astral, bidi and combining marks, at the maximum lengths', async () => {
+        const w = uniqueWorkload();
+        const input = makeGrant(w, t0, {
+          audience: `𝔸😀\u202e\u2067e\u0301${'𝔹'.repeat(508)}`, // 1024 UTF-16 units, the maximum
+          purpose: '😀'.repeat(1024),
+          rule: 'règle-\u200f',
+          resources: ['\u{10FFFF}'.repeat(1024)],
+          actions: ['e\u0301\u0327'],
+        });
+        await store.createGrant(input, opts(t0));
+        const expected: Grant = { ...input, status: 'active', generation: 1 };
+        expect(await store.getGrant(input.id)).toEqual(expected);
+        expect(await store.listWorkloadGrants(w, { now: t0 })).toEqual([expected]);
+        expect(await store.listTaskGrants(w, input.task, { now: t0 })).toEqual([expected]);
+        const renewed = await store.renewGrant({ id: input.id, workload: w, presentedJti: input.token_jti, jti: 'jti-2', tokenExp: t0 + MIN }, { now: t0 + 1, retentionMs: HOUR });
+        expect(renewed).toEqual({ outcome: 'renewed', grant: { ...expected, generation: 2, token_jti: 'jti-2', token_exp: t0 + MIN } });
+        const closed = await store.closeGrant(input.id, w, { now: t0 + 2, status: 'ended' });
+        expect(closed).toMatchObject({ outcome: 'closed', grant: { ...expected, generation: 2, token_jti: 'jti-2', token_exp: t0 + MIN, status: 'ended', expires_at: t0 + 2 } });
+        expect((await store.readAudit(w))[0]).toMatchObject({ type: 'grant.issued', audience: input.audience, actions: input.actions, rule: input.rule });
       });
 
       it('names a grant g_<128-bit workload tag>_<128 random bits>, both base64url', async () => {
@@ -575,6 +636,32 @@ export function describeGrantStoreContract(
         await expect(store.closeGrant(g.id, uniqueWorkload('x'), { now: t0, status: 'revoked' })).rejects.toBeInstanceOf(InvalidRequest);
         expect(await store.closeGrant(g.id, w, { now: t0 + MIN, status: 'revoked' })).toMatchObject({ outcome: 'inactive', grant: { status: 'active', expires_at: t0 + MIN } });
         expect((await store.readAudit(w)).map((e) => e.type)).toEqual(['grant.issued']);
+      });
+    });
+
+    describe('a record that is there but does not decode (issue 11)', () => {
+      it.skipIf(!contractOpts.plantUnreadable)('is never "unknown": get, renew, close and void throw UnreadableGrant and change nothing; listings skip it', async () => {
+        const w = uniqueWorkload();
+        const g = makeGrant(w, t0);
+        const fine = makeGrant(w, t0);
+        await store.createGrant(g, opts(t0));
+        await store.createGrant(fine, opts(t0));
+        await contractOpts.plantUnreadable?.(store, g.id);
+        const events = await store.readAudit(w);
+
+        await expect(store.getGrant(g.id)).rejects.toBeInstanceOf(UnreadableGrant);
+        await expect(store.closeGrant(g.id, w, { now: t0 + 1, status: 'ended' })).rejects.toMatchObject({ status: 500, code: 'server_error', grantId: g.id });
+        await expect(store.closeGrant(g.id, w, { now: t0 + 1, status: 'revoked', presentedJti: 'other' })).rejects.toBeInstanceOf(UnreadableGrant);
+        await expect(store.voidGrant(g.id, w, { now: t0 + 1 })).rejects.toBeInstanceOf(UnreadableGrant);
+        const renewal = { id: g.id, workload: w, presentedJti: g.token_jti, jti: 'jti-next', tokenExp: t0 + MIN };
+        await expect(store.renewGrant(renewal, { now: t0 + 1, retentionMs: HOUR })).rejects.toBeInstanceOf(UnreadableGrant);
+
+        // One bad record hides no other.
+        const now = t0 + 2;
+        expect(ids(await store.listWorkloadGrants(w, { now }))).toEqual([fine.id]);
+        expect(ids(await store.listWorkloadGrants(w, { now, liveOnly: true }))).toEqual([fine.id]);
+        expect(ids(await store.listTaskGrants(w, g.task, { now }))).toEqual([]);
+        expect(await store.readAudit(w)).toEqual(events);
       });
     });
 

@@ -3,7 +3,7 @@ import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Unavailable } from '../../src/errors.js';
+import { Unavailable, UnreadableGrant } from '../../src/errors.js';
 import { auditToFields, grantFromRecord, grantToRecord } from '../../src/grants/codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from '../../src/grants/ids.js';
 import { createRedisGrantStore, redactRedisUrl, type RedisGrantStore } from '../../src/grants/redis-store.js';
@@ -39,8 +39,23 @@ async function plantForeign(_store: GrantStore, victim: string, at: { now: numbe
   }
 }
 
+/** The record as a broker before issue 11 wrote it: a lone surrogate, escaped, that cjson cannot decode. */
+async function plantUnreadable(_store: GrantStore, id: string): Promise<void> {
+  const raw = new Redis(redisUrl());
+  try {
+    const key = grantKeys(prefix, tagOfGrantId(id)!).grant(id);
+    const record = (await raw.get(key)) ?? '';
+    const broken = record.replace('"ship release 1.2.3"', '"ship \\ud800release"');
+    expect(broken).not.toBe(record);
+    await raw.set(key, broken, 'KEEPTTL');
+  } finally {
+    await raw.quit();
+  }
+}
+
 describeGrantStoreContract('redis', async () => createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url: redisUrl(), keyPrefix: prefix, log: silentLogger }), {
   plantForeign,
+  plantUnreadable,
 });
 
 /** CRC16/XMODEM, as Redis Cluster uses for key slots (standalone Redis refuses CLUSTER KEYSLOT). */
@@ -195,7 +210,7 @@ describe('redis grant store: Redis specifics', () => {
     for (const key of written) expect(keySlot(key), key).toBe(slot);
   });
 
-  it('drops an index entry whose record is gone, and treats an undecodable record as absent', async () => {
+  it('drops an index entry whose record is gone, and never takes an undecodable record for an absent one', async () => {
     const w = uniqueWorkload();
     const now = Date.now();
     const a = makeGrant(w, now, { task: 't' });
@@ -211,14 +226,15 @@ describe('redis grant store: Redis specifics', () => {
     expect(await raw.zrange(k.all, 0, -1)).toEqual([a.id, b.id]);
     expect(await store.listWorkloadGrants(w, { now })).toEqual([]);
     expect(await store.getGrant(a.id)).toBeNull();
-    expect(await store.getGrant(b.id)).toBeNull();
+    // There but undecodable is an error, not "no grant" (issue 11).
+    await expect(store.getGrant(b.id)).rejects.toBeInstanceOf(UnreadableGrant);
     // The read pruned the index it read (only): the undecodable record is still there.
     expect(await raw.zrange(k.all, 0, -1)).toEqual([b.id]);
     expect(await raw.zrange(k.live, 0, -1)).toEqual([a.id, b.id]);
     expect(await store.listWorkloadGrants(w, { now, liveOnly: true })).toEqual([]);
-    // A record that is not one at all (not six lines and JSON) is as absent to the scripts.
+    // A record that is not one at all (not six lines and JSON) is unreadable to the scripts too.
     await raw.set(k.grant(b.id), 'garbage', 'KEEPTTL');
-    expect(await store.closeGrant(b.id, w, { now, status: 'revoked' })).toEqual({ outcome: 'unknown' });
+    await expect(store.closeGrant(b.id, w, { now, status: 'revoked' })).rejects.toBeInstanceOf(UnreadableGrant);
     expect(await raw.get(k.grant(b.id))).toBe('garbage');
     // Never the live index: it drives the cap, and its entries leave by their own score.
     expect(await raw.zrange(k.live, 0, -1)).toEqual([a.id, b.id]);
@@ -247,14 +263,17 @@ describe('redis grant store: Redis specifics', () => {
     for (const record of broken) {
       await raw.set(k.grant(g.id), record, 'KEEPTTL');
       const events = await raw.xlen(k.audit);
-      expect(await store.renewGrant(renewal, { now: now + 1, retentionMs: 60_000 }), record).toEqual({ outcome: 'unknown' });
-      expect(await store.closeGrant(g.id, w, { now: now + 1, status: 'revoked' }), record).toEqual({ outcome: 'unknown' });
+      await expect(store.renewGrant(renewal, { now: now + 1, retentionMs: 60_000 }), record).rejects.toBeInstanceOf(UnreadableGrant);
+      await expect(store.closeGrant(g.id, w, { now: now + 1, status: 'revoked' }), record).rejects.toBeInstanceOf(UnreadableGrant);
+      await expect(store.getGrant(g.id), record).rejects.toBeInstanceOf(UnreadableGrant);
       expect(await raw.get(k.grant(g.id))).toBe(record);
       expect(await raw.xlen(k.audit)).toBe(events);
     }
     await raw.del(k.grant(g.id));
     await raw.hset(k.grant(g.id), 'status', 'active');
-    expect(await store.closeGrant(g.id, w, { now: now + 1, status: 'revoked' })).toEqual({ outcome: 'unknown' });
+    await expect(store.closeGrant(g.id, w, { now: now + 1, status: 'revoked' })).rejects.toBeInstanceOf(UnreadableGrant);
+    await expect(store.renewGrant(renewal, { now: now + 1, retentionMs: 60_000 })).rejects.toBeInstanceOf(UnreadableGrant);
+    await expect(store.getGrant(g.id)).rejects.toBeInstanceOf(UnreadableGrant);
     expect(await raw.hget(k.grant(g.id), 'status')).toBe('active');
   });
 

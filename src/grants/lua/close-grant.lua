@@ -13,7 +13,8 @@
 -- ARGV[9] n1 = number of the closing event's field/value strings
 -- ARGV[10 .. 9+n1] the closing event   ARGV[10+n1 ..] grant.replay_detected fields (with its reason)
 --
--- Returns {'closed', record} | {'inactive', record} | {'replay', record} | {'marked'} | {'unknown'}.
+-- Returns {'closed', record} | {'inactive', record} | {'replay', record} | {'marked'} | {'unknown'}
+-- | {'unreadable'} (a record is there but does not decode: nothing is changed or written).
 -- A presented jti that is not the grant's latest token means two holders, as in
 -- renew-grant.lua: the grant is revoked with a grant.replay_detected event instead.
 -- Voiding also closes an active grant whose lifetime already ran out (keeping its own end), so
@@ -28,7 +29,10 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'unknown'}
 end
 local g = grant_read(KEYS[1])
-if g == nil or g.workload ~= ARGV[2] then
+if g == nil then
+  return {'unreadable'}
+end
+if g.workload ~= ARGV[2] then
   return {'unknown'}
 end
 local voiding = tonumber(ARGV[4]) > 0

@@ -62,21 +62,23 @@ end
 
 -- A grant record is one string of lines: status, expires_at, generation, token_jti, token_exp,
 -- workload, then the fields that never change as a JSON array, which the scripts pass through
--- (see codec.ts grantToRecord). Returns the record as a table, or nil when the key holds none, or
--- holds anything the broker would not decode (another type, a field out of shape, JSON that does
--- not parse): such a record is never trusted or changed.
+-- (see codec.ts grantToRecord). Returns the record as a table; or nil, 'missing' when the key holds
+-- none; or nil, 'unreadable' when it holds anything the broker would not decode (another type, a
+-- field out of shape, JSON that cjson cannot parse): such a record is never trusted or changed,
+-- and the callers say so rather than answer as if there were no grant (issue 11).
 local RECORD = '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$'
 local STATUSES = {active = true, ended = true, revoked = true}
 local function grant_read(key)
   local raw = redis.pcall('GET', key)
-  if type(raw) ~= 'string' then return nil end
+  if raw == false then return nil, 'missing' end
+  if type(raw) ~= 'string' then return nil, 'unreadable' end
   local status, expires_at, generation, token_jti, token_exp, workload, fixed = string.match(raw, RECORD)
-  if not status or not STATUSES[status] or token_jti == '' or workload == '' then return nil end
+  if not status or not STATUSES[status] or token_jti == '' or workload == '' then return nil, 'unreadable' end
   for _, n in ipairs({expires_at, generation, token_exp}) do
-    if not string.match(n, '^%d+$') or #n > 15 then return nil end
+    if not string.match(n, '^%d+$') or #n > 15 then return nil, 'unreadable' end
   end
   local ok, decoded = pcall(cjson.decode, fixed)
-  if not ok or type(decoded) ~= 'table' or tonumber(generation) < 1 then return nil end
+  if not ok or type(decoded) ~= 'table' or tonumber(generation) < 1 then return nil, 'unreadable' end
   return {
     status = status, expires_at = tonumber(expires_at), generation = tonumber(generation),
     token_jti = token_jti, token_exp = token_exp, workload = workload, fixed = fixed, raw = raw,

@@ -9,7 +9,7 @@
 -- ARGV[4 .. n+3] grant ids
 --
 -- Returns {id, record, id, record, ...}: up to `max` records of this workload, in the
--- order given. An id whose record is gone (it expired) is removed from the index, so reads prune
+-- order given; a record that is there but does not decode comes as '' (it counts nowhere). An id whose record is gone (it expired) is removed from the index, so reads prune
 -- too, and counts nowhere towards `max`. A record of another workload (one whose tag is the same)
 -- is skipped but left alone: the index is that workload's index as well. The live index is never
 -- pruned here: it drives the active cap, and a record missing before its time (evicted under a
@@ -29,7 +29,11 @@ for i = 2, #KEYS do
     gone[#gone + 1] = id
   else
     local g = grant_read(KEYS[i])
-    if g ~= nil and g.workload == workload then
+    if g == nil then
+      -- There but undecodable: named (with an empty record) so the broker logs it, never skipped silently.
+      out[#out + 1] = id
+      out[#out + 1] = ''
+    elseif g.workload == workload then
       out[#out + 1] = id
       out[#out + 1] = g.raw
       found = found + 1

@@ -14,16 +14,21 @@
 -- ARGV[14 .. 13+n1] grant.renewed fields   ARGV[14+n1 ..] grant.replay_detected fields
 -- (grant.denied reuses the renewed fields with type and reason replaced)
 --
--- Returns {'unknown'} | {'inactive', record} | {'replay', record} | {'rate', wait_ms} | {'renewed', record}
--- where record is the grant record string after the script.
+-- Returns {'unknown'} | {'unreadable'} | {'inactive', record} | {'replay', record} | {'rate', wait_ms}
+-- | {'renewed', record} where record is the grant record string after the script. 'unreadable': a
+-- record is there but does not decode; nothing is changed or written.
 
 local now = tonumber(ARGV[1])
 local retention = tonumber(ARGV[6])
 local maxlen = ARGV[7]
 local n1 = tonumber(ARGV[13])
 
-local g = grant_read(KEYS[1])
-if g == nil or g.workload ~= ARGV[2] then
+local g, why = grant_read(KEYS[1])
+if g == nil then
+  if why == 'missing' then return {'unknown'} end
+  return {'unreadable'}
+end
+if g.workload ~= ARGV[2] then
   return {'unknown'}
 end
 if g.status ~= 'active' or g.expires_at == nil or g.expires_at <= now then
