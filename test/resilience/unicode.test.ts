@@ -132,6 +132,8 @@ describe('verified evidence whose text is not well-formed Unicode', () => {
     const res = await start({ audience: 'db.payments', actions: ['read'], resources: ['db://payments/x'], purpose: 'p' }, token);
     expect(res.status, JSON.stringify(res.json)).toBe(401);
     expect(res.json).toMatchObject({ error: 'invalid_client' });
+    // Refused by the mapping itself, naming the claim (not by the broker's backstop after it).
+    expect(res.json.error_description).toMatch(/claim (sub|environment) must be well-formed Unicode/);
   });
 });
 

@@ -5,6 +5,7 @@
 import type { JWTPayload } from 'jose';
 import { z } from 'zod';
 import { AttestationFailed } from '../../errors.js';
+import { isWellFormed, NOT_WELL_FORMED } from '../../protocol/unicode.js';
 
 /** Attribute values longer than this make the token unacceptable (never silently truncated). */
 export const MAX_ATTRIBUTE_LENGTH = 512;
@@ -115,6 +116,8 @@ function scalar(value: unknown, name: string): string | undefined {
   else return undefined;
   if (s.length > MAX_ATTRIBUTE_LENGTH)
     throw new AttestationFailed(`platform token claim ${name} is too long`, { detail: `${s.length} > ${MAX_ATTRIBUTE_LENGTH} characters` });
+  // Refused here, before encodeURIComponent (which throws on it) or a record (which could not be read back).
+  if (!isWellFormed(s)) throw new AttestationFailed(`platform token claim ${name} ${NOT_WELL_FORMED}`);
   return s;
 }
 
