@@ -55,12 +55,22 @@ import {
  * must copy `src/grants/lua/*.lua` to `dist/grants/lua/` (tsc does not copy them).
  */
 const lua = (name: string) => readFileSync(new URL(`./lua/${name}`, import.meta.url), 'utf8');
-/** Shared helpers (lib.lua), prepended to the scripts that change grants. */
-const withLib = (name: string) => `${lua('lib.lua')}\n${lua(name)}`;
+/**
+ * Shared helpers (lib.lua), prepended to the scripts that change grants. A script's flags line
+ * (`#!lua flags=...`, Redis 7) must stay its first line, so it is hoisted above the helpers.
+ */
+const withLib = (name: string, flags?: string) => {
+  const source = lua(name);
+  const shebang = flags ?? /^#![^\n]*/.exec(source)?.[0];
+  const body = source.startsWith('#!') ? source.slice(source.indexOf('\n') + 1) : source;
+  return `${shebang ? `${shebang}\n` : ''}${lua('lib.lua')}\n${body}`;
+};
 
 export const LUA_SCRIPTS = {
   createGrant: withLib('create-grant.lua'),
   renewGrant: withLib('renew-grant.lua'),
+  /** renew-grant.lua run only to revoke a replay, allowed out of memory (see the script). */
+  revokeReplay: withLib('renew-grant.lua', '#!lua flags=allow-oom'),
   closeGrant: withLib('close-grant.lua'),
   appendAudit: lua('append-audit.lua'),
   publishKey: lua('publish-key.lua'),
@@ -72,6 +82,7 @@ declare module 'ioredis' {
     jitCreateGrant(...args: (string | number)[]): Result<(string | number)[], Context>;
     /** {outcome} or {outcome, grant record} or {'rate', wait_ms}. */
     jitRenewGrant(...args: (string | number)[]): Result<(string | number)[], Context>;
+    jitRevokeReplay(...args: (string | number)[]): Result<(string | number)[], Context>;
     jitCloseGrant(...args: (string | number)[]): Result<string[], Context>;
     jitAppendAudit(...args: (string | number)[]): Result<string, Context>;
     jitPublishKey(...args: (string | number)[]): Result<number, Context>;
@@ -101,6 +112,11 @@ const UNAVAILABLE = 'grant store is unavailable';
 const CLOSE_RETENTION_MS = 60 * 60_000;
 /** How long a void marker bars a late create: far longer than any command can be in flight. */
 const VOID_MARKER_TTL_MS = 10 * 60_000;
+
+/** Redis refused a command (or a script's write) because it is at maxmemory. */
+const isOutOfMemory = (e: unknown): boolean => e instanceof Error && /^OOM\b/.test(e.message);
+/** Index of the new jti in jitRenewGrant's arguments (4 keys, then now, workload, presented jti). */
+const RENEW_NEW_JTI_ARG = 7;
 
 /** Script arguments of a rate limit: burst (0: unlimited) and ms per token. */
 const rateArgs = (rate: RateLimit | undefined): [number, number] => [rate?.burst ?? 0, rate?.intervalMs ?? 1];
@@ -146,6 +162,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   });
   redis.defineCommand('jitCreateGrant', { numberOfKeys: 6, lua: LUA_SCRIPTS.createGrant });
   redis.defineCommand('jitRenewGrant', { numberOfKeys: 4, lua: LUA_SCRIPTS.renewGrant });
+  redis.defineCommand('jitRevokeReplay', { numberOfKeys: 4, lua: LUA_SCRIPTS.revokeReplay });
   redis.defineCommand('jitCloseGrant', { numberOfKeys: 4, lua: LUA_SCRIPTS.closeGrant });
   redis.defineCommand('jitAppendAudit', { numberOfKeys: 1, lua: LUA_SCRIPTS.appendAudit });
   redis.defineCommand('jitPublishKey', { numberOfKeys: 1, lua: LUA_SCRIPTS.publishKey });
@@ -220,7 +237,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       }
       const message = e instanceof Error ? e.message : String(e);
       log.warn({ op, err: message }, UNAVAILABLE);
-      const Failure = o.write && sent ? OutcomeUnknown : Unavailable;
+      // Refused for memory: Redis ran nothing (no grant to void later), so the outcome is known.
+      const Failure = o.write && sent && !isOutOfMemory(e) ? OutcomeUnknown : Unavailable;
       throw new Failure(UNAVAILABLE, { detail: `${op}: ${message}`, cause: e });
     }
   }
@@ -385,7 +403,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         ...closing,
         ...replay,
       );
-      const [outcome, payload] = reply;
+      const [outcome, payload, lost] = reply;
+      if (lost !== undefined) auditLost(op, id, outcome, lost);
       if (outcome === 'marked' || outcome === 'unknown') return [outcome, undefined];
       if ((outcome === 'closed' || outcome === 'inactive' || outcome === 'replay') && typeof payload === 'string') {
         const grant = ownRecord(id, payload, workload);
@@ -393,6 +412,11 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       }
       throw new Error(`unexpected close-grant reply ${JSON.stringify(reply)}`);
     }, { write: true });
+  }
+
+  /** A closing that took effect without its audit event: the log line is its only record. */
+  function auditLost(op: string, id: string, outcome: string | undefined, err: string): void {
+    log.error({ op, grant: id, outcome, err }, 'grant closed, but its audit event could not be written');
   }
 
   const store: RedisGrantStore = {
@@ -477,7 +501,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       const renewed = auditToFields({ type: 'grant.renewed', at: o.now, workload: r.workload, grant: r.id });
       const replay = auditToFields({ type: 'grant.replay_detected', at: o.now, workload: r.workload, grant: r.id });
       return guarded('renewGrant', async () => {
-        const reply = await redis.jitRenewGrant(
+        const args = [
           keys.grant(r.id),
           keys.live,
           keys.audit,
@@ -496,8 +520,18 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           renewed.length,
           ...renewed,
           ...replay,
-        );
-        const [outcome, payload] = reply;
+        ];
+        const reply = await redis.jitRenewGrant(...args).catch(async (e: unknown) => {
+          if (!isOutOfMemory(e)) throw e;
+          // Redis refused the renewal for memory. A superseded token must still revoke its
+          // grant: run the script again, allowed out of memory, to revoke a replay and nothing else.
+          args[RENEW_NEW_JTI_ARG] = '';
+          const revoked = await redis.jitRevokeReplay(...args);
+          if (revoked[0] !== 'replay') throw e;
+          return revoked;
+        });
+        const [outcome, payload, lost] = reply;
+        if (lost !== undefined) auditLost('renewGrant', r.id, String(outcome), String(lost));
         if (outcome === 'unknown') return { outcome };
         if (outcome === 'rate') throw rateExceeded(r.workload, Number(payload));
         if ((outcome === 'renewed' || outcome === 'inactive' || outcome === 'replay') && typeof payload === 'string') {

@@ -60,6 +60,15 @@ local function audit(key, maxlen, ttl, fields)
   extend(key, ttl)
 end
 
+-- As `audit`, for a change that must stand even if its event cannot be written (a closing):
+-- returns nil, or the error text of the write that failed.
+local function audit_or_error(key, maxlen, ttl, fields)
+  local ok, err = pcall(audit, key, maxlen, ttl, fields)
+  if ok then return nil end
+  if type(err) == 'table' then err = err.err end
+  return tostring(err)
+end
+
 -- A grant record is one string of lines: status, expires_at, generation, token_jti, token_exp,
 -- workload, then the fields that never change as a JSON array, which the scripts pass through
 -- (see codec.ts grantToRecord). Returns the record as a table, or nil when the key holds none, or

@@ -5,7 +5,9 @@
 -- other still holds the old token), so the grant is revoked at once (Teleport's lineage check).
 --
 -- KEYS[1] grant record   KEYS[2] live zset   KEYS[3] audit stream   KEYS[4] rate bucket
--- ARGV[1] now (ms)   ARGV[2] workload id   ARGV[3] presented jti   ARGV[4] new jti
+-- ARGV[1] now (ms)   ARGV[2] workload id   ARGV[3] presented jti
+-- ARGV[4] new jti ('': only revoke on a replay, renew nothing; the store runs this under
+--         allow-oom when Redis refused the renewal for memory, so a replay still revokes)
 -- ARGV[5] new token exp (ms)   ARGV[6] retention (ms)   ARGV[7] audit MAXLEN (approximate)
 -- ARGV[8] rate burst (0: unlimited)   ARGV[9] rate interval (ms per token)
 -- ARGV[10] reason recorded when the rate refuses   ARGV[11] reason recorded on a replay
@@ -14,8 +16,9 @@
 -- ARGV[14 .. 13+n1] grant.renewed fields   ARGV[14+n1 ..] grant.replay_detected fields
 -- (grant.denied reuses the renewed fields with type and reason replaced)
 --
--- Returns {'unknown'} | {'inactive', record} | {'replay', record} | {'rate', wait_ms} | {'renewed', record}
--- where record is the grant record string after the script.
+-- Returns {'unknown'} | {'inactive', record} | {'replay', record[, audit error]} | {'rate', wait_ms}
+-- | {'renewed', record} | {'not_replay'} (revoke-only mode) where record is the grant record
+-- string after the script. A replay revokes first and writes its event after, as close-grant.lua.
 
 local now = tonumber(ARGV[1])
 local retention = tonumber(ARGV[6])
@@ -37,12 +40,16 @@ if g.token_jti ~= ARGV[3] then
   replay[#replay + 1] = ARGV[11]
   replay[#replay + 1] = 'generation'
   replay[#replay + 1] = tostring(g.generation)
-  audit(KEYS[3], maxlen, keep, replay)
   g.status = 'revoked'
   g.expires_at = now
   local record = grant_write(KEYS[1], g)
   redis.call('ZREM', KEYS[2], ARGV[12])
+  local lost = audit_or_error(KEYS[3], maxlen, keep, replay)
+  if lost then return {'replay', record, lost} end
   return {'replay', record}
+end
+if ARGV[4] == '' then
+  return {'not_replay'}
 end
 
 local wait, bucket = bucket_take(KEYS[4], tonumber(ARGV[8]), tonumber(ARGV[9]), now)
