@@ -3,11 +3,15 @@ import { Redis, type Result } from 'ioredis';
 import { BrokerError, InvalidRequest, OutcomeUnknown, Unavailable } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
-  AUDIT_MAXLEN,
-  UNMATCHED_AUDIT_MAXLEN,
-  CAP_DENIAL_REASON,
-  RATE_DENIAL_REASON,
+  DENIAL_STREAM_MAXLEN,
+  UNMATCHED_PARTITIONS,
+  UNMATCHED_PARTITION_MAXLEN,
   REPLAY_REASON,
+  byEntryId,
+  clipDenial,
+  qualifiedId,
+  deniedWorkload,
+  unmatchedPartition,
   DuplicateGrantId,
   closeEventType,
   rateExceeded,
@@ -266,7 +270,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
 
   const keysOf = (workload: string) => grantKeys(prefix, workloadTag(workload));
   const workloadsKey = `${prefix}workloads`;
-  const unmatchedAuditKey = `${prefix}audit:unmatched`;
+  /** The unmatched-denial partitions (codec.ts unmatchedPartition picks one by source). */
+  const unmatchedKeys = Array.from({ length: UNMATCHED_PARTITIONS }, (_, p) => `${prefix}audit:unmatched:${p}`);
   /** When this instance last refreshed a workload's entry in the hint index (bounded memo). */
   const hinted = new Map<string, number>();
   const HINT_EVERY_MS = 60_000;
@@ -291,11 +296,11 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     return decoded.value;
   }
 
-  /** Stream entries as audit events; entries that do not decode are logged and skipped. */
-  function decodeAudit(entries: [string, string[]][]): AuditEvent[] {
+  /** Stream entries as audit events (ids qualified by `stream`); entries that do not decode are logged and skipped. */
+  function decodeAudit(entries: [string, string[]][], stream = ''): AuditEvent[] {
     const out: AuditEvent[] = [];
     for (const [id, fields] of entries) {
-      const decoded = auditFromFields(id, fields);
+      const decoded = auditFromFields(qualifiedId(id, stream), fields);
       if (decoded.ok) out.push(decoded.value);
       else log.error({ entry: id, problem: decoded.problem }, 'audit entry does not decode; skipped');
     }
@@ -395,7 +400,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         workload,
         status,
         o.markTtl ?? 0,
-        AUDIT_MAXLEN,
+        0, // no trim: closing is not told the retention (create and renew trim by age)
         CLOSE_RETENTION_MS,
         o.presentedJti ?? '',
         id,
@@ -436,15 +441,6 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         actions: grant.actions,
         task: grant.task,
       });
-      const denied = auditToFields({
-        type: 'grant.denied',
-        at: o.now,
-        workload: grant.workload,
-        rule: grant.rule,
-        audience: grant.audience,
-        actions: grant.actions,
-        task: grant.task,
-      });
       return guarded('createGrant', async () => {
         // Operators' hint index of workloads, outside the atomic script on purpose: it lives in
         // its own slot, and a cluster cannot run one script across slots. Sent first on the same
@@ -466,14 +462,10 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           grant.id,
           grant.created_at,
           grant.expires_at,
-          AUDIT_MAXLEN,
+          o.retentionMs,
           ...rateArgs(o.rate),
-          CAP_DENIAL_REASON,
-          RATE_DENIAL_REASON,
           grantToRecord(grant),
-          issued.length,
           ...issued,
-          ...denied,
         );
         const [status, count, earliest] = reply;
         if (status === 'ok') return grant;
@@ -512,9 +504,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           r.jti,
           r.tokenExp,
           o.retentionMs,
-          AUDIT_MAXLEN,
+          o.retentionMs,
           ...rateArgs(o.rate),
-          RATE_DENIAL_REASON,
           REPLAY_REASON,
           r.id,
           renewed.length,
@@ -571,29 +562,44 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     async appendAudit(event: AuditEvent, o: AppendAuditOptions): Promise<void> {
       const e = validateAudit(event);
       const retention = validateRetention(o);
-      const [key, maxlen] = o.unmatched ? [unmatchedAuditKey, UNMATCHED_AUDIT_MAXLEN] : [keysOf(e.workload).audit, AUDIT_MAXLEN];
+      const keys = keysOf(e.workload);
+      // Denials: clipped, into a capped stream of their own. Anything else is a lifecycle event,
+      // trimmed by age only.
+      const [key, trim, kept, fields] =
+        e.type !== 'grant.denied'
+          ? [keys.audit, 'age', retention, e]
+          : o.unmatched
+            ? [unmatchedKeys[unmatchedPartition(o.source ?? e.workload)]!, 'count', UNMATCHED_PARTITION_MAXLEN, clipDenial(e)]
+            : [keys.denials, 'count', DENIAL_STREAM_MAXLEN, clipDenial(e)];
       await guarded('appendAudit', async () => {
-        await redis.jitAppendAudit(key, retention, maxlen, ...auditToFields(e));
+        await redis.jitAppendAudit(key, retention, trim, kept, ...auditToFields(fields));
       });
     },
 
     async readUnmatchedAudit(o: { limit?: number } = {}): Promise<AuditEvent[]> {
       const limit = auditLimit(o.limit);
       return guarded('readUnmatchedAudit', async () => {
-        // The latest `limit` entries (the stream is capped; its head is what operators need).
-        return decodeAudit((await redis.xrevrange(unmatchedAuditKey, '+', '-', 'COUNT', limit)).reverse());
+        // The latest `limit` entries of each partition hold the latest `limit` of all of them.
+        const parts = await Promise.all(unmatchedKeys.map((k) => redis.xrevrange(k, '+', '-', 'COUNT', limit)));
+        return parts.flatMap((entries, p) => decodeAudit(entries, `u${p}`)).sort(byEntryId).slice(-limit);
       });
     },
 
     async readAudit(workload: string, o: { limit?: number } = {}): Promise<AuditEvent[]> {
       const limit = auditLimit(o.limit);
+      const keys = keysOf(workload);
       return guarded('readAudit', async () => {
-        const events = decodeAudit(await redis.xrange(keysOf(workload).audit, '-', '+', 'COUNT', limit));
+        // The oldest `limit` of each stream hold the oldest `limit` of both: merged by entry id.
+        const [lifecycle, denied] = await Promise.all([
+          redis.xrange(keys.audit, '-', '+', 'COUNT', limit),
+          redis.xrange(keys.denials, '-', '+', 'COUNT', limit),
+        ]);
+        const events = [...decodeAudit(lifecycle), ...decodeAudit(denied, 'd')];
         // Only this workload's own events (see ownRecord); logged once per read, not per entry.
-        const own = events.filter((e) => e.workload === workload);
+        const own = events.filter((e) => e.workload === (e.type === 'grant.denied' ? deniedWorkload(workload) : workload));
         if (own.length < events.length)
           log.error({ entries: events.length - own.length }, "audit entries under this workload's keys are not this workload's; skipped");
-        return own;
+        return own.sort(byEntryId).slice(0, limit);
       });
     },
 

@@ -168,7 +168,7 @@ describe('redis grant store: Redis specifics', () => {
     // A denial alone keeps the stream for the retention window.
     const denyW = uniqueWorkload('deny');
     await store.appendAudit({ type: 'grant.denied', at: now, workload: denyW, reason: 'x' }, { retentionMs: 30_000 });
-    const denyTtl = await raw.pttl(grantKeys(prefix, workloadTag(denyW)).audit);
+    const denyTtl = await raw.pttl(grantKeys(prefix, workloadTag(denyW)).denials);
     expect(denyTtl).toBeGreaterThan(30_000 - tol);
     expect(denyTtl).toBeLessThanOrEqual(30_000);
   });

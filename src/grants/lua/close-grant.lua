@@ -12,7 +12,7 @@
 --
 -- KEYS[1] grant record   KEYS[2] live zset   KEYS[3] audit stream   KEYS[4] void marker
 -- ARGV[1] now (ms)   ARGV[2] workload id   ARGV[3] status ('ended' | 'revoked')
--- ARGV[4] marker TTL (ms; 0: do not mark a missing grant)   ARGV[5] audit MAXLEN (approximate)
+-- ARGV[4] marker TTL (ms; 0: do not mark a missing grant)   ARGV[5] audit horizon (ms; '0': no trim)
 -- ARGV[6] retention (ms)   ARGV[7] presented jti ('': not checked)
 -- ARGV[8] grant id
 -- ARGV[9] n1 = number of the closing event's field/value strings
