@@ -361,7 +361,7 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       check();
       const w = workload(ws, false);
       // Only the asked workload's own events, even if another workload shares its slot.
-      const own = [...(w?.audit?.value ?? []).filter((e) => e.workload === ws), ...(w?.denials?.value ?? []).filter((e) => e.workload === deniedWorkload(ws))];
+      const own = [...(w?.audit?.value ?? []).filter((e) => e.workload === ws), ...(w?.denials?.value ?? []).filter((e) => e.workload === ws || e.workload === deniedWorkload(ws))];
       return clone(own.sort(byEntryId).slice(0, auditLimit(o.limit)));
     },
 

@@ -517,9 +517,10 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           // Redis refused the renewal for memory. A superseded token must still revoke its
           // grant: run the script again, allowed out of memory, to revoke a replay and nothing else.
           args[RENEW_NEW_JTI_ARG] = '';
-          const revoked = await redis.jitRevokeReplay(...args);
-          if (revoked[0] !== 'replay') throw e;
-          return revoked;
+          const answer = await redis.jitRevokeReplay(...args);
+          // A renewal it would have made: refused for memory (503). Anything else needed no write.
+          if (answer[0] === 'not_replay') throw e;
+          return answer;
         });
         const [outcome, payload, lost] = reply;
         if (lost !== undefined) auditLost('renewGrant', r.id, String(outcome), String(lost));
@@ -596,7 +597,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         ]);
         const events = [...decodeAudit(lifecycle), ...decodeAudit(denied, 'd')];
         // Only this workload's own events (see ownRecord); logged once per read, not per entry.
-        const own = events.filter((e) => e.workload === (e.type === 'grant.denied' ? deniedWorkload(workload) : workload));
+        // A denial names the workload clipped (codec.ts clipDenial).
+        const own = events.filter((e) => e.workload === workload || (e.type === 'grant.denied' && e.workload === deniedWorkload(workload)));
         if (own.length < events.length)
           log.error({ entries: events.length - own.length }, "audit entries under this workload's keys are not this workload's; skipped");
         return own.sort(byEntryId).slice(0, limit);

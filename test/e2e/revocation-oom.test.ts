@@ -101,6 +101,7 @@ describe('at maxmemory (noeviction)', () => {
     const toEnd = await started();
     const toRevoke = await started();
     const replayed = await started();
+    const toRenew = await started();
     const renewed = await renew(replayed.grant, replayed.token);
     expect(renewed.status).toBe(200);
     const latest = renewed.json.access_token as string;
@@ -128,6 +129,11 @@ describe('at maxmemory (noeviction)', () => {
     const replay = await renew(replayed.grant, replayed.token);
     expect(replay.json).toMatchObject({ error: 'invalid_grant', error_description: expect.stringContaining('two holders') });
     expect((await introspect(latest)).json).toEqual({ active: false });
+
+    // A renewal fails closed (503, nothing changed); one of an ended grant needs no write: invalid_grant.
+    expect((await renew(toRenew.grant, toRenew.token)).status).toBe(503);
+    expect(await broker.store.getGrant(toRenew.grant)).toMatchObject({ status: 'active', generation: 1 });
+    expect((await renew(toEnd.grant, toEnd.token)).json).toMatchObject({ error: 'invalid_grant' });
 
     // Still out of memory, and each closing was audited.
     expect((await start()).status).toBe(503);
