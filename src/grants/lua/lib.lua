@@ -69,8 +69,8 @@ end
 
 -- As `audit`, for a change that must stand even if its event cannot be written (a closing):
 -- returns nil, or the error text of the write that failed.
-local function audit_or_error(key, maxlen, ttl, fields)
-  local ok, err = pcall(audit, key, maxlen, ttl, fields)
+local function audit_or_error(key, horizon, ttl, fields)
+  local ok, err = pcall(audit, key, horizon, ttl, fields)
   if ok then return nil end
   if type(err) == 'table' then err = err.err end
   return tostring(err)
