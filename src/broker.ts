@@ -4,10 +4,11 @@ import { ResourceServers } from './auth/resource-servers.js';
 import type { Config } from './config/schema.js';
 import { AccessDenied, AttestationFailed, InvalidClient, InvalidGrant, InvalidRequest, InvalidToken, OutcomeUnknown, TokenMissing, Unavailable, UnreadableGrant } from './errors.js';
 import { UndeliveredGrants } from './grants/undelivered.js';
-import { DuplicateGrantId, isLive } from './grants/codec.js';
+import { DuplicateGrantId, GrantLimitExceeded, isLive } from './grants/codec.js';
+import { DenialAudit, type DenialSource } from './grants/denial-audit.js';
 import { isGrantId, newGrantId } from './grants/ids.js';
 import type { Grant, GrantStore, RateLimit } from './grants/store.js';
-import { AddressLimiter } from './limits/address-limiter.js';
+import { AddressLimiter, addressKey } from './limits/address-limiter.js';
 import type { Logger } from './log.js';
 import type { Decision, Policy } from './policy/evaluate.js';
 import { TTL_CAP_MS, TTL_FLOOR_MS } from './policy/rules.js';
@@ -65,6 +66,7 @@ export class Broker {
   private readonly failures: AddressLimiter;
   private readonly resourceServers: ResourceServers;
   private readonly rate: RateLimit;
+  private readonly denials: DenialAudit;
 
   constructor(private readonly deps: BrokerDeps) {
     const { config, clock, keyring } = deps;
@@ -77,11 +79,23 @@ export class Broker {
     });
     this.resourceServers = new ResourceServers(config.resource_servers, deps.attestors.x509 as Attestor<X509Evidence> | undefined);
     this.rate = rateLimit(config.limits.issuance);
+    this.denials = new DenialAudit({
+      store: deps.store,
+      clock,
+      log: deps.log,
+      retentionMs: config.grants.audit_retention,
+      budget: {
+        perAddress: rateLimit(config.limits.denial_audit.per_address),
+        perWorkload: rateLimit(config.limits.denial_audit.per_workload),
+        maxTracked: config.limits.tracked_addresses,
+      },
+    });
   }
 
-  /** Stops background work (retries of undelivered grants). */
+  /** Stops background work (retries of undelivered grants, denial summaries). */
   close(): void {
     this.voider.close();
+    this.denials.close();
   }
 
   /** POST /v1/tasks: attest the workload, authorize its intent, record the grant, mint its token. */
@@ -94,7 +108,7 @@ export class Broker {
 
     const decision = this.deps.policy.evaluate(workload, intent);
     if (!decision.allowed) {
-      await this.auditDenial(workload, intent.audience, intent.actions, decision);
+      await this.auditDenial(workload, intent.audience, intent.actions, decision, ctx);
       throw new AccessDenied(decision.reason, { detail: `closest rule: ${decision.closestRule ?? 'none'}` });
     }
 
@@ -141,7 +155,11 @@ export class Broker {
         },
         { now, maxActive: config.grants.max_active_per_workload, retentionMs: config.grants.audit_retention, rate: this.rate },
       )
-      .catch((e: unknown) => {
+      .catch(async (e: unknown) => {
+        if (e instanceof GrantLimitExceeded) {
+          const { audience, actions, task } = granted;
+          await this.denials.record({ type: 'grant.denied', at: now, workload: workload.id, rule: decision.rule, reason: e.auditReason, audience, actions, task }, this.denialSource(ctx, false));
+        }
         // 128 random bits make this a bug, never an input error: fail closed like a store fault.
         if (e instanceof DuplicateGrantId) throw new Unavailable('grant could not be recorded', { detail: e.message });
         // The caller gets a 503 and no token; the grant may still land: void it.
@@ -188,7 +206,7 @@ export class Broker {
     const intent: GrantedIntent = { audience: grant.audience, actions: grant.actions, resources: grant.resources, purpose: grant.purpose, task: grant.task };
     const decision = this.deps.policy.evaluate(workload, intent);
     if (!decision.allowed) {
-      await this.auditDenial(workload, intent.audience, intent.actions, decision, grantId);
+      await this.auditDenial(workload, intent.audience, intent.actions, decision, ctx, grantId);
       throw new AccessDenied(`the policy no longer allows this grant: ${decision.reason}`, { detail: `closest rule: ${decision.closestRule ?? 'none'}` });
     }
     const tokenExp = Math.min(now + Math.min(ttlMs, decision.maxTtlMs ?? Infinity), grant.expires_at, workload.evidenceExpiresAt);
@@ -200,7 +218,12 @@ export class Broker {
     }
     const minted = await this.mint(workload.id, grantId, intent, now, tokenExp, grant.cnf);
     const renewal = { id: grantId, workload: workload.id, presentedJti: claims.jti, jti: minted.claims.jti, tokenExp: minted.claims.exp * 1000 };
-    const result = await store.renewGrant(renewal, { now, retentionMs: config.grants.audit_retention, rate: this.rate });
+    const result = await store.renewGrant(renewal, { now, retentionMs: config.grants.audit_retention, rate: this.rate }).catch(async (e: unknown) => {
+      if (e instanceof GrantLimitExceeded) {
+        await this.denials.record({ type: 'grant.denied', at: now, workload: workload.id, grant: grantId, reason: e.auditReason }, this.denialSource(ctx, false));
+      }
+      throw e;
+    });
     switch (result.outcome) {
       case 'renewed':
         log.info({ grant: grantId, workload: workload.id, jti: minted.claims.jti, generation: result.grant.generation }, 'task token renewed');
@@ -419,27 +442,28 @@ export class Broker {
     return { token, claims };
   }
 
-  /** Denials are audited in the workload's stream; a failed audit write never turns a denial into success. */
-  private async auditDenial(workload: Workload, audience: string, actions: string[], decision: Extract<Decision, { allowed: false }>, grant?: string) {
-    const { store, config, clock, log } = this.deps;
-    try {
-      await store.appendAudit(
-        {
-          type: 'grant.denied',
-          at: clock(),
-          workload: workload.id,
-          ...(grant ? { grant } : {}),
-          reason: decision.reason,
-          ...(decision.closestRule ? { rule: decision.closestRule } : {}),
-          audience,
-          actions,
-        },
-        // No rule names this workload: one shared capped stream, not a stream per attested id.
-        { retentionMs: config.grants.audit_retention, unmatched: decision.closestRule === undefined },
-      );
-    } catch (e) {
-      log.warn({ workload: workload.id, err: (e as Error).message }, 'denial audit write failed');
-    }
+  /** A policy refusal, audited within the denial budget (a failed write never turns it into success). */
+  private async auditDenial(workload: Workload, audience: string, actions: string[], decision: Extract<Decision, { allowed: false }>, ctx: CallContext, grant?: string) {
+    await this.denials.record(
+      {
+        type: 'grant.denied',
+        at: this.deps.clock(),
+        workload: workload.id,
+        ...(grant ? { grant } : {}),
+        reason: decision.reason,
+        ...(decision.closestRule ? { rule: decision.closestRule } : {}),
+        audience,
+        actions,
+      },
+      // No rule names this workload: the shared capped partitions, not a stream per attested id.
+      this.denialSource(ctx, decision.closestRule === undefined),
+    );
+  }
+
+  /** The caller's address as the budget counts it (an IPv6 client by its prefix, as the failure limit does). */
+  private denialSource(ctx: CallContext, unmatched: boolean): DenialSource {
+    const address = ctx.clientAddress;
+    return address === undefined ? { unmatched } : { unmatched, source: addressKey(address, this.deps.config.limits.ipv6_prefix) };
   }
 }
 

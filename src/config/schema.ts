@@ -173,6 +173,17 @@ export const configSchema = z
         tracked_addresses: z.number().int().min(100).max(10_000_000).default(100_000),
         /** IPv6 clients count per prefix of this length (a host usually holds a /64; pods may share one). */
         ipv6_prefix: z.number().int().min(32).max(128).default(64),
+        /**
+         * Denials written to the audit log one by one, per source address and per workload, per
+         * instance; past either, one summary event per minute carries the count.
+         */
+        denial_audit: z
+          .object({
+            per_address: rateField({ rate: 60, per: '1m', burst: 100 }),
+            per_workload: rateField({ rate: 60, per: '1m', burst: 100 }),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),

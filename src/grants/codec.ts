@@ -1,6 +1,8 @@
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { InvalidRequest, LimitExceeded } from '../errors.js';
 import { isWellFormed, NOT_WELL_FORMED } from '../protocol/unicode.js';
+import { clip } from '../util/text.js';
 import { isGrantId, tagOfGrantId, workloadTag } from './ids.js';
 import type { AuditEvent, CloseOptions, CloseStatus, CreateGrantOptions, Grant, NewGrant, PublishedKey, RenewGrant, RenewOptions } from './store.js';
 
@@ -9,10 +11,20 @@ import type { AuditEvent, CloseOptions, CloseStatus, CreateGrantOptions, Grant, 
  * input validation, the record and audit-event encodings, list limits, and the errors.
  */
 
-/** Audit streams keep at most about this many entries per workload (XADD MAXLEN ~). */
-export const AUDIT_MAXLEN = 100_000;
-/** Length cap of the shared stream of denials for workloads no rule names. */
-export const UNMATCHED_AUDIT_MAXLEN = 10_000;
+/**
+ * Audit streams. Lifecycle events (issued, renewed, ended, revoked, replay) have a stream per
+ * workload, trimmed by age (audit retention), never by count: no request can evict them. Denials
+ * have their own capped stream per workload, and denials of workloads no rule names go to
+ * UNMATCHED_PARTITIONS capped streams chosen by source address, so one source can only ever
+ * evict its own partition's records. Denials are also clipped (clipDenial) and budgeted by the
+ * broker (limits.denial_audit).
+ */
+/** A workload's denial stream keeps about this many entries (XADD MAXLEN ~). */
+export const DENIAL_STREAM_MAXLEN = 1000;
+/** Streams the denials of workloads no rule names are spread over, by source address. */
+export const UNMATCHED_PARTITIONS = 16;
+/** Each unmatched partition keeps about this many entries (XADD MAXLEN ~). */
+export const UNMATCHED_PARTITION_MAXLEN = 1000;
 export const LIST_LIMIT_DEFAULT = 100;
 export const LIST_LIMIT_MAX = 1000;
 export const AUDIT_LIMIT_DEFAULT = 1000;
@@ -104,7 +116,7 @@ export const closeEventType = (status: CloseStatus): 'grant.ended' | 'grant.revo
 
 /** The issuance rate refused: `waitMs` until the workload's bucket earns a token. */
 export function rateExceeded(workload: string, waitMs: number) {
-  return new LimitExceeded('too many tokens requested for this workload; retry later', {
+  return new GrantLimitExceeded(RATE_DENIAL_REASON, 'too many tokens requested for this workload; retry later', {
     detail: `workload ${workload} is over its issuance rate`,
     retryAfter: Math.max(1, Math.ceil(waitMs / 1000)),
   });
@@ -144,10 +156,24 @@ export class DuplicateGrantId extends Error {
   }
 }
 
+/**
+ * A per-workload limit of the store (the live-grant cap or the issuance rate) refused: nothing was
+ * written. `auditReason` is the reason the caller records on its `grant.denied` event.
+ */
+export class GrantLimitExceeded extends LimitExceeded {
+  constructor(
+    readonly auditReason: typeof CAP_DENIAL_REASON | typeof RATE_DENIAL_REASON,
+    description: string,
+    opts: { detail: string; retryAfter: number },
+  ) {
+    super(description, opts);
+  }
+}
+
 /** The active-grant cap refused a grant; `earliestExpiry` is when the first live grant ends. */
 export function capExceeded(workload: string, active: number, maxActive: number, now: number, earliestExpiry: number | undefined) {
   const retryAfter = earliestExpiry === undefined ? 1 : Math.max(1, Math.ceil((earliestExpiry - now) / 1000));
-  return new LimitExceeded(`too many active grants for this workload (limit ${maxActive}); end a task or retry later`, {
+  return new GrantLimitExceeded(CAP_DENIAL_REASON, `too many active grants for this workload (limit ${maxActive}); end a task or retry later`, {
     detail: `workload ${workload} has ${active} live grants (max ${maxActive})`,
     retryAfter,
   });
@@ -249,6 +275,8 @@ const auditSchema = z
     actions: z.array(str(256)).max(64).optional(),
     task: str(256).optional(),
     generation: z.number().int().min(1).optional(),
+    /** A summary: how many denials past the audit budget it stands for. */
+    count: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
   })
   .strict();
 
@@ -265,7 +293,7 @@ export function validateRetention(opts: { retentionMs: number }): number {
   return r;
 }
 
-const AUDIT_FIELD_ORDER = ['type', 'at', 'workload', 'grant', 'rule', 'reason', 'audience', 'actions', 'task', 'generation'] as const;
+const AUDIT_FIELD_ORDER = ['type', 'at', 'workload', 'grant', 'rule', 'reason', 'audience', 'actions', 'task', 'generation', 'count'] as const;
 
 /** The event as XADD field/value pairs (absent members are left out). */
 export function auditToFields(e: AuditEvent): string[] {
@@ -293,11 +321,63 @@ export function auditFromFields(id: string, fields: string[]): DecodeResult<Audi
     actions: jsonOr(h.actions),
     task: h.task,
     generation: numOr(h.generation),
+    count: numOr(h.count),
   });
   if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
   const e: AuditEvent = parsed.data;
   for (const k of Object.keys(e) as (keyof AuditEvent)[]) if (e[k] === undefined) delete e[k];
   return { ok: true, value: e };
+}
+
+// ── denials: clipped, partitioned, merged ──
+
+/**
+ * What a denial keeps of each field the caller chose: at most about 1.3 KB of text in all, so a
+ * recorded denial costs Redis well under 2 KB however long the request was.
+ */
+export const DENIAL_CLIP = { workload: 256, rule: 64, reason: 256, audience: 128, action: 48, actions: 8, task: 64 } as const;
+
+/** `clip`, never between the halves of a surrogate pair (a lone half is not well-formed text). */
+const cut = (text: string, max: number): string => clip(text, /[\uD800-\uDBFF]/.test(text[max - 1] ?? '') ? max - 1 : max);
+
+/** The workload id as a denial records it (clipped: see DENIAL_CLIP). */
+export const deniedWorkload = (workload: string): string => cut(workload, DENIAL_CLIP.workload);
+
+/** A denial with its long fields clipped (`…` marks a cut; a cut list names how many it left out). */
+export function clipDenial(e: AuditEvent): AuditEvent {
+  const out: AuditEvent = { ...e, workload: deniedWorkload(e.workload) };
+  if (e.rule !== undefined) out.rule = cut(e.rule, DENIAL_CLIP.rule);
+  if (e.reason !== undefined) out.reason = cut(e.reason, DENIAL_CLIP.reason);
+  if (e.audience !== undefined) out.audience = cut(e.audience, DENIAL_CLIP.audience);
+  if (e.task !== undefined) out.task = cut(e.task, DENIAL_CLIP.task);
+  if (e.actions !== undefined) {
+    const shown = e.actions.slice(0, DENIAL_CLIP.actions).map((a) => cut(a, DENIAL_CLIP.action));
+    if (e.actions.length > DENIAL_CLIP.actions) shown[shown.length - 1] = `(and ${e.actions.length - DENIAL_CLIP.actions + 1} more)`;
+    out.actions = shown;
+  }
+  return out;
+}
+
+/** The unmatched-denial partition of a source address (or, without one, of the workload id). */
+export function unmatchedPartition(source: string): number {
+  return createHash('sha256').update(source).digest().readUInt32BE(0) % UNMATCHED_PARTITIONS;
+}
+
+/**
+ * An event's id in a log merged from several streams: the entry id (`<ms>-<seq>`), qualified by
+ * its stream (`:d` a workload's denials, `:u<n>` an unmatched partition; lifecycle bare), since
+ * each stream numbers its own entries.
+ */
+export const qualifiedId = (entryId: string, stream: string): string => (stream ? `${entryId}:${stream}` : entryId);
+
+/**
+ * Events of several streams in time order, by entry id (Redis's clock). Streams number their
+ * entries apart, so within one millisecond the event's `at` decides first.
+ */
+export function byEntryId(a: AuditEvent, b: AuditEvent): number {
+  const [am = 0, as = 0] = (a.id ?? '').split(':')[0]!.split('-').map(Number);
+  const [bm = 0, bs = 0] = (b.id ?? '').split(':')[0]!.split('-').map(Number);
+  return am - bm || a.at - b.at || as - bs;
 }
 
 // ── published signing keys ──

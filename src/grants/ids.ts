@@ -53,8 +53,10 @@ export function grantKeys(prefix: string, tag: string) {
     live: `${slot}:live`,
     /** zset grant id → created_at, every grant within retention. */
     all: `${slot}:grants`,
-    /** stream of audit events. */
+    /** stream of lifecycle audit events (trimmed by age). */
     audit: `${slot}:audit`,
+    /** stream of the workload's denials (clipped, capped in length). */
+    denials: `${slot}:denials`,
     /** hash: the workload's issuance token bucket (see lib.lua bucket_take). */
     rate: `${slot}:rate`,
     /** marker: this grant id was voided before its record arrived (see close-grant.lua). */

@@ -1,11 +1,15 @@
 import { InvalidRequest, Unavailable } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
-  AUDIT_MAXLEN,
-  UNMATCHED_AUDIT_MAXLEN,
-  CAP_DENIAL_REASON,
-  RATE_DENIAL_REASON,
+  DENIAL_STREAM_MAXLEN,
+  UNMATCHED_PARTITIONS,
+  UNMATCHED_PARTITION_MAXLEN,
   REPLAY_REASON,
+  byEntryId,
+  clipDenial,
+  qualifiedId,
+  deniedWorkload,
+  unmatchedPartition,
   DuplicateGrantId,
   closeEventType,
   rateExceeded,
@@ -79,7 +83,10 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
     tasks: Map<string, Expiring<Map<string, number>>>;
     allDeadline: number;
     liveDeadline: number;
+    /** Lifecycle events, trimmed by age. */
     audit: Expiring<AuditEvent[]> | undefined;
+    /** Denials, clipped and capped in length. */
+    denials: Expiring<AuditEvent[]> | undefined;
     /** Issuance token bucket (lib.lua bucket_take). */
     bucket: BucketState | undefined;
   }
@@ -90,8 +97,8 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
   const keys = new Map<string, PublishedKey>();
   /** Grant ids voided before their record arrived (see GrantStore.voidGrant). */
   const voided = new Set<string>();
-  /** Denials of workloads no rule names: one shared, length-capped stream. */
-  const unmatched: AuditEvent[] = [];
+  /** Denials of workloads no rule names: length-capped partitions, chosen by source. */
+  const unmatched: AuditEvent[][] = Array.from({ length: UNMATCHED_PARTITIONS }, () => []);
   let latestNow = 0;
   let auditSeq = 0;
   let lastAuditMs = 0;
@@ -116,9 +123,10 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       if (w.liveDeadline <= t) w.live.clear();
       for (const [task, idx] of w.tasks) if (idx.deadline <= t) w.tasks.delete(task);
       if (w.audit && w.audit.deadline <= t) w.audit = undefined;
+      if (w.denials && w.denials.deadline <= t) w.denials = undefined;
     }
     if (!w && create) {
-      w = { live: new Map(), all: new Map(), tasks: new Map(), allDeadline: 0, liveDeadline: 0, audit: undefined, bucket: undefined };
+      w = { live: new Map(), all: new Map(), tasks: new Map(), allDeadline: 0, liveDeadline: 0, audit: undefined, denials: undefined, bucket: undefined };
       workloads.set(tag, w);
     }
     return w;
@@ -145,12 +153,21 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
     return `${lastAuditMs}-${auditSeq}`;
   }
 
-  /** Appends an event; the stream lives at least `ttl` past `now` (never shortened). */
-  function append(w: Workload, event: AuditEvent, now: number, ttl: number) {
+  /**
+   * Appends a lifecycle event; events older than `horizon` ms are trimmed (0: none), never by
+   * count (lib.lua audit). The stream lives at least `ttl` past `now` (never shortened).
+   */
+  function append(w: Workload, event: AuditEvent, now: number, ttl: number, horizon: number) {
     if (!w.audit) w.audit = { value: [], deadline: 0 };
     w.audit.value.push({ id: nextAuditId(), ...clone(event) });
-    if (w.audit.value.length > AUDIT_MAXLEN) w.audit.value.splice(0, w.audit.value.length - AUDIT_MAXLEN);
+    if (horizon > 0) w.audit.value = w.audit.value.filter((e) => e.at >= now - horizon);
     w.audit.deadline = Math.max(w.audit.deadline, now + Math.max(1, ttl));
+  }
+
+  /** Appends to a capped stream (denials), ids qualified by `name` as the Redis store's. */
+  function appendCapped(stream: AuditEvent[], name: string, event: AuditEvent, max: number) {
+    stream.push({ id: qualifiedId(nextAuditId(), name), ...clone(event) });
+    if (stream.length > max) stream.splice(0, stream.length - max);
   }
 
   function list(ws: string, o: ListOptions, task?: string): Grant[] {
@@ -197,8 +214,8 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
     const keep = Math.max(0, g.expires_at - now);
     // A superseded token: two holders, as on renewal (close-grant.lua).
     const replay = presentedJti !== undefined && presentedJti !== g.token_jti;
-    if (replay) append(w, { type: 'grant.replay_detected', at: now, workload: ws, grant: id, reason: REPLAY_REASON, generation: g.generation }, now, keep);
-    else append(w, { type: closeEventType(status), at: now, workload: ws, grant: id, ...(reason ? { reason } : {}) }, now, keep);
+    if (replay) append(w, { type: 'grant.replay_detected', at: now, workload: ws, grant: id, reason: REPLAY_REASON, generation: g.generation }, now, keep, 0);
+    else append(w, { type: closeEventType(status), at: now, workload: ws, grant: id, ...(reason ? { reason } : {}) }, now, keep, 0);
     g.status = replay ? 'revoked' : status;
     g.expires_at = Math.min(g.expires_at, now);
     w.live.delete(id);
@@ -218,23 +235,11 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
 
       // Liveness is expires_at > now: an entry expiring exactly now is already dead.
       for (const [id, exp] of w.live) if (exp <= o.now) w.live.delete(id);
-      const deny = (reason: string) =>
-        append(
-          w,
-          { type: 'grant.denied', at: o.now, workload: grant.workload, rule: grant.rule, reason, audience: grant.audience, actions: grant.actions, task: grant.task },
-          o.now,
-          o.retentionMs,
-        );
-      if (w.live.size >= o.maxActive) {
-        deny(CAP_DENIAL_REASON);
-        throw capExceeded(grant.workload, w.live.size, o.maxActive, o.now, Math.min(...w.live.values()));
-      }
+      // A refusal writes nothing: the caller records the denial within its audit budget.
+      if (w.live.size >= o.maxActive) throw capExceeded(grant.workload, w.live.size, o.maxActive, o.now, Math.min(...w.live.values()));
       // After the cap, as the Redis store: only a grant that is written spends a rate token.
       const wait = take(w, o.rate, o.now);
-      if (wait > 0) {
-        deny(RATE_DENIAL_REASON);
-        throw rateExceeded(grant.workload, wait);
-      }
+      if (wait > 0) throw rateExceeded(grant.workload, wait);
 
       const keep = grant.expires_at - o.now + o.retentionMs;
       const horizon = o.now - o.retentionMs;
@@ -266,6 +271,7 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
         },
         o.now,
         keep,
+        o.retentionMs,
       );
       return clone(grant);
     },
@@ -314,12 +320,9 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
         return close(r.id, r.workload, o.now, 'revoked', undefined, false, r.presentedJti) as Extract<RenewOutcome, { outcome: 'replay' }>;
       }
       const wait = take(w, o.rate, o.now);
-      if (wait > 0) {
-        append(w, { type: 'grant.denied', ...base, reason: RATE_DENIAL_REASON }, o.now, keep);
-        throw rateExceeded(r.workload, wait);
-      }
+      if (wait > 0) throw rateExceeded(r.workload, wait);
       g.generation += 1;
-      append(w, { type: 'grant.renewed', ...base, generation: g.generation }, o.now, keep);
+      append(w, { type: 'grant.renewed', ...base, generation: g.generation }, o.now, keep, o.retentionMs);
       g.token_jti = r.jti;
       g.token_exp = r.tokenExp;
       return { outcome: 'renewed', grant: clone(g) };
@@ -337,25 +340,29 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       const e = validateAudit(event);
       validateRetention(o);
       see(e.at);
-      if (o.unmatched) {
-        unmatched.push({ id: nextAuditId(), ...clone(e) });
-        if (unmatched.length > UNMATCHED_AUDIT_MAXLEN) unmatched.splice(0, unmatched.length - UNMATCHED_AUDIT_MAXLEN);
-        return;
+      // As the Redis store: denials clipped into capped streams, lifecycle events by age.
+      if (e.type === 'grant.denied' && o.unmatched) {
+        const p = unmatchedPartition(o.source ?? e.workload);
+        return appendCapped(unmatched[p]!, `u${p}`, clipDenial(e), UNMATCHED_PARTITION_MAXLEN);
       }
-      append(workload(e.workload, true), e, e.at, o.retentionMs);
+      const w = workload(e.workload, true);
+      if (e.type !== 'grant.denied') return append(w, e, e.at, o.retentionMs, o.retentionMs);
+      if (!w.denials) w.denials = { value: [], deadline: 0 };
+      appendCapped(w.denials.value, 'd', clipDenial(e), DENIAL_STREAM_MAXLEN);
+      w.denials.deadline = Math.max(w.denials.deadline, e.at + o.retentionMs);
     },
 
     async readUnmatchedAudit(o: { limit?: number } = {}): Promise<AuditEvent[]> {
       check();
-      return clone(unmatched.slice(-auditLimit(o.limit)));
+      return clone(unmatched.flat().sort(byEntryId).slice(-auditLimit(o.limit)));
     },
 
     async readAudit(ws: string, o: { limit?: number } = {}): Promise<AuditEvent[]> {
       check();
-      const events = workload(ws, false)?.audit?.value ?? [];
+      const w = workload(ws, false);
       // Only the asked workload's own events, even if another workload shares its slot.
-      const own = events.filter((e) => e.workload === ws);
-      return clone(own.slice(0, auditLimit(o.limit)));
+      const own = [...(w?.audit?.value ?? []).filter((e) => e.workload === ws), ...(w?.denials?.value ?? []).filter((e) => e.workload === ws || e.workload === deniedWorkload(ws))];
+      return clone(own.sort(byEntryId).slice(0, auditLimit(o.limit)));
     },
 
     async publishKey(key: PublishedKey): Promise<void> {

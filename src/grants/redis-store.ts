@@ -4,11 +4,15 @@ import { BrokerError, InvalidRequest, OutcomeUnknown, Unavailable, UnreadableGra
 import type { Logger } from '../log.js';
 import { clip } from '../util/text.js';
 import {
-  AUDIT_MAXLEN,
-  UNMATCHED_AUDIT_MAXLEN,
-  CAP_DENIAL_REASON,
-  RATE_DENIAL_REASON,
+  DENIAL_STREAM_MAXLEN,
+  UNMATCHED_PARTITIONS,
+  UNMATCHED_PARTITION_MAXLEN,
   REPLAY_REASON,
+  byEntryId,
+  clipDenial,
+  qualifiedId,
+  deniedWorkload,
+  unmatchedPartition,
   DuplicateGrantId,
   closeEventType,
   rateExceeded,
@@ -58,12 +62,22 @@ import {
  * must copy `src/grants/lua/*.lua` to `dist/grants/lua/` (tsc does not copy them).
  */
 const lua = (name: string) => readFileSync(new URL(`./lua/${name}`, import.meta.url), 'utf8');
-/** Shared helpers (lib.lua), prepended to the scripts that change grants. */
-const withLib = (name: string) => `${lua('lib.lua')}\n${lua(name)}`;
+/**
+ * Shared helpers (lib.lua), prepended to the scripts that change grants. A script's flags line
+ * (`#!lua flags=...`, Redis 7) must stay its first line, so it is hoisted above the helpers.
+ */
+const withLib = (name: string, flags?: string) => {
+  const source = lua(name);
+  const shebang = flags ?? /^#![^\n]*/.exec(source)?.[0];
+  const body = source.startsWith('#!') ? source.slice(source.indexOf('\n') + 1) : source;
+  return `${shebang ? `${shebang}\n` : ''}${lua('lib.lua')}\n${body}`;
+};
 
 export const LUA_SCRIPTS = {
   createGrant: withLib('create-grant.lua'),
   renewGrant: withLib('renew-grant.lua'),
+  /** renew-grant.lua run only to revoke a replay, allowed out of memory (see the script). */
+  revokeReplay: withLib('renew-grant.lua', '#!lua flags=allow-oom'),
   closeGrant: withLib('close-grant.lua'),
   appendAudit: lua('append-audit.lua'),
   publishKey: lua('publish-key.lua'),
@@ -75,6 +89,7 @@ declare module 'ioredis' {
     jitCreateGrant(...args: (string | number)[]): Result<(string | number)[], Context>;
     /** {outcome} or {outcome, grant record} or {'rate', wait_ms}. */
     jitRenewGrant(...args: (string | number)[]): Result<(string | number)[], Context>;
+    jitRevokeReplay(...args: (string | number)[]): Result<(string | number)[], Context>;
     jitCloseGrant(...args: (string | number)[]): Result<string[], Context>;
     jitAppendAudit(...args: (string | number)[]): Result<string, Context>;
     jitPublishKey(...args: (string | number)[]): Result<number, Context>;
@@ -110,6 +125,11 @@ const UNAVAILABLE = 'grant store is unavailable';
 const CLOSE_RETENTION_MS = 60 * 60_000;
 /** How long a void marker bars a late create: far longer than any command can be in flight. */
 const VOID_MARKER_TTL_MS = 10 * 60_000;
+
+/** Redis refused a command (or a script's write) because it is at maxmemory. */
+const isOutOfMemory = (e: unknown): boolean => e instanceof Error && /^OOM\b/.test(e.message);
+/** Index of the new jti in jitRenewGrant's arguments (4 keys, then now, workload, presented jti). */
+const RENEW_NEW_JTI_ARG = 7;
 
 /** Script arguments of a rate limit: burst (0: unlimited) and ms per token. */
 const rateArgs = (rate: RateLimit | undefined): [number, number] => [rate?.burst ?? 0, rate?.intervalMs ?? 1];
@@ -158,6 +178,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   });
   redis.defineCommand('jitCreateGrant', { numberOfKeys: 6, lua: LUA_SCRIPTS.createGrant });
   redis.defineCommand('jitRenewGrant', { numberOfKeys: 4, lua: LUA_SCRIPTS.renewGrant });
+  redis.defineCommand('jitRevokeReplay', { numberOfKeys: 4, lua: LUA_SCRIPTS.revokeReplay });
   redis.defineCommand('jitCloseGrant', { numberOfKeys: 4, lua: LUA_SCRIPTS.closeGrant });
   redis.defineCommand('jitAppendAudit', { numberOfKeys: 1, lua: LUA_SCRIPTS.appendAudit });
   redis.defineCommand('jitPublishKey', { numberOfKeys: 1, lua: LUA_SCRIPTS.publishKey });
@@ -232,7 +253,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       }
       const message = e instanceof Error ? e.message : String(e);
       log.warn({ op, err: message }, UNAVAILABLE);
-      const Failure = o.write && sent ? OutcomeUnknown : Unavailable;
+      // Refused for memory: Redis ran nothing (no grant to void later), so the outcome is known.
+      const Failure = o.write && sent && !isOutOfMemory(e) ? OutcomeUnknown : Unavailable;
       throw new Failure(UNAVAILABLE, { detail: `${op}: ${message}`, cause: e });
     }
   }
@@ -260,7 +282,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
 
   const keysOf = (workload: string) => grantKeys(prefix, workloadTag(workload));
   const workloadsKey = `${prefix}workloads`;
-  const unmatchedAuditKey = `${prefix}audit:unmatched`;
+  /** The unmatched-denial partitions (codec.ts unmatchedPartition picks one by source). */
+  const unmatchedKeys = Array.from({ length: UNMATCHED_PARTITIONS }, (_, p) => `${prefix}audit:unmatched:${p}`);
   /** When this instance last refreshed a workload's entry in the hint index (bounded memo). */
   const hinted = new Map<string, number>();
   const HINT_EVERY_MS = 60_000;
@@ -290,11 +313,11 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     return decoded.value;
   }
 
-  /** Stream entries as audit events; entries that do not decode are logged and skipped. */
-  function decodeAudit(entries: [string, string[]][]): AuditEvent[] {
+  /** Stream entries as audit events (ids qualified by `stream`); entries that do not decode are logged and skipped. */
+  function decodeAudit(entries: [string, string[]][], stream = ''): AuditEvent[] {
     const out: AuditEvent[] = [];
     for (const [id, fields] of entries) {
-      const decoded = auditFromFields(id, fields);
+      const decoded = auditFromFields(qualifiedId(id, stream), fields);
       if (decoded.ok) out.push(decoded.value);
       else log.error({ entry: id, problem: decoded.problem }, 'audit entry does not decode; skipped');
     }
@@ -404,7 +427,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         workload,
         status,
         o.markTtl ?? 0,
-        AUDIT_MAXLEN,
+        0, // no trim: closing is not told the retention (create and renew trim by age)
         CLOSE_RETENTION_MS,
         o.presentedJti ?? '',
         id,
@@ -412,7 +435,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         ...closing,
         ...replay,
       );
-      const [outcome, payload] = reply;
+      const [outcome, payload, lost] = reply;
+      if (lost !== undefined) auditLost(op, id, outcome, lost);
       if (outcome === 'marked' || outcome === 'unknown') return [outcome, undefined];
       if (outcome === 'unreadable') throw unreadable(id, 'close-grant.lua could not decode it; nothing changed');
       if ((outcome === 'closed' || outcome === 'inactive' || outcome === 'replay') && typeof payload === 'string') {
@@ -421,6 +445,11 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       }
       throw new Error(`unexpected close-grant reply ${JSON.stringify(reply)}`);
     }, { write: true });
+  }
+
+  /** A closing that took effect without its audit event: the log line is its only record. */
+  function auditLost(op: string, id: string, outcome: string | undefined, err: string): void {
+    log.error({ op, grant: id, outcome, err }, 'grant closed, but its audit event could not be written');
   }
 
   const store: RedisGrantStore = {
@@ -435,15 +464,6 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         at: o.now,
         workload: grant.workload,
         grant: grant.id,
-        rule: grant.rule,
-        audience: grant.audience,
-        actions: grant.actions,
-        task: grant.task,
-      });
-      const denied = auditToFields({
-        type: 'grant.denied',
-        at: o.now,
-        workload: grant.workload,
         rule: grant.rule,
         audience: grant.audience,
         actions: grant.actions,
@@ -470,14 +490,10 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           grant.id,
           grant.created_at,
           grant.expires_at,
-          AUDIT_MAXLEN,
+          o.retentionMs,
           ...rateArgs(o.rate),
-          CAP_DENIAL_REASON,
-          RATE_DENIAL_REASON,
           grantToRecord(grant),
-          issued.length,
           ...issued,
-          ...denied,
         );
         const [status, count, earliest] = reply;
         if (status === 'ok') return grant;
@@ -505,7 +521,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       const renewed = auditToFields({ type: 'grant.renewed', at: o.now, workload: r.workload, grant: r.id });
       const replay = auditToFields({ type: 'grant.replay_detected', at: o.now, workload: r.workload, grant: r.id });
       return guarded('renewGrant', async () => {
-        const reply = await redis.jitRenewGrant(
+        const args = [
           keys.grant(r.id),
           keys.live,
           keys.audit,
@@ -516,16 +532,26 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           r.jti,
           r.tokenExp,
           o.retentionMs,
-          AUDIT_MAXLEN,
+          o.retentionMs,
           ...rateArgs(o.rate),
-          RATE_DENIAL_REASON,
           REPLAY_REASON,
           r.id,
           renewed.length,
           ...renewed,
           ...replay,
-        );
-        const [outcome, payload] = reply;
+        ];
+        const reply = await redis.jitRenewGrant(...args).catch(async (e: unknown) => {
+          if (!isOutOfMemory(e)) throw e;
+          // Redis refused the renewal for memory. A superseded token must still revoke its
+          // grant: run the script again, allowed out of memory, to revoke a replay and nothing else.
+          args[RENEW_NEW_JTI_ARG] = '';
+          const answer = await redis.jitRevokeReplay(...args);
+          // A renewal it would have made: refused for memory (503). Anything else needed no write.
+          if (answer[0] === 'not_replay') throw e;
+          return answer;
+        });
+        const [outcome, payload, lost] = reply;
+        if (lost !== undefined) auditLost('renewGrant', r.id, String(outcome), String(lost));
         if (outcome === 'unknown') return { outcome };
         if (outcome === 'unreadable') throw unreadable(r.id, 'renew-grant.lua could not decode it; nothing changed');
         if (outcome === 'rate') throw rateExceeded(r.workload, Number(payload));
@@ -570,29 +596,45 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     async appendAudit(event: AuditEvent, o: AppendAuditOptions): Promise<void> {
       const e = validateAudit(event);
       const retention = validateRetention(o);
-      const [key, maxlen] = o.unmatched ? [unmatchedAuditKey, UNMATCHED_AUDIT_MAXLEN] : [keysOf(e.workload).audit, AUDIT_MAXLEN];
+      const keys = keysOf(e.workload);
+      // Denials: clipped, into a capped stream of their own. Anything else is a lifecycle event,
+      // trimmed by age only.
+      const [key, trim, kept, fields] =
+        e.type !== 'grant.denied'
+          ? [keys.audit, 'age', retention, e]
+          : o.unmatched
+            ? [unmatchedKeys[unmatchedPartition(o.source ?? e.workload)]!, 'count', UNMATCHED_PARTITION_MAXLEN, clipDenial(e)]
+            : [keys.denials, 'count', DENIAL_STREAM_MAXLEN, clipDenial(e)];
       await guarded('appendAudit', async () => {
-        await redis.jitAppendAudit(key, retention, maxlen, ...auditToFields(e));
+        await redis.jitAppendAudit(key, retention, trim, kept, ...auditToFields(fields));
       });
     },
 
     async readUnmatchedAudit(o: { limit?: number } = {}): Promise<AuditEvent[]> {
       const limit = auditLimit(o.limit);
       return guarded('readUnmatchedAudit', async () => {
-        // The latest `limit` entries (the stream is capped; its head is what operators need).
-        return decodeAudit((await redis.xrevrange(unmatchedAuditKey, '+', '-', 'COUNT', limit)).reverse());
+        // The latest `limit` entries of each partition hold the latest `limit` of all of them.
+        const parts = await Promise.all(unmatchedKeys.map((k) => redis.xrevrange(k, '+', '-', 'COUNT', limit)));
+        return parts.flatMap((entries, p) => decodeAudit(entries, `u${p}`)).sort(byEntryId).slice(-limit);
       });
     },
 
     async readAudit(workload: string, o: { limit?: number } = {}): Promise<AuditEvent[]> {
       const limit = auditLimit(o.limit);
+      const keys = keysOf(workload);
       return guarded('readAudit', async () => {
-        const events = decodeAudit(await redis.xrange(keysOf(workload).audit, '-', '+', 'COUNT', limit));
+        // The oldest `limit` of each stream hold the oldest `limit` of both: merged by entry id.
+        const [lifecycle, denied] = await Promise.all([
+          redis.xrange(keys.audit, '-', '+', 'COUNT', limit),
+          redis.xrange(keys.denials, '-', '+', 'COUNT', limit),
+        ]);
+        const events = [...decodeAudit(lifecycle), ...decodeAudit(denied, 'd')];
         // Only this workload's own events (see ownRecord); logged once per read, not per entry.
-        const own = events.filter((e) => e.workload === workload);
+        // A denial names the workload clipped (codec.ts clipDenial).
+        const own = events.filter((e) => e.workload === workload || (e.type === 'grant.denied' && e.workload === deniedWorkload(workload)));
         if (own.length < events.length)
           log.error({ entries: events.length - own.length }, "audit entries under this workload's keys are not this workload's; skipped");
-        return own;
+        return own.sort(byEntryId).slice(0, limit);
       });
     },
 

@@ -55,6 +55,8 @@ export interface AuditEvent {
   task?: string;
   /** Token generation this event concerns (renewals, replays). */
   generation?: number;
+  /** A denial summary: how many denials past the audit budget this one event stands for. */
+  count?: number;
 }
 
 /** Public half of a signing key, as published for every broker instance to serve. */
@@ -143,7 +145,10 @@ export const NOT_DELIVERED_REASON = 'not_delivered: the grant write was not conf
 
 export interface AppendAuditOptions {
   retentionMs: number;
+  /** A denial of a workload no policy rule names: it goes to the unmatched partition of `source`. */
   unmatched?: boolean;
+  /** The caller's source address (normalised, e.g. an IPv6 /64): picks the unmatched partition. */
+  source?: string;
 }
 
 export interface ListOptions {
@@ -165,8 +170,8 @@ export interface GrantStore {
   /**
    * Atomically: prune expired entries, enforce `maxActive` and the issuance rate, write the
    * grant, its indexes (by workload, by task) and a `grant.issued` audit event. Throws
-   * LimitExceeded when the cap or the rate refuses (then only a `grant.denied` audit event is
-   * written), Unavailable when the store is.
+   * GrantLimitExceeded when the cap or the rate refuses (then nothing is written: the caller
+   * records the denial within its audit budget), Unavailable when the store is.
    */
   createGrant(grant: NewGrant, opts: CreateGrantOptions): Promise<Grant>;
   /**
@@ -178,8 +183,8 @@ export interface GrantStore {
   /**
    * Atomically renews a live grant: when `presentedJti` is its latest token, takes a rate token,
    * records `jti` as the latest (generation + 1) and writes `grant.renewed`. When it is not, the
-   * grant is revoked and `grant.replay_detected` written. Throws LimitExceeded on the rate limit
-   * (with a `grant.denied` event).
+   * grant is revoked and `grant.replay_detected` written. Throws GrantLimitExceeded on the rate
+   * limit (nothing written).
    */
   renewGrant(renewal: RenewGrant, opts: RenewOptions): Promise<RenewOutcome>;
   /** Atomically moves a live grant's expiry to now with the status and its audit event. */
@@ -190,14 +195,17 @@ export interface GrantStore {
   /** Grants of one workload's task, newest first, among its latest 10,240 grants (Redis: no index by task). */
   listTaskGrants(workload: string, task: string, opts: ListOptions): Promise<Grant[]>;
   /**
-   * Appends an audit event to the workload's stream (denials; state changes write their own).
-   * `unmatched`: the workload is named by no policy rule. Such denials go to one shared stream,
-   * capped in length, so that arbitrary attested ids cannot make the store grow a stream each.
+   * Appends an audit event (denials; state changes write their own). A denial is clipped
+   * (codec.ts clipDenial) and goes to the workload's capped denial stream, apart from its
+   * lifecycle events, which no denial can evict; other events go to the lifecycle stream.
+   * `unmatched`: the workload is named by no policy rule. Such denials go to one of a few shared
+   * capped partitions chosen by `source`, so that arbitrary attested ids cannot make the store
+   * grow a stream each, and one source can only evict records of its own partition.
    */
   appendAudit(event: AuditEvent, opts: AppendAuditOptions): Promise<void>;
-  /** The workload's audit events, oldest first. */
+  /** The workload's audit events, lifecycle and denials merged, oldest first. */
   readAudit(workload: string, opts?: { limit?: number }): Promise<AuditEvent[]>;
-  /** The latest denials of workloads no rule names (the shared stream), oldest first. */
+  /** The latest denials of workloads no rule names (all partitions merged), oldest first. */
   readUnmatchedAudit(opts?: { limit?: number }): Promise<AuditEvent[]>;
 
   publishKey(key: PublishedKey): Promise<void>;

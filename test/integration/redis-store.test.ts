@@ -183,9 +183,34 @@ describe('redis grant store: Redis specifics', () => {
     // A denial alone keeps the stream for the retention window.
     const denyW = uniqueWorkload('deny');
     await store.appendAudit({ type: 'grant.denied', at: now, workload: denyW, reason: 'x' }, { retentionMs: 30_000 });
-    const denyTtl = await raw.pttl(grantKeys(prefix, workloadTag(denyW)).audit);
+    const denyTtl = await raw.pttl(grantKeys(prefix, workloadTag(denyW)).denials);
     expect(denyTtl).toBeGreaterThan(30_000 - tol);
     expect(denyTtl).toBeLessThanOrEqual(30_000);
+  });
+
+  it('trims lifecycle events by age (audit retention), never by count', async () => {
+    const w = uniqueWorkload();
+    const k = grantKeys(prefix, workloadTag(w));
+    const now = Date.now();
+    // 250 events older than the retention (ids are Redis's clock: a second after the epoch).
+    const old = auditToFields({ type: 'grant.ended', at: 1000, workload: w });
+    for (let i = 1; i <= 250; i++) await raw.xadd(k.audit, `1000-${i}`, ...old);
+    await store.createGrant(makeGrant(w, now), { now, maxActive: 5, retentionMs: 60_000 });
+    // Trimmed by whole stream nodes (MINID ~): at most the last node of old events is left.
+    const left = (await raw.xrange(k.audit, '-', '+')).filter(([id]) => id.startsWith('1000-')).length;
+    expect(left).toBeLessThan(150);
+    expect((await store.readAudit(w, { limit: 10_000 })).at(-1)).toMatchObject({ type: 'grant.issued' });
+    // Recent events stay whatever their number: 1,500 renewals of one grant.
+    const v = uniqueWorkload();
+    const g = makeGrant(v, now, { expires_at: now + 600_000 });
+    await store.createGrant(g, { now, maxActive: 5, retentionMs: 3_600_000 });
+    let jti = g.token_jti;
+    for (let i = 0; i < 1500; i++) {
+      const next = `jti_${i}`;
+      await store.renewGrant({ id: g.id, workload: v, presentedJti: jti, jti: next, tokenExp: now + 60_000 }, { now: now + i, retentionMs: 3_600_000 });
+      jti = next;
+    }
+    expect(await raw.xlen(grantKeys(prefix, workloadTag(v)).audit)).toBe(1501);
   });
 
   it('keeps every key of a workload in one cluster slot, whatever the task id', async () => {

@@ -89,8 +89,9 @@ const revoke = (token: string) => form('/oauth2/revoke', token);
 /** What the store holds about WORKLOAD: its grants (all-grants index) and audit events. */
 async function written(): Promise<{ grants: number; events: number }> {
   const k = grantKeys(broker.prefix, workloadTag(WORKLOAD));
-  const [grants, events] = await Promise.all([redis.zcard(k.all), redis.xlen(k.audit)]);
-  return { grants, events };
+  // Lifecycle events and denials live in two streams; both count.
+  const [grants, lifecycle, denials] = await Promise.all([redis.zcard(k.all), redis.xlen(k.audit), redis.xlen(k.denials)]);
+  return { grants, events: lifecycle + denials };
 }
 
 const wellFormed = (s: string) => !/\p{Cs}/u.test(s);
@@ -230,7 +231,10 @@ describe('property: the full cycle over HTTP on real Redis, with full-Unicode in
           // A denial's audit event round-trips too (append-audit.lua); no grant.
           outcomes.denied++;
           const events = await broker.store.readAudit(WORKLOAD, { limit: 10_000 });
-          expect(events.at(-1)).toMatchObject({ type: 'grant.denied', audience: intent.audience });
+          // Denials are recorded clipped (DENIAL_CLIP), never between the halves of a surrogate pair.
+          const denial = events.at(-1);
+          expect(denial).toMatchObject({ type: 'grant.denied' });
+          expect(intent.audience.startsWith((denial?.audience ?? '').replace(/…\(\d+ chars\)$/, ''))).toBe(true);
           expect(await written()).toEqual({ grants: before.grants, events: before.events + 1 });
           return;
         }

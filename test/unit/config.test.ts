@@ -26,6 +26,7 @@ describe('config', () => {
       failed_attestations: { rate: 10, per: 60_000, burst: 20 },
       tracked_addresses: 100_000,
       ipv6_prefix: 64,
+      denial_audit: { per_address: { rate: 60, per: 60_000, burst: 100 }, per_workload: { rate: 60, per: 60_000, burst: 100 } },
     });
     const hash = 'a'.repeat(64);
     expect(

@@ -1,5 +1,10 @@
+#!lua flags=allow-oom
 -- close-grant.lua: move a live grant's expiry to now, with its status and audit event (jit-broker).
--- Prepended with lib.lua.
+-- Prepended with lib.lua (the store keeps the flags line above first).
+--
+-- allow-oom: ending access must work when Redis is at maxmemory (issuance is refused then). The
+-- closing rewrites the record in place and frees its live-index entry first; its audit event
+-- follows, and if that write fails the grant stays closed and the reply says so (the store logs it).
 --
 -- Ending (by its holder), revoking (RFC 7009, operators) and voiding (a create whose reply
 -- never came) all come here. Voiding also bars a grant that does not exist yet: its create may
@@ -7,14 +12,15 @@
 --
 -- KEYS[1] grant record   KEYS[2] live zset   KEYS[3] audit stream   KEYS[4] void marker
 -- ARGV[1] now (ms)   ARGV[2] workload id   ARGV[3] status ('ended' | 'revoked')
--- ARGV[4] marker TTL (ms; 0: do not mark a missing grant)   ARGV[5] audit MAXLEN (approximate)
+-- ARGV[4] marker TTL (ms; 0: do not mark a missing grant)   ARGV[5] audit horizon (ms; '0': no trim)
 -- ARGV[6] retention (ms)   ARGV[7] presented jti ('': not checked)
 -- ARGV[8] grant id
 -- ARGV[9] n1 = number of the closing event's field/value strings
 -- ARGV[10 .. 9+n1] the closing event   ARGV[10+n1 ..] grant.replay_detected fields (with its reason)
 --
 -- Returns {'closed', record} | {'inactive', record} | {'replay', record} | {'marked'} | {'unknown'}
--- | {'unreadable'} (a record is there but does not decode: nothing is changed or written).
+-- | {'unreadable'} (a record is there but does not decode: nothing is changed or written);
+-- 'closed' and 'replay' carry a third element, the error, when the audit event was not written.
 -- A presented jti that is not the grant's latest token means two holders, as in
 -- renew-grant.lua: the grant is revoked with a grant.replay_detected event instead.
 -- Voiding also closes an active grant whose lifetime already ran out (keeping its own end), so
@@ -51,9 +57,10 @@ if ARGV[7] ~= '' and g.token_jti ~= ARGV[7] then
   event[#event + 1] = 'generation'
   event[#event + 1] = tostring(g.generation)
 end
-audit(KEYS[3], ARGV[5], keep, event)
 g.status = status
 g.expires_at = math.min(g.expires_at, now)
 local record = grant_write(KEYS[1], g)
 redis.call('ZREM', KEYS[2], ARGV[8])
+local lost = audit_or_error(KEYS[3], ARGV[5], keep, event)
+if lost then return {outcome, record, lost} end
 return {outcome, record}

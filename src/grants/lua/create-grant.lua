@@ -6,26 +6,24 @@
 -- KEYS[1] grant record      <prefix>{w:tag}:grant:<id>  (a string: see lib.lua grant_read)
 -- KEYS[2] live zset          <prefix>{w:tag}:live        member id, score expires_at
 -- KEYS[3] all-grants zset    <prefix>{w:tag}:grants      member id, score created_at
--- KEYS[4] audit stream       <prefix>{w:tag}:audit
+-- KEYS[4] audit stream       <prefix>{w:tag}:audit       (lifecycle events)
 -- KEYS[5] void marker        <prefix>{w:tag}:void:<id>   (set by close-grant.lua)
 -- KEYS[6] rate bucket        <prefix>{w:tag}:rate
 --
 -- ARGV[1] now (ms)   ARGV[2] maxActive   ARGV[3] retention (ms)   ARGV[4] grant id
--- ARGV[5] created_at ARGV[6] expires_at  ARGV[7] audit MAXLEN (approximate)
+-- ARGV[5] created_at ARGV[6] expires_at  ARGV[7] audit horizon (ms: older events are trimmed)
 -- ARGV[8] rate burst (0: unlimited)      ARGV[9] rate interval (ms per token)
--- ARGV[10] reason recorded when the cap refuses   ARGV[11] reason when the rate refuses
--- ARGV[12] the grant record (codec.ts grantToRecord)
--- ARGV[13] n = number of grant.issued audit field/value strings
--- ARGV[14 .. 13+n]           grant.issued audit field/value pairs
--- ARGV[14+n .. #ARGV]        grant.denied audit field/value pairs, without reason (refusals only)
+-- ARGV[10] the grant record (codec.ts grantToRecord)
+-- ARGV[11 .. #ARGV]          grant.issued audit field/value pairs
 --
 -- There is no index by task: a listing by task walks the workload's grants (bounded by
 -- retention). A key per task cost about 1 KiB per grant (bench/ measures memory per grant).
 --
 -- Returns {'ok'} | {'dup'} | {'void'} | {'cap', live_count, earliest_live_expiry} | {'rate', wait_ms}.
 --
--- The audit event is the first write, on success and on refusal: Redis refuses a script's first
--- write when out of memory but not later ones, so an event that cannot be written leaves no grant.
+-- A refusal writes nothing (the broker records the denial, within its audit budget). The audit
+-- event is the first write: Redis refuses a script's first write when out of memory but not later
+-- ones, so an event that cannot be written leaves no grant.
 -- TTLs are set with relative PEXPIRE computed from the caller's `now`, so the broker's clock
 -- and Redis's clock need not agree: a record lives (expires_at - now) + retention from the write.
 
@@ -35,17 +33,9 @@ local retention = tonumber(ARGV[3])
 local id = ARGV[4]
 local created_at = ARGV[5]
 local expires_at = tonumber(ARGV[6])
-local maxlen = ARGV[7]
+local audit_horizon = ARGV[7]
 local burst = tonumber(ARGV[8])
 local interval = tonumber(ARGV[9])
-local n = tonumber(ARGV[13])
-
-local function deny(reason)
-  local denied = slice(14 + n, #ARGV)
-  denied[#denied + 1] = 'reason'
-  denied[#denied + 1] = reason
-  audit(KEYS[4], maxlen, retention, denied)
-end
 
 -- A grant id is never reused: refuse before anything is written.
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -60,23 +50,21 @@ end
 -- without writing: the first write must be the audit event (see above).
 local live = redis.call('ZCOUNT', KEYS[2], '(' .. num(now), '+inf')
 if live >= max_active then
-  deny(ARGV[10])
   local first = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. num(now), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   return {'cap', live, first[2] or ''}
 end
 -- Checked after the cap, so only a grant that is written spends a rate token.
 local wait, bucket = bucket_take(KEYS[6], burst, interval, now)
 if wait > 0 then
-  deny(ARGV[11])
   return {'rate', wait}
 end
 
 local keep = (expires_at - now) + retention
-audit(KEYS[4], maxlen, keep, slice(14, 13 + n))
+audit(KEYS[4], audit_horizon, keep, slice(11, #ARGV))
 bucket_store(bucket)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', num(now))
 
-redis.call('SET', KEYS[1], ARGV[12], 'PX', num(keep))
+redis.call('SET', KEYS[1], ARGV[10], 'PX', num(keep))
 
 redis.call('ZADD', KEYS[2], ARGV[6], id)
 extend(KEYS[2], expires_at - now)

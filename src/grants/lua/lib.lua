@@ -54,10 +54,26 @@ local function bucket_store(b)
   redis.call('PEXPIRE', b[1], num(math.ceil((b[4] - b[2]) * b[5]) + 1000))
 end
 
--- Appends one audit event (field/value list) to a stream that lives at least `ttl` ms.
-local function audit(key, maxlen, ttl, fields)
-  redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+-- Appends one lifecycle audit event (field/value list) to a stream that lives at least `ttl` ms,
+-- and trims its events older than `horizon` ms ('0': none). Lifecycle streams are trimmed by age,
+-- never by count, so no number of requests evicts an event within retention. Entry ids are
+-- Redis's own clock, so the horizon is measured from the new entry's id.
+local function audit(key, horizon, ttl, fields)
+  local id = redis.call('XADD', key, '*', unpack(fields))
+  local h = tonumber(horizon)
+  if h > 0 then
+    redis.call('XTRIM', key, 'MINID', '~', num(tonumber(string.match(id, '^%d+')) - h))
+  end
   extend(key, ttl)
+end
+
+-- As `audit`, for a change that must stand even if its event cannot be written (a closing):
+-- returns nil, or the error text of the write that failed.
+local function audit_or_error(key, horizon, ttl, fields)
+  local ok, err = pcall(audit, key, horizon, ttl, fields)
+  if ok then return nil end
+  if type(err) == 'table' then err = err.err end
+  return tostring(err)
 end
 
 -- A grant record is one string of lines: status, expires_at, generation, token_jti, token_exp,

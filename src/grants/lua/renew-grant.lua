@@ -5,23 +5,25 @@
 -- other still holds the old token), so the grant is revoked at once (Teleport's lineage check).
 --
 -- KEYS[1] grant record   KEYS[2] live zset   KEYS[3] audit stream   KEYS[4] rate bucket
--- ARGV[1] now (ms)   ARGV[2] workload id   ARGV[3] presented jti   ARGV[4] new jti
--- ARGV[5] new token exp (ms)   ARGV[6] retention (ms)   ARGV[7] audit MAXLEN (approximate)
+-- ARGV[1] now (ms)   ARGV[2] workload id   ARGV[3] presented jti
+-- ARGV[4] new jti ('': only revoke on a replay, renew nothing; the store runs this under
+--         allow-oom when Redis refused the renewal for memory, so a replay still revokes)
+-- ARGV[5] new token exp (ms)   ARGV[6] retention (ms)   ARGV[7] audit horizon (ms: older events are trimmed)
 -- ARGV[8] rate burst (0: unlimited)   ARGV[9] rate interval (ms per token)
--- ARGV[10] reason recorded when the rate refuses   ARGV[11] reason recorded on a replay
--- ARGV[12] grant id
--- ARGV[13] n1 = number of grant.renewed audit field/value strings (generation is added here)
--- ARGV[14 .. 13+n1] grant.renewed fields   ARGV[14+n1 ..] grant.replay_detected fields
--- (grant.denied reuses the renewed fields with type and reason replaced)
+-- ARGV[10] reason recorded on a replay   ARGV[11] grant id
+-- ARGV[12] n1 = number of grant.renewed audit field/value strings (generation is added here)
+-- ARGV[13 .. 12+n1] grant.renewed fields   ARGV[13+n1 ..] grant.replay_detected fields
+-- A rate refusal writes nothing (the broker records the denial, within its audit budget).
 --
--- Returns {'unknown'} | {'unreadable'} | {'inactive', record} | {'replay', record} | {'rate', wait_ms}
--- | {'renewed', record} where record is the grant record string after the script. 'unreadable': a
--- record is there but does not decode; nothing is changed or written.
+-- Returns {'unknown'} | {'unreadable'} | {'inactive', record} | {'replay', record[, audit error]}
+-- | {'rate', wait_ms} | {'renewed', record} | {'not_replay'} (revoke-only mode) where record is the
+-- grant record string after the script. 'unreadable': a record is there but does not decode;
+-- nothing is changed or written. A replay revokes first and writes its event after, as close-grant.lua.
 
 local now = tonumber(ARGV[1])
 local retention = tonumber(ARGV[6])
-local maxlen = ARGV[7]
-local n1 = tonumber(ARGV[13])
+local horizon = ARGV[7]
+local n1 = tonumber(ARGV[12])
 
 local g, why = grant_read(KEYS[1])
 if g == nil then
@@ -37,33 +39,33 @@ end
 local keep = (g.expires_at - now) + retention
 
 if g.token_jti ~= ARGV[3] then
-  local replay = slice(14 + n1, #ARGV)
+  local replay = slice(13 + n1, #ARGV)
   replay[#replay + 1] = 'reason'
-  replay[#replay + 1] = ARGV[11]
+  replay[#replay + 1] = ARGV[10]
   replay[#replay + 1] = 'generation'
   replay[#replay + 1] = tostring(g.generation)
-  audit(KEYS[3], maxlen, keep, replay)
   g.status = 'revoked'
   g.expires_at = now
   local record = grant_write(KEYS[1], g)
-  redis.call('ZREM', KEYS[2], ARGV[12])
+  redis.call('ZREM', KEYS[2], ARGV[11])
+  local lost = audit_or_error(KEYS[3], horizon, keep, replay)
+  if lost then return {'replay', record, lost} end
   return {'replay', record}
+end
+if ARGV[4] == '' then
+  return {'not_replay'}
 end
 
 local wait, bucket = bucket_take(KEYS[4], tonumber(ARGV[8]), tonumber(ARGV[9]), now)
-local fields = slice(14, 13 + n1)
 if wait > 0 then
-  fields[2] = 'grant.denied' -- fields[1] is 'type'
-  fields[#fields + 1] = 'reason'
-  fields[#fields + 1] = ARGV[10]
-  audit(KEYS[3], maxlen, keep, fields)
   return {'rate', wait}
 end
+local fields = slice(13, 12 + n1)
 
 g.generation = g.generation + 1
 fields[#fields + 1] = 'generation'
 fields[#fields + 1] = tostring(g.generation)
-audit(KEYS[3], maxlen, keep, fields)
+audit(KEYS[3], horizon, keep, fields)
 bucket_store(bucket)
 g.token_jti = ARGV[4]
 g.token_exp = ARGV[5]
