@@ -10,6 +10,7 @@ import { NOT_DELIVERED_REASON, type AuditEvent, type Grant, type GrantStore, typ
  * objects: it cannot hold a foreign or unreadable record). Not registered elsewhere, never skipped.
  */
 const itWhere = (able: unknown): typeof it | ((name: string, fn: () => Promise<void>) => void) => (able ? it : () => undefined);
+const describeWhere = (able: unknown): typeof describe | ((name: string, fn: () => void) => void) => (able ? describe : () => undefined);
 
 /**
  * The one contract every GrantStore keeps (as every hono router runs common.case.test.ts).
@@ -689,8 +690,8 @@ export function describeGrantStoreContract(
       });
     });
 
-    describe('a record that is there but does not decode', () => {
-      itWhere(contractOpts.plantUnreadable)('is never "unknown": get, renew, close and void throw UnreadableGrant and change nothing; listings skip it', async () => {
+    describeWhere(contractOpts.plantUnreadable)('a record that is there but does not decode', () => {
+      it('is never "unknown": get, renew, close and void throw UnreadableGrant and change nothing; listings skip it', async () => {
         const w = uniqueWorkload();
         const g = makeGrant(w, t0);
         const fine = makeGrant(w, t0);
