@@ -54,8 +54,11 @@ beforeAll(async () => {
 /** What a client presents: the credential followed by its intermediates. */
 const presented = (c: Credential): Buffer[] => [c.der, ...c.intermediates.map((i) => i.der)];
 
-function validate(chain: Buffer[], opts: { bundles?: Map<string, ParsedCertificate[]>; now?: number; preferred?: string } = {}): ChainResult<string> {
-  return validateChain(chain.map(parseCertificate), opts.bundles ?? bundles, opts.now ?? Date.now(), opts.preferred);
+function validate(
+  chain: Buffer[],
+  opts: { bundles?: Map<string, ParsedCertificate[]>; now?: number; preferred?: string; maxIntermediates?: number } = {},
+): ChainResult<string> {
+  return validateChain(chain.map(parseCertificate), opts.bundles ?? bundles, opts.now ?? Date.now(), opts.preferred, opts.maxIntermediates);
 }
 
 /** The problem text of a refused chain (fails the test when it validates). */
@@ -320,6 +323,16 @@ describe('validity of issuers', () => {
     expect(problemOf(presented(leaf), { bundles: new Map([['example.org', [parseCertificate(old.der)]]]) })).toBe(
       `the trust anchor CN=expired root, O=jit-broker dev expired at ${new Date(NOW - DAY).toISOString()}`,
     );
+  });
+
+  it('both bounds are inclusive, with no tolerance: valid at notBefore and at notAfter, not a millisecond outside', async () => {
+    const from = Math.floor(NOW / 1000) * 1000 - 60_000;
+    const to = from + 3_600_000;
+    const leaf = await leafUnder(root, { notBefore: new Date(from), notAfter: new Date(to) });
+    expectValid(presented(leaf), 'example.org', { now: from });
+    expectValid(presented(leaf), 'example.org', { now: to });
+    expect(problemOf(presented(leaf), { now: from - 1 })).toBe(`the client certificate is not valid until ${new Date(from).toISOString()}`);
+    expect(problemOf(presented(leaf), { now: to + 1 })).toBe(`the client certificate expired at ${new Date(to).toISOString()}`);
   });
 
   it('validity is judged at the given time', async () => {
@@ -769,7 +782,10 @@ describe('second review: path search and OpenSSL parity', () => {
     const roots = await Promise.all(Array.from({ length: 3 }, () => createCA({ trustDomain: 'example.org', commonName: 'SPIFFE' })));
     let issuer = roots[1]!;
     for (let i = 0; i < 7; i++) issuer = await issueCertificate(issuer, { ca: true, subject: roots[1]!.cert.subject });
-    const r = expectValid(presented(await leafUnder(issuer)), 'example.org', { bundles: new Map([['example.org', roots.map((c) => parseCertificate(c.der))]]) });
+    const r = expectValid(presented(await leafUnder(issuer)), 'example.org', {
+      bundles: new Map([['example.org', roots.map((c) => parseCertificate(c.der))]]),
+      maxIntermediates: 7,
+    });
     expect(r.path).toHaveLength(9);
   });
 
