@@ -215,8 +215,8 @@ export function createX509Attestor(config: X509Config, deps: X509Deps): Attestor
   async function attest(evidence: X509Evidence): Promise<Workload> {
     if (evidence.problem) throw new AttestationFailed(evidence.problem);
     const { generation, anchorDers } = deps.tls.current;
-    // The leaf and what the client sent with it, without our own anchors (which Node appends to a
-    // handshake chain), so both paths see the same chain. Each DER is length-prefixed in the key.
+    // The leaf and what the client sent with it, without our own anchors (a client may send them,
+    // they never count against the chain length). Each DER is length-prefixed in the key.
     const isAnchor = (der: Uint8Array) => anchorDers.some((a) => a.length === der.length && a.equals(der));
     const chain = evidence.chain.length === 1 ? evidence.chain : evidence.chain.filter((der, i) => i === 0 || !isAnchor(der));
     const h = createHash('sha256');

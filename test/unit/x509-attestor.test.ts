@@ -1,6 +1,6 @@
 /**
  * The x509 attestor above path validation: chains counted and cached without our own trust
- * anchors (Node appends the anchor to a handshake chain), a cache key that cannot be forged by
+ * anchors (a client may send them), a cache key that cannot be forged by
  * moving bytes between certificates, and mapped (non-SPIFFE) subjects held to the URI name
  * constraints of their CAs.
  */
