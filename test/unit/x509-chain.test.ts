@@ -4,7 +4,7 @@
  * critical extensions, anyExtendedKeyUsage), from @peculiar/x509's generator right here.
  */
 import 'reflect-metadata';
-import { webcrypto } from 'node:crypto';
+import { generateKeyPairSync, webcrypto } from 'node:crypto';
 import { AsnConvert, BitString } from '@peculiar/asn1-schema';
 import {
   AttributeTypeAndValue,
@@ -592,6 +592,32 @@ describe('signature algorithms and key sizes', () => {
     // Cross-certified by a modern root (SHA-256), the same key is an ordinary intermediate.
     const cross = await rawCert({ subject: 'CN=legacy root', issuer: root.cert.subject, keys, signingKey: root.keys.privateKey, ca: true });
     expect(expectValid([leaf, cross]).path.map((c) => c.subject)).toEqual(['CN=api', 'CN=legacy root', root.cert.subject]);
+  });
+
+  it('keys on other EC curves, and DSA keys, are refused (P-256, P-384, P-521, EdDSA and RSA >= 2048 are accepted)', async () => {
+    for (const [type, options, why] of [
+      ['ec', { namedCurve: 'secp224r1' }, 'has an EC key on a curve that is not accepted (secp224r1; P-256, P-384 or P-521 are)'],
+      ['ec', { namedCurve: 'secp256k1' }, 'has an EC key on a curve that is not accepted (secp256k1; P-256, P-384 or P-521 are)'],
+      ['dsa', { modulusLength: 2048, divisorLength: 256 }, 'has a dsa key, which is not accepted (RSA, EC or EdDSA keys are)'],
+    ] as const) {
+      const { publicKey } = generateKeyPairSync(type as 'ec', options as { namedCurve: string });
+      const spki = publicKey.export({ type: 'spki', format: 'der' });
+      const cert = await X509CertificateGenerator.create(
+        {
+          serialNumber: '01',
+          subject: 'CN=odd key',
+          issuer: root.cert.subject,
+          notBefore: new Date(NOW - 60_000),
+          notAfter: new Date(NOW + DAY),
+          publicKey: new Uint8Array(spki),
+          signingKey: root.keys.privateKey,
+          signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+          extensions: [new KeyUsagesExtension(KeyUsageFlags.digitalSignature, true), new SubjectAlternativeNameExtension([{ type: 'url', value: ID }])],
+        },
+        webcrypto,
+      );
+      expect(problemOf([Buffer.from(cert.rawData)])).toBe(`the client certificate ${why}`);
+    }
   });
 
   it('Ed25519, RSA-PSS and ECDSA with SHA-384 are accepted', async () => {
