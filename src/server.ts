@@ -7,7 +7,7 @@ import { getRequestListener, RequestError } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Attestor, Evidence } from './attestation/attestor.js';
 import { createOidcAttestor } from './attestation/oidc/index.js';
-import { createX509Attestor, MAX_PRESENTED_CERTIFICATES } from './attestation/x509.js';
+import { createX509Attestor, MAX_PRESENTED_CERTIFICATES, x509ConfigSchema } from './attestation/x509.js';
 import { Broker } from './broker.js';
 import type { Config } from './config/schema.js';
 import { configWarnings } from './config/warnings.js';
@@ -69,7 +69,7 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
   const store = opts.store ?? buildStore(config, log);
   const attestors: Partial<Record<Evidence['kind'], Attestor>> = {};
   if (tls && tls.current.bundles.size > 0) {
-    attestors.x509 = createX509Attestor(config.attestation.x509 ?? { subjects: [] }, { clock, log, tls }) as Attestor;
+    attestors.x509 = createX509Attestor(config.attestation.x509 ?? x509ConfigSchema.parse({}), { clock, log, tls }) as Attestor;
   }
   let oidc: ReturnType<typeof createOidcAttestor> | undefined;
   if (config.attestation.oidc) {
@@ -153,9 +153,9 @@ function secureContextOptions(m: TlsMaterial) {
     cert: m.cert,
     key: m.key,
     ...(m.caPem.length ? { ca: m.caPem } : {}),
-    // Any bundle certificate is a trust anchor, as for SPIFFE bundles and the in-process validator.
-    // Node 22.9+ honours this; on Node 20 the attestor discounts OpenSSL's "no issuer" verdict
-    // for a path that ends at a bundle intermediate (src/attestation/x509.ts).
+    // Any bundle certificate is a trust anchor, as for SPIFFE bundles and the in-process validator
+    // (Node 22.9+). OpenSSL's verdict is informational only: the in-process validator decides,
+    // the same as for a forwarded certificate (src/attestation/x509.ts).
     allowPartialTrustChain: true,
   };
 }

@@ -27,7 +27,7 @@ export type Evidence =
       /** DER certificates, leaf first, as the client (or the proxy on its behalf) presented them. */
       chain: Uint8Array[];
       source: 'handshake' | 'forwarded';
-      /** OpenSSL's verdict when the handshake did not verify the chain (a further reason to refuse). */
+      /** OpenSSL's verdict when the handshake did not verify the chain: informational only, never a decider (the in-process validator decides, the same on every path). */
       handshakeError?: string;
       /** Why the presented certificate could not even be read (a malformed forwarded header). */
       problem?: string;

@@ -8,8 +8,12 @@
  * unknown critical extension, and extendedKeyUsage (when present) allowing clientAuth. On every
  * issuer (intermediates and the trust anchor): basicConstraints cA=true, keyUsage (when present)
  * with keyCertSign, pathLenConstraint, and nameConstraints over everything below it. On the leaf:
- * not a CA, keyUsage (when present) with digitalSignature and without keyCertSign/cRLSign.
- * Which SPIFFE rules apply to the names is the caller's business (x509.ts).
+ * not a CA, keyUsage (when present) with digitalSignature and without keyCertSign/cRLSign. On
+ * every certificate: an empty subject only with a critical subjectAltName (RFC 5280 §4.2.1.6).
+ * The path has at most `maxIntermediates` certificates between leaf and anchor, whatever order
+ * they were sent in (RFC 8446 §4.4.2: build the path, don't assume it).
+ * The rules only an X509-SVID must meet (keyUsage present and critical, X509-SVID §4.3) are
+ * `svidLeafProblem`; which names apply is the caller's business (x509.ts).
  */
 import 'reflect-metadata'; // @peculiar/x509 needs the Reflect metadata API
 import { X509Certificate as NodeCertificate } from 'node:crypto';
@@ -41,8 +45,12 @@ import { clip } from '../util/text.js';
 /** Names and subjects quoted in a refusal are cut to this many characters. */
 const NAME_MAX = 200;
 
-/** Longest path tried: leaf, up to 7 intermediates (the attestor's cap of 8 certificates), the anchor. */
-const MAX_DEPTH = 8;
+/** Most intermediates a path may ever have (attestation.x509.max_intermediates is at most this). */
+export const MAX_INTERMEDIATES = 7;
+/** Default for attestation.x509.max_intermediates. */
+export const DEFAULT_MAX_INTERMEDIATES = 4;
+/** Longest path tried: leaf, up to MAX_INTERMEDIATES intermediates (the attestor's cap of 8 certificates), the anchor. */
+const MAX_DEPTH = MAX_INTERMEDIATES + 1;
 /**
  * Path building is a search: certificates that share a name and key "sign" one another, and a
  * chain of them makes the search explode. Each (child, issuer) signature is checked once, and the
@@ -65,6 +73,8 @@ const SIGNATURE_ALGORITHMS = new Map([
   ['1.3.101.113', 'Ed448'],
 ]);
 const MIN_RSA_BITS = 2048;
+/** Elliptic curves accepted for keys (NIST P-256, P-384, P-521; Ed25519 and Ed448 are separate key types). */
+const EC_CURVES = new Set(['prime256v1', 'secp384r1', 'secp521r1']);
 
 /** Extensions this validator understands; any other marked critical makes the certificate unusable (RFC 5280 §4.2). */
 const KNOWN_EXTENSIONS = new Set([
@@ -95,6 +105,10 @@ export interface ParsedCertificate {
   ca: boolean | undefined;
   pathLength: number | undefined;
   keyUsage: number | undefined;
+  /** Whether keyUsage is marked critical (undefined when absent). */
+  keyUsageCritical: boolean | undefined;
+  /** Whether subjectAltName is marked critical (undefined when absent). */
+  sanCritical: boolean | undefined;
   extKeyUsage: string[] | undefined;
   uris: string[];
   dnsNames: string[];
@@ -146,11 +160,13 @@ export function parseCertificate(der: Uint8Array): ParsedCertificate {
       if (asnTime % 1000 !== 0 || asnTime !== Date.parse(nodeTime)) throw new Error('its validity times are malformed');
     }
     const values = new Map<string, ArrayBuffer>();
+    const critical = new Map<string, boolean>();
     const unknownCritical: string[] = [];
     for (const e of tbs.extensions ?? []) {
       // RFC 5280 §4.2: an extension appears at most once; which copy would count is ambiguous.
       if (values.has(e.extnID)) throw new Error(`extension ${e.extnID} appears twice`);
       values.set(e.extnID, e.extnValue.buffer);
+      critical.set(e.extnID, e.critical);
       if (e.critical && !KNOWN_EXTENSIONS.has(e.extnID)) unknownCritical.push(e.extnID);
     }
     const ext = <T>(id: string, type: new () => T): T | undefined => {
@@ -172,6 +188,8 @@ export function parseCertificate(der: Uint8Array): ParsedCertificate {
       ca: basic ? basic.cA : undefined,
       pathLength: basic?.pathLenConstraint,
       keyUsage: ku ? ku.toNumber() : undefined,
+      keyUsageCritical: critical.get(id_ce_keyUsage),
+      sanCritical: critical.get(id_ce_subjectAltName),
       extKeyUsage: eku ? [...eku] : undefined,
       uris: pick('uniformResourceIdentifier'),
       dnsNames: pick('dNSName'),
@@ -207,11 +225,22 @@ function attributeValues(name: AsnName, type: string): string[] {
 
 function weakKey(node: NodeCertificate): string | undefined {
   const key = node.publicKey;
-  if (key.asymmetricKeyType === 'rsa' || key.asymmetricKeyType === 'rsa-pss') {
-    const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
-    if (bits < MIN_RSA_BITS) return `has a ${bits}-bit RSA key (at least ${MIN_RSA_BITS} bits are required)`;
+  switch (key.asymmetricKeyType) {
+    case 'rsa':
+    case 'rsa-pss': {
+      const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+      return bits < MIN_RSA_BITS ? `has a ${bits}-bit RSA key (at least ${MIN_RSA_BITS} bits are required)` : undefined;
+    }
+    case 'ec': {
+      const curve = key.asymmetricKeyDetails?.namedCurve ?? 'unknown';
+      return EC_CURVES.has(curve) ? undefined : `has an EC key on a curve that is not accepted (${curve}; P-256, P-384 or P-521 are)`;
+    }
+    case 'ed25519':
+    case 'ed448':
+      return undefined;
+    default:
+      return `has a ${key.asymmetricKeyType ?? 'unknown'} key, which is not accepted (RSA, EC or EdDSA keys are)`;
   }
-  return undefined;
 }
 
 export type ChainResult<T extends string> =
@@ -230,6 +259,8 @@ export function validateChain<T extends string>(
   now: number,
   /** Tried first: the trust domain the leaf claims, so a CA shared by two bundles validates it under its own. */
   preferred?: string,
+  /** Most intermediates between the leaf and the anchor (attestation.x509.max_intermediates). */
+  maxIntermediates: number = DEFAULT_MAX_INTERMEDIATES,
 ): ChainResult<T> {
   const [leaf, ...intermediates] = chain;
   if (!leaf) return { ok: false, problem: 'no client certificate was presented' };
@@ -238,7 +269,7 @@ export function validateChain<T extends string>(
   let overBudget = false;
   const order = [...bundles].sort(([a], [b]) => Number(b === preferred) - Number(a === preferred));
   for (const [trustDomain, anchors] of order) {
-    const found = searchPath(leaf, intermediates, anchors, (path) => checkPath(path, now));
+    const found = searchPath(leaf, intermediates, anchors, (path) => checkPath(path, now, maxIntermediates));
     if (found.path) return { ok: true, trustDomain, path: found.path };
     firstProblem ??= found.problem;
     badSignature ??= found.badSignature;
@@ -320,13 +351,21 @@ function searchPath(
 }
 
 /** The first reason this signature-valid path is unacceptable, or undefined. */
-function checkPath(path: ParsedCertificate[], now: number): string | undefined {
+function checkPath(path: ParsedCertificate[], now: number, maxIntermediates: number): string | undefined {
+  const intermediates = path.length - 2;
+  if (intermediates > maxIntermediates)
+    return `the client certificate chain needs ${intermediates} intermediate certificates; at most ${maxIntermediates} are accepted (attestation.x509.max_intermediates)`;
   for (let i = 0; i < path.length; i++) {
     const cert = path[i]!;
     const what = i === 0 ? 'the client certificate' : i === path.length - 1 ? `the trust anchor ${clip(cert.subject, NAME_MAX)}` : `intermediate ${clip(cert.subject, NAME_MAX)}`;
     if (now < cert.notBefore) return `${what} is not valid until ${new Date(cert.notBefore).toISOString()}`;
     if (now > cert.notAfter) return `${what} expired at ${new Date(cert.notAfter).toISOString()}`;
     if (cert.unknownCritical.length) return `${what} carries an unsupported critical extension (${cert.unknownCritical.join(', ')})`;
+    // RFC 5280 §4.1.2.6 and §4.2.1.6: an empty subject needs a subjectAltName, marked critical.
+    if (cert.subjectRdns.length === 0) {
+      if (cert.sanCritical === undefined) return `${what} has an empty subject and no subjectAltName`;
+      if (!cert.sanCritical) return `${what} has an empty subject and a non-critical subjectAltName (RFC 5280 §4.2.1.6 requires it critical)`;
+    }
     // A trust anchor's own self-signature is not relied on; its key is.
     if (cert.weakKey) return `${what} ${cert.weakKey}`;
     if (cert.weakSignature && i < path.length - 1) return `${what} ${cert.weakSignature}`;
@@ -353,6 +392,17 @@ function checkPath(path: ParsedCertificate[], now: number): string | undefined {
       if (problem) return `${what}: ${problem}`;
     }
   }
+  return undefined;
+}
+
+/**
+ * The rules an X509-SVID leaf must meet beyond RFC 5280 (X509-SVID §4.3): keyUsage present and
+ * marked critical (digitalSignature set, keyCertSign and cRLSign not: checkPath, for every leaf).
+ * Certificates mapped by subject (attestation.x509.subjects) are not SVIDs and are exempt.
+ */
+export function svidLeafProblem(leaf: ParsedCertificate): string | undefined {
+  if (leaf.keyUsage === undefined) return 'the client certificate has no keyUsage extension; an X509-SVID must have one, critical, with digitalSignature';
+  if (!leaf.keyUsageCritical) return "the client certificate's keyUsage extension is not critical; an X509-SVID must mark it critical";
   return undefined;
 }
 

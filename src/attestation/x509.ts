@@ -3,8 +3,9 @@
  * whose subject a config entry maps explicitly.
  *
  * The chain is validated in-process against the trust bundles (x509-chain.ts) for both the TLS
- * handshake and the forwarded-header path; the handshake's own verdict is only a further
- * condition, so one certificate gets one decision whichever way it arrives. The workload id is
+ * handshake and the forwarded-header path, and that validation alone decides: OpenSSL's own
+ * verdict on the handshake (`handshakeError`) is not consulted, so one certificate gets one
+ * decision, and one error, whichever way it arrives (issue 12). The workload id is
  * the leaf's SPIFFE ID, whose trust domain must be the one whose bundle validated the chain, and
  * the token is bound to the leaf (`cnf.x5t#S256`, RFC 8705 §3.1).
  */
@@ -19,13 +20,23 @@ import { AttestationFailed } from '../errors.js';
 import type { TlsMaterial } from '../tls/material.js';
 import type { Attestor, AttestorDeps, AttestorModule, Evidence, Workload } from './attestor.js';
 import { parseSpiffeId, trustDomainProblem } from './spiffe-id.js';
-import { CertificateParseError, parseCertificate, rdnKeys, uriConstraintProblem, validateChain, type ParsedCertificate } from './x509-chain.js';
+import {
+  CertificateParseError,
+  DEFAULT_MAX_INTERMEDIATES,
+  MAX_INTERMEDIATES,
+  parseCertificate,
+  rdnKeys,
+  svidLeafProblem,
+  uriConstraintProblem,
+  validateChain,
+  type ParsedCertificate,
+} from './x509-chain.js';
 import { certificateThumbprint } from '../tokens/binding.js';
 
 export type X509Evidence = Extract<Evidence, { kind: 'x509' }>;
 
 /** Longest chain a client may present (leaf + intermediates, not counting our own anchors). */
-export const MAX_CHAIN_LENGTH = 8;
+export const MAX_CHAIN_LENGTH = MAX_INTERMEDIATES + 1;
 /** What a transport may hand over at most (room for anchors a client or Node adds); beyond it nothing is parsed. */
 export const MAX_PRESENTED_CERTIFICATES = 16;
 const CACHE_MAX = 10_000;
@@ -59,6 +70,11 @@ export const addressOrCidr = z.string().refine((v) => {
 
 export const x509ConfigSchema = z
   .object({
+    /**
+     * Most intermediate CAs between a client certificate and its trust anchor, in whatever order
+     * the client sends them (RFC 8446 §4.4.2). A client may still send at most 8 certificates.
+     */
+    max_intermediates: z.number().int().min(0).max(MAX_INTERMEDIATES).default(DEFAULT_MAX_INTERMEDIATES),
     /**
      * Non-SPIFFE client certificates (no URI SAN) are refused unless listed here: a subject DN,
      * validated by the named trust domain's bundle, becomes the given SPIFFE ID.
@@ -121,16 +137,7 @@ interface Cached {
   workload: Workload;
   notBefore: number;
   notAfter: number;
-  /** The path ends at a bundle certificate that is not self-issued (an intermediate as trust anchor). */
-  partialAnchor: boolean;
 }
-
-/**
- * OpenSSL's "no issuer found" errors. Node 20 cannot make a bundle's intermediate a trust anchor
- * for the handshake (allowPartialTrustChain needs Node 22.9), so when the in-process path ends at
- * such an anchor these say nothing the validator did not already decide.
- */
-const PARTIAL_CHAIN_ERRORS = new Set(['UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE']);
 
 /** A configured subject DN as comparable RDN keys (same normalisation as certificates). */
 function subjectKeys(dn: string): string[] {
@@ -147,6 +154,9 @@ export function createX509Attestor(config: X509Config, deps: X509Deps): Attestor
     if (leaf.uris.length > 1) throw new AttestationFailed(`the client certificate has ${leaf.uris.length} URI SANs; an X509-SVID has exactly one`);
     const uri = leaf.uris[0];
     if (uri !== undefined) {
+      // An X509-SVID: its own rules beyond RFC 5280 (a mapped subject is not one, and is exempt).
+      const svid = svidLeafProblem(leaf);
+      if (svid) throw new AttestationFailed(svid);
       const parsed = parseSpiffeId(uri, { requirePath: true });
       if (!parsed.ok) throw new AttestationFailed(`the client certificate's URI SAN is not a valid workload SPIFFE ID: ${parsed.problem}`);
       if (parsed.value.trustDomain !== trustDomain) {
@@ -181,7 +191,7 @@ export function createX509Attestor(config: X509Config, deps: X509Deps): Attestor
       throw e;
     }
     const claimed = chain[0]!.uris.length === 1 ? parseSpiffeId(chain[0]!.uris[0]!) : undefined;
-    const result = validateChain(chain, deps.tls.current.bundles, clock(), claimed?.ok ? claimed.value.trustDomain : undefined);
+    const result = validateChain(chain, deps.tls.current.bundles, clock(), claimed?.ok ? claimed.value.trustDomain : undefined, config.max_intermediates);
     if (!result.ok) throw new AttestationFailed(result.problem);
     const leaf = chain[0]!;
     const id = identify(result.path, result.trustDomain);
@@ -199,15 +209,14 @@ export function createX509Attestor(config: X509Config, deps: X509Deps): Attestor
       evidenceExpiresAt: notAfter,
       confirmation: Object.freeze({ 'x5t#S256': certificateThumbprint(leaf.der) }),
     });
-    const anchor = result.path[result.path.length - 1]!;
-    return { workload, notBefore, notAfter, partialAnchor: anchor.subject !== anchor.issuer };
+    return { workload, notBefore, notAfter };
   }
 
   async function attest(evidence: X509Evidence): Promise<Workload> {
     if (evidence.problem) throw new AttestationFailed(evidence.problem);
     const { generation, anchorDers } = deps.tls.current;
-    // The leaf and what the client sent with it, without our own anchors (which Node appends to a
-    // handshake chain), so both paths see the same chain. Each DER is length-prefixed in the key.
+    // The leaf and what the client sent with it, without our own anchors (a client may send them,
+    // they never count against the chain length). Each DER is length-prefixed in the key.
     const isAnchor = (der: Uint8Array) => anchorDers.some((a) => a.length === der.length && a.equals(der));
     const chain = evidence.chain.length === 1 ? evidence.chain : evidence.chain.filter((der, i) => i === 0 || !isAnchor(der));
     const h = createHash('sha256');
@@ -224,10 +233,8 @@ export function createX509Attestor(config: X509Config, deps: X509Deps): Attestor
       if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value as string);
       cache.set(digest, entry);
     }
-    // The handshake verified the same chain with OpenSSL; a disagreement fails closed.
-    if (evidence.handshakeError && !(entry.partialAnchor && PARTIAL_CHAIN_ERRORS.has(evidence.handshakeError))) {
-      throw new AttestationFailed(`the TLS handshake rejected the client certificate (${evidence.handshakeError})`);
-    }
+    // evidence.handshakeError (OpenSSL's verdict in the handshake) is deliberately not consulted:
+    // the forwarded path has no such verdict, and two deciders would answer differently.
     return entry.workload;
   }
 

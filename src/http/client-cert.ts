@@ -66,7 +66,7 @@ export function createClientCertSource(opts: { forwarded?: Forwarded | undefined
     if (!tls || typeof tls.getPeerCertificate !== 'function') return undefined;
     const known = perSocket.get(tls);
     if (known !== undefined) return known ?? undefined;
-    // The chain as presented (sent intermediates, possibly our anchor at the end): see peer-chain.ts.
+    // The chain exactly as presented, in the client's order: see peer-chain.ts.
     const chain = peerChain(tls as TLSSocket, MAX_PRESENTED_CERTIFICATES);
     const found: HandshakeCert | null = chain.length > 0 ? { chain, error: tls.authorized ? undefined : String(tls.authorizationError ?? 'not verified') } : null;
     perSocket.set(tls, found);

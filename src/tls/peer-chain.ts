@@ -1,26 +1,33 @@
 /**
- * The certificate chain a TLS client presented, as it arrived in the handshake.
+ * The certificate chain a TLS client presented, exactly as it arrived in the handshake: the leaf,
+ * then every other certificate it sent, in its order.
  *
- * `getPeerCertificate(true)` on a server socket walks OpenSSL's peer chain. Node 24.21 and 26.8+
- * (nodejs/node#65579) read the peer certificate inside their own 'secure' handler in a way that
- * drops the intermediates from that chain, so afterwards only the leaf is left, and a client
- * certificate under an intermediate could never attest. We read the chain first: the server's
- * documented 'keylog' event is the one that hands us each TLSSocket during its handshake, and a
- * 'secure' listener prepended there runs before Node's own. The keylog line itself (session key
- * material) is ignored: never kept, never logged.
+ * Two Node behaviours make the obvious reading lossy, so neither is used:
+ * - `getPeerCertificate(true)` re-links the sent certificates by issuer, and its loop stops early
+ *   when an issuer is the last certificate left to link: intermediates sent out of issuing order
+ *   are silently dropped (Node 20 and later), so an out-of-order chain that validates through a
+ *   forwarded header did not over the handshake.
+ * - Node 24.21 and 26.8+ (nodejs/node#65579) read the peer certificate inside their own 'secure'
+ *   handler in a way that empties OpenSSL's peer chain, so afterwards only the leaf is left.
+ *
+ * `getPeerX509Certificate()` links each certificate to the next one *as sent*
+ * (`issuerCertificate`), which is the presented chain unchanged; it consumes OpenSSL's peer chain
+ * as it goes, so it runs once per connection, first: the server's documented 'keylog' event hands
+ * us each TLSSocket during its handshake, and a 'secure' listener prepended there runs before
+ * Node's own. The keylog line itself (session key material) is ignored: never kept, never logged.
+ * Which of these certificates form a path is the validator's business (x509-chain.ts), the same
+ * for the handshake and the forwarded header.
  */
+import type { X509Certificate } from 'node:crypto';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 
 const chains = new WeakMap<TLSSocket, Uint8Array[]>();
 
-/** The DER certificates the peer presented, leaf first (OpenSSL may append our anchor), at most `max`. */
+/** The DER certificates the peer presented, leaf first, in the order sent, at most `max`. */
 function readChain(socket: TLSSocket, max: number): Uint8Array[] {
   const chain: Uint8Array[] = [];
-  const peer = socket.getPeerCertificate(true);
-  for (let c: typeof peer | undefined = peer; c?.raw && chain.length < max; c = c.issuerCertificate) {
-    chain.push(c.raw);
-    if (c.issuerCertificate === c) break;
-  }
+  let cert: X509Certificate | undefined = socket.getPeerX509Certificate();
+  for (; cert && chain.length < max; cert = cert.issuerCertificate) chain.push(cert.raw);
   return chain;
 }
 
@@ -34,7 +41,9 @@ export function keepPeerChains(server: TlsServer, max: number): void {
   });
 }
 
-/** The chain kept for this connection by keepPeerChains, else read now (servers without it). */
+/** The chain kept for this connection by keepPeerChains, else read now, once (servers without it). */
 export function peerChain(socket: TLSSocket, max: number): Uint8Array[] {
-  return chains.get(socket) ?? readChain(socket, max);
+  let chain = chains.get(socket);
+  if (!chain) chains.set(socket, (chain = readChain(socket, max)));
+  return chain;
 }

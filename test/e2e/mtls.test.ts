@@ -456,15 +456,30 @@ describe('chain rules OpenSSL applies too: one decision in the handshake, the fo
 });
 
 describe('chain length: what the client sends, without our anchor', () => {
-  it('leaf + 7 intermediates (8 certificates) is accepted on both paths', async () => {
-    const p = present(await deepLeaf(7));
-    expect(p.chainPem.match(/BEGIN CERTIFICATE/g)).toHaveLength(8);
+  it('leaf + 4 intermediates (the default max_intermediates), sent in reverse order, is accepted on both paths', async () => {
+    const p = present(await deepLeaf(4));
+    const pems = p.chainPem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----\n?/g)!;
+    expect(pems).toHaveLength(5);
+    const reversed = { ...p, chainPem: [pems[0]!, ...pems.slice(1).reverse()].join('') };
+    for (const chain of [p, reversed]) {
+      const res = await bothPaths(chain);
+      expect({ status: res.status, workload: res.json.workload }).toEqual({ status: 201, workload: ID });
+      expect(await opensslVerdict(chain)).toEqual({ authorized: true });
+    }
+  });
+
+  it('leaf + 5 intermediates is refused on both paths (attestation.x509.max_intermediates)', async () => {
+    const p = present(await deepLeaf(5));
     const res = await bothPaths(p);
-    expect({ status: res.status, workload: res.json.workload }).toEqual({ status: 201, workload: ID });
+    expect({ status: res.status, error_description: res.json.error_description }).toEqual({
+      status: 401,
+      error_description: 'the client certificate chain needs 5 intermediate certificates; at most 4 are accepted (attestation.x509.max_intermediates)',
+    });
+    // The limit is the broker's own: OpenSSL would have verified this chain.
     expect(await opensslVerdict(p)).toEqual({ authorized: true });
   });
 
-  it('leaf + 8 intermediates (9 certificates) is refused on both paths', async () => {
+  it('leaf + 8 intermediates (9 certificates) is refused on both paths before any path is built', async () => {
     const p = present(await deepLeaf(8));
     expect(p.chainPem.match(/BEGIN CERTIFICATE/g)).toHaveLength(9);
     const res = await bothPaths(p);
@@ -472,8 +487,6 @@ describe('chain length: what the client sends, without our anchor', () => {
       status: 401,
       error_description: 'the client certificate chain is longer than 8 certificates',
     });
-    // The limit is the broker's own: OpenSSL would have verified this chain.
-    expect(await opensslVerdict(p)).toEqual({ authorized: true });
   });
 });
 

@@ -24,10 +24,15 @@ const DAY = 86_400_000;
 export interface Crafted {
   subject: string;
   ca?: boolean;
-  keyUsage?: number;
+  /** keyUsage bits; null leaves the extension out. */
+  keyUsage?: number | null;
+  /** Default true. */
+  keyUsageCritical?: boolean;
   /** EKU OIDs; undefined leaves the extension out. */
   eku?: string[];
   san?: JsonGeneralName[];
+  /** Default false. */
+  sanCritical?: boolean;
   extensions?: Extension[];
   /** Validity is [now - 1 min, now + 1 day]. */
   now?: number;
@@ -50,10 +55,12 @@ export async function craft(issuer: Credential, opts: Crafted): Promise<Credenti
       signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
       extensions: [
         new BasicConstraintsExtension(ca, undefined, true),
-        new KeyUsagesExtension(opts.keyUsage ?? (ca ? KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign : KeyUsageFlags.digitalSignature), true),
+        ...(opts.keyUsage === null
+          ? []
+          : [new KeyUsagesExtension(opts.keyUsage ?? (ca ? KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign : KeyUsageFlags.digitalSignature), opts.keyUsageCritical ?? true)]),
         await AuthorityKeyIdentifierExtension.create(issuer.keys.publicKey, false, webcrypto),
         ...(opts.eku ? [new ExtendedKeyUsageExtension(opts.eku, false)] : []),
-        ...(opts.san?.length ? [new SubjectAlternativeNameExtension(opts.san, false)] : []),
+        ...(opts.san?.length ? [new SubjectAlternativeNameExtension(opts.san, opts.sanCritical ?? false)] : []),
         ...(opts.extensions ?? []),
       ],
     },

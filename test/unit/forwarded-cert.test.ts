@@ -343,6 +343,22 @@ describe('createClientCertSource over a real TLS connection', () => {
     expect(hex(ev!)).toContain(inter.der.toString('hex'));
   });
 
+  it('the handshake chain is exactly what the client sent, in its order (out-of-order intermediates and strays kept)', async () => {
+    // Node's getPeerCertificate(true) re-links by issuer and loses intermediates sent out of
+    // order; the chain must arrive as it does through a forwarded header (issue 12).
+    const i1 = await issueCertificate(ca, { ca: true, subject: 'CN=order i1' });
+    const i2 = await issueCertificate(i1, { ca: true, subject: 'CN=order i2' });
+    const i3 = await issueCertificate(i2, { ca: true, subject: 'CN=order i3' });
+    const l = await issueCertificate(i3, { uris: ['spiffe://example.org/order'] });
+    const stray = await createCA({ trustDomain: 'example.org', commonName: 'stray' });
+    const src = createClientCertSource({ log: createLogger({ level: 'silent' }) });
+    for (const rest of [[i1, i2, i3], [i2, i1, i3], [stray, i3, i1, i2, ca]]) {
+      const sent = { ...l, chainPem: [l, ...rest].map((c) => c.certPem).join('') };
+      const ev = await evidenceOver(src, {}, sent);
+      expect(hex(ev!)).toEqual([l, ...rest].map((c) => c.der.toString('hex')));
+    }
+  });
+
   it("OpenSSL's refusal travels with the evidence", async () => {
     const stranger = await issueCertificate(await createCA({ trustDomain: 'example.org', commonName: 'stranger' }), { uris: ['spiffe://example.org/x'] });
     const ev = await evidenceOver(createClientCertSource({ log: createLogger({ level: 'silent' }) }), {}, stranger);

@@ -1,12 +1,12 @@
 /**
  * The x509 attestor above path validation: chains counted and cached without our own trust
- * anchors (Node appends the anchor to a handshake chain), a cache key that cannot be forged by
+ * anchors (a client may send them), a cache key that cannot be forged by
  * moving bytes between certificates, and mapped (non-SPIFFE) subjects held to the URI name
  * constraints of their CAs.
  */
 import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
-import { X509CertificateGenerator } from '@peculiar/x509';
+import { ExtendedKeyUsage, KeyUsageFlags, X509CertificateGenerator } from '@peculiar/x509';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createX509Attestor, x509ConfigSchema, type X509Evidence } from '../../src/attestation/x509.js';
 import { parseCertificate } from '../../src/attestation/x509-chain.js';
@@ -14,6 +14,7 @@ import { createCA, generateKeys, issueCertificate, type Credential } from '../..
 import { AttestationFailed } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import type { TlsMaterial } from '../../src/tls/material.js';
+import { craft } from '../helpers/crafted.js';
 
 const ID = 'spiffe://example.org/ns/payments/sa/api';
 const BATCH = 'spiffe://example.org/legacy/batch';
@@ -33,8 +34,8 @@ beforeAll(async () => {
   };
 });
 
-function attestor(subjects: { trust_domain: string; subject: string; workload: string }[] = []) {
-  return createX509Attestor(x509ConfigSchema.parse({ subjects }), { clock: Date.now, log: silentLogger, tls });
+function attestor(subjects: { trust_domain: string; subject: string; workload: string }[] = [], maxIntermediates = 7) {
+  return createX509Attestor(x509ConfigSchema.parse({ subjects, max_intermediates: maxIntermediates }), { clock: Date.now, log: silentLogger, tls });
 }
 
 const evidence = (chain: Uint8Array[], source: X509Evidence['source'] = 'forwarded'): X509Evidence => ({ kind: 'x509', chain, source });
@@ -59,14 +60,30 @@ async function deepLeaf(depth: number): Promise<Credential> {
 }
 
 describe('chain length counts what the client sent, not our anchors', () => {
-  it('leaf + 7 intermediates is accepted, with or without the anchor Node appends, and cached once', async () => {
+  it('max_intermediates: 4 by default, at most 7; the path counts, in whatever order it was sent', async () => {
+    expect(x509ConfigSchema.parse({}).max_intermediates).toBe(4);
+    expect(x509ConfigSchema.safeParse({ max_intermediates: 8 }).success).toBe(false);
+    expect(x509ConfigSchema.safeParse({ max_intermediates: -1 }).success).toBe(false);
+    const byDefault = createX509Attestor(x509ConfigSchema.parse({}), { clock: Date.now, log: silentLogger, tls });
+    const four = presented(await deepLeaf(4));
+    const reversed = [four[0]!, ...four.slice(1).reverse()];
+    expect((await byDefault.attest(evidence(reversed))).id).toBe(ID);
+    const five = presented(await deepLeaf(5));
+    expect((await refusal(byDefault, evidence([five[0]!, ...five.slice(1).reverse()]))).description).toBe(
+      'the client certificate chain needs 5 intermediate certificates; at most 4 are accepted (attestation.x509.max_intermediates)',
+    );
+    expect((await attestor([], 5).attest(evidence(five))).id).toBe(ID);
+    expect((await refusal(attestor([], 0), evidence(presented(await deepLeaf(1))))).description).toMatch(/needs 1 intermediate certificates; at most 0/);
+  });
+
+  it('leaf + 7 intermediates is accepted (max_intermediates 7), with or without the anchor, and cached once', async () => {
     const a = attestor();
     const leaf = await deepLeaf(7);
     const sent = presented(leaf);
     expect(sent).toHaveLength(8);
     expect((await a.attest(evidence(sent))).id).toBe(ID);
     expect(a.cacheSize()).toBe(1);
-    // The handshake chain as Node builds it: what was sent, then our anchor.
+    // A client may send our anchor too.
     expect((await a.attest(evidence([...sent, root.der], 'handshake'))).id).toBe(ID);
     expect(a.cacheSize()).toBe(1);
   });
@@ -176,5 +193,47 @@ describe('mapped (non-SPIFFE) subjects and URI name constraints', () => {
     );
     // The real multi-valued RDN does.
     expect((await a.attest(evidence([(await issueCertificate(root, { subject: 'O=Acme+CN=batch' })).der]))).id).toBe(BATCH);
+  });
+});
+
+describe('X509-SVID rules (issue 12): SVIDs only; mapped subjects keep the RFC 5280 rules', () => {
+  const mapping = [{ trust_domain: 'example.org', subject: 'CN=legacy-batch, O=Acme', workload: BATCH }];
+  const svid = { subject: 'CN=api', eku: [ExtendedKeyUsage.clientAuth], san: [{ type: 'url' as const, value: ID }] };
+  const legacy = { subject: 'CN=legacy-batch, O=Acme', eku: [ExtendedKeyUsage.clientAuth], san: [{ type: 'dns' as const, value: 'batch.internal' }] };
+
+  it('an SVID leaf without keyUsage, or with a non-critical one, is refused (X509-SVID §4.3)', async () => {
+    expect((await refusal(attestor(), evidence([(await craft(root, { ...svid, keyUsage: null })).der]))).description).toBe(
+      'the client certificate has no keyUsage extension; an X509-SVID must have one, critical, with digitalSignature',
+    );
+    expect((await refusal(attestor(), evidence([(await craft(root, { ...svid, keyUsageCritical: false })).der]))).description).toBe(
+      "the client certificate's keyUsage extension is not critical; an X509-SVID must mark it critical",
+    );
+    expect((await attestor().attest(evidence([(await craft(root, svid)).der]))).id).toBe(ID);
+  });
+
+  it('a mapped subject is exempt from them, not from RFC 5280 (keyCertSign on a leaf, empty subject rules)', async () => {
+    expect((await attestor(mapping).attest(evidence([(await craft(root, { ...legacy, keyUsage: null })).der]))).id).toBe(BATCH);
+    expect((await attestor(mapping).attest(evidence([(await craft(root, { ...legacy, keyUsageCritical: false })).der]))).id).toBe(BATCH);
+    expect((await refusal(attestor(mapping), evidence([(await craft(root, { ...legacy, keyUsage: KeyUsageFlags.digitalSignature | KeyUsageFlags.keyCertSign })).der]))).description).toBe(
+      'the client certificate has keyCertSign or cRLSign key usage; a leaf must not',
+    );
+  });
+
+  it('an empty subject needs a critical subjectAltName (RFC 5280 §4.2.1.6)', async () => {
+    expect((await refusal(attestor(), evidence([(await craft(root, { ...svid, subject: '' })).der]))).description).toBe(
+      'the client certificate has an empty subject and a non-critical subjectAltName (RFC 5280 §4.2.1.6 requires it critical)',
+    );
+    expect((await attestor().attest(evidence([(await craft(root, { ...svid, subject: '', sanCritical: true })).der]))).id).toBe(ID);
+  });
+
+  it("OpenSSL's handshake verdict does not decide: the validator does, as for a forwarded chain", async () => {
+    const leaf = await issueCertificate(root, { uris: [ID] });
+    const a = attestor();
+    expect((await a.attest({ ...evidence([leaf.der], 'handshake'), handshakeError: 'UNABLE_TO_GET_ISSUER_CERT' })).id).toBe(ID);
+    const expired = await issueCertificate(root, { uris: [ID], notBefore: new Date(Date.now() - 7_200_000), notAfter: new Date(Date.now() - 3_600_000) });
+    const hs = await refusal(a, evidence([expired.der], 'handshake'));
+    const fw = await refusal(a, evidence([expired.der], 'forwarded'));
+    expect(hs.description).toMatch(/^the client certificate expired at /);
+    expect(hs.description).toBe(fw.description);
   });
 });

@@ -4,7 +4,7 @@
  * critical extensions, anyExtendedKeyUsage), from @peculiar/x509's generator right here.
  */
 import 'reflect-metadata';
-import { webcrypto } from 'node:crypto';
+import { generateKeyPairSync, webcrypto } from 'node:crypto';
 import { AsnConvert, BitString } from '@peculiar/asn1-schema';
 import {
   AttributeTypeAndValue,
@@ -54,8 +54,11 @@ beforeAll(async () => {
 /** What a client presents: the credential followed by its intermediates. */
 const presented = (c: Credential): Buffer[] => [c.der, ...c.intermediates.map((i) => i.der)];
 
-function validate(chain: Buffer[], opts: { bundles?: Map<string, ParsedCertificate[]>; now?: number; preferred?: string } = {}): ChainResult<string> {
-  return validateChain(chain.map(parseCertificate), opts.bundles ?? bundles, opts.now ?? Date.now(), opts.preferred);
+function validate(
+  chain: Buffer[],
+  opts: { bundles?: Map<string, ParsedCertificate[]>; now?: number; preferred?: string; maxIntermediates?: number } = {},
+): ChainResult<string> {
+  return validateChain(chain.map(parseCertificate), opts.bundles ?? bundles, opts.now ?? Date.now(), opts.preferred, opts.maxIntermediates);
 }
 
 /** The problem text of a refused chain (fails the test when it validates). */
@@ -322,6 +325,16 @@ describe('validity of issuers', () => {
     );
   });
 
+  it('both bounds are inclusive, with no tolerance: valid at notBefore and at notAfter, not a millisecond outside', async () => {
+    const from = Math.floor(NOW / 1000) * 1000 - 60_000;
+    const to = from + 3_600_000;
+    const leaf = await leafUnder(root, { notBefore: new Date(from), notAfter: new Date(to) });
+    expectValid(presented(leaf), 'example.org', { now: from });
+    expectValid(presented(leaf), 'example.org', { now: to });
+    expect(problemOf(presented(leaf), { now: from - 1 })).toBe(`the client certificate is not valid until ${new Date(from).toISOString()}`);
+    expect(problemOf(presented(leaf), { now: to + 1 })).toBe(`the client certificate expired at ${new Date(to).toISOString()}`);
+  });
+
   it('validity is judged at the given time', async () => {
     const leaf = await leafUnder(root, { notBefore: new Date(NOW - 60_000), notAfter: new Date(NOW + 3_600_000) });
     expectValid(presented(leaf), 'example.org', { now: NOW });
@@ -581,6 +594,32 @@ describe('signature algorithms and key sizes', () => {
     expect(expectValid([leaf, cross]).path.map((c) => c.subject)).toEqual(['CN=api', 'CN=legacy root', root.cert.subject]);
   });
 
+  it('keys on other EC curves, and DSA keys, are refused (P-256, P-384, P-521, EdDSA and RSA >= 2048 are accepted)', async () => {
+    for (const [type, options, why] of [
+      ['ec', { namedCurve: 'secp224r1' }, 'has an EC key on a curve that is not accepted (secp224r1; P-256, P-384 or P-521 are)'],
+      ['ec', { namedCurve: 'secp256k1' }, 'has an EC key on a curve that is not accepted (secp256k1; P-256, P-384 or P-521 are)'],
+      ['dsa', { modulusLength: 2048, divisorLength: 256 }, 'has a dsa key, which is not accepted (RSA, EC or EdDSA keys are)'],
+    ] as const) {
+      const { publicKey } = generateKeyPairSync(type as 'ec', options as { namedCurve: string });
+      const spki = publicKey.export({ type: 'spki', format: 'der' });
+      const cert = await X509CertificateGenerator.create(
+        {
+          serialNumber: '01',
+          subject: 'CN=odd key',
+          issuer: root.cert.subject,
+          notBefore: new Date(NOW - 60_000),
+          notAfter: new Date(NOW + DAY),
+          publicKey: new Uint8Array(spki),
+          signingKey: root.keys.privateKey,
+          signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+          extensions: [new KeyUsagesExtension(KeyUsageFlags.digitalSignature, true), new SubjectAlternativeNameExtension([{ type: 'url', value: ID }])],
+        },
+        webcrypto,
+      );
+      expect(problemOf([Buffer.from(cert.rawData)])).toBe(`the client certificate ${why}`);
+    }
+  });
+
   it('Ed25519, RSA-PSS and ECDSA with SHA-384 are accepted', async () => {
     const algorithms: [webcrypto.AlgorithmIdentifier | webcrypto.RsaHashedKeyGenParams | webcrypto.EcKeyGenParams, RawOptions['signingAlgorithm']][] = [
       [{ name: 'Ed25519' }, { name: 'Ed25519' }],
@@ -769,7 +808,10 @@ describe('second review: path search and OpenSSL parity', () => {
     const roots = await Promise.all(Array.from({ length: 3 }, () => createCA({ trustDomain: 'example.org', commonName: 'SPIFFE' })));
     let issuer = roots[1]!;
     for (let i = 0; i < 7; i++) issuer = await issueCertificate(issuer, { ca: true, subject: roots[1]!.cert.subject });
-    const r = expectValid(presented(await leafUnder(issuer)), 'example.org', { bundles: new Map([['example.org', roots.map((c) => parseCertificate(c.der))]]) });
+    const r = expectValid(presented(await leafUnder(issuer)), 'example.org', {
+      bundles: new Map([['example.org', roots.map((c) => parseCertificate(c.der))]]),
+      maxIntermediates: 7,
+    });
     expect(r.path).toHaveLength(9);
   });
 
