@@ -94,6 +94,14 @@ describe('config', () => {
     );
   });
 
+  it('refuses a platform-token size limit that http.max_body_bytes cannot carry (issue 12)', () => {
+    const oidc = { issuers: [{ issuer: 'https://idp.example.com', audiences: ['jit-broker'], mapping: { preset: 'github' } }] };
+    expect(problems({ ...base, attestation: { oidc: { ...oidc, max_token_bytes: 65_536 } } })).toEqual([
+      'attestation.oidc.max_token_bytes: must leave 2048 bytes of http.max_body_bytes (65536) for the rest of the request',
+    ]);
+    expect(problems({ ...base, http: { max_body_bytes: 70_000 }, attestation: { oidc: { ...oidc, max_token_bytes: 65_536 } } })).toEqual([]);
+  });
+
   it('refuses a key overlap shorter than the largest TTL plus leeway', () => {
     expect(problems({ ...base, tokens: { max_ttl: '15m', key_overlap: '10m' } })).toEqual([
       'tokens.key_overlap: must be >= tokens.max_ttl + tokens.leeway (930s) so no live token loses its key',
