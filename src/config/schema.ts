@@ -9,9 +9,6 @@ import { MIN_PUBLICATION_SECRET_LENGTH } from '../grants/key-publication.js';
 import { durationField, formatDuration } from '../util/duration.js';
 import { parseSecureUrl } from '../util/url.js';
 
-/** What a request carrying a platform token needs beside it (intent and the JSON around them). */
-const PLATFORM_TOKEN_REQUEST_HEADROOM_BYTES = 2_048;
-
 export const MAX_LEEWAY_MS = 30_000;
 
 /**
@@ -220,12 +217,6 @@ export const configSchema = z
           issue(['attestation', 'x509', 'subjects', i, 'trust_domain'], `has no bundle in tls.client_ca_bundles`);
       });
     }
-    const oidc = cfg.attestation.oidc;
-    if (oidc && oidc.max_token_bytes + PLATFORM_TOKEN_REQUEST_HEADROOM_BYTES > cfg.http.max_body_bytes)
-      issue(
-        ['attestation', 'oidc', 'max_token_bytes'],
-        `must leave ${PLATFORM_TOKEN_REQUEST_HEADROOM_BYTES} bytes of http.max_body_bytes (${cfg.http.max_body_bytes}) for the rest of the request`,
-      );
     // One workload id, one attestation source (attestation/id-spaces.ts): the OIDC schema keeps its
     // issuers apart; this keeps them apart from the X.509 trust domains (spiffe://<td>/).
     const tds: IdSpace[] = bundles.map((td) => ({ path: ['tls', 'client_ca_bundles', td], source: `X.509 trust domain ${td}`, prefix: `spiffe://${td}/` }));
