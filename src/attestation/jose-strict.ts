@@ -164,5 +164,5 @@ export function parseCompactJws(token: string): ParsedJws {
   if (segments.length !== 3) throw new JoseParseError(`it has ${segments.length} segments, not 3 (header.payload.signature)`);
   // An empty signature (alg none) parses: the validator's alg allow-list refuses it by name.
   const [header, payload] = segments.map((s, k) => decodeCanonicalBase64url(s, SEGMENT_NAMES[k] as string)) as [Buffer, Buffer, Buffer];
-  return { header: jsonObject(header, 'header'), payload: jsonObject(payload, 'claims') };
+  return { header: jsonObject(header, 'header'), payload: jsonObject(payload, 'claims set') };
 }
