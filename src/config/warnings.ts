@@ -7,7 +7,23 @@ import type { Config } from './schema.js';
  * Never a reason to refuse the config (those are schema issues).
  */
 export function configWarnings(config: Config): string[] {
-  return proxyWarnings(config);
+  return [...proxyWarnings(config), ...platformTokenWarnings(config)];
+}
+
+/** What a request carrying a platform token needs beside it (intent and the JSON around them). */
+export const PLATFORM_TOKEN_REQUEST_HEADROOM_BYTES = 2_048;
+
+/**
+ * A platform token near attestation.oidc.max_token_bytes must still fit in a request body: else
+ * the body limit answers first (413), and the configured token limit is never the one that decides.
+ */
+function platformTokenWarnings(config: Config): string[] {
+  const oidc = config.attestation.oidc;
+  if (!oidc || oidc.issuers.length === 0 || oidc.max_token_bytes + PLATFORM_TOKEN_REQUEST_HEADROOM_BYTES <= config.http.max_body_bytes) return [];
+  return [
+    `attestation.oidc.max_token_bytes (${oidc.max_token_bytes}) plus ${PLATFORM_TOKEN_REQUEST_HEADROOM_BYTES} bytes for the rest of the request exceeds http.max_body_bytes (${config.http.max_body_bytes}): ` +
+      'a platform token near the limit is refused as a too-large request (413); raise http.max_body_bytes or lower max_token_bytes',
+  ];
 }
 
 /**

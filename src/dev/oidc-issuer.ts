@@ -3,7 +3,7 @@
  * minted with an in-memory key, and switches to make it fail (down, slow, garbage) plus helpers
  * that forge the classic bad tokens (alg none, HS256 keyed with the public key, foreign key).
  */
-import { createHmac, randomUUID } from 'node:crypto';
+import { createHmac, randomUUID, webcrypto } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
@@ -85,6 +85,12 @@ export interface OidcIssuer {
   forgeHs256WithPublicKey(claims: Record<string, unknown>, opts?: MintOptions): Promise<string>;
   /** Signed by a key that is not in the JWKS but under the current kid: a bad signature. */
   mintWithForeignKey(claims: Record<string, unknown>, opts?: MintOptions): Promise<string>;
+  /**
+   * The raw JWS signature over `input` (the exact `header.payload` text, however it was made), by
+   * the key with this kid (default the current one): for hand-crafted tokens whose segments no
+   * JOSE library would produce (padding, duplicate members, non-canonical base64url).
+   */
+  signRaw(input: string, kid?: string): Promise<Buffer>;
   close(): Promise<void>;
 }
 
@@ -303,6 +309,12 @@ export async function startOidcIssuer(
     async mintWithForeignKey(claims, o = {}) {
       foreign ??= await newKey();
       return sign(foreign, claims, { ...o, kid: o.kid === undefined ? current().kid : o.kid });
+    },
+    async signRaw(input, kid) {
+      const key = kid === undefined ? current() : keys.find((k) => k.kid === kid);
+      if (!key) throw new Error(`no key with kid ${kid}`);
+      const algorithm = alg === 'ES256' ? { name: 'ECDSA', hash: 'SHA-256' } : { name: 'RSASSA-PKCS1-v1_5' };
+      return Buffer.from(await webcrypto.subtle.sign(algorithm, key.privateKey, Buffer.from(input, 'ascii')));
     },
     async close() {
       for (const t of timers) clearTimeout(t);

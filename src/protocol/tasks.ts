@@ -8,9 +8,12 @@ export const durationInputSchema = z.union([
   z.string().regex(/^\d{1,7}(ms|s|m|h|d)$/, 'must be a duration such as "90s", "5m" or "1h"'),
 ]);
 
-export const oidcAttestationSchema = z
-  .object({ kind: z.literal('oidc'), token: z.string().min(1).max(16_384) })
-  .strict();
+/**
+ * A platform token. Its size is bounded by the broker's one configured limit
+ * (`attestation.oidc.max_token_bytes`, default 16 KiB: longer is a 401), applied by the attestor on
+ * every path that reads one, within `http.max_body_bytes`; no second number here.
+ */
+export const oidcAttestationSchema = z.object({ kind: z.literal('oidc'), token: z.string().min(1) }).strict();
 
 export const attestationSchema = z.discriminatedUnion('kind', [oidcAttestationSchema]);
 export type AttestationRequest = z.infer<typeof attestationSchema>;

@@ -2,7 +2,7 @@
  * The time rules every inbound JWT obeys (platform tokens and our own task tokens alike), with
  * jose's exact comparisons and order (jwt_claims_set.js): whole seconds rounded down, `nbf` not
  * in the future, `exp` present and in the future, `iat` within `maxAgeMs` when one is set, and
- * (our addition) `iat` not in the future. Leeway applies to each; DESIGN.md caps it at 30 s.
+ * (our addition) `iat` not in the future. Leeway applies to each (at most 30 s for task tokens, 60 s per platform-token issuer).
  */
 export type TimeProblem = 'not_yet_valid' | 'expired' | 'too_old' | 'issued_in_future';
 

@@ -186,7 +186,7 @@ describe('oidc attestor: mappings', () => {
     const missing = await issuer.mint({ aud: AUD, sub: 'repo:acme/x' });
     await expectAttestationFailed(a.attest({ kind: 'oidc', token: missing }), 'platform token lacks claim kubernetes.io.namespace required by the mapping');
     const empty = await issuer.mint({ aud: AUD, sub: '', 'kubernetes.io': { namespace: 'build' } });
-    await expectAttestationFailed(a.attest({ kind: 'oidc', token: empty }), 'platform token lacks claim sub required by the mapping');
+    await expectAttestationFailed(a.attest({ kind: 'oidc', token: empty }), 'platform token claim "sub" must be a non-empty string');
   });
 
   it('rejects attribute values longer than the bound instead of truncating them', async () => {
@@ -313,7 +313,7 @@ describe('oidc attestor: token validation', () => {
     await expectAttestationFailed(unlimited.attest({ kind: 'oidc', token: future }), 'platform token was issued in the future');
   });
 
-  it('refuses typ at+jwt and other token kinds; accepts absent, JWT and application/jwt', async () => {
+  it('refuses typ at+jwt and other token kinds; accepts absent, JWT and JOSE (any case, optional application/)', async () => {
     const a = attestorFor([issuerEntry(issuer)]);
     for (const typ of ['at+jwt', 'application/at+jwt', 'txntoken+jwt', 'wit+jwt', 'dpop+jwt']) {
       const token = await issuer.mint(saClaims(), { typ });
@@ -321,7 +321,7 @@ describe('oidc attestor: token validation', () => {
       expect(err.description).toContain(`"${typ}"`);
     }
     await expectAttestationFailed(a.attest({ kind: 'oidc', token: await issuer.mint(saClaims(), { typ: 'secevent+jwt' }) }), 'platform token type "secevent+jwt" is not accepted');
-    for (const typ of [null, 'JWT', 'jwt', 'application/jwt']) {
+    for (const typ of [null, 'JWT', 'jwt', 'application/jwt', 'JOSE', 'application/jose']) {
       const token = await issuer.mint(saClaims(), { typ });
       expect((await a.attest({ kind: 'oidc', token })).id).toBe('k8s://prod/ns/payments/sa/api');
     }
@@ -330,7 +330,7 @@ describe('oidc attestor: token validation', () => {
   it('refuses malformed tokens as 401, never 500', async () => {
     const a = attestorFor([issuerEntry(issuer)]);
     for (const token of ['', 'not-a-jwt', 'a.b.c', `${Buffer.from('{"alg":"ES256"}').toString('base64url')}.e30.`, 'x'.repeat(20_000)])
-      await expectAttestationFailed(a.attest({ kind: 'oidc', token }), /^(platform token is malformed|token issuer is not trusted)$/);
+      await expectAttestationFailed(a.attest({ kind: 'oidc', token }), /^(platform token is malformed: .+|token issuer is not trusted|platform token is larger than 16384 bytes \(attestation\.oidc\.max_token_bytes\))$/);
   });
 
   it('never writes the token into errors or logs', async () => {
@@ -626,6 +626,7 @@ describe('oidc config schema', () => {
       max_token_age: 86_400_000,
       require_kid: true,
       leeway: 30_000,
+      max_token_lifetime: 86_400_000,
       key_cache: { ttl: 600_000, refresh_cooldown: 30_000, max_stale: 3_600_000, fetch_timeout: 2000 },
       mapping: { type: 'github' },
     });
@@ -640,9 +641,21 @@ describe('oidc config schema', () => {
     expect(problems({ ...base, algorithms: ['none'] })[0]).toMatch(/^issuers\.0\.algorithms\.0: algorithm "none" is not allowed/);
   });
 
-  it('rejects a leeway above 30s', () => {
-    expect(problems({ ...base, leeway: '45s' })).toEqual(['issuers.0.leeway: must be <= 30s']);
-    expect(problems({ ...base, leeway: '30s' })).toEqual([]);
+  it('rejects a leeway above 60s', () => {
+    expect(problems({ ...base, leeway: '61s' })).toEqual(['issuers.0.leeway: must be <= 60s']);
+    expect(problems({ ...base, leeway: '60s' })).toEqual([]);
+  });
+
+  it('max_token_lifetime: a duration of at least 1s', () => {
+    expect(problems({ ...base, max_token_lifetime: '0s' })).toEqual(['issuers.0.max_token_lifetime: must be >= 1s']);
+    expect(problems({ ...base, max_token_lifetime: '1h' })).toEqual([]);
+  });
+
+  it('max_token_bytes: one limit for all issuers, 1 KiB to 64 KiB, default 16 KiB', () => {
+    expect(oidcConfigSchema.parse({ issuers: [base] }).max_token_bytes).toBe(16_384);
+    expect(oidcConfigSchema.safeParse({ issuers: [base], max_token_bytes: 1023 }).success).toBe(false);
+    expect(oidcConfigSchema.safeParse({ issuers: [base], max_token_bytes: 65_537 }).success).toBe(false);
+    expect(oidcConfigSchema.parse({ issuers: [base], max_token_bytes: 8192 }).max_token_bytes).toBe(8192);
   });
 
   it('requires exactly one key source', () => {

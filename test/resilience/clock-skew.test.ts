@@ -3,10 +3,10 @@
  * `clock`), the local OIDC issuer mints with a clock of its own, and both are frozen so every
  * boundary is exact (jose compares whole seconds).
  *
- * Platform tokens (attestation.oidc.issuers[].leeway, default 30 s, at most 30 s): a broker behind
+ * Platform tokens (attestation.oidc.issuers[].leeway, default 30 s, at most 60 s): a broker behind
  * the issuer accepts tokens issued "in its future" by less than the leeway and refuses them beyond
  * it; a broker ahead accepts a token past its exp or its max_token_age by less than the leeway and
- * refuses it beyond. Checked for the default leeway and for a configured 10 s.
+ * refuses it beyond. Checked for the default leeway and for a configured 10 s and 60 s.
  *
  * Task tokens (tokens.leeway, default 30 s) are judged by the clock of the broker they come back
  * to: two brokers share one Redis prefix, one issues, the other (its clock skewed) renews and
@@ -83,6 +83,7 @@ function expectRefused(res: Answer, description: string): void {
 describe.each([
   { name: 'default leeway (30 s)', leewayS: DEFAULT_LEEWAY_S, leeway: undefined },
   { name: 'leeway 10s', leewayS: 10, leeway: '10s' },
+  { name: 'leeway 60s (the per-issuer maximum)', leewayS: 60, leeway: '60s' },
 ])('platform tokens, broker clock skewed against the issuer: $name', ({ leewayS, leeway }) => {
   const clock = skewedClock();
   let b: BrokerRuntime;

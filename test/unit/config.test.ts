@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { applyEnv, loadConfig, parseConfig } from '../../src/config/load.js';
+import { configWarnings } from '../../src/config/warnings.js';
 import { configProblems } from '../helpers/config.js';
 
 const base = {
@@ -93,6 +94,15 @@ describe('config', () => {
         'tokens.leeway: must be <= 30s',
       ]),
     );
+  });
+
+  it('warns when http.max_body_bytes cannot carry a platform token of max_token_bytes (issue 12)', () => {
+    const oidc = { issuers: [{ issuer: 'https://idp.example.com', audiences: ['jit-broker'], mapping: { preset: 'github' } }] };
+    expect(configWarnings(parseConfig({ ...base, attestation: { oidc: { ...oidc, max_token_bytes: 65_536 } } }))).toEqual([
+      'attestation.oidc.max_token_bytes (65536) plus 2048 bytes for the rest of the request exceeds http.max_body_bytes (65536): ' +
+        'a platform token near the limit is refused as a too-large request (413); raise http.max_body_bytes or lower max_token_bytes',
+    ]);
+    expect(configWarnings(parseConfig({ ...base, http: { max_body_bytes: 70_000 }, attestation: { oidc: { ...oidc, max_token_bytes: 65_536 } } }))).toEqual([]);
   });
 
   it('refuses a key overlap shorter than the largest TTL plus leeway', () => {

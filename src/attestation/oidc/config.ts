@@ -25,7 +25,12 @@ export const PLATFORM_ALGORITHMS = [
 ] as const;
 export type PlatformAlgorithm = (typeof PLATFORM_ALGORITHMS)[number];
 
-export const MAX_OIDC_LEEWAY_MS = 30_000;
+/** The largest per-issuer leeway (STANDARDS §2.13: at most 60 s; the default is 30 s). */
+export const MAX_OIDC_LEEWAY_MS = 60_000;
+/** The default platform-token size limit (`attestation.oidc.max_token_bytes`). */
+export const DEFAULT_MAX_PLATFORM_TOKEN_BYTES = 16_384;
+/** Bounds of `max_token_bytes`: a real platform token is a few KiB; anything above this is not one. */
+export const PLATFORM_TOKEN_BYTES_RANGE = { min: 1_024, max: 65_536 } as const;
 const MAX_JWKS_KEYS = 100;
 
 /** JWK members that only private or symmetric keys carry. */
@@ -147,7 +152,12 @@ const issuerSchema = z
           return z.NEVER;
         }
       }),
-    leeway: durationField('30s').refine((ms) => ms <= MAX_OIDC_LEEWAY_MS, 'must be <= 30s'),
+    leeway: durationField('30s').refine((ms) => ms <= MAX_OIDC_LEEWAY_MS, 'must be <= 60s'),
+    /**
+     * The longest a token may be valid: `exp - iat`, else `exp - nbf`, else `exp - now`; exactly
+     * this much is accepted. Always on (a token valid for years is not a workload's evidence).
+     */
+    max_token_lifetime: durationField('24h').refine((ms) => ms >= 1000, 'must be >= 1s'),
     key_cache: keyCacheSchema,
     mapping: mappingSchema,
   })
@@ -184,13 +194,26 @@ const issuerSchema = z
       require_kid: c.require_kid,
       max_token_age: c.max_token_age,
       leeway: c.leeway,
+      max_token_lifetime: c.max_token_lifetime,
       key_cache: c.key_cache,
       mapping: c.mapping,
     };
   });
 
 export const oidcConfigSchema = z
-  .object({ issuers: z.array(issuerSchema).max(64).default([]) })
+  .object({
+    issuers: z.array(issuerSchema).max(64).default([]),
+    /**
+     * The one size limit of a platform token, in bytes, wherever one is read (start and renewal):
+     * longer is a 401 before any parsing. Task tokens have their own bound (MAX_TASK_TOKEN_BYTES).
+     */
+    max_token_bytes: z
+      .number()
+      .int()
+      .min(PLATFORM_TOKEN_BYTES_RANGE.min)
+      .max(PLATFORM_TOKEN_BYTES_RANGE.max)
+      .default(DEFAULT_MAX_PLATFORM_TOKEN_BYTES),
+  })
   .strict()
   .superRefine((c, ctx) => {
     const seen = new Set<string>();

@@ -14,9 +14,10 @@ import type { Attestor, AttestorDeps, AttestorModule, Workload } from '../attest
 import { oidcConfigSchema, type OidcConfig } from './config.js';
 import { createIssuerKeys, type IssuerState, type OidcIssuerStatus, type Resolver } from './keys.js';
 import { mapClaims, type Claims } from './mappings.js';
-import { hasExpired, MAX_TOKEN_LENGTH, timeProblem, verifyPlatformToken } from './verify.js';
+import { hasExpired, timeProblem, verifyPlatformToken } from './verify.js';
 
 export {
+  DEFAULT_MAX_PLATFORM_TOKEN_BYTES,
   MAX_OIDC_LEEWAY_MS,
   oidcConfigSchema,
   oidcIdSpaces,
@@ -62,6 +63,7 @@ interface VerifiedToken {
 
 export function createOidcAttestor(config: OidcConfig, deps: AttestorDeps): OidcAttestor {
   const { clock } = deps;
+  const maxTokenBytes = config.max_token_bytes;
   const issuers = createIssuerKeys(config, deps);
 
   const verified = new Map<string, VerifiedToken>();
@@ -83,8 +85,10 @@ export function createOidcAttestor(config: OidcConfig, deps: AttestorDeps): Oidc
 
   async function attest(evidence: { kind: 'oidc'; token: string }): Promise<Workload> {
     const token = evidence.token;
-    if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH)
-      throw new AttestationFailed('platform token is malformed', { detail: `empty or longer than ${MAX_TOKEN_LENGTH} characters` });
+    // The one platform-token size limit, before hashing or parsing (every path reads tokens here).
+    if (typeof token !== 'string' || token.length === 0) throw new AttestationFailed('platform token is malformed: it is empty');
+    if (token.length > maxTokenBytes || Buffer.byteLength(token, 'utf8') > maxTokenBytes)
+      throw new AttestationFailed(`platform token is larger than ${maxTokenBytes} bytes (attestation.oidc.max_token_bytes)`);
 
     const digest = createHash('sha256').update(token).digest('base64url');
     const hit = verified.get(digest);

@@ -1,23 +1,76 @@
 /**
- * Platform-token validation, following the shared inbound checklist (STANDARDS §2.13, RFC 8725):
- * issuer picked by exact `iss` from an unverified decode, then `typ` (never a token of ours:
- * `at+jwt`, `txntoken+jwt`, …), the `alg` allow-list, a `kid` in the header (unless the issuer
- * sets `require_kid: false`), then jose `jwtVerify` with the issuer's asymmetric `alg` allow-list,
- * exact `iss`, `aud`, required `exp` (and `iat` while `max_token_age` is set), leeway ≤ 30 s, and
- * the injected clock.
+ * Platform-token validation, following the shared inbound checklist (STANDARDS §2.13, RFC 8725),
+ * every rule in one place (README "Attestation rules"):
+ *
+ * 1. size (`max_token_bytes`, checked by the attestor before anything else) and the strict JOSE
+ *    parse (../jose-strict.ts: canonical base64url, no duplicate members, bounded nesting);
+ * 2. the header: `jku`, `x5u`, `jwk`, `x5c`, `b64` and `crit` refused (keys come only from the
+ *    issuer's configured source; no URL from a token is ever dereferenced), `typ` absent or
+ *    JWT/JOSE (never a token of ours: `at+jwt`, `txntoken+jwt`, …), `kid` a string when present;
+ * 3. the issuer, by exact `iss`; its `alg` allow-list; a `kid` unless `require_kid: false`;
+ * 4. claim types: `exp`, `nbf`, `iat` finite JSON numbers, `sub` a non-empty string;
+ * 5. jose `jwtVerify`: signature by a key of this issuer only (by `kid`, or the single usable key
+ *    for the `alg`), exact `iss`, `aud`, required `exp` (and `iat` while `max_token_age` is set),
+ *    the issuer's leeway (≤ 60 s) and the injected clock;
+ * 6. the time rules again (also on every cache hit): a future `iat` beyond the leeway, the age
+ *    (`max_token_age`) and the lifetime (`max_token_lifetime`).
  */
-import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
+import { errors as joseErrors, jwtVerify } from 'jose';
 import { AttestationFailed, BrokerError } from '../../errors.js';
-import { isExpired, timeClaimsProblem, type TimeProblem } from '../../tokens/time-claims.js';
+import { epochSeconds, isExpired, timeClaimsProblem, type TimeProblem } from '../../tokens/time-claims.js';
 import type { Clock } from '../../util/clock.js';
+import { JoseParseError, parseCompactJws, type ParsedJws } from '../jose-strict.js';
 import type { OidcIssuerConfig } from './config.js';
 import { describeError, type IssuerKeys, type IssuerState, type Resolver } from './keys.js';
 import type { Claims } from './mappings.js';
 
-export const MAX_TOKEN_LENGTH = 16_384;
-
-const ACCEPTED_TYP = new Set(['jwt', 'application/jwt']);
+/** `typ` values of a plain JWT (RFC 7515 §4.1.9, §9.2.1; RFC 7519 §5.1): case-insensitive, `application/` optional. */
+const PLAIN_JWT_TYP = /^(application\/)?(jwt|jose)$/i;
 const TASK_TOKEN_TYPS = new Set(['at+jwt', 'application/at+jwt', 'txntoken+jwt', 'wit+jwt', 'wpt+jwt', 'dpop+jwt']);
+/**
+ * Header parameters a platform token may not carry (RFC 8725 §3.10): keys and certificates come
+ * only from the issuer's configured key source, never from a URL or key in the token; `b64` and
+ * `crit` (RFC 7797, RFC 7515 §4.1.11) would change how the token is read.
+ */
+export const REFUSED_HEADER_PARAMETERS = ['jku', 'x5u', 'jwk', 'x5c', 'b64', 'crit'] as const;
+const TIME_CLAIMS = ['exp', 'nbf', 'iat'] as const;
+
+/** The strict parse and every issuer-independent header rule; throws AttestationFailed. */
+export function parsePlatformToken(token: string): ParsedJws {
+  let parsed: ParsedJws;
+  try {
+    parsed = parseCompactJws(token);
+  } catch (e) {
+    if (e instanceof JoseParseError) throw new AttestationFailed(`platform token is malformed: ${e.message}`);
+    throw new AttestationFailed('platform token is malformed', { detail: describeError(e) });
+  }
+  const { header } = parsed;
+  for (const name of REFUSED_HEADER_PARAMETERS) {
+    if (Object.hasOwn(header, name))
+      throw new AttestationFailed(`platform token header parameter "${name}" is not accepted (keys come only from the issuer's configured key source)`);
+  }
+  // Explicit typing (RFC 8725 §3.11/§3.12): our own task tokens are never platform evidence.
+  if (header.typ !== undefined && !(typeof header.typ === 'string' && PLAIN_JWT_TYP.test(header.typ))) {
+    const typ = typeof header.typ === 'string' ? header.typ.toLowerCase() : '';
+    const shown = typeof header.typ === 'string' && /^[\w.+/-]{1,64}$/.test(header.typ) ? ` "${header.typ}"` : '';
+    const hint = TASK_TOKEN_TYPS.has(typ) ? ' (access, transaction and workload tokens are never accepted as platform evidence)' : '';
+    throw new AttestationFailed(`platform token type${shown} is not accepted${hint}`, {
+      detail: `typ ${JSON.stringify(header.typ)?.slice(0, 100)}; accepted: absent, JWT or JOSE (any case, optional application/ prefix)`,
+    });
+  }
+  if (header.kid !== undefined && typeof header.kid !== 'string') throw new AttestationFailed('platform token kid must be a string');
+  return parsed;
+}
+
+/** Claim types checked before the signature (RFC 7519 §2 NumericDate, §4.1.2 sub). */
+function claimTypesProblem(claims: Record<string, unknown>): AttestationFailed | undefined {
+  for (const name of TIME_CLAIMS) {
+    const v = claims[name];
+    if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v))) return new AttestationFailed(`platform token claim "${name}" must be a finite number`);
+  }
+  if (typeof claims.sub !== 'string' || claims.sub === '') return new AttestationFailed('platform token claim "sub" must be a non-empty string');
+  return undefined;
+}
 
 /** Maps a jose verification failure to the public error (detail stays operator-only). */
 function fromJose(e: unknown, cfg: OidcIssuerConfig): BrokerError {
@@ -67,10 +120,24 @@ const TIME_PROBLEMS: Record<TimeProblem, string> = {
  * to cached verifications) exactly as jose applies them, so that a cache hit is never looser.
  */
 export function timeProblem(claims: Claims, cfg: OidcIssuerConfig, nowMs: number): AttestationFailed | undefined {
-  const problem = timeClaimsProblem(claims, nowMs, cfg.leeway, cfg.max_token_age);
-  if (!problem) return undefined;
   const { exp, nbf, iat } = claims;
-  return new AttestationFailed(TIME_PROBLEMS[problem], { detail: `exp ${String(exp)}, nbf ${String(nbf)}, iat ${String(iat)}, max_token_age ${String(cfg.max_token_age)}` });
+  const problem = timeClaimsProblem(claims, nowMs, cfg.leeway, cfg.max_token_age);
+  if (problem)
+    return new AttestationFailed(TIME_PROBLEMS[problem], { detail: `exp ${String(exp)}, nbf ${String(nbf)}, iat ${String(iat)}, max_token_age ${String(cfg.max_token_age)}` });
+  const lifetime = tokenLifetime(claims, nowMs);
+  if (lifetime.seconds * 1000 > cfg.max_token_lifetime)
+    return new AttestationFailed(`platform token lifetime (${lifetime.from}) is longer than the issuer allows (max_token_lifetime ${cfg.max_token_lifetime / 1000}s)`, {
+      detail: `exp ${String(exp)}, nbf ${String(nbf)}, iat ${String(iat)}: ${lifetime.seconds}s`,
+    });
+  return undefined;
+}
+
+/** How long the token is valid: `exp - iat`, else `exp - nbf`, else `exp - now` (whole seconds of the clock, as jose counts). */
+export function tokenLifetime(claims: Claims, nowMs: number): { seconds: number; from: string } {
+  const exp = claims.exp as number;
+  if (typeof claims.iat === 'number') return { seconds: exp - claims.iat, from: 'exp - iat' };
+  if (typeof claims.nbf === 'number') return { seconds: exp - claims.nbf, from: 'exp - nbf' };
+  return { seconds: exp - epochSeconds(nowMs), from: 'exp - now' };
 }
 
 /** A token that passed every check: its issuer, the key set that verified it, and its claims. */
@@ -80,47 +147,34 @@ export interface VerifiedPlatformToken {
   claims: Claims;
 }
 
-/** Validates a platform token of a configured issuer; throws AttestationFailed (4xx) or Unavailable (503). */
+/**
+ * Validates a platform token of a configured issuer; throws AttestationFailed (4xx) or Unavailable
+ * (503). The caller has checked its size (`max_token_bytes`).
+ */
 export async function verifyPlatformToken(token: string, issuers: IssuerKeys, clock: Clock): Promise<VerifiedPlatformToken> {
-  // 1. Unverified decode, only to choose the issuer's configuration.
-  let header: ProtectedHeaderParameters;
-  let unverified: JWTPayload;
-  try {
-    header = decodeProtectedHeader(token);
-    unverified = decodeJwt(token);
-  } catch (e) {
-    throw new AttestationFailed('platform token is malformed', { detail: describeError(e) });
-  }
+  // 1–2. Strict parse and the header rules, before the issuer is even chosen.
+  const { header, payload: unverified } = parsePlatformToken(token);
+
+  // 3. The issuer by exact iss, its alg allow-list, its kid rule.
   if (typeof unverified.iss !== 'string')
     throw new AttestationFailed('token issuer is not trusted', { detail: 'token has no iss claim' });
   const state = issuers.get(unverified.iss);
   if (!state) throw new AttestationFailed('token issuer is not trusted', { detail: `iss ${unverified.iss.slice(0, 300)}` });
   const cfg = state.cfg;
-
-  // 2. Explicit typing (RFC 8725 §3.11/§3.12): our own task tokens are never platform evidence.
-  if (header.typ !== undefined) {
-    const typ = typeof header.typ === 'string' ? header.typ.toLowerCase() : '';
-    if (!ACCEPTED_TYP.has(typ)) {
-      const shown = typeof header.typ === 'string' && /^[\w.+/-]{1,64}$/.test(header.typ) ? ` "${header.typ}"` : '';
-      const hint = TASK_TOKEN_TYPS.has(typ) ? ' (access, transaction and workload tokens are never accepted as platform evidence)' : '';
-      throw new AttestationFailed(`platform token type${shown} is not accepted${hint}`, {
-        detail: `typ ${JSON.stringify(header.typ)?.slice(0, 100)}; accepted: absent, JWT, application/jwt`,
-      });
-    }
-  }
-
-  // 3. Algorithm allow-list before any key lookup (jose enforces it again below).
   if (typeof header.alg !== 'string' || !(cfg.algorithms as string[]).includes(header.alg))
     throw new AttestationFailed('platform token algorithm is not allowed', {
       detail: `alg ${JSON.stringify(header.alg)?.slice(0, 40)} is not in [${cfg.algorithms.join(', ')}] for issuer ${cfg.issuer}`,
     });
-
-  // 3b. A named key (§2.13), before any key lookup: without a kid, jose would accept a
-  // signature by whichever published key happens to fit the alg.
+  // A named key (§2.13), before any key lookup. Without one (require_kid: false), jose uses the
+  // one key of this issuer that fits the alg, and refuses when there are several: it never tries each.
   if (cfg.require_kid && typeof header.kid !== 'string')
     throw new AttestationFailed('platform token does not name its signing key (kid)', {
       detail: `issuer ${cfg.issuer} requires a kid header (require_kid)`,
     });
+
+  // 3b. Claim types, before the signature.
+  const typeProblem = claimTypesProblem(unverified);
+  if (typeProblem) throw typeProblem;
 
   // 4. Signature and claims.
   const keys = await issuers.currentKeys(state);
