@@ -1,5 +1,6 @@
 import type { Attestor, Evidence, Workload } from './attestation/attestor.js';
 import type { X509Evidence } from './attestation/x509.js';
+import { Operators, requireRole, type Operator, type OperatorRole } from './auth/operators.js';
 import { ResourceServers } from './auth/resource-servers.js';
 import type { Config } from './config/schema.js';
 import { AccessDenied, AttestationFailed, InvalidClient, InvalidGrant, InvalidRequest, InvalidToken, OutcomeUnknown, TokenMissing, Unavailable, UnreadableGrant } from './errors.js';
@@ -37,6 +38,8 @@ export interface BrokerDeps {
   attestors: Partial<Record<Evidence['kind'], Attestor>>;
   clock: Clock;
   log: Logger;
+  /** Validates operators' client certificates (auth/operators.ts); absent without client CA bundles. */
+  operatorX509?: Attestor<X509Evidence>;
 }
 
 /** What the transport knows about the caller, apart from the body. */
@@ -65,6 +68,7 @@ export class Broker {
   private readonly verifier: TaskTokenVerifier;
   private readonly failures: AddressLimiter;
   private readonly resourceServers: ResourceServers;
+  private readonly operators: Operators;
   private readonly rate: RateLimit;
   private readonly denials: DenialAudit;
 
@@ -78,6 +82,7 @@ export class Broker {
       ipv6PrefixBits: config.limits.ipv6_prefix,
     });
     this.resourceServers = new ResourceServers(config.resource_servers, deps.attestors.x509 as Attestor<X509Evidence> | undefined);
+    this.operators = new Operators(config.operators, deps.operatorX509);
     this.rate = rateLimit(config.limits.issuance);
     this.denials = new DenialAudit({
       store: deps.store,
@@ -332,6 +337,17 @@ export class Broker {
     const result = await store.closeGrant(claims.grant, claims.sub, { now: clock(), status: 'revoked', reason: `revoked by ${by} (RFC 7009)` });
     if (result.outcome === 'closed') log.info({ grant: claims.grant, workload: claims.sub, by }, 'grant revoked');
     else if (result.outcome === 'unknown') log.info({ grant: claims.grant, workload: claims.sub, by }, 'revoked token has no grant record; nothing changed');
+  }
+
+  /**
+   * Operator routes: the calling operator (auth/operators.ts), under the same per-address failure
+   * limit as every other credential; 401 invalid_client when the caller is no operator, 403
+   * access_denied when its role does not allow `role`. The operations themselves are in operator/.
+   */
+  async operator(ctx: CallContext, role: OperatorRole): Promise<Operator> {
+    const op = await this.authenticated(ctx, () => this.operators.authenticate(ctx));
+    requireRole(op, role);
+    return op;
   }
 
   /** The bearer task token, verified and issued for this grant. */

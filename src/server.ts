@@ -7,7 +7,8 @@ import { getRequestListener, RequestError } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Attestor, Evidence } from './attestation/attestor.js';
 import { createOidcAttestor } from './attestation/oidc/index.js';
-import { createX509Attestor, MAX_PRESENTED_CERTIFICATES, x509ConfigSchema } from './attestation/x509.js';
+import { createX509Attestor, MAX_PRESENTED_CERTIFICATES, x509ConfigSchema, type X509Evidence } from './attestation/x509.js';
+import { operatorSubjectMappings } from './auth/operators.js';
 import { Broker } from './broker.js';
 import type { Config } from './config/schema.js';
 import { configWarnings } from './config/warnings.js';
@@ -89,14 +90,20 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
     log,
   });
   await keyring.start().catch((e: Error) => log.error({ err: e.message }, 'signing key could not be published; not ready'));
-  const broker = new Broker({ config, store, policy, keyring, attestors, clock, log });
+  // Operators' certificates get a validator of their own: the workloads' subject mappings are not
+  // theirs, and theirs (auth/operators.ts) never reach a workload.
+  const operatorX509 =
+    tls && tls.current.bundles.size > 0 && config.operators.some((o) => o.spiffe_id !== undefined || o.subject !== undefined)
+      ? (createX509Attestor(x509ConfigSchema.parse({ subjects: operatorSubjectMappings(config.operators) }), { clock, log, tls }) as Attestor<X509Evidence>)
+      : undefined;
+  const broker = new Broker({ config, store, policy, keyring, attestors, clock, log, ...(operatorX509 ? { operatorX509 } : {}) });
   const readiness: ReadinessCheck[] = [
     { name: 'store', check: () => store.ping().then(() => undefined) },
     { name: 'signing_key', check: () => keyring.notReady() },
     ...Object.values(attestors).map((a) => ({ name: `attestation_${a.kind}`, check: () => a.notReady() })),
   ];
   const clientCerts = attestors.x509 ? createClientCertSource({ forwarded: config.attestation.x509?.forwarded, log }) : undefined;
-  const app = createApp({ config, broker, keyring, log, readiness, ...(clientCerts ? { clientCerts } : {}), ...(opts.extend ? { extend: opts.extend } : {}) });
+  const app = createApp({ config, broker, keyring, log, readiness, operator: { config, store, keyring, clock, log }, ...(clientCerts ? { clientCerts } : {}), ...(opts.extend ? { extend: opts.extend } : {}) });
 
   let server: Server;
   try {

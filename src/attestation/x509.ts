@@ -41,17 +41,17 @@ export const MAX_CHAIN_LENGTH = MAX_INTERMEDIATES + 1;
 export const MAX_PRESENTED_CERTIFICATES = 16;
 const CACHE_MAX = 10_000;
 
-const trustDomainName = z.string().superRefine((v, ctx) => {
+export const trustDomainName = z.string().superRefine((v, ctx) => {
   const problem = trustDomainProblem(v);
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
 });
 
-const spiffeWorkloadId = z.string().superRefine((v, ctx) => {
+export const spiffeWorkloadId = z.string().superRefine((v, ctx) => {
   const r = parseSpiffeId(v, { requirePath: true });
   if (!r.ok) ctx.addIssue({ code: 'custom', message: `must be a SPIFFE ID: ${r.problem}` });
 });
 
-const distinguishedName = z.string().min(1).max(1024).superRefine((v, ctx) => {
+export const distinguishedName = z.string().min(1).max(1024).superRefine((v, ctx) => {
   try {
     if (subjectKeys(v).length === 0) ctx.addIssue({ code: 'custom', message: 'must name at least one attribute, e.g. "CN=batch, O=Acme"' });
   } catch {

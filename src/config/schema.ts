@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { idSpaceCollisions, type IdSpace } from '../attestation/id-spaces.js';
 import { oidcConfigSchema, oidcIdSpaces } from '../attestation/oidc/index.js';
 import { trustDomainProblem } from '../attestation/spiffe-id.js';
-import { addressOrCidr, x509ConfigSchema } from '../attestation/x509.js';
+import { addressOrCidr, distinguishedName, spiffeWorkloadId, trustDomainName, x509ConfigSchema } from '../attestation/x509.js';
 import { policySchema, TTL_CAP_MS, TTL_FLOOR_MS } from '../policy/rules.js';
 import { MAX_TASK_TOKEN_BYTES, MIN_BODY_BYTES } from '../protocol/limits.js';
 import { MIN_PUBLICATION_SECRET_LENGTH } from '../grants/key-publication.js';
@@ -76,6 +76,36 @@ const resourceServerSchema = z
     if ((rs.workload === undefined) === (rs.credential_sha256 === undefined))
       ctx.addIssue({ code: 'custom', message: 'needs exactly one of workload (mTLS) or credential_sha256 (bearer)' });
   });
+
+/**
+ * An operator of the broker (grant queries, the kill switch, keys): `auditor` reads, `admin` also
+ * revokes and rotates. Authenticated by exactly one of: a bearer credential whose SHA-256 (hex) is
+ * `credential_sha256`; a client certificate whose SPIFFE ID is `spiffe_id`; or a client
+ * certificate without a URI SAN whose subject is `subject`, validated by the bundle of
+ * `trust_domain` (tls.client_ca_bundles). A list of its own: workloads and resource servers are
+ * never operators by accident.
+ */
+export const operatorSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9._@-]{1,64}$/, 'must be 1-64 letters, digits, . _ @ -'),
+    role: z.enum(['auditor', 'admin']),
+    credential_sha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/, 'must be the SHA-256 of the credential, 64 lowercase hex digits (sha256sum)')
+      .optional(),
+    spiffe_id: spiffeWorkloadId.optional(),
+    subject: distinguishedName.optional(),
+    trust_domain: trustDomainName.optional(),
+  })
+  .strict()
+  .superRefine((op, ctx) => {
+    const ways = [op.credential_sha256 !== undefined, op.spiffe_id !== undefined, op.subject !== undefined].filter(Boolean).length;
+    if (ways !== 1) ctx.addIssue({ code: 'custom', message: 'needs exactly one of credential_sha256 (bearer), spiffe_id (mTLS) or subject with trust_domain (mTLS)' });
+    if ((op.subject === undefined) !== (op.trust_domain === undefined))
+      ctx.addIssue({ code: 'custom', path: [op.subject === undefined ? 'trust_domain' : 'subject'], message: 'subject and trust_domain go together' });
+  });
+
+export type OperatorConfig = z.output<typeof operatorSchema>;
 
 export const configSchema = z
   .object({
@@ -189,6 +219,8 @@ export const configSchema = z
       .prefault({}),
     /** Who may call /oauth2/introspect and /oauth2/revoke, and for which audiences. */
     resource_servers: z.array(resourceServerSchema).default([]),
+    /** Who may query grants, revoke them and manage keys (operatorSchema). */
+    operators: z.array(operatorSchema).max(1000).default([]),
     policies: policySchema,
     log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).strict().prefault({}),
   })
@@ -242,6 +274,27 @@ export const configSchema = z
         else seen.set(key, i);
       }
       if (rs.workload !== undefined && bundles.length === 0) issue(['resource_servers', i, 'workload'], 'needs tls.client_ca_bundles (mTLS client authentication)');
+    });
+    // Operators: unique names and identities, none shared with a resource server, and mTLS ones
+    // need the bundle that validates their certificate.
+    const rsCredentials = new Set(cfg.resource_servers.map((rs) => rs.credential_sha256).filter(Boolean));
+    const rsWorkloads = new Set(cfg.resource_servers.map((rs) => rs.workload).filter(Boolean));
+    const seenOp = new Map<string, number>();
+    cfg.operators.forEach((op, i) => {
+      const subjectKey = op.subject === undefined ? undefined : `subject:${op.trust_domain}\n${op.subject}`;
+      for (const key of [`name:${op.name}`, op.credential_sha256 && `credential:${op.credential_sha256}`, op.spiffe_id && `spiffe_id:${op.spiffe_id}`, subjectKey]) {
+        if (!key) continue;
+        const first = seenOp.get(key);
+        if (first !== undefined) issue(['operators', i], `repeats the ${key.split(':')[0]} of operators[${first}]`);
+        else seenOp.set(key, i);
+      }
+      if (op.credential_sha256 !== undefined && rsCredentials.has(op.credential_sha256))
+        issue(['operators', i, 'credential_sha256'], 'is also a resource server credential: an operator needs a credential of its own (jit-broker credential new)');
+      if (op.spiffe_id !== undefined && rsWorkloads.has(op.spiffe_id))
+        issue(['operators', i, 'spiffe_id'], 'is also a resource server workload: an operator needs an identity of its own');
+      const td = op.trust_domain ?? (op.spiffe_id !== undefined ? /^spiffe:\/\/([^/]+)/.exec(op.spiffe_id)?.[1] : undefined);
+      if (td !== undefined && !bundles.includes(td))
+        issue(['operators', i, op.spiffe_id !== undefined ? 'spiffe_id' : 'trust_domain'], `needs a bundle for trust domain ${td} in tls.client_ca_bundles (mTLS client authentication)`);
     });
     const g = cfg.grants;
     if (g.default_lifetime < TTL_FLOOR_MS) issue(['grants', 'default_lifetime'], 'must be >= 30s');

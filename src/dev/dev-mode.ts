@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Hono } from 'hono';
+import { newCredential } from '../auth/credential.js';
 import { parseConfig } from '../config/load.js';
 import type { ConfigInput } from '../config/schema.js';
 import type { Logger } from '../log.js';
@@ -14,6 +15,7 @@ export const DEV_AUDIENCE = 'jit-broker';
 export const DEV_CLUSTER = 'dev';
 export const DEV_TRUST_DOMAIN = 'example.org';
 export const DEV_SPIFFE_ID = `spiffe://${DEV_TRUST_DOMAIN}/ns/demo/sa/report-builder`;
+export const DEV_OPERATOR = 'demo-operator';
 
 /** Where dev mode wrote its CA, server and demo workload certificates. */
 export interface DevCertificates {
@@ -32,12 +34,16 @@ export interface DevMode {
   curl: string;
   /** The same over mTLS with the demo workload's X.509-SVID (a certificate-bound token). */
   curlMtls: string;
+  /** The demo operator (role admin): its random credential, made at start and held only in memory. */
+  operator: { name: string; credential: string };
+  /** A copy-paste command listing grants as the demo operator. */
+  curlOperator: string;
   certificates: DevCertificates;
   close(): Promise<void>;
 }
 
 /** The demo config: memory store, HTTPS with the dev CA, the local demo issuer, one demo rule. */
-export function devConfig(issuerUrl: string, port: number, certs: DevCertificates): ConfigInput {
+export function devConfig(issuerUrl: string, port: number, certs: DevCertificates, operatorSha256?: string): ConfigInput {
   return {
     issuer: `https://127.0.0.1:${port}`,
     listen: { host: '127.0.0.1', port },
@@ -55,6 +61,7 @@ export function devConfig(issuerUrl: string, port: number, certs: DevCertificate
         ],
       },
     },
+    ...(operatorSha256 ? { operators: [{ name: DEV_OPERATOR, role: 'admin' as const, credential_sha256: operatorSha256 }] } : {}),
     policies: [
       {
         name: 'demo-reports',
@@ -101,7 +108,9 @@ export async function startDevMode(opts: { port?: number; log: Logger }): Promis
   const issuer = await startOidcIssuer({ alg: 'ES256' });
   const port = opts.port && opts.port > 0 ? opts.port : opts.port === 0 ? await freePort() : 8080;
   const certs = await writeDevCertificates();
-  const config = parseConfig(devConfig(issuer.issuer, port, certs));
+  // The demo operator's credential is random per start: only its hash is in the config.
+  const operator = newCredential();
+  const config = parseConfig(devConfig(issuer.issuer, port, certs, operator.sha256));
   const extend = (app: Hono) => {
     app.get('/dev/platform-token', async () => {
       const token = await issuer.mintServiceAccountToken({
@@ -125,11 +134,14 @@ export async function startDevMode(opts: { port?: number; log: Logger }): Promis
   const body = `{"attestation":{"kind":"oidc","token":"'"$(curl -s ${tls} ${broker.url}/dev/platform-token)"'"},${intent}}`;
   const curl = `curl -s ${tls} -X POST ${broker.url}/v1/tasks -H 'content-type: application/json' -d '${body}'`;
   const curlMtls = `curl -s ${tls} --cert '${certs.workloadCert}' --key '${certs.workloadKey}' -X POST ${broker.url}/v1/tasks -H 'content-type: application/json' -d '{${intent}}'`;
+  const curlOperator = `curl -s ${tls} -H 'Authorization: Bearer ${operator.credential}' '${broker.url}/v1/keys'`;
   return {
     broker,
     issuer,
     curl,
     curlMtls,
+    operator: { name: DEV_OPERATOR, credential: operator.credential },
+    curlOperator,
     certificates: certs,
     async close() {
       await broker.close();

@@ -4,7 +4,7 @@ import { InvalidRequest, LimitExceeded } from '../errors.js';
 import { isWellFormed, NOT_WELL_FORMED } from '../protocol/unicode.js';
 import { clip } from '../util/text.js';
 import { isGrantId, tagOfGrantId, workloadTag } from './ids.js';
-import type { AuditEvent, CloseOptions, CloseStatus, CreateGrantOptions, Grant, NewGrant, PublishedKey, RenewGrant, RenewOptions } from './store.js';
+import type { AuditEvent, OperatorEvent, CloseOptions, CloseStatus, CreateGrantOptions, Grant, NewGrant, PublishedKey, RenewGrant, RenewOptions } from './store.js';
 
 /**
  * What the Redis store and the memory store share, so both keep exactly the same contract:
@@ -277,6 +277,7 @@ const auditSchema = z
     generation: z.number().int().min(1).optional(),
     /** A summary: how many denials past the audit budget it stands for. */
     count: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
+    operator: str(64).optional(),
   })
   .strict();
 
@@ -293,7 +294,7 @@ export function validateRetention(opts: { retentionMs: number }): number {
   return r;
 }
 
-const AUDIT_FIELD_ORDER = ['type', 'at', 'workload', 'grant', 'rule', 'reason', 'audience', 'actions', 'task', 'generation', 'count'] as const;
+const AUDIT_FIELD_ORDER = ['type', 'at', 'workload', 'grant', 'rule', 'reason', 'audience', 'actions', 'task', 'generation', 'count', 'operator'] as const;
 
 /** The event as XADD field/value pairs (absent members are left out). */
 export function auditToFields(e: AuditEvent): string[] {
@@ -322,10 +323,77 @@ export function auditFromFields(id: string, fields: string[]): DecodeResult<Audi
     task: h.task,
     generation: numOr(h.generation),
     count: numOr(h.count),
+    operator: h.operator,
   });
   if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
   const e: AuditEvent = parsed.data;
   for (const k of Object.keys(e) as (keyof AuditEvent)[]) if (e[k] === undefined) delete e[k];
+  return { ok: true, value: e };
+}
+
+// ── operator events (operator/): their own streams, flat field/value strings ──
+
+/** The operators' read stream keeps about this many entries (XADD MAXLEN ~); changes are trimmed by age only. */
+export const OPERATOR_READS_MAXLEN = 10_000;
+
+const operatorEventSchema = z
+  .object({
+    id: z.string().optional(),
+    type: z.literal('operator.action'),
+    at: ms,
+    action: z.enum(['grants.revoke', 'keys.rotate', 'keys.revoke', 'grants.query', 'grants.show', 'workloads.list', 'keys.list']),
+    operator: text(64),
+    role: z.enum(['auditor', 'admin']),
+    reason: str(1024).optional(),
+    selector: str(4096).optional(),
+    count: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+    dry_run: z.boolean().optional(),
+    done: z.boolean().optional(),
+    kid: str(256).optional(),
+    instance: str(256).optional(),
+  })
+  .strict();
+
+const OPERATOR_FIELD_ORDER = ['type', 'at', 'action', 'operator', 'role', 'reason', 'selector', 'count', 'dry_run', 'done', 'kid', 'instance'] as const;
+
+export function validateOperatorEvent(event: OperatorEvent): OperatorEvent {
+  const parsed = operatorEventSchema.safeParse(event);
+  if (!parsed.success) throw new InvalidRequest('invalid operator event', { detail: problems(parsed.error) });
+  const { id: _id, ...rest } = parsed.data;
+  return rest;
+}
+
+export function operatorEventToFields(e: OperatorEvent): string[] {
+  const out: string[] = [];
+  for (const k of OPERATOR_FIELD_ORDER) {
+    const v = e[k];
+    if (v !== undefined) out.push(k, String(v));
+  }
+  return out;
+}
+
+export function operatorEventFromFields(id: string, fields: string[]): DecodeResult<OperatorEvent> {
+  const h: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) h[fields[i] as string] = fields[i + 1] as string;
+  const bool = (v: string | undefined) => (v === undefined ? undefined : v === 'true' ? true : v === 'false' ? false : v);
+  const parsed = operatorEventSchema.safeParse({
+    id,
+    type: h.type,
+    at: numOr(h.at),
+    action: h.action,
+    operator: h.operator,
+    role: h.role,
+    reason: h.reason,
+    selector: h.selector,
+    count: numOr(h.count),
+    dry_run: bool(h.dry_run),
+    done: bool(h.done),
+    kid: h.kid,
+    instance: h.instance,
+  });
+  if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
+  const e = parsed.data as OperatorEvent;
+  for (const k of Object.keys(e) as (keyof OperatorEvent)[]) if (e[k] === undefined) delete e[k];
   return { ok: true, value: e };
 }
 
@@ -374,7 +442,7 @@ export const qualifiedId = (entryId: string, stream: string): string => (stream 
  * Events of several streams in time order, by entry id (Redis's clock). Streams number their
  * entries apart, so within one millisecond the event's `at` decides first.
  */
-export function byEntryId(a: AuditEvent, b: AuditEvent): number {
+export function byEntryId(a: { id?: string; at: number }, b: { id?: string; at: number }): number {
   const [am = 0, as = 0] = (a.id ?? '').split(':')[0]!.split('-').map(Number);
   const [bm = 0, bs = 0] = (b.id ?? '').split(':')[0]!.split('-').map(Number);
   return am - bm || a.at - b.at || as - bs;

@@ -26,6 +26,8 @@ import {
   validateNewGrant,
   validatePublishedKey,
   validateRetention,
+  OPERATOR_READS_MAXLEN,
+  validateOperatorEvent,
 } from './codec.js';
 import { tagOfGrantId, workloadTag } from './ids.js';
 import {
@@ -40,6 +42,7 @@ import {
   type GrantStore,
   type ListOptions,
   type NewGrant,
+  type OperatorEvent,
   type PublishedKey,
   type RateLimit,
   type RenewGrant,
@@ -99,6 +102,9 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
   const voided = new Set<string>();
   /** Denials of workloads no rule names: length-capped partitions, chosen by source. */
   const unmatched: AuditEvent[][] = Array.from({ length: UNMATCHED_PARTITIONS }, () => []);
+  /** The operators' streams: changes (by age) and reads (capped), as the Redis store keeps them. */
+  let operatorChanges: OperatorEvent[] = [];
+  const operatorReads: OperatorEvent[] = [];
   let latestNow = 0;
   let auditSeq = 0;
   let lastAuditMs = 0;
@@ -363,6 +369,26 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       // Only the asked workload's own events, even if another workload shares its slot.
       const own = [...(w?.audit?.value ?? []).filter((e) => e.workload === ws), ...(w?.denials?.value ?? []).filter((e) => e.workload === ws || e.workload === deniedWorkload(ws))];
       return clone(own.sort(byEntryId).slice(0, auditLimit(o.limit)));
+    },
+
+    async appendOperatorAudit(event: OperatorEvent, o: { retentionMs: number; read?: boolean }): Promise<void> {
+      check();
+      const e = validateOperatorEvent(event);
+      const retention = validateRetention(o);
+      see(e.at);
+      if (o.read) {
+        operatorReads.push({ id: qualifiedId(nextAuditId(), 'r'), ...clone(e) });
+        if (operatorReads.length > OPERATOR_READS_MAXLEN) operatorReads.splice(0, operatorReads.length - OPERATOR_READS_MAXLEN);
+      } else {
+        operatorChanges = operatorChanges.filter((x) => x.at >= e.at - retention);
+        operatorChanges.push({ id: nextAuditId(), ...clone(e) });
+      }
+    },
+
+    async readOperatorAudit(o: { limit?: number } = {}): Promise<OperatorEvent[]> {
+      check();
+      const all = [...operatorChanges, ...operatorReads].sort(byEntryId);
+      return clone(all.slice(-auditLimit(o.limit)));
     },
 
     async publishKey(key: PublishedKey): Promise<void> {

@@ -34,6 +34,10 @@ import {
   validateNewGrant,
   validatePublishedKey,
   validateRetention,
+  OPERATOR_READS_MAXLEN,
+  operatorEventFromFields,
+  operatorEventToFields,
+  validateOperatorEvent,
 } from './codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from './ids.js';
 import { checkPublicationSecrets, isAuthenticKey, publishedKeyMac } from './key-publication.js';
@@ -49,6 +53,7 @@ import {
   type GrantStore,
   type ListOptions,
   type NewGrant,
+  type OperatorEvent,
   type PublishedKey,
   type RateLimit,
   type RenewGrant,
@@ -289,6 +294,9 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   const HINT_EVERY_MS = 60_000;
   const HINT_MEMO_MAX = 10_000;
   const publishedKeysKey = `${prefix}keys`;
+  /** The operators' audit streams: their changes (trimmed by age only) and their reads (capped). */
+  const operatorAuditKey = `${prefix}audit:operator`;
+  const operatorReadsKey = `${prefix}audit:operator:reads`;
   /** Kids of unauthenticated published keys already logged (bounded): one line each, not one per read. */
   const unauthenticLogged = new Set<string>();
 
@@ -635,6 +643,31 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         if (own.length < events.length)
           log.error({ entries: events.length - own.length }, "audit entries under this workload's keys are not this workload's; skipped");
         return own.sort(byEntryId).slice(0, limit);
+      });
+    },
+
+    async appendOperatorAudit(event: OperatorEvent, o: { retentionMs: number; read?: boolean }): Promise<void> {
+      const e = validateOperatorEvent(event);
+      const retention = validateRetention(o);
+      const [key, trim, kept] = o.read ? [operatorReadsKey, 'count', OPERATOR_READS_MAXLEN] : [operatorAuditKey, 'age', retention];
+      await guarded('appendOperatorAudit', async () => {
+        await redis.jitAppendAudit(key, retention, trim, kept, ...operatorEventToFields(e));
+      });
+    },
+
+    async readOperatorAudit(o: { limit?: number } = {}): Promise<OperatorEvent[]> {
+      const limit = auditLimit(o.limit);
+      return guarded('readOperatorAudit', async () => {
+        const parts = await Promise.all([operatorAuditKey, operatorReadsKey].map((k) => redis.xrevrange(k, '+', '-', 'COUNT', limit)));
+        const out: OperatorEvent[] = [];
+        parts.forEach((entries, i) => {
+          for (const [id, fields] of entries) {
+            const decoded = operatorEventFromFields(qualifiedId(id, i === 0 ? '' : 'r'), fields);
+            if (decoded.ok) out.push(decoded.value);
+            else log.error({ entry: id, problem: decoded.problem }, 'operator audit entry does not decode; skipped');
+          }
+        });
+        return out.sort(byEntryId).slice(-limit);
       });
     },
 

@@ -57,6 +57,39 @@ export interface AuditEvent {
   generation?: number;
   /** A denial summary: how many denials past the audit budget this one event stands for. */
   count?: number;
+  /** The operator who caused it (an operator's revocation). */
+  operator?: string;
+}
+
+/** What an operator did (operator/): one event per action, naming the operator. */
+export type OperatorAction = 'grants.revoke' | 'keys.rotate' | 'keys.revoke' | 'grants.query' | 'grants.show' | 'workloads.list' | 'keys.list';
+
+/**
+ * One entry of the operators' audit stream (`<prefix>audit:operator`, trimmed by age; reads go to
+ * `<prefix>audit:operator:reads`, capped by count, so polling cannot grow the store). Never holds a
+ * credential, a token or any secret.
+ */
+export interface OperatorEvent {
+  /** Stream entry id (assigned by the store). */
+  id?: string;
+  type: 'operator.action';
+  at: number;
+  action: OperatorAction;
+  operator: string;
+  role: 'auditor' | 'admin';
+  /** The operator's stated reason (revocations). */
+  reason?: string;
+  /** The selector or query, as canonical JSON (bounded). */
+  selector?: string;
+  /** Grants revoked (or matched, in a dry run), rows returned. */
+  count?: number;
+  dry_run?: boolean;
+  /** Whether the operation is complete (a revocation that returned done), else more calls follow. */
+  done?: boolean;
+  /** The signing key concerned (keys.rotate: the new one; keys.revoke). */
+  kid?: string;
+  /** The broker instance that acted (keys.rotate, keys.revoke). */
+  instance?: string;
 }
 
 /** Public half of a signing key, as published for every broker instance to serve. */
@@ -207,6 +240,13 @@ export interface GrantStore {
   readAudit(workload: string, opts?: { limit?: number }): Promise<AuditEvent[]>;
   /** The latest denials of workloads no rule names (all partitions merged), oldest first. */
   readUnmatchedAudit(opts?: { limit?: number }): Promise<AuditEvent[]>;
+  /**
+   * Appends an operator's action to the operators' stream: state changes to one trimmed by age
+   * only, reads (`read: true`) to one capped by count (OPERATOR_READS_MAXLEN).
+   */
+  appendOperatorAudit(event: OperatorEvent, opts: { retentionMs: number; read?: boolean }): Promise<void>;
+  /** The latest operator events (changes and reads merged), oldest first. */
+  readOperatorAudit(opts?: { limit?: number }): Promise<OperatorEvent[]>;
 
   publishKey(key: PublishedKey): Promise<void>;
   /** Keys whose expires_at is in the future (prunes the rest). */

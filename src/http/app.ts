@@ -6,6 +6,8 @@ import { errorResponse, json } from './errors.js';
 import { callContextOf } from './call-context.js';
 import { oauthRoutes } from './routes/oauth.js';
 import { taskRoutes } from './routes/tasks.js';
+import { operatorRoutes } from './routes/operator.js';
+import type { OperatorDeps } from '../operator/deps.js';
 import { wellKnownRoutes } from './routes/well-known.js';
 import { healthRoutes, type ReadinessCheck } from './routes/health.js';
 import type { Keyring } from '../tokens/keyring.js';
@@ -19,6 +21,8 @@ export interface AppDeps {
   readiness: ReadinessCheck[];
   /** Client-certificate evidence (handshake or trusted proxy header), when x509 attestation is on. */
   clientCerts?: ClientCertSource;
+  /** The operator service functions' dependencies (operator/): the operator API is mounted with them. */
+  operator?: OperatorDeps;
   /** Extra routes (dev mode mounts its demo token endpoint here). */
   extend?: (app: Hono) => void;
 }
@@ -39,6 +43,7 @@ export function createApp(deps: AppDeps): Hono {
   const routeDeps = { broker, maxBodyBytes: config.http.max_body_bytes, callContext };
   taskRoutes(app, routeDeps);
   oauthRoutes(app, routeDeps);
+  if (deps.operator) operatorRoutes(app, routeDeps, deps.operator);
 
   wellKnownRoutes(app, { config, keyring: deps.keyring, boundTokens: Boolean(deps.clientCerts) });
   healthRoutes(app, deps.readiness, log);

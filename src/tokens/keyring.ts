@@ -126,10 +126,25 @@ export class Keyring {
     this.opts.log.info({ kid: this.current.kid, retired: retired?.kid }, 'signing key rotated');
   }
 
-  /** Moves to the next (already published) key now and makes its successor: `kill -USR2`. */
-  rotateNow(): void {
+  /**
+   * Moves to the next (already published) key now and makes its successor: `kill -USR2`, and an
+   * operator's `POST /v1/keys/rotate`. Returns the kid that signed before and the one that signs now
+   * (the same when rotation had to be postponed: the next key is not published yet).
+   */
+  rotateNow(): { previous: string | undefined; current: string | undefined } {
+    const previous = this.current?.kid;
     this.rotate();
     void this.maintain();
+    return { previous, current: this.current?.kid };
+  }
+
+  /** This instance's own keys and what each is for now (operators' GET /v1/keys). */
+  heldKeys(): { kid: string; state: 'current' | 'next' | 'retired' }[] {
+    const out: { kid: string; state: 'current' | 'next' | 'retired' }[] = [];
+    if (this.current) out.push({ kid: this.current.kid, state: 'current' });
+    if (this.next) out.push({ kid: this.next.kid, state: 'next' });
+    for (const k of this.retired) out.push({ kid: k.kid, state: 'retired' });
+    return out;
   }
 
   /**

@@ -15,7 +15,7 @@ afterAll(() => {
   if (child?.pid && child.exitCode === null) process.kill(-child.pid, 'SIGTERM');
 });
 
-/** Starts `npm run dev -- --port 0` exactly as the README says and waits for its two printed curls. */
+/** Starts `npm run dev -- --port 0` exactly as the README says and waits for its three printed curls. */
 async function startDev(): Promise<{ curls: string[]; output: () => string }> {
   child = spawn('npm', ['run', '--silent', 'dev', '--', '--port', '0'], {
     cwd: process.cwd(),
@@ -29,7 +29,7 @@ async function startDev(): Promise<{ curls: string[]; output: () => string }> {
   const deadline = Date.now() + 25_000;
   while (Date.now() < deadline) {
     const lines = out.split('\n').filter((l) => l.trim().startsWith('curl '));
-    if (lines.length === 2 && out.includes('Ctrl-C')) return { curls: lines.map((l) => l.trim()), output: () => out };
+    if (lines.length === 3 && out.includes('Ctrl-C')) return { curls: lines.map((l) => l.trim()), output: () => out };
     if (child.exitCode !== null) break;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -37,7 +37,7 @@ async function startDev(): Promise<{ curls: string[]; output: () => string }> {
 }
 
 describe('npm run dev', () => {
-  it('starts without Redis or config and its printed curls obtain verifiable task tokens (platform token, then mTLS)', async () => {
+  it('starts without Redis or config and its printed curls obtain verifiable task tokens (platform token, then mTLS) and query as the demo operator', async () => {
     const { curls, output } = await startDev();
     const base = /listening on (https:\/\/\S+)/.exec(output())![1]!;
     const dir = /dev CA in (\S+)\)/.exec(output())![1]!;
@@ -57,6 +57,13 @@ describe('npm run dev', () => {
     const bound = (await verify(mtls.access_token)).payload;
     const der = new X509Certificate(readFileSync(join(dir, 'workload.pem'))).raw;
     expect(bound.cnf).toEqual({ 'x5t#S256': createHash('sha256').update(der).digest('base64url') });
+
+    // the demo operator (admin) is authenticated by its printed credential, and only by it
+    const operator = JSON.parse((await run('bash', ['-c', curls[2]!], { timeout: 10_000 })).stdout) as Record<string, any>;
+    expect(operator.error).toBeUndefined();
+    expect(Array.isArray(operator.keys ?? operator.grants)).toBe(true);
+    const anonymous = JSON.parse((await run('bash', ['-c', curls[2]!.replace(/-H 'Authorization: Bearer [^']+' /, '')], { timeout: 10_000 })).stdout) as Record<string, any>;
+    expect(anonymous.error).toBe('invalid_client');
 
     // dev mode never prints a token
     expect(output()).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}\./);

@@ -199,3 +199,46 @@ describe('key publication secret (issue 11 item 5)', () => {
     ]);
   });
 });
+
+describe('operators (issue 13 item 1)', () => {
+  const H1 = 'a'.repeat(64);
+  const H2 = 'b'.repeat(64);
+  const tls = { client_ca_bundles: { 'example.org': '/dev/null' } };
+
+  it('is a list of its own: name, role, and exactly one identity', () => {
+    const cfg = parseConfig({
+      ...base,
+      tls,
+      operators: [
+        { name: 'root', role: 'admin', credential_sha256: H1 },
+        { name: 'alice', role: 'auditor', spiffe_id: 'spiffe://example.org/ops/alice' },
+        { name: 'bob', role: 'auditor', subject: 'CN=bob, O=Acme', trust_domain: 'example.org' },
+      ],
+    });
+    expect(cfg.operators.map((o) => o.name)).toEqual(['root', 'alice', 'bob']);
+    expect(parseConfig(base).operators).toEqual([]);
+    expect(problems({ ...base, operators: [{ name: 'x', role: 'admin' }] })[0]).toMatch(/^operators\[0\]: needs exactly one of/);
+    expect(problems({ ...base, tls, operators: [{ name: 'x', role: 'admin', credential_sha256: H1, spiffe_id: 'spiffe://example.org/a' }] })[0]).toMatch(/needs exactly one/);
+    expect(problems({ ...base, operators: [{ name: 'x', role: 'owner', credential_sha256: H1 }] })[0]).toMatch(/^operators\[0\]\.role/);
+    expect(problems({ ...base, operators: [{ name: 'x', role: 'admin', credential_sha256: 'secret' }] })[0]).toMatch(/credential_sha256: must be the SHA-256/);
+    expect(problems({ ...base, tls, operators: [{ name: 'x', role: 'admin', subject: 'CN=x' }] }).join('\n')).toMatch(/subject and trust_domain go together/);
+  });
+
+  it('refuses repeated names or identities, identities shared with a resource server, and mTLS without a bundle', () => {
+    expect(problems({ ...base, operators: [{ name: 'a', role: 'admin', credential_sha256: H1 }, { name: 'a', role: 'auditor', credential_sha256: H2 }] })).toEqual([
+      'operators[1]: repeats the name of operators[0]',
+    ]);
+    expect(problems({ ...base, operators: [{ name: 'a', role: 'admin', credential_sha256: H1 }, { name: 'b', role: 'auditor', credential_sha256: H1 }] })).toEqual([
+      'operators[1]: repeats the credential of operators[0]',
+    ]);
+    expect(
+      problems({ ...base, resource_servers: [{ name: 'rs', audiences: ['a'], credential_sha256: H1 }], operators: [{ name: 'a', role: 'admin', credential_sha256: H1 }] }),
+    ).toEqual(['operators[0].credential_sha256: is also a resource server credential: an operator needs a credential of its own (jit-broker credential new)']);
+    expect(
+      problems({ ...base, tls, resource_servers: [{ name: 'rs', audiences: ['a'], workload: 'spiffe://example.org/rs' }], operators: [{ name: 'a', role: 'admin', spiffe_id: 'spiffe://example.org/rs' }] }),
+    ).toEqual(['operators[0].spiffe_id: is also a resource server workload: an operator needs an identity of its own']);
+    expect(problems({ ...base, operators: [{ name: 'a', role: 'admin', spiffe_id: 'spiffe://other.org/ops/a' }] })).toEqual([
+      'operators[0].spiffe_id: needs a bundle for trust domain other.org in tls.client_ca_bundles (mTLS client authentication)',
+    ]);
+  });
+});

@@ -1,0 +1,72 @@
+import type { Operator } from '../auth/operators.js';
+import { auditOperator, instanceName, iso, type OperatorDeps } from './deps.js';
+
+/** One published signing key, as GET /v1/keys lists it. */
+export interface KeyRow {
+  kid: string;
+  alg: string;
+  created_at: string;
+  /** After this the key signs nothing more. */
+  retire_at: string;
+  /** After this the key leaves the JWKS. */
+  expires_at: string;
+  /** Whether the instance that answered holds its private half, and what for. */
+  this_instance: boolean;
+  state?: 'current' | 'next' | 'retired';
+}
+
+/** GET /v1/keys (auditor): every published key (authenticated by the publication secret), newest first. */
+export async function listKeys(deps: OperatorDeps, op: Operator): Promise<{ instance: string; keys: KeyRow[] }> {
+  const now = deps.clock();
+  const published = await deps.store.publishedKeys(now);
+  const held = new Map(deps.keyring.heldKeys().map((k) => [k.kid, k.state]));
+  const keys = published
+    .sort((a, b) => b.created_at - a.created_at || (a.kid < b.kid ? -1 : 1))
+    .map((k): KeyRow => {
+      const state = held.get(k.kid);
+      return {
+        kid: k.kid,
+        alg: typeof k.jwk.alg === 'string' ? k.jwk.alg : 'unknown',
+        created_at: iso(k.created_at),
+        retire_at: iso(k.retire_at),
+        expires_at: iso(k.expires_at),
+        this_instance: state !== undefined,
+        ...(state ? { state } : {}),
+      };
+    });
+  await auditOperator(deps, op, 'keys.list', { count: keys.length }, true);
+  return { instance: instanceName(deps), keys };
+}
+
+export interface RotateResult {
+  /** The instance that rotated: each broker instance signs with keys of its own. */
+  instance: string;
+  rotated: boolean;
+  previous_kid?: string;
+  current_kid?: string;
+  note: string;
+}
+
+/**
+ * POST /v1/keys/rotate (admin): the instance that answers moves to its next (already published)
+ * key now. Other instances keep theirs (each rotates on its own schedule); the previous key stays
+ * published for its overlap, so its tokens still verify. Audited first: an unaudited rotation is
+ * refused.
+ */
+export async function rotateKey(deps: OperatorDeps, op: Operator): Promise<RotateResult> {
+  const instance = instanceName(deps);
+  const before = deps.keyring.heldKeys().find((k) => k.state === 'current')?.kid;
+  const next = deps.keyring.heldKeys().find((k) => k.state === 'next')?.kid;
+  await auditOperator(deps, op, 'keys.rotate', { instance, ...(next ? { kid: next } : {}) });
+  const { previous, current } = deps.keyring.rotateNow();
+  const rotated = current !== undefined && current !== (previous ?? before);
+  return {
+    instance,
+    rotated,
+    ...(previous ? { previous_kid: previous } : {}),
+    ...(current ? { current_kid: current } : {}),
+    note: rotated
+      ? `rotated on the instance that answered (${instance}) only: other instances keep their own keys; the previous key stays published until its tokens expire`
+      : `not rotated on ${instance}: its next key is not published yet (retry shortly)`,
+  };
+}
