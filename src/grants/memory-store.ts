@@ -321,6 +321,7 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       let last: IndexPosition | undefined;
       for (const e of entries) {
         if (grants.length >= o.want || examined >= o.maxExamined) return { grants, next: last!, examined };
+        // (a walk that ends exactly at its last entry returns no next: the loop below runs out first)
         examined++;
         last = e;
         const g = record(e.id);

@@ -533,8 +533,10 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         const g = records[i];
         if (g && match(g)) grants.push(g);
         if (grants.length >= o.want || examined >= o.maxExamined) {
-          // The rest of this batch is read again by the next call: nothing is skipped.
-          return { grants, next: last, examined };
+          // The rest of this batch is read again by the next call: nothing is skipped. When this
+          // was the index's very last entry, there is no next call to make.
+          const exhausted = i === batch.length - 1 && shards.every((sh) => sh.done && sh.buf.length === 0);
+          return { grants, ...(exhausted ? {} : { next: last }), examined };
         }
       }
     }
