@@ -133,7 +133,7 @@ describe('config', () => {
       'issuer: https://broker.example.com\nstore: {kind: memory}\ntokens:\n  default_ttl: 2m\npolicies: []\n',
     );
     const cfg = loadConfig(file, { REDIS_URL: 'redis://127.0.0.1:6390', JIT__TOKENS__DEFAULT_TTL: '3m', PORT: '9999', JIT_KEY_PUBLICATION_SECRET: 'x'.repeat(32) });
-    expect(cfg.store).toEqual({ kind: 'redis', url: 'redis://127.0.0.1:6390', key_prefix: 'jit:', command_timeout: 1000 });
+    expect(cfg.store).toEqual({ kind: 'redis', url: 'redis://127.0.0.1:6390', key_prefix: 'jit:', command_timeout: 1000, global_index: true });
     expect(cfg.tokens.default_ttl).toBe(180_000);
     expect(cfg.listen.port).toBe(9999);
   });
