@@ -3,7 +3,7 @@ import type { Operator } from '../auth/operators.js';
 import { InvalidRequest, NotFound } from '../errors.js';
 import { isGrantId } from '../grants/ids.js';
 import type { AuditEvent, Grant } from '../grants/store.js';
-import { decodeCursor, encodeCursor } from './cursor.js';
+import { decodeCursor, encodeCursor, MAX_CURSOR } from './cursor.js';
 import { auditOperator, iso, MAX_EXAMINED, parseParams, type OperatorDeps } from './deps.js';
 import { paramText } from './deps.js';
 
@@ -83,7 +83,7 @@ export const grantQuerySchema = z
       .transform(Number)
       .refine((n) => n >= 1 && n <= 1000, 'must be from 1 to 1000')
       .optional(),
-    cursor: z.string().max(1024).optional(),
+    cursor: z.string().max(MAX_CURSOR).optional(),
   })
   .strict();
 

@@ -4,7 +4,7 @@ import { InvalidRequest } from '../errors.js';
 import { isGrantId } from '../grants/ids.js';
 import type { Grant } from '../grants/store.js';
 import { compileGlob } from '../policy/glob.js';
-import { decodeCursor, encodeCursor } from './cursor.js';
+import { decodeCursor, encodeCursor, MAX_CURSOR } from './cursor.js';
 import { auditOperator, instanceName, MAX_EXAMINED, parseParams, type OperatorDeps } from './deps.js';
 import { paramText } from './deps.js';
 import { isLive } from '../grants/codec.js';
@@ -27,7 +27,7 @@ export const revokeRequestSchema = z
     selector: selectorSchema,
     reason: text(512),
     dry_run: z.boolean().optional(),
-    cursor: z.string().max(1024).optional(),
+    cursor: z.string().max(MAX_CURSOR).optional(),
   })
   .strict();
 

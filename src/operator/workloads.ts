@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { Operator } from '../auth/operators.js';
-import { decodeCursor, encodeCursor } from './cursor.js';
+import { decodeCursor, encodeCursor, MAX_CURSOR } from './cursor.js';
 import { auditOperator, iso, parseParams, type OperatorDeps } from './deps.js';
 
 export interface WorkloadRow {
@@ -21,7 +21,7 @@ const workloadQuerySchema = z
       .transform(Number)
       .refine((n) => n >= 1 && n <= 1000, 'must be from 1 to 1000')
       .optional(),
-    cursor: z.string().max(1024).optional(),
+    cursor: z.string().max(MAX_CURSOR).optional(),
   })
   .strict();
 

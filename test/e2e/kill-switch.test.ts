@@ -168,6 +168,7 @@ describe('POST /v1/grants/revoke', () => {
     expect((await broker.store.revokedKeys(Date.now())).map((m) => m.kid)).toContain(kid);
     const keys = await get('/v1/keys');
     expect((keys.json.keys as { kid: string }[]).map((k) => k.kid)).not.toContain(kid);
+    expect(keys.json.revoked).toEqual([expect.objectContaining({ kid, by: 'root' })]);
 
     // Revoking the key that signs now: this instance moves to its next key at once.
     const current = fresh.kid;
