@@ -232,3 +232,16 @@ describe('operators (issue 13 item 1)', () => {
     ]);
   });
 });
+
+describe('store.global_index', () => {
+  it('defaults to true; false loads, with a warning that says what it costs', async () => {
+    const { configWarnings } = await import('../../src/config/warnings.js');
+    const store = { kind: 'redis', url: 'redis://127.0.0.1:6379' };
+    const tokens = { key_publication_secret: 'a-publication-secret-of-32-chars-or-more' };
+    const on = parseConfig({ ...base, store, tokens });
+    expect(on.store).toMatchObject({ global_index: true });
+    expect(configWarnings(on)).toEqual([]);
+    const off = parseConfig({ ...base, store: { ...store, global_index: false }, tokens });
+    expect(configWarnings(off).join('\n')).toMatch(/store\.global_index is false: .*kill switch/);
+  });
+});
