@@ -147,19 +147,30 @@ async function measureCase(c: Case, run: number, dir: string, issuer: OidcIssuer
     const port = await freePort();
     const env = { dir, redis: { url: redis.url, pid: redis.pid }, issuer };
     const traffic = await issueTraffic(issuer, `growth-${c.name}-${run}`);
-    const [issuance, ...operator] = await withBroker({ name: `growth-${c.name}`, dir, url: `http://127.0.0.1:${port}`, config: brokerConfig(env, port, BROKER_PREFIX) }, async (broker) => [
-      await load({ key: `growth-${c.name}`, label: `POST /v1/tasks (platform token, reused; a new workload), ${c.label}`, servers: [broker], cpu: brokerCpu([broker], redis.pid), traffic: fixed(traffic) }),
-      ...(await measureOperator(c, broker, store, redis.pid, run)),
-    ]);
-    // The same issuance without the global index write (store.global_index: false), in the same run: what the index adds to a task start.
+    const withIndex = () =>
+      withBroker({ name: `growth-${c.name}`, dir, url: `http://127.0.0.1:${port}`, config: brokerConfig(env, port, BROKER_PREFIX) }, async (broker) => [
+        await load({ key: `growth-${c.name}`, label: `POST /v1/tasks (platform token, reused; a new workload), ${c.label}`, servers: [broker], cpu: brokerCpu([broker], redis.pid), traffic: fixed(traffic) }),
+        ...(await measureOperator(c, broker, store, redis.pid, run)),
+      ]);
+    // The same issuance without the global index write (store.global_index: false), in the same
+    // run: what the index adds to a task start. Which goes first alternates with the run.
     const bare = await issueTraffic(issuer, `growth-noindex-${c.name}-${run}`);
     const port2 = await freePort();
-    const noIndex = await withBroker(
-      { name: `growth-noindex-${c.name}`, dir, url: `http://127.0.0.1:${port2}`, config: brokerConfig(env, port2, BROKER_PREFIX, { globalIndex: false }) },
-      (broker) =>
+    const withoutIndex = () =>
+      withBroker({ name: `growth-noindex-${c.name}`, dir, url: `http://127.0.0.1:${port2}`, config: brokerConfig(env, port2, BROKER_PREFIX, { globalIndex: false }) }, (broker) =>
         load({ key: `growth-noindex-${c.name}`, label: `POST /v1/tasks without the global index write (store.global_index: false), ${c.label}`, servers: [broker], cpu: brokerCpu([broker], redis.pid), traffic: fixed(bare) }),
-    );
-    return [issuance, noIndex, listing, ...operator];
+      );
+    let noIndex: Measured;
+    let measured: Measured[];
+    if (run % 2) {
+      measured = await withIndex();
+      noIndex = await withoutIndex();
+    } else {
+      noIndex = await withoutIndex();
+      measured = await withIndex();
+    }
+    const [issuance, ...operator] = measured;
+    return [issuance!, noIndex, listing, ...operator];
   } finally {
     await done();
   }
