@@ -15,10 +15,13 @@ export interface KeyRow {
   state?: 'current' | 'next' | 'retired';
 }
 
-/** GET /v1/keys (auditor): every published key (authenticated by the publication secret), newest first. */
-export async function listKeys(deps: OperatorDeps, op: Operator): Promise<{ instance: string; keys: KeyRow[] }> {
+/** GET /v1/keys (auditor): every published key (authenticated by the publication secret, not revoked), newest first; and the revoked ones. */
+export async function listKeys(
+  deps: OperatorDeps,
+  op: Operator,
+): Promise<{ instance: string; keys: KeyRow[]; revoked: { kid: string; revoked_at: string; by: string }[] }> {
   const now = deps.clock();
-  const published = await deps.store.publishedKeys(now);
+  const [published, marks] = await Promise.all([deps.store.publishedKeys(now), deps.store.revokedKeys(now)]);
   const held = new Map(deps.keyring.heldKeys().map((k) => [k.kid, k.state]));
   const keys = published
     .sort((a, b) => b.created_at - a.created_at || (a.kid < b.kid ? -1 : 1))
@@ -35,7 +38,8 @@ export async function listKeys(deps: OperatorDeps, op: Operator): Promise<{ inst
       };
     });
   await auditOperator(deps, op, 'keys.list', { count: keys.length }, true);
-  return { instance: instanceName(deps), keys };
+  const revoked = marks.sort((a, b) => b.revoked_at - a.revoked_at).map((m) => ({ kid: m.kid, revoked_at: iso(m.revoked_at), by: m.by }));
+  return { instance: instanceName(deps), keys, revoked };
 }
 
 export interface RotateResult {

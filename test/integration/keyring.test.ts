@@ -209,3 +209,48 @@ describe('keyring', () => {
     }
   });
 });
+
+describe('revoked signing keys (issue 13: the kill switch by key id)', () => {
+  it('the holder stops signing with a revoked key at once; no instance accepts or serves it again, even if the mark vanishes', async () => {
+    const redis = await startRedisServer();
+    let now = Date.now();
+    const clock = () => now;
+    const stores = [0, 1].map(() => createRedisGrantStore({ url: redis.url, keyPrefix: 'kr:', keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, log: silentLogger }));
+    const [holder, other] = stores.map((store) => new Keyring({ alg: 'ES256', rotationMs: 60 * MIN, overlapMs: 20 * MIN, store, clock, log: silentLogger, jwksCacheMs: 1000 }));
+    try {
+      await holder!.start();
+      await other!.start();
+      const kid = holder!.signingKey().kid;
+      expect(await other!.verificationKey(kid)).toBeDefined();
+
+      // Revoked on another instance: the authenticated mark in the store tells every broker.
+      await stores[1]!.revokeKey({ kid, revoked_at: now, by: 'root', until: now + 60 * MIN });
+      other!.revoke(kid);
+      expect(await other!.verificationKey(kid)).toBeUndefined();
+      // The holder learns it once its JWKS cache (1 s here) runs out, and moves to its next key.
+      now += 1001;
+      expect(await holder!.verificationKey(kid)).toBeUndefined();
+      expect(holder!.signingKey().kid).not.toBe(kid);
+      expect((await holder!.jwks()).keys.map((k) => k.kid)).not.toContain(kid);
+
+      // A mark that no secret authenticates revokes nothing.
+      const raw = stores[0]!.redis;
+      const victim = other!.signingKey().kid;
+      await raw.hset('kr:keys:revoked', victim, JSON.stringify({ kid: victim, revoked_at: now, by: 'mallory', until: now + 60 * MIN, mac: 'A'.repeat(43) }));
+      now += 1001;
+      expect(await holder!.verificationKey(victim)).toBeDefined();
+      expect(other!.signingKey().kid).toBe(victim);
+
+      // Deleting the mark (Redis write access) does not un-revoke the key on brokers that saw it.
+      await raw.hdel('kr:keys:revoked', kid);
+      now += 1001;
+      expect(await holder!.verificationKey(kid)).toBeUndefined();
+      expect(await other!.verificationKey(kid)).toBeUndefined();
+    } finally {
+      holder?.stop();
+      other?.stop();
+      for (const s of stores) await s.close();
+      await redis.stop();
+    }
+  });
+});

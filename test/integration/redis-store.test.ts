@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Unavailable, UnreadableGrant } from '../../src/errors.js';
-import { auditToFields, grantFromRecord, grantToRecord } from '../../src/grants/codec.js';
+import { auditToFields, globalShard, grantFromRecord, grantToRecord } from '../../src/grants/codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from '../../src/grants/ids.js';
 import { createRedisGrantStore, redactRedisUrl, type RedisGrantStore } from '../../src/grants/redis-store.js';
 import type { Grant, GrantStore } from '../../src/grants/store.js';
@@ -265,6 +265,25 @@ describe('redis grant store: Redis specifics', () => {
     expect(await raw.zrange(k.live, 0, -1)).toEqual([a.id, b.id]);
   });
 
+  it('decodes records written before kid and closed_by were recorded, and writes them back in the new shape', async () => {
+    const w = uniqueWorkload();
+    const now = Date.now();
+    const k = grantKeys(prefix, workloadTag(w));
+    const g = makeGrant(w, now);
+    await store.createGrant(g, { now, maxActive: 5, retentionMs: 60_000 });
+    const current = (await raw.get(k.grant(g.id))) as string;
+    expect(current.split('\n')).toHaveLength(9);
+    // The old shape: the first seven lines only.
+    const old = current.split('\n').slice(0, 7).join('\n');
+    await raw.set(k.grant(g.id), old, 'KEEPTTL');
+    const decoded = await store.getGrant(g.id);
+    expect(decoded).toEqual({ ...g, status: 'active', generation: 1 });
+    expect(decoded).not.toHaveProperty('kid');
+    const closed = await store.closeGrant(g.id, w, { now: now + 1, status: 'revoked', by: 'operator:root' });
+    expect(closed).toMatchObject({ outcome: 'closed', grant: { status: 'revoked', closed_by: 'operator:root' } });
+    expect(((await raw.get(k.grant(g.id))) as string).split('\n')).toHaveLength(9);
+  });
+
   it('never changes a record it would not decode: broken JSON, bad numbers or status, another type', async () => {
     const w = uniqueWorkload();
     const now = Date.now();
@@ -341,6 +360,34 @@ describe('redis grant store: Redis specifics', () => {
     expect(warned).not.toContain(g.token_jti);
     return w;
   }
+
+  it('creates the grant though its global index write fails; retries once, then logs the grant by id (never silently)', async () => {
+    const lines: string[] = [];
+    const keyPrefix = uniquePrefix('redis-store-gi');
+    const s = createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url: redisUrl(), keyPrefix, log: warningsTo(lines) });
+    try {
+      const w = uniqueWorkload();
+      await raw.set(`${keyPrefix}{gi:${globalShard(w)}}:grants`, 'not a zset'); // the script's ZADD answers WRONGTYPE
+      const now = Date.now();
+      const g = makeGrant(w, now);
+      await expect(s.createGrant(g, { now, maxActive: 5, retentionMs: 60_000 })).resolves.toMatchObject({ id: g.id });
+      expect(await s.getGrant(g.id)).toMatchObject({ status: 'active' });
+      // Its workload's own index still lists it.
+      expect((await s.walkGrants({ now, retentionMs: 60_000, workload: w, want: 10, maxExamined: 10 })).grants.map((x) => x.id)).toEqual([g.id]);
+      await expect.poll(() => lines.join(''), { timeout: 5000 }).toContain('grant not added to the global index');
+      const logged = lines.join('');
+      expect(logged).toContain(g.id);
+      expect(logged).toContain('WRONGTYPE');
+      expect(logged).not.toContain(g.token_jti);
+      // Once the shard is writable again, new grants are indexed.
+      await raw.del(`${keyPrefix}{gi:${globalShard(w)}}:grants`);
+      const h = makeGrant(w, now + 1);
+      await s.createGrant(h, { now: now + 1, maxActive: 5, retentionMs: 60_000 });
+      await expect.poll(async () => (await s.walkGrants({ now: now + 1, retentionMs: 60_000, want: 10, maxExamined: 100 })).grants.map((x) => x.id)).toEqual([h.id]);
+    } finally {
+      await s.close();
+    }
+  });
 
   it('creates the grant though the workloads hint write fails inside EXEC, and retries it later', async () => {
     const lines: string[] = [];

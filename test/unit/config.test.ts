@@ -143,7 +143,7 @@ describe('config', () => {
       'issuer: https://broker.example.com\nstore: {kind: memory}\ntokens:\n  default_ttl: 2m\npolicies: []\n',
     );
     const cfg = loadConfig(file, { REDIS_URL: 'redis://127.0.0.1:6390', JIT__TOKENS__DEFAULT_TTL: '3m', PORT: '9999', JIT_KEY_PUBLICATION_SECRET: 'x'.repeat(32) });
-    expect(cfg.store).toEqual({ kind: 'redis', url: 'redis://127.0.0.1:6390', key_prefix: 'jit:', command_timeout: 1000 });
+    expect(cfg.store).toEqual({ kind: 'redis', url: 'redis://127.0.0.1:6390', key_prefix: 'jit:', command_timeout: 1000, global_index: true });
     expect(cfg.tokens.default_ttl).toBe(180_000);
     expect(cfg.listen.port).toBe(9999);
   });
@@ -240,5 +240,18 @@ describe('operators (issue 13 item 1)', () => {
     expect(problems({ ...base, operators: [{ name: 'a', role: 'admin', spiffe_id: 'spiffe://other.org/ops/a' }] })).toEqual([
       'operators[0].spiffe_id: needs a bundle for trust domain other.org in tls.client_ca_bundles (mTLS client authentication)',
     ]);
+  });
+});
+
+describe('store.global_index', () => {
+  it('defaults to true; false loads, with a warning that says what it costs', async () => {
+    const { configWarnings } = await import('../../src/config/warnings.js');
+    const store = { kind: 'redis', url: 'redis://127.0.0.1:6379' };
+    const tokens = { key_publication_secret: 'a-publication-secret-of-32-chars-or-more' };
+    const on = parseConfig({ ...base, store, tokens });
+    expect(on.store).toMatchObject({ global_index: true });
+    expect(configWarnings(on)).toEqual([]);
+    const off = parseConfig({ ...base, store: { ...store, global_index: false }, tokens });
+    expect(configWarnings(off).join('\n')).toMatch(/store\.global_index is false: .*kill switch/);
   });
 });
