@@ -5,14 +5,77 @@
  */
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors.js';
-import { checkConfig } from './commands/check-config.js';
-import { credential } from './commands/credential.js';
-import { dev } from './commands/dev.js';
-import { devCa } from './commands/dev-ca.js';
-import { serve } from './commands/serve.js';
+import { BrokerError } from './client.js';
 import { EXIT, UsageError, type Command } from './usage.js';
 
-const COMMANDS: readonly Command[] = [serve, checkConfig, dev, devCa, credential];
+/**
+ * The commands, in the overview's order. Each is loaded only when run (or its help is asked for):
+ * `--help`, `--version` and the operator commands start without loading the server, dev mode or
+ * the demo OIDC issuer.
+ */
+const COMMANDS: readonly { name: string; summary: string; load: () => Promise<Command> }[] = [
+  {
+    name: 'serve',
+    load: async () => (await import('./commands/serve.js')).serve,
+    summary: 'serve --config FILE     run the broker (config also from JIT_CONFIG; env overrides: see README)',
+  },
+  {
+    name: 'check-config',
+    load: async () => (await import('./commands/check-config.js')).checkConfig,
+    summary: `check-config --config FILE
+                          validate a config file and print every problem by its path`,
+  },
+  {
+    name: 'dev',
+    load: async () => (await import('./commands/dev.js')).dev,
+    summary: 'dev [--port N]          dev mode: memory store, demo OIDC issuer, dev CA, demo policy (no Redis needed)',
+  },
+  {
+    name: 'dev-ca',
+    load: async () => (await import('./commands/dev-ca.js')).devCa,
+    summary: `dev-ca init --dir DIR [--trust-domain TD] [--force]
+                          create a throwaway CA for a trust domain (DIR/ca.pem, DIR/ca-key.pem)
+  dev-ca issue --dir DIR --spiffe-id ID [--out NAME] [--ttl 24h]
+                          issue an X.509-SVID (DIR/NAME.pem, DIR/NAME-key.pem)
+  dev-ca issue --dir DIR --server [--dns NAME]... [--ip ADDR]... [--out NAME]
+                          issue a server certificate (default localhost and 127.0.0.1)`,
+  },
+  {
+    name: 'credential',
+    load: async () => (await import('./commands/credential.js')).credential,
+    summary: `credential new          print a random bearer credential and the SHA-256 to put in the config
+                          (resource_servers[].credential_sha256 or operators[].credential_sha256)`,
+  },
+  {
+    name: 'grants',
+    load: async () => (await import('./commands/grants.js')).grants,
+    summary: `grants ls [filters] | show ID | revoke SELECTOR --reason TEXT [--dry-run]
+                          who holds what right now; one grant with its events; the kill switch`,
+  },
+  {
+    name: 'workloads',
+    load: async () => (await import('./commands/workloads.js')).workloads,
+    summary: `workloads ls [--limit N] [--cursor C | --all]
+                          workloads with their live grant counts and last activity`,
+  },
+  {
+    name: 'audit',
+    load: async () => (await import('./commands/audit.js')).audit,
+    summary: `audit ls [filters] [--ndjson] | tail [--last-event-id ID]
+                          the event log, merged in time order; a live tail (Server-Sent Events)`,
+  },
+  {
+    name: 'keys',
+    load: async () => (await import('./commands/keys.js')).keys,
+    summary: `keys ls | rotate        published signing keys; rotate the key of the instance that answers`,
+  },
+  {
+    name: 'policy',
+    load: async () => (await import('./commands/policy.js')).policy,
+    summary: `policy explain --workload W --audience A --action X... | check --config FILE [--cases FILE]
+                          why the policy allows or denies a request; offline policy tests for CI`,
+  },
+];
 
 const USAGE = `usage: jit-broker <command> [options]
 
@@ -30,7 +93,7 @@ function version(): string {
   return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }
 
-const find = (name: string | undefined): Command | undefined => COMMANDS.find((c) => c.name === name);
+const find = (name: string | undefined) => COMMANDS.find((c) => c.name === name);
 
 /** A help flag among the arguments (before `--`). */
 const wantsHelp = (args: string[]): boolean => {
@@ -57,19 +120,20 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(USAGE);
       return EXIT.ok;
     }
-    const command = find(rest[0]);
-    if (!command || rest.length > 1) {
+    const entry = find(rest[0]);
+    if (!entry || rest.length > 1) {
       process.stderr.write(`jit-broker: no help for "${rest.join(' ')}": unknown command\n${USAGE}`);
       return EXIT.usage;
     }
-    process.stdout.write(`${command.help}\n`);
+    process.stdout.write(`${(await entry.load()).help}\n`);
     return EXIT.ok;
   }
-  const command = find(name);
-  if (!command) {
+  const entry = find(name);
+  if (!entry) {
     process.stderr.write(`jit-broker: unknown command "${name}"\n${USAGE}`);
     return EXIT.usage;
   }
+  const command = await entry.load();
   if (wantsHelp(rest)) {
     process.stdout.write(`${command.help}\n`);
     return EXIT.ok;
@@ -95,6 +159,9 @@ main(process.argv.slice(2)).then(
     if (err instanceof ConfigError) {
       console.error(err.message);
       process.exitCode = EXIT.config;
+    } else if (err instanceof BrokerError) {
+      console.error(`jit-broker: the broker refused: ${err.message}`);
+      process.exitCode = EXIT.failure;
     } else {
       console.error(`jit-broker: ${(err as Error).message ?? String(err)}`);
       process.exitCode = EXIT.failure;

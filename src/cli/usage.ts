@@ -4,11 +4,9 @@ export class UsageError extends Error {}
 /** Exit codes: 0 ok, 1 failure (a broker error, a failing policy case), 2 usage, 78 config (EX_CONFIG). */
 export const EXIT = { ok: 0, failure: 1, usage: 2, config: 78 } as const;
 
-/** One `jit-broker COMMAND`: its line in the overview, its full help, and what it does. */
+/** One `jit-broker COMMAND`: its full help and what it does (its overview line is in main.ts). */
 export interface Command {
   name: string;
-  /** The overview's line(s) for it (`jit-broker --help`). */
-  summary: string;
   /** `jit-broker help COMMAND`, `jit-broker COMMAND --help`. */
   help: string;
   /** Resolves with the exit code, or -1 for a command that keeps running (serve, dev) until a signal. */

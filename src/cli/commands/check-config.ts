@@ -20,8 +20,6 @@ export function checkConfigFile(path: string, warn: (line: string) => void = (l)
 
 export const checkConfig: Command = {
   name: 'check-config',
-  summary: `check-config --config FILE
-                          validate a config file and print every problem by its path`,
   help: `usage: jit-broker check-config --config FILE
 
 Loads FILE (or the file JIT_CONFIG names) as serve would, env overrides included, with the TLS

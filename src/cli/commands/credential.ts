@@ -10,8 +10,6 @@ import { subcommand, UsageError, type Command } from '../usage.js';
  */
 export const credential: Command = {
   name: 'credential',
-  summary: `credential new          print a random bearer credential and the SHA-256 to put in the config
-                          (resource_servers[].credential_sha256 or operators[].credential_sha256)`,
   help: `usage: jit-broker credential new
 
 Prints a random bearer credential (256 bits, base64url) and its SHA-256 (hex), one per line:

@@ -6,12 +6,6 @@ import { subcommand, UsageError, type Command } from '../usage.js';
 /** `jit-broker dev-ca init|issue`: the dev CA on disk (see src/dev/dev-ca.ts). */
 export const devCa: Command = {
   name: 'dev-ca',
-  summary: `dev-ca init --dir DIR [--trust-domain TD] [--force]
-                          create a throwaway CA for a trust domain (DIR/ca.pem, DIR/ca-key.pem)
-  dev-ca issue --dir DIR --spiffe-id ID [--out NAME] [--ttl 24h]
-                          issue an X.509-SVID (DIR/NAME.pem, DIR/NAME-key.pem)
-  dev-ca issue --dir DIR --server [--dns NAME]... [--ip ADDR]... [--out NAME]
-                          issue a server certificate (default localhost and 127.0.0.1)`,
   help: `usage: jit-broker dev-ca init --dir DIR [--trust-domain TD] [--force]
        jit-broker dev-ca issue --dir DIR --spiffe-id ID [--out NAME] [--ttl 24h]
        jit-broker dev-ca issue --dir DIR --server [--dns NAME]... [--ip ADDR]... [--out NAME] [--ttl 24h]

@@ -6,7 +6,6 @@ import { UsageError, type Command } from '../usage.js';
 
 export const dev: Command = {
   name: 'dev',
-  summary: 'dev [--port N]          dev mode: memory store, demo OIDC issuer, dev CA, demo policy (no Redis needed)',
   help: `usage: jit-broker dev [--port N]
 
 Dev mode: an HTTPS broker with a memory store, a demo OIDC issuer, a throwaway dev CA and a demo

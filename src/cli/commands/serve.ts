@@ -9,7 +9,6 @@ import type { Command } from '../usage.js';
 /** `jit-broker serve`: the production broker from a config file. */
 export const serve: Command = {
   name: 'serve',
-  summary: 'serve --config FILE     run the broker (config also from JIT_CONFIG; env overrides: see README)',
   help: `usage: jit-broker serve --config FILE
 
 Runs the broker with the config FILE (or the file JIT_CONFIG names). Env overrides such as
