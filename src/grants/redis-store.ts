@@ -40,6 +40,7 @@ import {
   validateOperatorEvent,
 } from './codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from './ids.js';
+import { redisAuditLog, validateKeyEvent, type AuditLogQuery, type KeyEvent } from './audit-log.js';
 import { checkPublicationSecrets, isAuthenticKey, publishedKeyMac } from './key-publication.js';
 import {
   NOT_DELIVERED_REASON,
@@ -118,6 +119,11 @@ export interface RedisGrantStoreOptions {
    */
   keyPublicationSecrets: readonly string[];
   log: Logger;
+  /**
+   * Copy each workload event to its shard of the global audit log (grants/audit-log.ts). Default
+   * true; false only for the bench's A/B of what the copy costs a task start.
+   */
+  globalAuditLog?: boolean;
 }
 
 export type RedisGrantStore = GrantStore & { readonly kind: 'redis'; readonly redis: Redis };
@@ -297,6 +303,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   /** The operators' audit streams: their changes (trimmed by age only) and their reads (capped). */
   const operatorAuditKey = `${prefix}audit:operator`;
   const operatorReadsKey = `${prefix}audit:operator:reads`;
+  /** The merged operators' event log: shard copies of workload events, keys and operator streams. */
+  const auditLog = redisAuditLog(redis, prefix, log, opts.globalAuditLog ?? true);
   /** Kids of unauthenticated published keys already logged (bounded): one line each, not one per read. */
   const unauthenticLogged = new Set<string>();
 
@@ -445,6 +453,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       );
       const [outcome, payload, lost] = reply;
       if (lost !== undefined) auditLost(op, id, outcome, lost);
+      if (outcome === 'closed') auditLog.copyToShard(workload, closing, now, CLOSE_RETENTION_MS);
+      else if (outcome === 'replay') auditLog.copyToShard(workload, replay, now, CLOSE_RETENTION_MS);
       if (outcome === 'marked' || outcome === 'unknown') return [outcome, undefined];
       if (outcome === 'unreadable') throw unreadable(id, 'close-grant.lua could not decode it; nothing changed');
       if ((outcome === 'closed' || outcome === 'inactive' || outcome === 'replay') && typeof payload === 'string') {
@@ -453,6 +463,20 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       }
       throw new Error(`unexpected close-grant reply ${JSON.stringify(reply)}`);
     }, { write: true });
+  }
+
+  /**
+   * The shard copy of what renew-grant.lua wrote: grant.renewed with the new generation, or
+   * grant.replay_detected with its reason (the script adds both to the fields it was given).
+   */
+  function copyRenewal(workload: string, id: string, outcome: string, record: unknown, now: number, retentionMs: number): void {
+    const decoded = typeof record === 'string' ? grantFromRecord(id, record) : undefined;
+    const generation = decoded?.ok ? { generation: decoded.value.generation } : {};
+    const event: AuditEvent =
+      outcome === 'renewed'
+        ? { type: 'grant.renewed', at: now, workload, grant: id, ...generation }
+        : { type: 'grant.replay_detected', at: now, workload, grant: id, reason: REPLAY_REASON, ...generation };
+    auditLog.copyToShard(workload, auditToFields(event), now, retentionMs);
   }
 
   /** A closing that took effect without its audit event: the log line is its only record. */
@@ -504,7 +528,10 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           ...issued,
         );
         const [status, count, earliest] = reply;
-        if (status === 'ok') return grant;
+        if (status === 'ok') {
+          auditLog.copyToShard(grant.workload, issued, o.now, o.retentionMs);
+          return grant;
+        }
         if (status === 'dup') throw new DuplicateGrantId(grant.id);
         if (status === 'void') throw new Unavailable(UNAVAILABLE, { detail: `grant ${grant.id} was voided before it was written` });
         if (status === 'cap') {
@@ -560,6 +587,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         });
         const [outcome, payload, lost] = reply;
         if (lost !== undefined) auditLost('renewGrant', r.id, String(outcome), String(lost));
+        if (outcome === 'renewed' || outcome === 'replay') copyRenewal(r.workload, r.id, String(outcome), payload, o.now, o.retentionMs);
         if (outcome === 'unknown') return { outcome };
         if (outcome === 'unreadable') throw unreadable(r.id, 'renew-grant.lua could not decode it; nothing changed');
         if (outcome === 'rate') throw rateExceeded(r.workload, Number(payload));
@@ -616,6 +644,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       await guarded('appendAudit', async () => {
         await redis.jitAppendAudit(key, retention, trim, kept, ...auditToFields(fields));
       });
+      auditLog.copyToShard(e.workload, auditToFields(fields), e.at, retention);
     },
 
     async readUnmatchedAudit(o: { limit?: number } = {}): Promise<AuditEvent[]> {
@@ -669,6 +698,16 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         });
         return out.sort(byEntryId).slice(-limit);
       });
+    },
+
+    readAuditLog(q: AuditLogQuery) {
+      return guarded('readAuditLog', () => auditLog.read(q));
+    },
+
+    async appendKeyAudit(event: KeyEvent, o: { retentionMs: number }): Promise<void> {
+      const e = validateKeyEvent(event);
+      const retention = validateRetention(o);
+      await guarded('appendKeyAudit', () => auditLog.appendKeyEvent(e, retention));
     },
 
     async publishKey(key: PublishedKey): Promise<void> {
