@@ -18,7 +18,8 @@ import { withBroker } from './broker.js';
 import { GROWTH_GRANTS, GROWTH_PER_WORKLOAD, RUNS } from './config.js';
 import { benchStore, inProcessCpu, inProcessMeasured, overWorkloads, realisticGrant, workloadId, writeGrants } from './grants.js';
 import { fixed, load, type Measured } from './load.js';
-import { BROKER_PREFIX, brokerConfig, brokerCpu, issueTraffic } from './scenarios.js';
+import { BROKER_PREFIX, OPERATOR_CREDENTIAL, brokerConfig, brokerCpu, issueTraffic } from './scenarios.js';
+import type { BrokerProcess } from './broker.js';
 
 export interface Fill {
   grants: number;
@@ -29,6 +30,9 @@ export interface Fill {
 /** How many grants the fill writes at once (ioredis pipelines them on one connection). */
 const FILL_IN_FLIGHT = 256;
 const LIST_PAGES = 500;
+/** Operator requests per operator row (one at a time), and workload-wide revocations. */
+const OPERATOR_REQUESTS = 200;
+const REVOCATIONS = 20;
 
 /** The workload whose page is listed: one of the fill's, each holding GROWTH_PER_WORKLOAD grants. */
 const LISTED = workloadId(0);
@@ -59,6 +63,75 @@ async function measureListing(key: string, label: string, store: RedisGrantStore
   return m;
 }
 
+/**
+ * Operator API requests to a broker, one at a time: µs per request (latency as the operator sees
+ * it; CPU is this process's and Redis's only, the broker's is not counted). `prepare` runs
+ * untimed before each request.
+ */
+async function measureRequests(
+  key: string,
+  label: string,
+  count: number,
+  redisPid: number,
+  request: () => Promise<void>,
+  prepare?: () => Promise<void>,
+): Promise<Measured> {
+  for (let i = 0; i < Math.min(20, count); i++) {
+    await prepare?.();
+    await request();
+  }
+  const latencies: number[] = [];
+  const cpu0 = inProcessCpu(redisPid);
+  let timed = 0;
+  for (let i = 0; i < count; i++) {
+    await prepare?.();
+    const t = process.hrtime.bigint();
+    await request();
+    const us = Number(process.hrtime.bigint() - t) / 1000;
+    latencies.push(us);
+    timed += us;
+  }
+  const m = inProcessMeasured(key, label, { count, seconds: timed / 1e6, latenciesUs: latencies, cpu0 });
+  console.error(`${label}: p50 ${Math.round(m.p50)} µs, p99 ${Math.round(m.p99)} µs`);
+  return m;
+}
+
+/** One operator call; throws unless it answers 200 and `check` holds. */
+async function operatorCall(broker: BrokerProcess, path: string, check: (json: Record<string, unknown>) => boolean, body?: unknown): Promise<void> {
+  const res = await fetch(`${broker.url}${path}`, {
+    method: body === undefined ? 'GET' : 'POST',
+    headers: { authorization: `Bearer ${OPERATOR_CREDENTIAL}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const json = (await res.json()) as Record<string, unknown>;
+  if (res.status !== 200 || !check(json)) throw new Error(`${path}: ${res.status} ${JSON.stringify(json).slice(0, 300)}`);
+}
+
+/** The operator rows: a workload's page of 100, the global index's first page of 100, a workload-wide revocation of 100 live grants. */
+async function measureOperator(c: Case, broker: BrokerProcess, store: RedisGrantStore, redisPid: number, run: number): Promise<Measured[]> {
+  const rows = (j: Record<string, unknown>) => Array.isArray(j.grants) && j.grants.length === GROWTH_PER_WORKLOAD;
+  const page = await measureRequests(`grants-page-${c.name}`, `GET /v1/grants?workload=…&limit=${GROWTH_PER_WORKLOAD} (a workload's page), ${c.label}`, OPERATOR_REQUESTS, redisPid, () =>
+    operatorCall(broker, `/v1/grants?workload=${encodeURIComponent(LISTED)}&limit=${GROWTH_PER_WORKLOAD}`, rows),
+  );
+  const global = await measureRequests(`global-page-${c.name}`, `GET /v1/grants?limit=${GROWTH_PER_WORKLOAD} (the global index's newest page, 16 shards merged), ${c.label}`, OPERATOR_REQUESTS, redisPid, () =>
+    operatorCall(broker, `/v1/grants?limit=${GROWTH_PER_WORKLOAD}`, rows),
+  );
+  let victim = '';
+  let n = 0;
+  const revoke = await measureRequests(
+    `revoke-workload-${c.name}`,
+    `POST /v1/grants/revoke {workload} (${GROWTH_PER_WORKLOAD} live grants, one call), ${c.label}`,
+    REVOCATIONS,
+    redisPid,
+    () => operatorCall(broker, '/v1/grants/revoke', (j) => j.revoked === GROWTH_PER_WORKLOAD && j.done === true, { selector: { workload: victim }, reason: 'bench' }),
+    async () => {
+      victim = `k8s://prod/ns/revoked/sa/victim-${c.name}-${run}-${n++}`;
+      await writeGrants(store, GROWTH_PER_WORKLOAD, 16, (i) => realisticGrant(victim, i));
+    },
+  );
+  return [page, global, revoke];
+}
+
 interface Case {
   name: 'empty' | 'full';
   label: string;
@@ -74,10 +147,19 @@ async function measureCase(c: Case, run: number, dir: string, issuer: OidcIssuer
     const port = await freePort();
     const env = { dir, redis: { url: redis.url, pid: redis.pid }, issuer };
     const traffic = await issueTraffic(issuer, `growth-${c.name}-${run}`);
-    const issuance = await withBroker({ name: `growth-${c.name}`, dir, url: `http://127.0.0.1:${port}`, config: brokerConfig(env, port, BROKER_PREFIX) }, (broker) =>
-      load({ key: `growth-${c.name}`, label: `POST /v1/tasks (platform token, reused; a new workload), ${c.label}`, servers: [broker], cpu: brokerCpu([broker], redis.pid), traffic: fixed(traffic) }),
+    const [issuance, ...operator] = await withBroker({ name: `growth-${c.name}`, dir, url: `http://127.0.0.1:${port}`, config: brokerConfig(env, port, BROKER_PREFIX) }, async (broker) => [
+      await load({ key: `growth-${c.name}`, label: `POST /v1/tasks (platform token, reused; a new workload), ${c.label}`, servers: [broker], cpu: brokerCpu([broker], redis.pid), traffic: fixed(traffic) }),
+      ...(await measureOperator(c, broker, store, redis.pid, run)),
+    ]);
+    // The same issuance without the global index write (store.global_index: false), in the same run: what the index adds to a task start.
+    const bare = await issueTraffic(issuer, `growth-noindex-${c.name}-${run}`);
+    const port2 = await freePort();
+    const noIndex = await withBroker(
+      { name: `growth-noindex-${c.name}`, dir, url: `http://127.0.0.1:${port2}`, config: brokerConfig(env, port2, BROKER_PREFIX, { globalIndex: false }) },
+      (broker) =>
+        load({ key: `growth-noindex-${c.name}`, label: `POST /v1/tasks without the global index write (store.global_index: false), ${c.label}`, servers: [broker], cpu: brokerCpu([broker], redis.pid), traffic: fixed(bare) }),
     );
-    return [issuance, listing];
+    return [issuance, noIndex, listing, ...operator];
   } finally {
     await done();
   }

@@ -26,6 +26,10 @@ const policies = [
 const RS_CREDENTIAL = randomBytes(32).toString('base64url');
 const resourceServers = [{ name: 'bench-rs', audiences: ['db.bench'], credential_sha256: createHash('sha256').update(RS_CREDENTIAL).digest('hex') }];
 
+/** The bench operator (admin): queries and the kill switch in bench/growth.ts. */
+export const OPERATOR_CREDENTIAL = randomBytes(32).toString('base64url');
+const operators = [{ name: 'bench-operator', role: 'admin', credential_sha256: createHash('sha256').update(OPERATOR_CREDENTIAL).digest('hex') }];
+
 /** The bench measures cost, not limits: per-workload issuance/renewal (100/s by default) and failures lifted. */
 const limits = { issuance: { rate: 1_000_000, burst: 1_000_000 }, failed_attestations: { burst: 1_000_000 } };
 
@@ -46,11 +50,12 @@ export interface Env {
 }
 
 /** The bench broker's config; `issuer` defaults to its own URL (two processes of one fleet share one). */
-export function brokerConfig(env: Env, port: number, prefix: string, o: { tls?: Record<string, unknown>; issuer?: string } = {}): Record<string, unknown> {
+export function brokerConfig(env: Env, port: number, prefix: string, o: { tls?: Record<string, unknown>; issuer?: string; globalIndex?: boolean } = {}): Record<string, unknown> {
   return {
     issuer: o.issuer ?? `http://127.0.0.1:${port}`,
     listen: { host: '127.0.0.1', port },
-    store: { kind: 'redis', url: env.redis.url, key_prefix: prefix },
+    store: { kind: 'redis', url: env.redis.url, key_prefix: prefix, ...(o.globalIndex === false ? { global_index: false } : {}) },
+    operators,
     grants: { max_active_per_workload: 100_000 },
     tokens: { key_publication_secret: BENCH_KEY_PUBLICATION_SECRET },
     limits,

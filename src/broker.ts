@@ -156,6 +156,7 @@ export class Broker {
           expires_at: grantEnd,
           token_jti: minted.claims.jti,
           token_exp: minted.claims.exp * 1000,
+          kid: minted.kid,
           ...(workload.confirmation ? { cnf: workload.confirmation } : {}),
         },
         { now, maxActive: config.grants.max_active_per_workload, retentionMs: config.grants.audit_retention, rate: this.rate },
@@ -222,7 +223,7 @@ export class Broker {
       throw evidenceTooShort(workload, now);
     }
     const minted = await this.mint(workload.id, grantId, intent, now, tokenExp, grant.cnf);
-    const renewal = { id: grantId, workload: workload.id, presentedJti: claims.jti, jti: minted.claims.jti, tokenExp: minted.claims.exp * 1000 };
+    const renewal = { id: grantId, workload: workload.id, presentedJti: claims.jti, jti: minted.claims.jti, tokenExp: minted.claims.exp * 1000, kid: minted.kid };
     const result = await store.renewGrant(renewal, { now, retentionMs: config.grants.audit_retention, rate: this.rate }).catch(async (e: unknown) => {
       if (e instanceof GrantLimitExceeded) {
         await this.denials.record({ type: 'grant.denied', at: now, workload: workload.id, grant: grantId, reason: e.auditReason }, this.denialSource(ctx, false));
@@ -255,7 +256,7 @@ export class Broker {
     if (recorded) this.checkRecord(claims, recorded, 'end');
     const now = clock();
     // An unreadable record throws (500): the grant could not be ended, and no answer may say it was.
-    const result = await store.closeGrant(grantId, claims.sub, { now, status: 'ended', reason: 'ended by its holder', presentedJti: claims.jti });
+    const result = await store.closeGrant(grantId, claims.sub, { now, status: 'ended', reason: 'ended by its holder', presentedJti: claims.jti, by: 'holder' });
     switch (result.outcome) {
       case 'replay':
         log.warn({ grant: grantId, workload: claims.sub, presented: claims.jti }, 'replay detected: superseded token presented to end the grant; grant revoked');
@@ -334,7 +335,12 @@ export class Broker {
     const recorded = await store.getGrant(claims.grant);
     if (recorded && !this.matchesRecord(claims, recorded, 'revoke')) return;
     const by = rs ? `resource server ${rs.name}` : 'its holder';
-    const result = await store.closeGrant(claims.grant, claims.sub, { now: clock(), status: 'revoked', reason: `revoked by ${by} (RFC 7009)` });
+    const result = await store.closeGrant(claims.grant, claims.sub, {
+      now: clock(),
+      status: 'revoked',
+      reason: `revoked by ${by} (RFC 7009)`,
+      by: rs ? `resource_server:${rs.name}` : 'holder',
+    });
     if (result.outcome === 'closed') log.info({ grant: claims.grant, workload: claims.sub, by }, 'grant revoked');
     else if (result.outcome === 'unknown') log.info({ grant: claims.grant, workload: claims.sub, by }, 'revoked token has no grant record; nothing changed');
   }
@@ -455,7 +461,7 @@ export class Broker {
         `the task token for this intent would be ${token.length} bytes, over the ${MAX_TASK_TOKEN_BYTES}-byte limit every reader of task tokens accepts: name fewer or shorter resources, actions or purpose`,
       );
     }
-    return { token, claims };
+    return { token, claims, kid: key.kid };
   }
 
   /** A policy refusal, audited within the denial budget (a failed write never turns it into success). */
@@ -486,6 +492,8 @@ export class Broker {
 interface Minted {
   token: string;
   claims: TaskTokenClaims;
+  /** The key that signed it (recorded in the grant). */
+  kid: string;
 }
 
 function taskResponse(minted: Minted, grant: Grant, intent: GrantedIntent, rule: string): TaskStartResponse {

@@ -58,6 +58,7 @@ function buildStore(config: Config, log: Logger): GrantStore {
     url: config.store.url,
     keyPrefix: config.store.key_prefix,
     commandTimeoutMs: config.store.command_timeout,
+    globalIndex: config.store.global_index,
     // Present with a redis store (config load checks it); createRedisGrantStore refuses none.
     keyPublicationSecrets: [config.tokens.key_publication_secret, config.tokens.key_publication_secret_accepted].filter((s): s is string => s !== undefined),
     log,

@@ -33,6 +33,12 @@ const storeSchema = z.discriminatedUnion('kind', [
       url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
       key_prefix: z.string().max(64).default('jit:'),
       command_timeout: durationField('1s'),
+      /**
+       * Write each grant to the global newest-first index (operator queries without a workload,
+       * the kill switch by anything but a workload id). Default true; false only to measure what
+       * it costs (bench/): such brokers' grants are missing from those queries and revocations.
+       */
+      global_index: z.boolean().default(true),
     })
     .strict(),
   z.object({ kind: z.literal('memory') }).strict(),

@@ -7,7 +7,12 @@ import type { Config } from './schema.js';
  * Never a reason to refuse the config (those are schema issues).
  */
 export function configWarnings(config: Config): string[] {
-  return [...proxyWarnings(config), ...platformTokenWarnings(config)];
+  const out = [...proxyWarnings(config), ...platformTokenWarnings(config)];
+  if (config.store.kind === 'redis' && !config.store.global_index)
+    out.push(
+      'store.global_index is false: this broker writes no grant to the global index, so operator queries without a workload and the kill switch by task, audience, issuer, rule, key id or workload glob miss its grants (meant for measuring its cost only)',
+    );
+  return out;
 }
 
 /** What a request carrying a platform token needs beside it (intent and the JSON around them). */

@@ -134,7 +134,7 @@ export async function startDevMode(opts: { port?: number; log: Logger }): Promis
   const body = `{"attestation":{"kind":"oidc","token":"'"$(curl -s ${tls} ${broker.url}/dev/platform-token)"'"},${intent}}`;
   const curl = `curl -s ${tls} -X POST ${broker.url}/v1/tasks -H 'content-type: application/json' -d '${body}'`;
   const curlMtls = `curl -s ${tls} --cert '${certs.workloadCert}' --key '${certs.workloadKey}' -X POST ${broker.url}/v1/tasks -H 'content-type: application/json' -d '{${intent}}'`;
-  const curlOperator = `curl -s ${tls} -H 'Authorization: Bearer ${operator.credential}' '${broker.url}/v1/keys'`;
+  const curlOperator = `curl -s ${tls} -H 'Authorization: Bearer ${operator.credential}' '${broker.url}/v1/grants?status=active&limit=20'`;
   return {
     broker,
     issuer,

@@ -4,7 +4,7 @@ import { InvalidRequest, LimitExceeded } from '../errors.js';
 import { isWellFormed, NOT_WELL_FORMED } from '../protocol/unicode.js';
 import { clip } from '../util/text.js';
 import { isGrantId, tagOfGrantId, workloadTag } from './ids.js';
-import type { AuditEvent, OperatorEvent, CloseOptions, CloseStatus, CreateGrantOptions, Grant, NewGrant, PublishedKey, RenewGrant, RenewOptions } from './store.js';
+import type { AuditEvent, OperatorEvent, RevokedKey, CloseOptions, CloseStatus, CreateGrantOptions, Grant, NewGrant, PublishedKey, RenewGrant, RenewOptions } from './store.js';
 
 /**
  * What the Redis store and the memory store share, so both keep exactly the same contract:
@@ -69,6 +69,7 @@ const grantFields = {
   token_jti: text(256),
   token_exp: ms,
   cnf: confirmationSchema.optional(),
+  kid: text(256).optional(),
 };
 
 const newGrantSchema = z.object(grantFields).strict();
@@ -76,6 +77,7 @@ const grantSchema = z.object({
   ...grantFields,
   status: z.enum(['active', 'ended', 'revoked']),
   generation: z.number().int().min(1),
+  closed_by: text(256).optional(),
 });
 
 const rateSchema = z.object({ burst: z.number().int().min(1).max(1_000_000), intervalMs: z.number().positive().max(86_400_000) }).strict();
@@ -89,10 +91,17 @@ const createOptionsSchema = z.object({
 });
 
 const renewSchema = z
-  .object({ id: grantFields.id, workload: text(2048), presentedJti: text(256), jti: text(256), tokenExp: ms })
+  .object({ id: grantFields.id, workload: text(2048), presentedJti: text(256), jti: text(256), tokenExp: ms, kid: text(256).optional() })
   .strict();
 const renewOptionsSchema = z.object({ now: ms, retentionMs: retentionSchema, rate: rateSchema.optional() });
-const closeOptionsSchema = z.object({ now: ms, status: z.enum(['ended', 'revoked']), reason: str(4096).optional(), presentedJti: text(256).optional() });
+const closeOptionsSchema = z.object({
+  now: ms,
+  status: z.enum(['ended', 'revoked']),
+  reason: str(4096).optional(),
+  presentedJti: text(256).optional(),
+  by: text(256).optional(),
+  operator: text(64).optional(),
+});
 
 /** Validates a renewal before it is sent: the id must carry the workload's tag. */
 export function validateRenewal(r: RenewGrant, opts: RenewOptions): { renewal: RenewGrant; opts: RenewOptions } {
@@ -145,6 +154,7 @@ export function validateNewGrant(grant: NewGrant, opts: CreateGrantOptions): { g
   }
   const record: Grant = { ...g.data, status: 'active', generation: 1 };
   if (record.cnf === undefined) delete record.cnf;
+  if (record.kid === undefined) delete record.kid;
   return { grant: record, opts: o.data };
 }
 
@@ -182,24 +192,28 @@ export function capExceeded(workload: string, active: number, maxActive: number,
 // ── grant record encoding ──
 //
 // One Redis string of lines: status, expires_at, generation, token_jti, token_exp, workload, then
-// the fields that never change as one JSON array in FIXED_FIELDS order. The Lua scripts read and
-// rewrite the first six lines (lib.lua grant_read/grant_write) and pass the JSON through. Not a
-// hash: Redis keeps a hash compact only while every value is at most 64 bytes, and a grant's
-// resources or workload id are often longer; as a hashtable the record cost 1.3 KiB. An array,
-// not an object: the names would add a third to the record (bench/ measures memory per grant).
-// Newlines are safe separators: every text field refuses control characters, and JSON escapes them.
-// The id is not stored: it is the key's own suffix.
+// the fields that never change as one JSON array in FIXED_FIELDS order, then kid and closed_by
+// ('' when none). The Lua scripts read and rewrite every line but the JSON (lib.lua
+// grant_read/grant_write) and pass the JSON through. Records written before kid and closed_by
+// were recorded end at the JSON line; they still decode (without them), and the scripts write
+// them back in the new shape. Not a hash: Redis keeps a hash compact only while every value is
+// at most 64 bytes, and a grant's resources or workload id are often longer; as a hashtable the
+// record cost 1.3 KiB. An array, not an object: the names would add a third to the record
+// (bench/ measures memory per grant). Newlines are safe separators: every text field refuses
+// control characters, and JSON escapes them. The id is not stored: it is the key's own suffix.
 
 /** The parts of a grant that never change, in the order of the record's JSON array (cnf, optional, last). */
 const FIXED_FIELDS = ['workload_kind', 'issuer', 'rule', 'audience', 'actions', 'resources', 'purpose', 'task', 'created_at', 'cnf'] as const;
 /** The first lines of a record, in order; the JSON line follows them. */
 const RECORD_LINES = 6;
+/** Lines after the JSON line: kid, closed_by. */
+const TRAILING_LINES = 2;
 
 export function grantToRecord(grant: Grant): string {
   const fixed = FIXED_FIELDS.map((k) => grant[k]);
   if (grant.cnf === undefined) fixed.pop();
   const lines = [grant.status, String(grant.expires_at), String(grant.generation), grant.token_jti, String(grant.token_exp), grant.workload];
-  return `${lines.join('\n')}\n${JSON.stringify(fixed)}`;
+  return `${lines.join('\n')}\n${JSON.stringify(fixed)}\n${grant.kid ?? ''}\n${grant.closed_by ?? ''}`;
 }
 
 const jsonOr = (s: string | undefined): unknown => {
@@ -219,8 +233,9 @@ export type DecodeResult<T> = { ok: true; value: T } | { ok: false; problem: str
 /** Decodes a stored grant record (`id` is its key's); a record that does not decode is reported, never trusted. */
 export function grantFromRecord(id: string, record: string): DecodeResult<Grant> {
   const lines = record.split('\n');
-  if (lines.length !== RECORD_LINES + 1) return { ok: false, problem: `record has ${lines.length} lines, not ${RECORD_LINES + 1}` };
-  const [status, expiresAt, generation, tokenJti, tokenExp, workload, json] = lines;
+  if (lines.length !== RECORD_LINES + 1 && lines.length !== RECORD_LINES + 1 + TRAILING_LINES)
+    return { ok: false, problem: `record has ${lines.length} lines, not ${RECORD_LINES + 1} or ${RECORD_LINES + 1 + TRAILING_LINES}` };
+  const [status, expiresAt, generation, tokenJti, tokenExp, workload, json, kid, closedBy] = lines;
   const fixed = jsonOr(json);
   if (!Array.isArray(fixed) || fixed.length < FIXED_FIELDS.length - 1 || fixed.length > FIXED_FIELDS.length)
     return { ok: false, problem: `fixed fields are not a JSON array of ${FIXED_FIELDS.length - 1} or ${FIXED_FIELDS.length}` };
@@ -233,12 +248,32 @@ export function grantFromRecord(id: string, record: string): DecodeResult<Grant>
     generation: digitsOr(generation),
     token_jti: tokenJti,
     token_exp: digitsOr(tokenExp),
+    ...(kid ? { kid } : {}),
+    ...(closedBy ? { closed_by: closedBy } : {}),
   });
   if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
   const g: Grant = parsed.data;
   if (g.cnf === undefined) delete g.cnf;
+  if (g.kid === undefined) delete g.kid;
+  if (g.closed_by === undefined) delete g.closed_by;
   return { ok: true, value: g };
 }
+
+// ── the global newest-first index (operators' queries across workloads) ──
+
+/**
+ * Shards of the global index: each a zset `<prefix>{gi:N}:grants` in a slot of its own (member
+ * grant id, score created_at), so the index spreads over a Redis Cluster and no write touches a
+ * key shared by all workloads. A workload's grants all go to one shard.
+ */
+export const GLOBAL_INDEX_SHARDS = 16;
+
+/** The shard of a workload: the first byte of its tag, mod GLOBAL_INDEX_SHARDS. */
+export const globalShard = (workload: string): number => Buffer.from(workloadTag(workload), 'base64url')[0]! % GLOBAL_INDEX_SHARDS;
+
+/** Whether entry `e` comes after `pos` newest first: a lower score, or the same score and a lower id (ZREVRANGE order). */
+export const isAfter = (e: { score: number; id: string }, pos: { score: number; id: string }): boolean =>
+  e.score < pos.score || (e.score === pos.score && e.id < pos.id);
 
 export const isLive = (g: Grant, now: number): boolean => g.status === 'active' && g.expires_at > now;
 
@@ -506,4 +541,28 @@ export function holdsPrivateMaterial(json: string): boolean {
   } catch {
     return false;
   }
+}
+
+// ── revoked signing keys ──
+
+const revokedKeySchema = z.object({ kid: text(256), revoked_at: ms, by: text(64), until: ms }).strict();
+
+export function validateRevokedKey(mark: RevokedKey): RevokedKey {
+  const parsed = revokedKeySchema.safeParse(mark);
+  if (!parsed.success) throw new InvalidRequest('invalid key revocation', { detail: problems(parsed.error) });
+  return parsed.data;
+}
+
+export function decodeRevokedKey(json: string): DecodeResult<{ mark: RevokedKey; mac: unknown }> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(json);
+  } catch {
+    return { ok: false, problem: 'not JSON' };
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { ok: false, problem: 'not a JSON object' };
+  const { mac, ...fields } = raw as Record<string, unknown>;
+  const parsed = revokedKeySchema.safeParse(fields);
+  if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
+  return { ok: true, value: { mark: parsed.data, mac } };
 }

@@ -1,5 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import type { PublishedKey } from './store.js';
+import type { PublishedKey, RevokedKey } from './store.js';
 
 /**
  * Published signing keys are authenticated with a secret the broker instances share outside
@@ -60,4 +60,27 @@ export function checkPublicationSecrets(secrets: readonly string[] | undefined):
     );
   }
   return [...secrets];
+}
+
+/**
+ * Revocation marks of signing keys are authenticated the same way, under their own label: write
+ * access to Redis alone can neither forge a mark nor move one to another key or time.
+ */
+const REVOKED_LABEL = 'jit-broker revoked signing key v1\n';
+
+const revokedMac = (mark: RevokedKey, secret: string): Buffer =>
+  createHmac('sha256', secret)
+    .update(REVOKED_LABEL + canonicalJson({ kid: mark.kid, revoked_at: mark.revoked_at, by: mark.by, until: mark.until }))
+    .digest();
+
+export function revokedKeyMac(mark: RevokedKey, secrets: readonly string[]): string {
+  return revokedMac(mark, secrets[0]!).toString('base64url');
+}
+
+export function isAuthenticRevocation(mark: RevokedKey, presented: unknown, secrets: readonly string[]): boolean {
+  if (typeof presented !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(presented)) return false;
+  const given = Buffer.from(presented, 'base64url');
+  let ok = false;
+  for (const secret of secrets) ok = timingSafeEqual(revokedMac(mark, secret), given) || ok;
+  return ok;
 }

@@ -28,6 +28,8 @@ import {
   validateRetention,
   OPERATOR_READS_MAXLEN,
   validateOperatorEvent,
+  isAfter,
+  validateRevokedKey,
 } from './codec.js';
 import { tagOfGrantId, workloadTag } from './ids.js';
 import {
@@ -55,7 +57,12 @@ import {
   type GrantStore,
   type ListOptions,
   type NewGrant,
+  type IndexPosition,
+  type WalkOptions,
+  type WalkResult,
+  type WorkloadSummary,
   type OperatorEvent,
+  type RevokedKey,
   type PublishedKey,
   type RateLimit,
   type RenewGrant,
@@ -111,10 +118,14 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
   /** By workload tag (the Redis slot); each tag also remembers its workload id. */
   const workloads = new Map<string, Workload>();
   const keys = new Map<string, PublishedKey>();
+  const revokedKeys = new Map<string, RevokedKey>();
   /** Grant ids voided before their record arrived (see GrantStore.voidGrant). */
   const voided = new Set<string>();
   /** Denials of workloads no rule names: length-capped partitions, chosen by source. */
   const unmatched: AuditEvent[][] = Array.from({ length: UNMATCHED_PARTITIONS }, () => []);
+  /** The global newest-first index (grant id → created_at), and the workloads hint (id → last seen). */
+  const globalIndex = new Map<string, number>();
+  const workloadsSeen = new Map<string, number>();
   /** The operators' streams: changes (by age) and reads (capped), as the Redis store keeps them. */
   let operatorChanges: OperatorEvent[] = [];
   const operatorReads: OperatorEvent[] = [];
@@ -239,7 +250,7 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
   }
 
   /** Moves a live grant's expiry to now with the status and its audit event (close-grant.lua). */
-  function close(id: string, ws: string, now: number, status: CloseStatus, reason: string | undefined, voiding = false, presentedJti?: string): CloseOutcome {
+  function close(id: string, ws: string, now: number, status: CloseStatus, reason: string | undefined, voiding = false, presentedJti?: string, by?: string, operator?: string): CloseOutcome {
     const g = record(id);
     if (!g || g.workload !== ws) return { outcome: 'unknown' };
     // Voiding also closes an active grant past its end (keeping that end): see close-grant.lua.
@@ -249,9 +260,11 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
     // A superseded token: two holders, as on renewal (close-grant.lua).
     const replay = presentedJti !== undefined && presentedJti !== g.token_jti;
     if (replay) append(w, { type: 'grant.replay_detected', at: now, workload: ws, grant: id, reason: REPLAY_REASON, generation: g.generation }, now, keep, 0);
-    else append(w, { type: closeEventType(status), at: now, workload: ws, grant: id, ...(reason ? { reason } : {}) }, now, keep, 0);
+    else append(w, { type: closeEventType(status), at: now, workload: ws, grant: id, ...(reason ? { reason } : {}), ...(operator ? { operator } : {}) }, now, keep, 0);
     g.status = replay ? 'revoked' : status;
     g.expires_at = Math.min(g.expires_at, now);
+    const closer = replay ? 'replay_detected' : voiding ? 'not_delivered' : by;
+    if (closer !== undefined) g.closed_by = closer;
     w.live.delete(id);
     return { outcome: replay ? 'replay' : 'closed', grant: clone(g) };
   }
@@ -291,6 +304,9 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       idx.value.set(grant.id, grant.created_at);
       for (const [id, created] of idx.value) if (created < horizon) idx.value.delete(id);
       idx.deadline = Math.max(idx.deadline, o.now + keep);
+      globalIndex.set(grant.id, grant.created_at);
+      for (const [id, created] of globalIndex) if (created < horizon) globalIndex.delete(id);
+      workloadsSeen.set(grant.workload, o.now);
       append(
         w,
         {
@@ -315,6 +331,56 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       if (tagOfGrantId(id) === undefined) return null;
       const g = record(id);
       return g ? clone(g) : null;
+    },
+
+    async walkGrants(o: WalkOptions): Promise<WalkResult> {
+      check();
+      see(o.now);
+      const floor = Math.max(o.since ?? 0, o.now - o.retentionMs);
+      let start = o.after;
+      if (o.until !== undefined && (start === undefined || start.score > o.until)) start = { score: o.until, id: '\x7f' };
+      const index = o.workload === undefined ? globalIndex : (workload(o.workload, false)?.all ?? new Map<string, number>());
+      const entries = [...index]
+        .map(([id, score]) => ({ id, score }))
+        .filter((e) => e.score >= floor && (start === undefined || isAfter(e, start)))
+        .sort((a, b) => (isAfter(a, b) ? 1 : isAfter(b, a) ? -1 : 0));
+      const grants: Grant[] = [];
+      let examined = 0;
+      let last: IndexPosition | undefined;
+      for (const e of entries) {
+        if (grants.length >= o.want || examined >= o.maxExamined) return { grants, next: last!, examined };
+        // (a walk that ends exactly at its last entry returns no next: the loop below runs out first)
+        examined++;
+        last = e;
+        const g = record(e.id);
+        if (!g) {
+          index.delete(e.id); // pruned on read, as the Redis store does
+          continue;
+        }
+        if (o.workload !== undefined && g.workload !== o.workload) continue;
+        if (!o.match || o.match(g)) grants.push(clone(g));
+      }
+      return { grants, examined };
+    },
+
+    async listWorkloads(o: { now: number; retentionMs: number; limit: number; after?: IndexPosition }): Promise<{ workloads: WorkloadSummary[]; next?: IndexPosition }> {
+      check();
+      see(o.now);
+      const entries = [...workloadsSeen]
+        .filter(([, seen]) => seen >= o.now - o.retentionMs)
+        .map(([id, score]) => ({ id, score }))
+        .filter((e) => o.after === undefined || isAfter(e, o.after))
+        .sort((a, b) => (isAfter(a, b) ? 1 : isAfter(b, a) ? -1 : 0));
+      const page = entries.slice(0, Math.max(1, Math.floor(o.limit)));
+      const workloads = page.map(({ id, score }): WorkloadSummary => {
+        const w = workload(id, false);
+        let live = 0;
+        for (const [gid, exp] of w?.live ?? []) if (exp > o.now && record(gid)?.workload === id) live++;
+        const events = (w?.audit?.value ?? []).filter((e) => e.workload === id);
+        const lastEvent = events.length ? Number(events[events.length - 1]!.id!.split('-')[0]) : 0;
+        return { id, live, last_activity: Math.max(lastEvent, score), last_seen: score };
+      });
+      return { workloads, ...(entries.length > page.length ? { next: page[page.length - 1]! } : {}) };
     },
 
     async listWorkloadGrants(ws: string, o: ListOptions): Promise<Grant[]> {
@@ -359,6 +425,7 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       append(w, { type: 'grant.renewed', ...base, generation: g.generation }, o.now, keep, o.retentionMs);
       g.token_jti = r.jti;
       g.token_exp = r.tokenExp;
+      if (r.kid !== undefined) g.kid = r.kid;
       return { outcome: 'renewed', grant: clone(g) };
     },
 
@@ -366,7 +433,7 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       check();
       const o = validateClose(id, ws, options);
       see(o.now);
-      return close(id, ws, o.now, o.status, o.reason, false, o.presentedJti);
+      return close(id, ws, o.now, o.status, o.reason, false, o.presentedJti, o.by, o.operator);
     },
 
     async appendAudit(event: AuditEvent, o: AppendAuditOptions): Promise<void> {
@@ -447,6 +514,27 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       logged(nextAuditId(), e, o.retentionMs);
     },
 
+    async readGrantEvents(grant: Pick<Grant, 'id' | 'workload' | 'created_at'>): Promise<AuditEvent[]> {
+      check();
+      const w = workload(grant.workload, false);
+      const events = [...(w?.audit?.value ?? []), ...(w?.denials?.value ?? [])].filter(
+        (e) => e.grant === grant.id && (e.workload === grant.workload || e.workload === deniedWorkload(grant.workload)),
+      );
+      return clone(events.sort(byEntryId));
+    },
+
+    async revokeKey(mark: RevokedKey): Promise<void> {
+      check();
+      const m = validateRevokedKey(mark);
+      revokedKeys.set(m.kid, clone(m));
+    },
+
+    async revokedKeys(now: number): Promise<RevokedKey[]> {
+      check();
+      see(now);
+      return [...revokedKeys.values()].filter((m) => m.until > now).map(clone);
+    },
+
     async publishKey(key: PublishedKey): Promise<void> {
       check();
       const k = validatePublishedKey(key);
@@ -459,7 +547,7 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       const out: PublishedKey[] = [];
       for (const [kid, k] of keys) {
         if (k.expires_at <= now) keys.delete(kid);
-        else out.push(clone(k));
+        else if (!revokedKeys.has(kid)) out.push(clone(k));
       }
       return out;
     },

@@ -20,6 +20,7 @@ import {
   validateRenewal,
   auditFromFields,
   auditLimit,
+  AUDIT_LIMIT_MAX,
   auditToFields,
   capExceeded,
   decodePublishedKey,
@@ -38,10 +39,16 @@ import {
   operatorEventFromFields,
   operatorEventToFields,
   validateOperatorEvent,
+  GLOBAL_INDEX_SHARDS,
+  decodeRevokedKey,
+  validateRevokedKey,
+  LIST_LIMIT_MAX,
+  globalShard,
+  isAfter,
 } from './codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from './ids.js';
 import { redisAuditLog, validateKeyEvent, type AuditLogQuery, type KeyEvent } from './audit-log.js';
-import { checkPublicationSecrets, isAuthenticKey, publishedKeyMac } from './key-publication.js';
+import { checkPublicationSecrets, isAuthenticKey, isAuthenticRevocation, publishedKeyMac, revokedKeyMac } from './key-publication.js';
 import {
   NOT_DELIVERED_REASON,
   type AppendAuditOptions,
@@ -54,7 +61,12 @@ import {
   type GrantStore,
   type ListOptions,
   type NewGrant,
+  type IndexPosition,
+  type WalkOptions,
+  type WalkResult,
+  type WorkloadSummary,
   type OperatorEvent,
+  type RevokedKey,
   type PublishedKey,
   type RateLimit,
   type RenewGrant,
@@ -88,6 +100,7 @@ export const LUA_SCRIPTS = {
   appendAudit: lua('append-audit.lua'),
   publishKey: lua('publish-key.lua'),
   readGrants: withLib('read-grants.lua'),
+  indexGrant: lua('index-grant.lua'),
 } as const;
 
 declare module 'ioredis' {
@@ -101,6 +114,7 @@ declare module 'ioredis' {
     jitPublishKey(...args: (string | number)[]): Result<number, Context>;
     /** numkeys, then keys and args (the key count varies with the page). */
     jitReadGrants(...args: (string | number)[]): Result<string[], Context>;
+    jitIndexGrant(...args: (string | number)[]): Result<number, Context>;
   }
 }
 
@@ -124,6 +138,12 @@ export interface RedisGrantStoreOptions {
    * true; false only for the bench's A/B of what the copy costs a task start.
    */
   globalAuditLog?: boolean;
+  /**
+   * Write each new grant to the global newest-first index (operators' queries without a
+   * workload, and the kill switch by anything but a workload). Default true; off only for the
+   * bench's A/B of what it adds to a task start.
+   */
+  globalIndex?: boolean;
 }
 
 export type RedisGrantStore = GrantStore & { readonly kind: 'redis'; readonly redis: Redis };
@@ -194,6 +214,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   redis.defineCommand('jitAppendAudit', { numberOfKeys: 1, lua: LUA_SCRIPTS.appendAudit });
   redis.defineCommand('jitPublishKey', { numberOfKeys: 1, lua: LUA_SCRIPTS.publishKey });
   redis.defineCommand('jitReadGrants', { lua: LUA_SCRIPTS.readGrants });
+  redis.defineCommand('jitIndexGrant', { numberOfKeys: 1, lua: LUA_SCRIPTS.indexGrant });
 
   // Connection state is logged on transitions only (ioredis emits an error per reconnect attempt).
   let healthy = true;
@@ -300,6 +321,11 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   const HINT_EVERY_MS = 60_000;
   const HINT_MEMO_MAX = 10_000;
   const publishedKeysKey = `${prefix}keys`;
+  const globalIndex = opts.globalIndex ?? true;
+  /** Authenticated revocation marks of signing keys: kid → JSON with its MAC. */
+  const revokedKeysKey = `${prefix}keys:revoked`;
+  /** The global index's shards, each in a slot of its own (see globalShard). */
+  const shardKeys = Array.from({ length: GLOBAL_INDEX_SHARDS }, (_, n) => `${prefix}{gi:${n}}:grants`);
   /** The operators' audit streams: their changes (trimmed by age only) and their reads (capped). */
   const operatorAuditKey = `${prefix}audit:operator`;
   const operatorReadsKey = `${prefix}audit:operator:reads`;
@@ -428,8 +454,168 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       }, failed);
   }
 
+  /**
+   * Adds a written grant to its shard of the global index, right after its atomic create (which
+   * cannot touch another slot). Not awaited: the task start does not wait on it. It is retried
+   * once; a grant it still could not index is logged by id at error level (it stays in its
+   * workload's own index and audit stream, and queries by workload find it), never silently lost.
+   */
+  function indexGlobally(grant: Grant, now: number, retentionMs: number, attempt = 1): void {
+    const key = shardKeys[globalShard(grant.workload)]!;
+    const ttl = grant.expires_at - now + retentionMs;
+    redis.jitIndexGrant(key, now, retentionMs, grant.id, grant.created_at, ttl).catch((e: unknown) => {
+      const err = e instanceof Error ? e.message : String(e);
+      if (attempt < 2) {
+        setTimeout(() => indexGlobally(grant, now, retentionMs, attempt + 1), 100).unref();
+        return;
+      }
+      log.error({ op: 'globalIndex', grant: grant.id, workload: grant.workload, err }, 'grant not added to the global index: operator queries without a workload will not list it (its workload index and audit stream have it)');
+    });
+  }
+
+  /**
+   * Newest-first entries of one zset after a position, `n` at most, and whether more may follow.
+   * Entries at the position's own score that come before it are a prefix of the reply: paged past.
+   */
+  async function entriesAfter(key: string, pos: IndexPosition | undefined, n: number, floor: number): Promise<{ entries: IndexPosition[]; more: boolean }> {
+    const max = pos === undefined ? '+inf' : String(pos.score);
+    let offset = 0;
+    for (;;) {
+      const reply = await redis.zrevrangebyscore(key, max, String(floor), 'WITHSCORES', 'LIMIT', offset, n);
+      const entries: IndexPosition[] = [];
+      for (let i = 0; i + 1 < reply.length; i += 2) {
+        const e = { id: reply[i]!, score: Number(reply[i + 1]) };
+        if (pos === undefined || isAfter(e, pos)) entries.push(e);
+      }
+      const more = reply.length === 2 * n;
+      if (entries.length > 0 || !more) return { entries, more };
+      offset += n;
+    }
+  }
+
+  /**
+   * The walk: the index's shards (one, for a workload) merged newest first, records read in
+   * batches (one round trip each: a Lua read for a workload's own slot, pipelined GETs across
+   * slots), filtered, and stopped at `want` matches or `maxExamined` entries.
+   */
+  async function walk(o: WalkOptions): Promise<WalkResult> {
+    const keys = o.workload === undefined ? shardKeys : [keysOf(o.workload).all];
+    const floor = Math.max(o.since ?? 0, o.now - o.retentionMs);
+    let start = o.after;
+    if (o.until !== undefined && (start === undefined || start.score > o.until)) start = { score: o.until, id: '\x7f' };
+    // Pruned by retention on read too (a shard nobody writes to any more still shrinks).
+    if (o.workload === undefined) await Promise.all(keys.map((k) => redis.zremrangebyscore(k, '-inf', `(${o.now - o.retentionMs}`)));
+    const chunk = Math.min(256, Math.max(16, Math.ceil(Math.min(o.want, o.maxExamined) / keys.length) + 8));
+    const shards = keys.map((key) => ({ key, pos: start, buf: [] as IndexPosition[], done: false }));
+    const grants: Grant[] = [];
+    let examined = 0;
+    let last: IndexPosition | undefined = start;
+    const match = o.match ?? (() => true);
+    while (grants.length < o.want && examined < o.maxExamined) {
+      await Promise.all(
+        shards
+          .filter((sh) => !sh.done && sh.buf.length === 0)
+          .map(async (sh) => {
+            const { entries, more } = await entriesAfter(sh.key, sh.pos, chunk, floor);
+            sh.buf = entries;
+            sh.done = !more;
+          }),
+      );
+      // Take entries newest first while every shard that may hold newer ones has some buffered.
+      const batch: { e: IndexPosition; key: string }[] = [];
+      while (batch.length < o.maxExamined - examined) {
+        let best: (typeof shards)[number] | undefined;
+        for (const sh of shards) if (sh.buf.length > 0 && (!best || isAfter(best.buf[0]!, sh.buf[0]!))) best = sh;
+        if (!best) break;
+        const e = best.buf.shift()!;
+        best.pos = e;
+        batch.push({ e, key: best.key });
+        if (best.buf.length === 0 && !best.done) break;
+      }
+      if (batch.length === 0) break;
+      const records = await readIndexed(o.workload, batch);
+      for (let i = 0; i < batch.length; i++) {
+        const { e } = batch[i]!;
+        examined++;
+        last = e;
+        const g = records[i];
+        if (g && match(g)) grants.push(g);
+        if (grants.length >= o.want || examined >= o.maxExamined) {
+          // The rest of this batch is read again by the next call: nothing is skipped. When this
+          // was the index's very last entry, there is no next call to make.
+          const exhausted = i === batch.length - 1 && shards.every((sh) => sh.done && sh.buf.length === 0);
+          return { grants, ...(exhausted ? {} : { next: last }), examined };
+        }
+      }
+    }
+    const exhausted = shards.every((sh) => sh.done && sh.buf.length === 0);
+    return { grants, ...(exhausted || last === undefined ? {} : { next: last }), examined };
+  }
+
+  /** The records of walked entries (undefined where gone, unreadable or another workload's); gone ones leave their index. */
+  async function readIndexed(workload: string | undefined, batch: { e: IndexPosition; key: string }[]): Promise<(Grant | undefined)[]> {
+    if (workload !== undefined) {
+      const ids = batch.map((b) => b.e.id);
+      const found = new Map((await readRecords(workload, keysOf(workload).all, ids, ids.length, true)).map((g) => [g.id, g]));
+      return ids.map((id) => found.get(id));
+    }
+    const raws = await Promise.all(
+      batch.map(({ e }) => {
+        const tag = tagOfGrantId(e.id);
+        if (tag === undefined) return Promise.resolve(null);
+        return redis.get(grantKeys(prefix, tag).grant(e.id)).catch((err: unknown) => {
+          // Another type under the record's key: there, but no record (as getGrant says).
+          if (err instanceof Error && err.message.startsWith('WRONGTYPE')) return undefined;
+          throw err;
+        });
+      }),
+    );
+    const gone = new Map<string, string[]>();
+    const out = batch.map(({ e, key }, i) => {
+      const raw = raws[i];
+      if (raw === null) {
+        gone.set(key, [...(gone.get(key) ?? []), e.id]);
+        return undefined;
+      }
+      if (raw === undefined) {
+        log.error({ grant: e.id }, 'grant record could not be read (another type?); skipped');
+        return undefined;
+      }
+      try {
+        return ownRecord(e.id, raw);
+      } catch (err) {
+        if (err instanceof UnreadableGrant) return undefined;
+        throw err;
+      }
+    });
+    if (gone.size > 0) await Promise.all([...gone].map(([key, ids]) => redis.zrem(key, ...ids)));
+    return out;
+  }
+
+  /** Kids of unauthentic revocation marks already logged (bounded). */
+  const unauthenticMarksLogged = new Set<string>();
+
+  /** The revocation marks one of our secrets authenticates (others: logged once, ignored). */
+  async function authenticRevocations(now: number): Promise<RevokedKey[]> {
+    const all = await redis.hgetall(revokedKeysKey);
+    const out: RevokedKey[] = [];
+    for (const [kid, json] of Object.entries(all)) {
+      const decoded = decodeRevokedKey(json);
+      if (decoded.ok && decoded.value.mark.kid === kid && isAuthenticRevocation(decoded.value.mark, decoded.value.mac, secrets)) {
+        if (decoded.value.mark.until > now) out.push(decoded.value.mark);
+        continue;
+      }
+      if (!unauthenticMarksLogged.has(kid)) {
+        if (unauthenticMarksLogged.size >= 1000) unauthenticMarksLogged.clear();
+        unauthenticMarksLogged.add(kid);
+        log.error({ kid: clip(kid, 64) }, 'key revocation mark is not authenticated by the key publication secret; ignored');
+      }
+    }
+    return out;
+  }
+
   /** Runs close-grant.lua: ends or revokes a live grant (or, with markTtl, bars a missing one). */
-  async function close(op: string, id: string, workload: string, now: number, status: CloseStatus, event: AuditEvent, o: { markTtl?: number; presentedJti?: string }) {
+  async function close(op: string, id: string, workload: string, now: number, status: CloseStatus, event: AuditEvent, o: { markTtl?: number; presentedJti?: string; by?: string }) {
     const keys = keysOf(workload);
     const closing = auditToFields(event);
     const replay = auditToFields({ type: 'grant.replay_detected', at: now, workload, grant: id, reason: REPLAY_REASON });
@@ -447,6 +633,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         CLOSE_RETENTION_MS,
         o.presentedJti ?? '',
         id,
+        o.by ?? '',
         closing.length,
         ...closing,
         ...replay,
@@ -530,6 +717,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         const [status, count, earliest] = reply;
         if (status === 'ok') {
           auditLog.copyToShard(grant.workload, issued, o.now, o.retentionMs);
+          if (globalIndex) indexGlobally(grant, o.now, o.retentionMs);
           return grant;
         }
         if (status === 'dup') throw new DuplicateGrantId(grant.id);
@@ -546,7 +734,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     async voidGrant(id: string, workload: string, o: { now: number }): Promise<VoidOutcome> {
       if (tagOfGrantId(id) !== workloadTag(workload)) throw new InvalidRequest('invalid grant id', { detail: 'grant id does not carry the workload tag' });
       const ended = { type: 'grant.ended', at: o.now, workload, grant: id, reason: NOT_DELIVERED_REASON } as const;
-      const [outcome] = await close('voidGrant', id, workload, o.now, 'ended', ended, { markTtl: VOID_MARKER_TTL_MS });
+      const [outcome] = await close('voidGrant', id, workload, o.now, 'ended', ended, { markTtl: VOID_MARKER_TTL_MS, by: 'not_delivered' });
       return outcome === 'closed' ? 'ended' : outcome === 'marked' ? 'marked' : 'noop';
     },
 
@@ -571,6 +759,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           ...rateArgs(o.rate),
           REPLAY_REASON,
           r.id,
+          r.kid ?? '',
           renewed.length,
           ...renewed,
           ...replay,
@@ -601,8 +790,11 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
 
     async closeGrant(id: string, workload: string, options: CloseOptions): Promise<CloseOutcome> {
       const o = validateClose(id, workload, options);
-      const event = { type: closeEventType(o.status), at: o.now, workload, grant: id, ...(o.reason ? { reason: o.reason } : {}) };
-      const [outcome, grant] = await close('closeGrant', id, workload, o.now, o.status, event, o.presentedJti ? { presentedJti: o.presentedJti } : {});
+      const event = { type: closeEventType(o.status), at: o.now, workload, grant: id, ...(o.reason ? { reason: o.reason } : {}), ...(o.operator ? { operator: o.operator } : {}) };
+      const [outcome, grant] = await close('closeGrant', id, workload, o.now, o.status, event, {
+        ...(o.presentedJti ? { presentedJti: o.presentedJti } : {}),
+        ...(o.by ? { by: o.by } : {}),
+      });
       if (outcome === 'closed' || outcome === 'inactive' || outcome === 'replay') return { outcome, grant: grant! };
       return { outcome: 'unknown' };
     },
@@ -619,6 +811,27 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         if (record === null) return null;
         return ownRecord(id, record) ?? null;
       }, { oneCommand: true });
+    },
+
+    walkGrants(o: WalkOptions): Promise<WalkResult> {
+      return guarded('walkGrants', () => walk(o));
+    },
+
+    listWorkloads(o: { now: number; retentionMs: number; limit: number; after?: IndexPosition }): Promise<{ workloads: WorkloadSummary[]; next?: IndexPosition }> {
+      return guarded('listWorkloads', async () => {
+        await redis.zremrangebyscore(workloadsKey, '-inf', `(${o.now - o.retentionMs}`);
+        const limit = Math.max(1, Math.min(LIST_LIMIT_MAX, Math.floor(o.limit)));
+        const { entries: page, more } = await entriesAfter(workloadsKey, o.after, limit, o.now - o.retentionMs);
+        const workloads = await Promise.all(
+          page.map(async ({ id, score }): Promise<WorkloadSummary> => {
+            const keys = keysOf(id);
+            const [live, latest] = await Promise.all([redis.zcount(keys.live, `(${o.now}`, '+inf'), redis.xrevrange(keys.audit, '+', '-', 'COUNT', 1)]);
+            const lastEvent = latest[0] ? Number(latest[0][0].split('-')[0]) : 0;
+            return { id, live, last_activity: Math.max(lastEvent, score), last_seen: score };
+          }),
+        );
+        return { workloads, ...(more && page.length > 0 ? { next: page[page.length - 1]! } : {}) };
+      });
     },
 
     listWorkloadGrants(workload: string, o: ListOptions): Promise<Grant[]> {
@@ -710,6 +923,37 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       await guarded('appendKeyAudit', () => auditLog.appendKeyEvent(e, retention));
     },
 
+    async readGrantEvents(grant: Pick<Grant, 'id' | 'workload' | 'created_at'>, o: { limit?: number } = {}): Promise<AuditEvent[]> {
+      const limit = auditLimit(o.limit ?? AUDIT_LIMIT_MAX);
+      const keys = keysOf(grant.workload);
+      // Entry ids are Redis's clock, the grant's created_at the broker's: a minute's margin.
+      const from = String(Math.max(0, grant.created_at - 60_000));
+      return guarded('readGrantEvents', async () => {
+        const [lifecycle, denied] = await Promise.all([
+          redis.xrange(keys.audit, from, '+', 'COUNT', limit),
+          redis.xrange(keys.denials, from, '+', 'COUNT', limit),
+        ]);
+        return [...decodeAudit(lifecycle), ...decodeAudit(denied, 'd')]
+          .filter((e) => e.grant === grant.id && (e.workload === grant.workload || (e.type === 'grant.denied' && e.workload === deniedWorkload(grant.workload))))
+          .sort(byEntryId);
+      });
+    },
+
+    async revokeKey(mark: RevokedKey): Promise<void> {
+      const m = validateRevokedKey(mark);
+      const ttl = Math.max(60_000, m.until - Date.now() + 60_000);
+      const value = JSON.stringify({ ...m, mac: revokedKeyMac(m, secrets) });
+      await guarded('revokeKey', async () => {
+        const replies = await redis.multi().hset(revokedKeysKey, m.kid, value).pexpire(revokedKeysKey, ttl).exec();
+        const err = replies?.find(([e]) => e)?.[0];
+        if (err) throw err;
+      }, { write: true });
+    },
+
+    async revokedKeys(now: number): Promise<RevokedKey[]> {
+      return guarded('revokedKeys', () => authenticRevocations(now));
+    },
+
     async publishKey(key: PublishedKey): Promise<void> {
       const k = validatePublishedKey(key);
       // The hash outlives its longest-lived key by a margin, so a fleet that stops publishing
@@ -722,7 +966,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
 
     async publishedKeys(now: number): Promise<PublishedKey[]> {
       return guarded('publishedKeys', async () => {
-        const all = await redis.hgetall(publishedKeysKey);
+        const [all, revoked] = await Promise.all([redis.hgetall(publishedKeysKey), authenticRevocations(now)]);
+        const revokedKids = new Set(revoked.map((r) => r.kid));
         const out: PublishedKey[] = [];
         const purge: string[] = [];
         for (const [kid, json] of Object.entries(all)) {
@@ -747,7 +992,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
             continue;
           }
           if (key.expires_at <= now) purge.push(kid);
-          else out.push(key);
+          else if (!revokedKids.has(kid)) out.push(key);
         }
         if (purge.length > 0) await redis.hdel(publishedKeysKey, ...purge);
         return out;

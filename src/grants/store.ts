@@ -28,9 +28,13 @@ export interface Grant {
   token_jti: string;
   token_exp: number;
   cnf?: Confirmation;
+  /** The signing key of the latest token (absent in records written before it was recorded). */
+  kid?: string;
+  /** Who ended or revoked it (`holder`, `operator:<name>`, `resource_server:<name>`, `replay_detected`, `not_delivered`). */
+  closed_by?: string;
 }
 
-export type NewGrant = Omit<Grant, 'status' | 'generation'>;
+export type NewGrant = Omit<Grant, 'status' | 'generation' | 'closed_by'>;
 
 export type AuditEventType =
   | 'grant.issued'
@@ -115,6 +119,16 @@ export interface PublishedKey {
   expires_at: number;
 }
 
+/** A signing key an operator revoked (POST /v1/grants/revoke by key_id). */
+export interface RevokedKey {
+  kid: string;
+  revoked_at: number;
+  /** The operator who revoked it. */
+  by: string;
+  /** Kept until then (ms): after it the key is long out of every JWKS anyway. */
+  until: number;
+}
+
 /**
  * The per-workload issuance rate (a token bucket): issuance and renewal each take one token, in
  * the same atomic step as their write.
@@ -141,6 +155,8 @@ export interface RenewGrant {
   jti: string;
   /** exp (ms) of the new token. */
   tokenExp: number;
+  /** The key that signed the new token. */
+  kid?: string;
 }
 
 export interface RenewOptions {
@@ -167,6 +183,10 @@ export interface CloseOptions {
   status: CloseStatus;
   /** Operator-facing context for the audit event (who closed it, and how). */
   reason?: string;
+  /** Who closed it, recorded in the grant (Grant.closed_by). */
+  by?: string;
+  /** The operator who revoked it, named on the audit event. */
+  operator?: string;
   /**
    * The jti of the token its holder presented. When it is not the grant's latest, that is a
    * second holder (as on renewal): the grant is revoked with `grant.replay_detected` instead.
@@ -193,6 +213,51 @@ export interface AppendAuditOptions {
   unmatched?: boolean;
   /** The caller's source address (normalised, e.g. an IPv6 /64): picks the unmatched partition. */
   source?: string;
+}
+
+/** A place in a newest-first index: entries after it have a lower score, or the same score and a lower id. */
+export interface IndexPosition {
+  /** created_at (grants) or last-seen time (workloads), ms. */
+  score: number;
+  id: string;
+}
+
+export interface WalkOptions {
+  now: number;
+  retentionMs: number;
+  /** Walk this workload's own index; absent: the global index over every workload. */
+  workload?: string;
+  /** Continue after this entry. */
+  after?: IndexPosition;
+  /** Entries created before this (ms) end the walk. */
+  since?: number;
+  /** Entries created after this (ms) are passed over (the walk starts at it). */
+  until?: number;
+  /** Stop once this many grants matched. */
+  want: number;
+  /** Stop once this many index entries were examined (records read), matching or not. */
+  maxExamined: number;
+  /** Which grants count (all when absent). */
+  match?: (grant: Grant) => boolean;
+}
+
+export interface WalkResult {
+  /** Matching grants, newest first. */
+  grants: Grant[];
+  /** Where a next call continues; absent when the index has nothing more (within since). */
+  next?: IndexPosition;
+  examined: number;
+}
+
+/** A workload with grants within retention, as the operators' listing shows it. */
+export interface WorkloadSummary {
+  id: string;
+  /** Live grants now (active and unexpired). */
+  live: number;
+  /** Latest lifecycle event (issued, renewed, ended, revoked), ms; else when it was last seen issuing. */
+  last_activity: number;
+  /** When it was last seen issuing (the hint index's score, refreshed about once a minute). */
+  last_seen: number;
 }
 
 export interface ListOptions {
@@ -239,6 +304,16 @@ export interface GrantStore {
   /** Grants of one workload's task, newest first, among its latest 10,240 grants (Redis: no index by task). */
   listTaskGrants(workload: string, task: string, opts: ListOptions): Promise<Grant[]>;
   /**
+   * Grants newest first from one workload's index, or from the global index (every workload,
+   * sharded over a fixed number of keys, so it works on Redis Cluster): at most `maxExamined`
+   * entries read per call, the page may be partial, and `next` continues it. Index entries whose
+   * records are gone are pruned as they are met, and entries older than the retention on every walk.
+   * Never SCAN or KEYS.
+   */
+  walkGrants(opts: WalkOptions): Promise<WalkResult>;
+  /** Workloads with grants within retention, most recently seen first, with live counts (hint index). */
+  listWorkloads(opts: { now: number; retentionMs: number; limit: number; after?: IndexPosition }): Promise<{ workloads: WorkloadSummary[]; next?: IndexPosition }>;
+  /**
    * Appends an audit event (denials; state changes write their own). A denial is clipped
    * (codec.ts clipDenial) and goes to the workload's capped denial stream, apart from its
    * lifecycle events, which no denial can evict; other events go to the lifecycle stream.
@@ -267,8 +342,21 @@ export interface GrantStore {
   readAuditLog(query: AuditLogQuery): Promise<AuditLogPage>;
   /** Appends a signing key event (keyring: published, retired) to the keys stream, trimmed by age. */
   appendKeyAudit(event: KeyEvent, opts: { retentionMs: number }): Promise<void>;
+  /**
+   * One grant's audit events (its lifecycle events, and denials naming it), oldest first: read
+   * from the workload's streams from the grant's creation on, at most `limit` entries examined.
+   */
+  readGrantEvents(grant: Pick<Grant, 'id' | 'workload' | 'created_at'>, opts?: { limit?: number }): Promise<AuditEvent[]>;
 
   publishKey(key: PublishedKey): Promise<void>;
+  /**
+   * Marks a signing key revoked, for every broker: the mark is authenticated with the key
+   * publication secret (key-publication.ts), so Redis write access alone cannot add one, and
+   * publishedKeys leaves a marked key out. Kept until `until` (the key's own expiry at least).
+   */
+  revokeKey(mark: RevokedKey): Promise<void>;
+  /** The authentic revocation marks (unauthentic ones are ignored and logged). */
+  revokedKeys(now: number): Promise<RevokedKey[]>;
   /** Keys whose expires_at is in the future (prunes the rest). */
   publishedKeys(now: number): Promise<PublishedKey[]>;
 

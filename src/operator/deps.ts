@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
-import type { z } from 'zod';
+import { z } from 'zod';
+import { isWellFormed } from '../protocol/unicode.js';
 import type { Operator } from '../auth/operators.js';
 import type { Config } from '../config/schema.js';
 import { InvalidRequest } from '../errors.js';
@@ -63,3 +64,14 @@ export function parseParams<S extends z.ZodType>(schema: S, input: unknown): z.o
 }
 
 export const iso = (ms: number): string => new Date(ms).toISOString();
+
+// eslint-disable-next-line no-control-regex -- the point is to refuse control characters
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/** A parameter's text: well-formed Unicode (it may reach a Lua-decoded record), bounded, no control characters. */
+export const paramText = (max: number) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .refine((v) => isWellFormed(v) && !CONTROL.test(v), 'must be text without control characters');

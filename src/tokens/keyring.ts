@@ -72,6 +72,11 @@ export class Keyring {
   private jwksLoading: Promise<{ keys: JWK[] }> | undefined;
   /** Public keys of other instances, by kid, built once from the union JWKS. */
   private foreignKeys = new Map<string, { key: KeyObject; alg: SigningAlg }>();
+  /**
+   * Kids an operator revoked (authentic marks in the store, or revoked here): never signed with,
+   * served or accepted again by this process, even if the mark later vanishes from the store.
+   */
+  private readonly revokedKids = new Set<string>();
 
   constructor(private readonly opts: KeyringOptions) {}
 
@@ -106,8 +111,10 @@ export class Keyring {
       this.rotate(now);
       void this.maintain(); // makes and publishes the new next key
     }
+    if (this.current && this.revokedKids.has(this.current.kid)) this.rotate(now);
     const key = this.current;
     if (!key || !key.published) throw new Unavailable('signing key is not available', { detail: this.notReady() });
+    if (this.revokedKids.has(key.kid)) throw new Unavailable('signing key is not available', { detail: 'the signing key was revoked and the next key is not published yet' });
     // Past its retire time the key's JWKS entry may vanish before a new token's exp: never sign.
     if (now >= key.retireAt) throw new Unavailable('signing key is not available', { detail: 'key rotation pending: next key not published' });
     return key;
@@ -162,11 +169,13 @@ export class Keyring {
    * most one store read per cache period, never one per request).
    */
   async verificationKey(kid: string): Promise<{ key: KeyObject; alg: SigningAlg } | undefined> {
+    // The union (and the revocation marks with it) at most a cache period old.
+    const { keys } = await this.jwks();
+    if (this.revokedKids.has(kid)) return undefined;
     const now = this.opts.clock();
     for (const k of [this.current, this.next, ...this.retired]) {
       if (k?.kid === kid && k.published && now < k.retireAt + this.opts.overlapMs) return { key: k.publicKey, alg: k.alg };
     }
-    const { keys } = await this.jwks();
     const jwk = keys.find((k) => k.kid === kid);
     if (!jwk) return undefined;
     let found = this.foreignKeys.get(kid);
@@ -197,16 +206,18 @@ export class Keyring {
   private async loadJwks(now: number): Promise<{ keys: JWK[] }> {
     let published: PublishedKey[];
     try {
+      // Marks first: a key revoked meanwhile is left out of this very union.
+      await this.refreshRevoked(now);
       published = await this.opts.store.publishedKeys(now);
     } catch (e) {
       this.opts.log.warn({ err: (e as Error).message }, 'published keys unavailable; serving the last known JWKS');
       const own = this.ownKeys();
-      const known = (this.jwksCache?.keys ?? []).filter((k) => !own.some((o) => o.kid === k.kid));
+      const known = (this.jwksCache?.keys ?? []).filter((k) => !own.some((o) => o.kid === k.kid) && !this.revokedKids.has(k.kid ?? ''));
       return { keys: [...own, ...known] };
     }
     // Our own published keys always, even if the store lost them (until maintenance re-publishes).
     const own = this.ownKeys().filter((k) => !published.some((p) => p.kid === k.kid));
-    const keys = [...own, ...published.sort((a, b) => b.created_at - a.created_at).map((k) => k.jwk as JWK)];
+    const keys = [...own, ...published.filter((k) => !this.revokedKids.has(k.kid)).sort((a, b) => b.created_at - a.created_at).map((k) => k.jwk as JWK)];
     this.jwksCache = { at: now, keys };
     return { keys };
   }
@@ -215,8 +226,40 @@ export class Keyring {
   private ownKeys(): JWK[] {
     const now = this.opts.clock();
     return [this.current, this.next, ...this.retired]
-      .filter((k): k is SigningKey => k?.published === true && now < k.retireAt + this.opts.overlapMs)
+      .filter((k): k is SigningKey => k?.published === true && now < k.retireAt + this.opts.overlapMs && !this.revokedKids.has(k.kid))
       .map((k) => k.publicJwk);
+  }
+
+  /**
+   * Revokes a key on this instance at once: never signed with, served or accepted again. When it
+   * is our current key we move to the next one now (if that is not published yet, nothing signs
+   * until it is: 503, never the revoked key); when it is our next key, another is made. Other
+   * instances learn it from the store's authenticated mark (store.revokeKey) within a JWKS cache
+   * period or a maintenance tick. Returns whether this instance held the key.
+   */
+  revoke(kid: string): { held: boolean } {
+    const held = this.heldKeys().some((k) => k.kid === kid);
+    if (this.revokedKids.has(kid)) return { held };
+    this.revokedKids.add(kid);
+    this.jwksCache = undefined;
+    this.foreignKeys.delete(kid);
+    if (this.next?.kid === kid) this.next = undefined;
+    if (this.current?.kid === kid) this.rotate();
+    if (held) {
+      this.opts.log.warn({ kid }, 'signing key revoked: it signs and verifies nothing more');
+      void this.maintain();
+    }
+    return { held };
+  }
+
+  /** Whether a kid was revoked (as far as this instance has seen). */
+  isRevoked(kid: string): boolean {
+    return this.revokedKids.has(kid);
+  }
+
+  /** Applies the store's authentic revocation marks (sticky: a mark that vanishes later changes nothing here). */
+  private async refreshRevoked(now: number): Promise<void> {
+    for (const mark of await this.opts.store.revokedKeys(now)) if (!this.revokedKids.has(mark.kid)) this.revoke(mark.kid);
   }
 
   /**
@@ -240,6 +283,7 @@ export class Keyring {
       // second rotates onto it and publishes its successor.
       for (let round = 0; round < 2 && this.current; round++) {
         const now = this.opts.clock();
+        if (round === 0) await this.refreshRevoked(now);
         // A next key whose own retire time passed during an outage would never sign: replace it.
         if (this.next && this.next.retireAt <= now) this.next = undefined;
         if (now >= this.current.retireAt) this.rotate(now);

@@ -61,7 +61,8 @@ describe('npm run dev', () => {
     // the demo operator (admin) is authenticated by its printed credential, and only by it
     const operator = JSON.parse((await run('bash', ['-c', curls[2]!], { timeout: 10_000 })).stdout) as Record<string, any>;
     expect(operator.error).toBeUndefined();
-    expect(Array.isArray(operator.keys ?? operator.grants)).toBe(true);
+    // the two grants just issued, newest first: the mTLS one, then the platform-token one
+    expect((operator.grants as { grant: string }[]).map((g) => g.grant)).toEqual([mtls.grant, platform.grant]);
     const anonymous = JSON.parse((await run('bash', ['-c', curls[2]!.replace(/-H 'Authorization: Bearer [^']+' /, '')], { timeout: 10_000 })).stdout) as Record<string, any>;
     expect(anonymous.error).toBe('invalid_client');
 

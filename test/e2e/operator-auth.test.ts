@@ -73,6 +73,16 @@ afterAll(async () => {
 });
 
 type Caller = { bearer?: string; cert?: Credential };
+/** The operator routes, each with the role it needs (a body for the POSTs). */
+const ROUTES: { path: string; body?: unknown; role: 'auditor' | 'admin' }[] = [
+  { path: '/v1/grants', role: 'auditor' },
+  { path: '/v1/grants/g_AAAAAAAAAAAAAAAAAAAAAA_AAAAAAAAAAAAAAAAAAAAAA', role: 'auditor' },
+  { path: '/v1/workloads', role: 'auditor' },
+  { path: '/v1/keys', role: 'auditor' },
+  { path: '/v1/grants/revoke', body: { selector: { task: 'nothing-matches' }, reason: 'auth matrix', dry_run: true }, role: 'admin' },
+  { path: '/v1/keys/rotate', role: 'admin' },
+];
+
 const call = (path: string, who: Caller, body?: unknown) =>
   httpsJson(`${broker.url}${path}`, {
     ca,
@@ -92,9 +102,9 @@ describe('operator authentication matrix', () => {
     ["an operator's SPIFFE ID from a CA no bundle holds", () => ({ cert: untrustedAdminCert })],
   ];
   for (const [who, caller] of refused) {
-    it(`refuses ${who} with 401 invalid_client on read and write routes`, async () => {
-      for (const path of ['/v1/keys', '/v1/keys/rotate']) {
-        const res = await call(path, caller());
+    it(`refuses ${who} with 401 invalid_client on every operator route`, async () => {
+      for (const { path, body } of ROUTES) {
+        const res = await call(path, caller(), body);
         expect(res.status, `${path}: ${JSON.stringify(res.json)}`).toBe(401);
         expect(res.json.error).toBe('invalid_client');
         expect(res.json.error_description).toMatch(/\w/);
@@ -102,7 +112,16 @@ describe('operator authentication matrix', () => {
     });
   }
 
-  it('refuses an auditor an admin action with 403 access_denied (bearer and mTLS subject), and lets it read', async () => {
+  it('lets every operator read, and refuses an auditor every admin route with 403 (bearer and mTLS subject)', async () => {
+    for (const who of [{ bearer: auditor.credential }, { cert: auditorCert }, { bearer: admin.credential }, { cert: adminCert }]) {
+      for (const { path, body, role } of ROUTES) {
+        if (path.endsWith('rotate')) continue; // rotation has its own test below
+        const res = await call(path, who, body);
+        const isAuditor = who.bearer === auditor.credential || who.cert === auditorCert;
+        const expected = role === 'admin' && isAuditor ? 403 : path.startsWith('/v1/grants/g_') ? 404 : 200;
+        expect(res.status, `${path}: ${JSON.stringify(res.json)}`).toBe(expected);
+      }
+    }
     for (const who of [{ bearer: auditor.credential }, { cert: auditorCert }]) {
       const read = await call('/v1/keys', who);
       expect(read.status).toBe(200);

@@ -4,7 +4,19 @@ import { InvalidRequest, LimitExceeded, UnreadableGrant } from '../../src/errors
 import { DuplicateGrantId, unmatchedPartition } from '../../src/grants/codec.js';
 import { newGrantId } from '../../src/grants/ids.js';
 import { comparePositions, parsePosition, type AuditLogPage, type LogEvent, type LogPosition } from '../../src/grants/audit-log.js';
-import { NOT_DELIVERED_REASON, type AuditEvent, type Grant, type GrantStore, type NewGrant, type PublishedKey, type RateLimit, type RenewGrant } from '../../src/grants/store.js';
+import {
+  NOT_DELIVERED_REASON,
+  type AuditEvent,
+  type Grant,
+  type GrantStore,
+  type IndexPosition,
+  type NewGrant,
+  type PublishedKey,
+  type RateLimit,
+  type RenewGrant,
+  type WalkOptions,
+  type WorkloadSummary,
+} from '../../src/grants/store.js';
 
 /**
  * A case only a store that can be put in that state runs (the memory store holds only validated
@@ -864,6 +876,145 @@ export function describeGrantStoreContract(
         const noKty = key(`nokty-${sfx}`, t0, { jwk: { x: 'y' } });
         for (const k of [withD, symmetric, noKty]) await expect(store.publishKey(k)).rejects.toBeInstanceOf(InvalidRequest);
         expect(kids(await store.publishedKeys(t0), [withD.kid, symmetric.kid, noKty.kid])).toEqual([]);
+      });
+    });
+
+    describe('operator queries (issue 13)', () => {
+      /** A window of created_at times no other test uses (stores may be shared under one prefix). */
+      const window = () => t0 + 2 * HOUR + Math.floor(Math.random() * HOUR);
+      const walkAll = async (o: Omit<WalkOptions, 'want' | 'maxExamined' | 'now' | 'retentionMs'>, want: number, maxExamined = 1000) => {
+        const seen: string[] = [];
+        let after: IndexPosition | undefined;
+        for (let calls = 0; calls < 1000; calls++) {
+          const r = await store.walkGrants({ now: t0, retentionMs: 24 * HOUR, ...o, ...(after ? { after } : {}), want, maxExamined });
+          seen.push(...ids(r.grants));
+          if (!r.next) return { seen, calls: calls + 1 };
+          after = r.next;
+        }
+        throw new Error('walk did not end');
+      };
+
+      it('records the signing key of the latest token and who closed the grant; old records decode without them', async () => {
+        const w = uniqueWorkload();
+        const g = makeGrant(w, t0, { kid: 'kid-one' });
+        await store.createGrant(g, opts(t0));
+        expect(await store.getGrant(g.id)).toMatchObject({ kid: 'kid-one' });
+        const renewed = await store.renewGrant({ id: g.id, workload: w, presentedJti: g.token_jti, jti: 'jti-two', tokenExp: t0 + 6 * MIN, kid: 'kid-two' }, { now: t0 + 1, retentionMs: 24 * HOUR });
+        expect(renewed).toMatchObject({ outcome: 'renewed', grant: { kid: 'kid-two', generation: 2 } });
+        const closed = await store.closeGrant(g.id, w, { now: t0 + 2, status: 'revoked', reason: 'revoked by operator root: incident', by: 'operator:root', operator: 'root' });
+        expect(closed).toMatchObject({ outcome: 'closed', grant: { status: 'revoked', closed_by: 'operator:root', kid: 'kid-two' } });
+        expect(await store.getGrant(g.id)).toMatchObject({ closed_by: 'operator:root' });
+        const events = await store.readGrantEvents(g);
+        expect(events.map((e) => e.type)).toEqual(['grant.issued', 'grant.renewed', 'grant.revoked']);
+        expect(events[2]).toMatchObject({ operator: 'root', reason: 'revoked by operator root: incident', grant: g.id });
+        // Another grant's events are not this one's.
+        const other = makeGrant(w, t0 + 3);
+        await store.createGrant(other, opts(t0 + 3));
+        expect((await store.readGrantEvents(other)).map((e) => e.type)).toEqual(['grant.issued']);
+      });
+
+      it("walks one workload's grants newest first: every grant exactly once across pages, filters applied, bounded per call", async () => {
+        const w = uniqueWorkload();
+        const base = t0;
+        const made: NewGrant[] = [];
+        for (let i = 0; i < 25; i++) {
+          // Three grants share each created_at: ties are ordered by id and never repeat or vanish.
+          const g = makeGrant(w, base, { created_at: base - Math.floor(i / 3), task: i % 2 ? 'odd' : 'even' });
+          await store.createGrant(g, opts(base, 100));
+          made.push(g);
+        }
+        const expected = [...made].sort((a, b) => b.created_at - a.created_at || (a.id < b.id ? 1 : -1)).map((g) => g.id);
+        for (const want of [1, 4, 7, 25, 100]) expect((await walkAll({ workload: w }, want)).seen, `want ${want}`).toEqual(expected);
+        const odd = await walkAll({ workload: w, match: (g) => g.task === 'odd' }, 5);
+        expect(odd.seen).toEqual(expected.filter((id) => made.find((g) => g.id === id)!.task === 'odd'));
+        // At most maxExamined entries per call: a filter that matches nothing still ends, in bounded steps.
+        const none = await walkAll({ workload: w, match: () => false }, 10, 4);
+        expect(none).toEqual({ seen: [], calls: 7 });
+        // since / until bound the walk by created_at.
+        expect((await walkAll({ workload: w, since: base - 2, until: base - 1 }, 100)).seen).toEqual(expected.slice(3, 9));
+      });
+
+      it('walks the global index across workloads newest first; grants created during the walk do not disturb it', async () => {
+        const base = window();
+        const within = { since: base - 1000, until: base + 10_000 };
+        const workloads = Array.from({ length: 6 }, () => uniqueWorkload('gi'));
+        const made: NewGrant[] = [];
+        for (let i = 0; i < 40; i++) {
+          const g = makeGrant(workloads[i % workloads.length]!, t0, { created_at: base - Math.floor(i / 2) });
+          await store.createGrant(g, opts(t0, 100));
+          made.push(g);
+        }
+        const expected = [...made].sort((a, b) => b.created_at - a.created_at || (a.id < b.id ? 1 : -1)).map((g) => g.id);
+        await expect.poll(async () => (await walkAll(within, 1000)).seen.length).toBe(40);
+        expect((await walkAll(within, 1000)).seen).toEqual(expected);
+        // A walk in pages of 7; after the first page, more grants arrive (newer, as grants do).
+        const seen: string[] = [];
+        let after: IndexPosition | undefined;
+        for (let page = 0; ; page++) {
+          const r = await store.walkGrants({ now: t0, retentionMs: 24 * HOUR, ...within, ...(after ? { after } : {}), want: 7, maxExamined: 1000 });
+          seen.push(...ids(r.grants));
+          if (page === 0) for (let j = 0; j < 5; j++) await store.createGrant(makeGrant(workloads[j]!, t0, { created_at: base + 100 + j }), opts(t0, 100));
+          if (!r.next) break;
+          after = r.next;
+        }
+        expect(seen).toEqual(expected);
+        // A new walk sees them first.
+        await expect.poll(async () => (await walkAll(within, 1000)).seen.length).toBe(45);
+        // The filter runs on the records: one workload's grants, from the global index.
+        const one = workloads[2]!;
+        expect((await walkAll({ ...within, until: base, match: (g) => g.workload === one }, 3)).seen).toEqual(expected.filter((id) => made.find((g) => g.id === id)!.workload === one));
+      });
+
+      it('lists workloads with their live grant counts, paged', async () => {
+        const a = uniqueWorkload('wl');
+        const b = uniqueWorkload('wl');
+        for (const [w, n] of [
+          [a, 3],
+          [b, 1],
+        ] as const) {
+          for (let i = 0; i < n; i++) await store.createGrant(makeGrant(w, t0), opts(t0));
+        }
+        const endMe = makeGrant(a, t0);
+        await store.createGrant(endMe, opts(t0));
+        await store.closeGrant(endMe.id, a, { now: t0 + 1, status: 'ended', by: 'holder' });
+        const found = new Map<string, WorkloadSummary>();
+        let after: IndexPosition | undefined;
+        await expect
+          .poll(async () => {
+            found.clear();
+            after = undefined;
+            for (let i = 0; i < 1000; i++) {
+              const page = await store.listWorkloads({ now: t0 + 2, retentionMs: 24 * HOUR, limit: 1, ...(after ? { after } : {}) });
+              for (const s of page.workloads) found.set(s.id, s);
+              if (!page.next) break;
+              after = page.next;
+            }
+            return [found.get(a)?.live, found.get(b)?.live];
+          })
+          .toEqual([3, 1]);
+        expect(found.get(a)!.last_activity).toBeGreaterThanOrEqual(found.get(a)!.last_seen);
+      });
+
+      it('keeps authenticated key revocation marks and leaves revoked keys out of the published ones', async () => {
+        const kid = `revoked-${randomBytes(4).toString('hex')}`;
+        const jwk = { kty: 'EC', crv: 'P-256', x: 'f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU', y: 'x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0', kid, alg: 'ES256' };
+        await store.publishKey({ kid, jwk, created_at: t0, retire_at: t0 + HOUR, expires_at: t0 + 2 * HOUR });
+        expect((await store.publishedKeys(t0)).some((k) => k.kid === kid)).toBe(true);
+        await store.revokeKey({ kid, revoked_at: t0, by: 'root', until: t0 + 3 * HOUR });
+        expect((await store.revokedKeys(t0)).find((m) => m.kid === kid)).toEqual({ kid, revoked_at: t0, by: 'root', until: t0 + 3 * HOUR });
+        expect((await store.publishedKeys(t0)).some((k) => k.kid === kid)).toBe(false);
+      });
+
+      it("records operators' actions: changes and reads, each naming the operator", async () => {
+        const name = `op-${randomBytes(3).toString('hex')}`;
+        await store.appendOperatorAudit({ type: 'operator.action', at: t0, action: 'grants.revoke', operator: name, role: 'admin', reason: 'incident 7', selector: '{"task":"t"}', count: 3, done: true }, { retentionMs: HOUR });
+        await store.appendOperatorAudit({ type: 'operator.action', at: t0 + 1, action: 'grants.query', operator: name, role: 'auditor', count: 10 }, { retentionMs: HOUR, read: true });
+        const mine = (await store.readOperatorAudit()).filter((e) => e.operator === name);
+        expect(mine.map((e) => [e.action, e.role])).toEqual([
+          ['grants.revoke', 'admin'],
+          ['grants.query', 'auditor'],
+        ]);
+        expect(mine[0]).toMatchObject({ reason: 'incident 7', selector: '{"task":"t"}', count: 3, done: true });
       });
     });
 

@@ -20,6 +20,7 @@ import { startRedisServer, type RedisProcess } from '../helpers/redis.js';
 
 const PLACEHOLDER = '@JIT_BROKER_PASSWORD_SHA256@';
 const RS_CREDENTIAL = 'rs-acl-credential-0123456789';
+const OPERATOR_CREDENTIAL = 'operator-acl-credential-0123456789';
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 const WORKLOAD = 'k8s://test/ns/payments/sa/api';
 
@@ -53,6 +54,7 @@ beforeAll(async () => {
       store: { kind: 'redis', url, key_prefix: 'jit:' },
       log: { level: 'warn' },
       resource_servers: [{ name: 'rs', audiences: ['db.payments'], credential_sha256: sha256(RS_CREDENTIAL) }],
+      operators: [{ name: 'root', role: 'admin', credential_sha256: sha256(OPERATOR_CREDENTIAL) }],
     },
     { destination: sink },
   );
@@ -119,6 +121,28 @@ describe('deploy/redis/users.acl', () => {
     expect(types).toEqual(expect.arrayContaining(['grant.issued', 'grant.renewed', 'grant.ended', 'grant.revoked', 'grant.denied']));
     expect((await broker.store.readUnmatchedAudit()).length).toBeGreaterThan(0);
     expect(await asBroker.zrangebyscore('jit:workloads', '-inf', '+inf')).toContain(WORKLOAD);
+
+    // The operator API: queries over the global and workload indexes, workloads, keys, the kill
+    // switch by task and by key id (its authenticated mark), and the operators' audit streams.
+    const op = { authorization: `Bearer ${OPERATOR_CREDENTIAL}` };
+    const live = await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token: await saToken() }, intent: { ...intent, task: 'acl-3' } });
+    expect(live.status).toBe(201);
+    const opGet = async (path: string) => {
+      const res = await fetch(`${broker.url}${path}`, { headers: op });
+      return { status: res.status, json: (await res.json()) as Record<string, any> };
+    };
+    await expect.poll(async () => (await opGet('/v1/grants?limit=10')).json.grants?.length).toBe(3);
+    expect((await opGet(`/v1/grants?workload=${encodeURIComponent(WORKLOAD)}&status=active`)).json.grants).toHaveLength(1);
+    expect((await opGet(`/v1/grants/${grant}`)).json.events.length).toBeGreaterThanOrEqual(3);
+    expect((await opGet('/v1/workloads')).json.workloads).toEqual(expect.arrayContaining([expect.objectContaining({ workload: WORKLOAD, live_grants: 1 })]));
+    const keys = (await opGet('/v1/keys')).json.keys as { kid: string; state?: string }[];
+    expect((await postJson(`${broker.url}/v1/grants/revoke`, { selector: { task: 'acl-3' }, reason: 'acl', dry_run: true }, op)).json).toMatchObject({ revoked: 1 });
+    expect((await postJson(`${broker.url}/v1/grants/revoke`, { selector: { workload: WORKLOAD }, reason: 'acl' }, op)).json).toMatchObject({ revoked: 1, done: true });
+    const retired = keys.find((k) => k.state === 'next')!.kid;
+    expect((await postJson(`${broker.url}/v1/grants/revoke`, { selector: { key_id: retired }, reason: 'acl' }, op)).status).toBe(200);
+    expect((await broker.store.revokedKeys(Date.now())).map((m) => m.kid)).toContain(retired);
+    expect((await postJson(`${broker.url}/v1/keys/rotate`, {}, op)).status).toBe(200);
+    expect((await broker.store.readOperatorAudit()).map((e) => e.action)).toEqual(expect.arrayContaining(['grants.query', 'grants.revoke', 'keys.revoke', 'keys.rotate']));
 
     // Nothing the broker did was refused by Redis.
     expect(logLines.filter((l) => /NOPERM|no permissions/i.test(l))).toEqual([]);

@@ -265,6 +265,25 @@ describe('redis grant store: Redis specifics', () => {
     expect(await raw.zrange(k.live, 0, -1)).toEqual([a.id, b.id]);
   });
 
+  it('decodes records written before kid and closed_by were recorded, and writes them back in the new shape', async () => {
+    const w = uniqueWorkload();
+    const now = Date.now();
+    const k = grantKeys(prefix, workloadTag(w));
+    const g = makeGrant(w, now);
+    await store.createGrant(g, { now, maxActive: 5, retentionMs: 60_000 });
+    const current = (await raw.get(k.grant(g.id))) as string;
+    expect(current.split('\n')).toHaveLength(9);
+    // The old shape: the first seven lines only.
+    const old = current.split('\n').slice(0, 7).join('\n');
+    await raw.set(k.grant(g.id), old, 'KEEPTTL');
+    const decoded = await store.getGrant(g.id);
+    expect(decoded).toEqual({ ...g, status: 'active', generation: 1 });
+    expect(decoded).not.toHaveProperty('kid');
+    const closed = await store.closeGrant(g.id, w, { now: now + 1, status: 'revoked', by: 'operator:root' });
+    expect(closed).toMatchObject({ outcome: 'closed', grant: { status: 'revoked', closed_by: 'operator:root' } });
+    expect(((await raw.get(k.grant(g.id))) as string).split('\n')).toHaveLength(9);
+  });
+
   it('never changes a record it would not decode: broken JSON, bad numbers or status, another type', async () => {
     const w = uniqueWorkload();
     const now = Date.now();

@@ -25,7 +25,7 @@ Nothing is stored. Works offline. exit: 0`,
     process.stdout.write(`credential: ${secret}\ncredential_sha256: ${sha256}\n`);
     process.stderr.write(
       'Give the credential to the resource server or operator (it sends "Authorization: Bearer <credential>"); it is not shown again.\n' +
-        'Put credential_sha256 in the config: resource_servers[].credential_sha256 (or operators[].credential_sha256).\n',
+        'Put credential_sha256 in the config: resource_servers[].credential_sha256, or operators[].credential_sha256 (with a name and role auditor or admin).\n',
     );
     return 0;
   },

@@ -14,9 +14,9 @@
 -- ARGV[1] now (ms)   ARGV[2] workload id   ARGV[3] status ('ended' | 'revoked')
 -- ARGV[4] marker TTL (ms; 0: do not mark a missing grant)   ARGV[5] audit horizon (ms; '0': no trim)
 -- ARGV[6] retention (ms)   ARGV[7] presented jti ('': not checked)
--- ARGV[8] grant id
--- ARGV[9] n1 = number of the closing event's field/value strings
--- ARGV[10 .. 9+n1] the closing event   ARGV[10+n1 ..] grant.replay_detected fields (with its reason)
+-- ARGV[8] grant id   ARGV[9] who closes it (recorded as the grant's closed_by)
+-- ARGV[10] n1 = number of the closing event's field/value strings
+-- ARGV[11 .. 10+n1] the closing event   ARGV[11+n1 ..] grant.replay_detected fields (with its reason)
 --
 -- Returns {'closed', record} | {'inactive', record} | {'replay', record} | {'marked'} | {'unknown'}
 -- | {'unreadable'} (a record is there but does not decode: nothing is changed or written);
@@ -45,20 +45,23 @@ local voiding = tonumber(ARGV[4]) > 0
 if g.status ~= 'active' or g.expires_at == nil or (g.expires_at <= now and not voiding) then
   return {'inactive', g.raw}
 end
-local n1 = tonumber(ARGV[9])
+local n1 = tonumber(ARGV[10])
 local keep = math.max(0, g.expires_at - now) + tonumber(ARGV[6])
 local outcome = 'closed'
 local status = ARGV[3]
-local event = slice(10, 9 + n1)
+local event = slice(11, 10 + n1)
+local closed_by = ARGV[9]
 if ARGV[7] ~= '' and g.token_jti ~= ARGV[7] then
   outcome = 'replay'
   status = 'revoked'
-  event = slice(10 + n1, #ARGV)
+  event = slice(11 + n1, #ARGV)
+  closed_by = 'replay_detected'
   event[#event + 1] = 'generation'
   event[#event + 1] = tostring(g.generation)
 end
 g.status = status
 g.expires_at = math.min(g.expires_at, now)
+g.closed_by = closed_by
 local record = grant_write(KEYS[1], g)
 redis.call('ZREM', KEYS[2], ARGV[8])
 local lost = audit_or_error(KEYS[3], ARGV[5], keep, event)

@@ -77,18 +77,24 @@ local function audit_or_error(key, horizon, ttl, fields)
 end
 
 -- A grant record is one string of lines: status, expires_at, generation, token_jti, token_exp,
--- workload, then the fields that never change as a JSON array, which the scripts pass through
--- (see codec.ts grantToRecord). Returns the record as a table; or nil, 'missing' when the key holds
+-- workload, then the fields that never change as a JSON array, which the scripts pass through,
+-- then kid and closed_by ('' when none; records written before them end at the JSON line, and
+-- are written back in the new shape). See codec.ts grantToRecord. Returns the record as a table; or nil, 'missing' when the key holds
 -- none; or nil, 'unreadable' when it holds anything the broker would not decode (another type, a
 -- field out of shape, JSON that cjson cannot parse): such a record is never trusted or changed,
 -- and the callers say so rather than answer as if there were no grant (issue 11).
 local RECORD = '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$'
+local RECORD_KID = '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$'
 local STATUSES = {active = true, ended = true, revoked = true}
 local function grant_read(key)
   local raw = redis.pcall('GET', key)
   if raw == false then return nil, 'missing' end
   if type(raw) ~= 'string' then return nil, 'unreadable' end
-  local status, expires_at, generation, token_jti, token_exp, workload, fixed = string.match(raw, RECORD)
+  local status, expires_at, generation, token_jti, token_exp, workload, fixed, kid, closed_by = string.match(raw, RECORD_KID)
+  if not status then
+    status, expires_at, generation, token_jti, token_exp, workload, fixed = string.match(raw, RECORD)
+    kid, closed_by = '', ''
+  end
   if not status or not STATUSES[status] or token_jti == '' or workload == '' then return nil, 'unreadable' end
   for _, n in ipairs({expires_at, generation, token_exp}) do
     if not string.match(n, '^%d+$') or #n > 15 then return nil, 'unreadable' end
@@ -98,12 +104,13 @@ local function grant_read(key)
   return {
     status = status, expires_at = tonumber(expires_at), generation = tonumber(generation),
     token_jti = token_jti, token_exp = token_exp, workload = workload, fixed = fixed, raw = raw,
+    kid = kid, closed_by = closed_by,
   }
 end
 
 -- The record as stored (what the scripts return to the broker).
 local function grant_string(g)
-  return table.concat({g.status, num(g.expires_at), tostring(g.generation), g.token_jti, g.token_exp, g.workload, g.fixed}, '\n')
+  return table.concat({g.status, num(g.expires_at), tostring(g.generation), g.token_jti, g.token_exp, g.workload, g.fixed, g.kid, g.closed_by}, '\n')
 end
 
 -- Rewrites a record read by grant_read, keeping its TTL; returns the new string.

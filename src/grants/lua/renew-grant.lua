@@ -10,9 +10,9 @@
 --         allow-oom when Redis refused the renewal for memory, so a replay still revokes)
 -- ARGV[5] new token exp (ms)   ARGV[6] retention (ms)   ARGV[7] audit horizon (ms: older events are trimmed)
 -- ARGV[8] rate burst (0: unlimited)   ARGV[9] rate interval (ms per token)
--- ARGV[10] reason recorded on a replay   ARGV[11] grant id
--- ARGV[12] n1 = number of grant.renewed audit field/value strings (generation is added here)
--- ARGV[13 .. 12+n1] grant.renewed fields   ARGV[13+n1 ..] grant.replay_detected fields
+-- ARGV[10] reason recorded on a replay   ARGV[11] grant id   ARGV[12] kid of the new token's key
+-- ARGV[13] n1 = number of grant.renewed audit field/value strings (generation is added here)
+-- ARGV[14 .. 13+n1] grant.renewed fields   ARGV[14+n1 ..] grant.replay_detected fields
 -- A rate refusal writes nothing (the broker records the denial, within its audit budget).
 --
 -- Returns {'unknown'} | {'unreadable'} | {'inactive', record} | {'replay', record[, audit error]}
@@ -23,7 +23,7 @@
 local now = tonumber(ARGV[1])
 local retention = tonumber(ARGV[6])
 local horizon = ARGV[7]
-local n1 = tonumber(ARGV[12])
+local n1 = tonumber(ARGV[13])
 
 local g, why = grant_read(KEYS[1])
 if g == nil then
@@ -39,13 +39,14 @@ end
 local keep = (g.expires_at - now) + retention
 
 if g.token_jti ~= ARGV[3] then
-  local replay = slice(13 + n1, #ARGV)
+  local replay = slice(14 + n1, #ARGV)
   replay[#replay + 1] = 'reason'
   replay[#replay + 1] = ARGV[10]
   replay[#replay + 1] = 'generation'
   replay[#replay + 1] = tostring(g.generation)
   g.status = 'revoked'
   g.expires_at = now
+  g.closed_by = 'replay_detected'
   local record = grant_write(KEYS[1], g)
   redis.call('ZREM', KEYS[2], ARGV[11])
   local lost = audit_or_error(KEYS[3], horizon, keep, replay)
@@ -60,7 +61,7 @@ local wait, bucket = bucket_take(KEYS[4], tonumber(ARGV[8]), tonumber(ARGV[9]), 
 if wait > 0 then
   return {'rate', wait}
 end
-local fields = slice(13, 12 + n1)
+local fields = slice(14, 13 + n1)
 
 g.generation = g.generation + 1
 fields[#fields + 1] = 'generation'
@@ -69,4 +70,5 @@ audit(KEYS[3], horizon, keep, fields)
 bucket_store(bucket)
 g.token_jti = ARGV[4]
 g.token_exp = ARGV[5]
+if ARGV[12] ~= '' then g.kid = ARGV[12] end
 return {'renewed', grant_write(KEYS[1], g)}

@@ -2,11 +2,14 @@ import type { Context, Hono } from 'hono';
 import type { Operator, OperatorRole } from '../../auth/operators.js';
 import type { CallContext } from '../../broker.js';
 import { listKeys, rotateKey } from '../../operator/keys.js';
+import { queryGrants, showGrant } from '../../operator/grants.js';
+import { revokeGrants } from '../../operator/revoke.js';
+import { listWorkloads } from '../../operator/workloads.js';
+import { readJson } from '../body.js';
 import type { OperatorDeps } from '../../operator/deps.js';
 import { streamSSE } from 'hono/streaming';
 import { AuditTails, readAuditLog, runTail, startTail } from '../../operator/audit-log.js';
 import { explainPolicy } from '../../operator/explain.js';
-import { readJson } from '../body.js';
 import { json } from '../errors.js';
 import type { RouteDeps } from '../call-context.js';
 
@@ -33,6 +36,22 @@ export function operatorRoute(deps: Pick<RouteDeps, 'broker' | 'callContext'>, r
 
 /** The operator API: grant queries, the kill switch, workloads, signing keys (service functions in operator/). */
 export function operatorRoutes(app: Hono, deps: RouteDeps, ops: OperatorDeps): void {
+  app.get(
+    '/v1/grants',
+    operatorRoute(deps, 'auditor', async (c, op) => json(200, await queryGrants(ops, op, c.req.query()))),
+  );
+  app.post(
+    '/v1/grants/revoke',
+    operatorRoute(deps, 'admin', async (c, op) => json(200, await revokeGrants(ops, op, await readJson(c, deps.maxBodyBytes)))),
+  );
+  app.get(
+    '/v1/grants/:id',
+    operatorRoute(deps, 'auditor', async (c, op) => json(200, await showGrant(ops, op, c.req.param('id') ?? ''))),
+  );
+  app.get(
+    '/v1/workloads',
+    operatorRoute(deps, 'auditor', async (c, op) => json(200, await listWorkloads(ops, op, c.req.query()))),
+  );
   app.get(
     '/v1/keys',
     operatorRoute(deps, 'auditor', async (_c, op) => json(200, await listKeys(ops, op))),

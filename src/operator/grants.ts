@@ -1,0 +1,155 @@
+import { z } from 'zod';
+import type { Operator } from '../auth/operators.js';
+import { InvalidRequest, NotFound } from '../errors.js';
+import { isGrantId } from '../grants/ids.js';
+import type { AuditEvent, Grant } from '../grants/store.js';
+import { decodeCursor, encodeCursor } from './cursor.js';
+import { auditOperator, iso, MAX_EXAMINED, parseParams, type OperatorDeps } from './deps.js';
+import { paramText } from './deps.js';
+
+/** A grant's status as operators see it: `expired` is derived at read time (nothing is written at expiry). */
+export type GrantRowStatus = 'active' | 'expired' | 'ended' | 'revoked';
+
+export const statusOf = (g: Grant, now: number): GrantRowStatus => (g.status !== 'active' ? g.status : g.expires_at > now ? 'active' : 'expired');
+
+/** One grant as the operator API shows it. Times are RFC 3339. */
+export interface GrantRow {
+  grant: string;
+  workload: string;
+  evidence: { kind: Grant['workload_kind']; issuer: string };
+  task: string;
+  purpose: string;
+  intent: { audience: string; actions: string[]; resources: string[] };
+  rule: string;
+  created_at: string;
+  expires_at: string;
+  token_expires_at: string;
+  generation: number;
+  status: GrantRowStatus;
+  /** Who ended or revoked it (`holder`, `operator:<name>`, `resource_server:<name>`, `replay_detected`, `not_delivered`). */
+  closed_by?: string;
+  /** The signing key of its latest token (absent for grants recorded before keys were). */
+  kid?: string;
+  /** The token is bound to a certificate (`x5t#S256`) or a DPoP key (`jkt`). */
+  binding?: 'x5t#S256' | 'jkt';
+}
+
+export function grantRow(g: Grant, now: number): GrantRow {
+  return {
+    grant: g.id,
+    workload: g.workload,
+    evidence: { kind: g.workload_kind, issuer: g.issuer },
+    task: g.task,
+    purpose: g.purpose,
+    intent: { audience: g.audience, actions: g.actions, resources: g.resources },
+    rule: g.rule,
+    created_at: iso(g.created_at),
+    expires_at: iso(g.expires_at),
+    token_expires_at: iso(Math.min(g.token_exp, g.expires_at)),
+    generation: g.generation,
+    status: statusOf(g, now),
+    ...(g.closed_by ? { closed_by: g.closed_by } : {}),
+    ...(g.kid ? { kid: g.kid } : {}),
+    ...(g.cnf ? { binding: 'jkt' in g.cnf ? ('jkt' as const) : ('x5t#S256' as const) } : {}),
+  };
+}
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/i;
+/** A query string value: well-formed, bounded, no control characters. */
+const value = paramText;
+const time = z
+  .string()
+  .regex(RFC3339, 'must be an RFC 3339 time such as 2026-12-01T10:00:00Z')
+  .transform((v, ctx) => {
+    const ms = Date.parse(v);
+    if (!Number.isFinite(ms)) ctx.addIssue({ code: 'custom', message: 'is not a valid time' });
+    return ms;
+  });
+
+export const grantQuerySchema = z
+  .object({
+    workload: value(2048).optional(),
+    task: value(256).optional(),
+    audience: value(1024).optional(),
+    issuer: value(2048).optional(),
+    rule: value(256).optional(),
+    kid: value(256).optional(),
+    status: z.enum(['active', 'ended', 'revoked', 'expired']).optional(),
+    since: time.optional(),
+    until: time.optional(),
+    limit: z
+      .string()
+      .regex(/^\d{1,4}$/, 'must be a whole number from 1 to 1000')
+      .transform(Number)
+      .refine((n) => n >= 1 && n <= 1000, 'must be from 1 to 1000')
+      .optional(),
+    cursor: z.string().max(1024).optional(),
+  })
+  .strict();
+
+export type GrantQuery = z.output<typeof grantQuerySchema>;
+
+/** The filters of a query (or a kill-switch selector) as one predicate on a record. */
+export function grantFilter(q: Omit<GrantQuery, 'limit' | 'cursor' | 'since' | 'until'>, now: number): (g: Grant) => boolean {
+  return (g) =>
+    (q.workload === undefined || g.workload === q.workload) &&
+    (q.task === undefined || g.task === q.task) &&
+    (q.audience === undefined || g.audience === q.audience) &&
+    (q.issuer === undefined || g.issuer === q.issuer) &&
+    (q.rule === undefined || g.rule === q.rule) &&
+    (q.kid === undefined || g.kid === q.kid) &&
+    (q.status === undefined || statusOf(g, now) === q.status);
+}
+
+export interface GrantPage {
+  grants: GrantRow[];
+  /** Present when more may follow: pass it back to continue (the page may be short when filters skipped many grants). */
+  cursor?: string;
+}
+
+/**
+ * GET /v1/grants (auditor): grants newest first. With `workload`, from that workload's own
+ * index; without, from the global index (merged shards). The other filters are applied while
+ * walking, at most MAX_EXAMINED grants per call: a page may hold fewer rows than `limit` and
+ * still carry a cursor.
+ */
+export async function queryGrants(deps: OperatorDeps, op: Operator, params: unknown): Promise<GrantPage> {
+  const q = parseParams(grantQuerySchema, params);
+  if (q.since !== undefined && q.until !== undefined && q.since > q.until) throw new InvalidRequest('since must not be after until');
+  const now = deps.clock();
+  const limit = q.limit ?? 100;
+  const result = await deps.store.walkGrants({
+    now,
+    retentionMs: deps.config.grants.audit_retention,
+    ...(q.workload !== undefined ? { workload: q.workload } : {}),
+    ...(q.cursor !== undefined ? { after: decodeCursor(q.cursor)! } : {}),
+    ...(q.since !== undefined ? { since: q.since } : {}),
+    ...(q.until !== undefined ? { until: q.until } : {}),
+    want: limit,
+    maxExamined: MAX_EXAMINED,
+    match: grantFilter(q, now),
+  });
+  const page: GrantPage = { grants: result.grants.map((g) => grantRow(g, now)), ...(result.next ? { cursor: encodeCursor(result.next) } : {}) };
+  await auditOperator(deps, op, 'grants.query', { selector: JSON.stringify(filtersOf(q)), count: page.grants.length }, true);
+  return page;
+}
+
+/** One grant with its audit history, as GET /v1/grants/{id} answers. */
+export interface GrantDetail extends GrantRow {
+  events: AuditEvent[];
+}
+
+/** GET /v1/grants/{id} (auditor): the grant and its events (issued, renewed, ended, revoked, replays, denials of its renewal). */
+export async function showGrant(deps: OperatorDeps, op: Operator, id: string): Promise<GrantDetail> {
+  if (!isGrantId(id)) throw new InvalidRequest('not a grant id');
+  const g = await deps.store.getGrant(id);
+  if (!g) throw new NotFound('no such grant (it may have passed the audit retention)');
+  const events = await deps.store.readGrantEvents(g);
+  await auditOperator(deps, op, 'grants.show', { selector: JSON.stringify({ grant: id }), count: 1 }, true);
+  return { ...grantRow(g, deps.clock()), events };
+}
+
+const filtersOf = (q: GrantQuery) => {
+  const { cursor: _c, ...rest } = q;
+  return rest;
+};

@@ -1,0 +1,47 @@
+import { z } from 'zod';
+import type { Operator } from '../auth/operators.js';
+import { decodeCursor, encodeCursor } from './cursor.js';
+import { auditOperator, iso, parseParams, type OperatorDeps } from './deps.js';
+
+export interface WorkloadRow {
+  workload: string;
+  /** Live grants now (active and unexpired). */
+  live_grants: number;
+  /** Its latest lifecycle event (issued, renewed, ended, revoked). */
+  last_activity: string;
+  /** When it last started a task (refreshed about once a minute per broker instance). */
+  last_seen: string;
+}
+
+const workloadQuerySchema = z
+  .object({
+    limit: z
+      .string()
+      .regex(/^\d{1,4}$/, 'must be a whole number from 1 to 1000')
+      .transform(Number)
+      .refine((n) => n >= 1 && n <= 1000, 'must be from 1 to 1000')
+      .optional(),
+    cursor: z.string().max(1024).optional(),
+  })
+  .strict();
+
+/**
+ * GET /v1/workloads (auditor): workloads that had grants within the audit retention, most recently
+ * seen first, from the workloads hint index, with their live grant counts. Paged with a cursor.
+ */
+export async function listWorkloads(deps: OperatorDeps, op: Operator, params: unknown): Promise<{ workloads: WorkloadRow[]; cursor?: string }> {
+  const q = parseParams(workloadQuerySchema, params);
+  const now = deps.clock();
+  const after = decodeCursor(q.cursor);
+  const { workloads, next } = await deps.store.listWorkloads({
+    now,
+    retentionMs: deps.config.grants.audit_retention,
+    limit: q.limit ?? 100,
+    ...(after ? { after } : {}),
+  });
+  await auditOperator(deps, op, 'workloads.list', { count: workloads.length }, true);
+  return {
+    workloads: workloads.map((w) => ({ workload: w.id, live_grants: w.live, last_activity: iso(w.last_activity), last_seen: iso(w.last_seen) })),
+    ...(next ? { cursor: encodeCursor(next) } : {}),
+  };
+}
