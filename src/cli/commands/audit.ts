@@ -37,19 +37,33 @@ const COLUMNS: Column<AuditRow>[] = [
   { header: 'DETAIL', value: detail, max: 100 },
 ];
 
-const FILTERS = ['since', 'until', 'type', 'workload', 'grant'] as const;
+const FILTERS = ['since', 'until', 'type', 'workload', 'grant', 'order'] as const;
+
+interface AuditPage {
+  order?: 'asc' | 'desc';
+  events: AuditRow[];
+  /** The next page's cursor (asc: also when caught up, to continue later). */
+  cursor?: string | null;
+  /** desc: no older events; asc: caught up with the log. */
+  done?: boolean;
+}
+
+/** Whether another page follows now (an asc walk that caught up keeps its cursor for later). */
+const more = (p: { cursor?: string | null; done?: boolean }): p is { cursor: string } => Boolean(p.cursor) && p.done !== true;
 
 export const audit: Command = {
   name: 'audit',
-  help: `usage: jit-broker audit ls [--since T] [--until T] [--type TYPE] [--workload W] [--grant ID]
-                          [--limit N] [--cursor C | --all] [--ndjson] [connection]
-       jit-broker audit tail [--type TYPE] [--workload W] [--grant ID] [--last-event-id ID]
-                          [--count N] [connection]
+  help: `usage: jit-broker audit ls [--since T] [--until T] [--type TYPE[,TYPE]] [--workload W | --grant ID]
+                          [--order desc|asc] [--limit N] [--cursor C | --all] [--ndjson] [connection]
+       jit-broker audit tail [--type TYPE[,TYPE]] [--workload W | --grant ID] [--since T]
+                          [--last-event-id ID] [--count N] [connection]
 
   ls      audit events in time order (GET /v1/audit; role auditor): issued, denied, renewed,
           ended, revoked, replay_detected, key events and operator actions with the operator's
-          name. One page per call; the next page's --cursor goes to stderr; --all follows it.
-          --ndjson writes the broker's NDJSON export as it comes (for a SIEM).
+          name. Newest first (--order asc: oldest first); T is RFC 3339 or ms since the epoch.
+          One page per call; the next page's --cursor goes to stderr; --all follows it.
+          --ndjson writes the broker's NDJSON export as it comes (for a SIEM; oldest first
+          unless --order desc; the cursor to continue from goes to stderr).
   tail    follows the log live (GET /v1/audit/stream) until Ctrl-C, or until --count N events.
           Reconnects by itself where it stopped (Last-Event-ID); --last-event-id ID starts after
           a given event. With --json each event is one JSON line.
@@ -78,6 +92,7 @@ async function ls(args: string[]): Promise<number> {
   const v = values as Record<string, string | boolean | undefined>;
   if (v.all && v.cursor !== undefined) throw new UsageError('--all starts at the beginning: leave out --cursor');
   if (v.ndjson && v.json) throw new UsageError('choose one of --json and --ndjson');
+  if (typeof v.order === 'string' && v.order !== 'asc' && v.order !== 'desc') throw new UsageError('--order must be asc or desc');
   const limit = intFlag(v.limit as string | undefined, 'limit', 1, 10000);
   const client = new BrokerClient(values);
   const query: Record<string, string | number | undefined> = { ...Object.fromEntries(FILTERS.map((f) => [f, v[f] as string | undefined])), limit };
@@ -89,22 +104,25 @@ async function ls(args: string[]): Promise<number> {
       throw errorOf(res.statusCode ?? 0, text);
     }
     for await (const chunk of res) process.stdout.write(chunk as Buffer);
+    const next = res.headers['audit-cursor'];
+    if (typeof next === 'string' && res.headers['audit-done'] !== 'true') process.stderr.write(`more: add --cursor ${next}\n`);
+    else if (typeof next === 'string') process.stderr.write(`caught up; to continue later: --cursor ${next}\n`);
     return 0;
   }
   let cursor = v.cursor as string | undefined;
   const rows: AuditRow[] = [];
   for (;;) {
-    const page = await client.json<{ events: AuditRow[]; cursor?: string }>('GET', '/v1/audit', { query: { ...query, cursor } });
+    const page = await client.json<AuditPage>('GET', '/v1/audit', { query: { ...query, cursor } });
     if (!v.all) {
       if (values.json) printJson(page);
       else {
         out(renderTable(COLUMNS, page.events, '(no events)'));
-        if (page.cursor) process.stderr.write(`more: add --cursor ${page.cursor} (or use --all)\n`);
+        if (more(page)) process.stderr.write(`more: add --cursor ${page.cursor} (or use --all)\n`);
       }
       return 0;
     }
     rows.push(...page.events);
-    if (!page.cursor) break;
+    if (!more(page)) break;
     cursor = page.cursor;
   }
   if (values.json) printJson({ events: rows });
@@ -124,6 +142,7 @@ async function tail(args: string[]): Promise<number> {
       type: { type: 'string' },
       workload: { type: 'string' },
       grant: { type: 'string' },
+      since: { type: 'string' },
       'last-event-id': { type: 'string' },
       count: { type: 'string' },
     },
@@ -131,7 +150,7 @@ async function tail(args: string[]): Promise<number> {
   });
   const count = intFlag(values.count, 'count', 1, 1_000_000_000);
   const client = new BrokerClient(values);
-  const query = { type: values.type, workload: values.workload, grant: values.grant };
+  const query = { type: values.type, workload: values.workload, grant: values.grant, since: values.since };
   let lastId = values['last-event-id'];
   let seen = 0;
   let failures = 0;
@@ -155,7 +174,19 @@ async function tail(args: string[]): Promise<number> {
     if (seen === 0 && !values.json) process.stderr.write(`following the audit log of ${client.origin} (Ctrl-C to stop)\n`);
     for await (const ev of sseEvents(res)) {
       if (ev.id !== undefined) lastId = ev.id;
-      if (ev.event !== 'message' && ev.event !== 'audit') continue;
+      if (ev.event === 'error') {
+        // The broker could not read the log for a moment: it says so and ends the stream; we resume.
+        const problem = (() => {
+          try {
+            return (JSON.parse(ev.data) as { error_description?: string }).error_description;
+          } catch {
+            return undefined;
+          }
+        })();
+        process.stderr.write(`jit-broker: the broker says: ${cell(problem ?? ev.data)}\n`);
+        continue;
+      }
+      if (ev.event !== 'message') continue; // 'ready' and anything newer
       let event: AuditRow;
       try {
         event = JSON.parse(ev.data) as AuditRow;

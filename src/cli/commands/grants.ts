@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { BrokerClient, CONNECTION_HELP, connectionOptions } from '../client.js';
-import { renderFields, renderTable, time, type Column } from '../table.js';
+import { cell, renderFields, renderTable, time, type Column } from '../table.js';
 import { intFlag, out, printJson, subcommand, UsageError, type Command } from '../usage.js';
 
 /** One grant as GET /v1/grants answers it (the fields the table shows; --json prints all). */
@@ -165,6 +165,10 @@ interface RevokeAnswer {
   revoked: number;
   done: boolean;
   cursor?: string;
+  /** Dry run: the live grants this call matched. */
+  grants?: string[];
+  /** By key id: whether the answering instance held the key (it stopped signing with it). */
+  key?: { kid: string; held_by_this_instance: boolean; instance: string };
 }
 
 async function revoke(args: string[]): Promise<number> {
@@ -189,6 +193,8 @@ async function revoke(args: string[]): Promise<number> {
   let total = 0;
   let calls = 0;
   let cursor: string | undefined;
+  let key: RevokeAnswer['key'];
+  const matched: string[] = [];
   const verb = dryRun ? 'would revoke' : 'revoked';
   for (;;) {
     const answer = await client.json<RevokeAnswer>('POST', '/v1/grants/revoke', {
@@ -196,13 +202,24 @@ async function revoke(args: string[]): Promise<number> {
     });
     calls += 1;
     total += answer.revoked;
+    if (answer.grants) matched.push(...answer.grants);
+    key ??= answer.key;
     if (answer.done) break;
     if (!answer.cursor) throw new Error('the broker said the revocation is not done but gave no cursor to continue with');
     cursor = answer.cursor;
     // Progress for the person at the terminal; stdout stays the result alone.
     process.stderr.write(`${verb} ${total} grant${total === 1 ? '' : 's'} so far (${calls} call${calls === 1 ? '' : 's'}), continuing…\n`);
   }
-  if (values.json) printJson({ selector, dry_run: dryRun, revoked: total, done: true, calls });
-  else out(`${verb} ${total} grant${total === 1 ? '' : 's'} matching ${flag} ${JSON.stringify(v[flag])}${dryRun ? ' (dry run: nothing changed)' : ''} in ${calls} call${calls === 1 ? '' : 's'}`);
+  if (values.json) {
+    printJson({ selector, dry_run: dryRun, revoked: total, done: true, calls, ...(dryRun ? { grants: matched } : {}), ...(key ? { key } : {}) });
+    return 0;
+  }
+  out(`${verb} ${total} grant${total === 1 ? '' : 's'} matching ${flag} ${cell(JSON.stringify(v[flag]))}${dryRun ? ' (dry run: nothing changed)' : ''} in ${calls} call${calls === 1 ? '' : 's'}`);
+  if (dryRun && matched.length) out(matched.map((g) => `  ${cell(g)}`).join('\n'));
+  if (key)
+    out(
+      `signing key ${cell(key.kid)}: marked revoked, so every broker refuses it and leaves it out of the JWKS within a JWKS cache period; ` +
+        (key.held_by_this_instance ? `the instance that answered (${cell(key.instance)}) held it and stopped signing with it at once` : `the instance that answered (${cell(key.instance)}) did not hold it`),
+    );
   return 0;
 }
