@@ -23,6 +23,7 @@ import type { Logger } from './log.js';
 import { Policy } from './policy/evaluate.js';
 import { MAX_REQUEST_HEADER_BYTES } from './protocol/limits.js';
 import { Keyring } from './tokens/keyring.js';
+import { AuditTails, type TailOptions } from './operator/audit-log.js';
 import { TlsMaterialWatcher, type TlsMaterial } from './tls/material.js';
 import { keepPeerChains } from './tls/peer-chain.js';
 import { systemClock, type Clock } from './util/clock.js';
@@ -45,6 +46,8 @@ export interface StartOptions {
   clock?: Clock;
   /** Dev mode mounts extra routes. */
   extend?: (app: Hono) => void;
+  /** Live audit tails (GET /v1/audit/stream): poll and heartbeat intervals, streams per instance. */
+  auditTails?: TailOptions;
   /** Use this store instead of building one from config (tests). */
   store?: GrantStore;
 }
@@ -89,6 +92,7 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
     store,
     clock,
     log,
+    auditRetentionMs: config.grants.audit_retention,
   });
   await keyring.start().catch((e: Error) => log.error({ err: e.message }, 'signing key could not be published; not ready'));
   // Operators' certificates get a validator of their own: the workloads' subject mappings are not
@@ -104,7 +108,8 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
     ...Object.values(attestors).map((a) => ({ name: `attestation_${a.kind}`, check: () => a.notReady() })),
   ];
   const clientCerts = attestors.x509 ? createClientCertSource({ forwarded: config.attestation.x509?.forwarded, log }) : undefined;
-  const app = createApp({ config, broker, keyring, log, readiness, operator: { config, store, keyring, clock, log }, ...(clientCerts ? { clientCerts } : {}), ...(opts.extend ? { extend: opts.extend } : {}) });
+  const tails = new AuditTails(opts.auditTails);
+  const app = createApp({ config, broker, keyring, log, readiness, operator: { config, store, keyring, clock, log, policy, tails }, ...(clientCerts ? { clientCerts } : {}), ...(opts.extend ? { extend: opts.extend } : {}) });
 
   let server: Server;
   try {
@@ -141,6 +146,7 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
       tls?.stop();
       keyring.stop();
       broker.close();
+      await tails.close(); // live audit tails end their streams before the server closes the connections
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections?.();

@@ -376,7 +376,7 @@ const operatorEventSchema = z
     id: z.string().optional(),
     type: z.literal('operator.action'),
     at: ms,
-    action: z.enum(['grants.revoke', 'keys.rotate', 'keys.revoke', 'grants.query', 'grants.show', 'workloads.list', 'keys.list']),
+    action: z.enum(['grants.revoke', 'keys.rotate', 'keys.revoke', 'grants.query', 'grants.show', 'workloads.list', 'keys.list', 'audit.read', 'audit.tail', 'policy.explain']),
     operator: text(64),
     role: z.enum(['auditor', 'admin']),
     reason: str(1024).optional(),

@@ -33,6 +33,19 @@ import {
 } from './codec.js';
 import { tagOfGrantId, workloadTag } from './ids.js';
 import {
+  comparePositions,
+  mergePage,
+  parsePosition,
+  scopeFilter,
+  validateKeyEvent,
+  type AuditLogQuery,
+  type Bound,
+  type KeyEvent,
+  type LogEvent,
+  type LogPosition,
+  type LogSource,
+} from './audit-log.js';
+import {
   NOT_DELIVERED_REASON,
   type AppendAuditOptions,
   type AuditEvent,
@@ -116,6 +129,9 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
   /** The operators' streams: changes (by age) and reads (capped), as the Redis store keeps them. */
   let operatorChanges: OperatorEvent[] = [];
   const operatorReads: OperatorEvent[] = [];
+  /** The merged event log (every stream's events, in append order; GrantStore.readAuditLog). */
+  let eventLog: { pos: LogPosition; event: LogEvent }[] = [];
+  const EVENT_LOG_MAX = 100_000;
   let latestNow = 0;
   let auditSeq = 0;
   let lastAuditMs = 0;
@@ -170,20 +186,32 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
     return `${lastAuditMs}-${auditSeq}`;
   }
 
+  /** Adds an event to the merged log under the id its stream gave it; trims by age and count. */
+  function logged(id: string, event: AuditEvent | OperatorEvent | KeyEvent, retentionMs?: number) {
+    const pos = parsePosition(`${id.split(':')[0]}:m`)!;
+    eventLog.push({ pos, event: { ...clone(event), id: `${pos.ms}-${pos.seq}:m` } as LogEvent });
+    if (retentionMs !== undefined && eventLog.length > 0 && eventLog[0]!.pos.ms < pos.ms - retentionMs) eventLog = eventLog.filter((x) => x.pos.ms >= pos.ms - retentionMs);
+    if (eventLog.length > EVENT_LOG_MAX) eventLog.splice(0, eventLog.length - EVENT_LOG_MAX);
+  }
+
   /**
    * Appends a lifecycle event; events older than `horizon` ms are trimmed (0: none), never by
    * count (lib.lua audit). The stream lives at least `ttl` past `now` (never shortened).
    */
   function append(w: Workload, event: AuditEvent, now: number, ttl: number, horizon: number) {
     if (!w.audit) w.audit = { value: [], deadline: 0 };
-    w.audit.value.push({ id: nextAuditId(), ...clone(event) });
+    const id = nextAuditId();
+    w.audit.value.push({ id, ...clone(event) });
+    logged(id, event, horizon > 0 ? horizon : undefined);
     if (horizon > 0) w.audit.value = w.audit.value.filter((e) => e.at >= now - horizon);
     w.audit.deadline = Math.max(w.audit.deadline, now + Math.max(1, ttl));
   }
 
   /** Appends to a capped stream (denials), ids qualified by `name` as the Redis store's. */
   function appendCapped(stream: AuditEvent[], name: string, event: AuditEvent, max: number) {
-    stream.push({ id: qualifiedId(nextAuditId(), name), ...clone(event) });
+    const id = nextAuditId();
+    stream.push({ id: qualifiedId(id, name), ...clone(event) });
+    logged(id, event);
     if (stream.length > max) stream.splice(0, stream.length - max);
   }
 
@@ -444,11 +472,15 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       const retention = validateRetention(o);
       see(e.at);
       if (o.read) {
-        operatorReads.push({ id: qualifiedId(nextAuditId(), 'r'), ...clone(e) });
+        const id = nextAuditId();
+        operatorReads.push({ id: qualifiedId(id, 'r'), ...clone(e) });
+        logged(id, e);
         if (operatorReads.length > OPERATOR_READS_MAXLEN) operatorReads.splice(0, operatorReads.length - OPERATOR_READS_MAXLEN);
       } else {
         operatorChanges = operatorChanges.filter((x) => x.at >= e.at - retention);
-        operatorChanges.push({ id: nextAuditId(), ...clone(e) });
+        const id = nextAuditId();
+        operatorChanges.push({ id, ...clone(e) });
+        logged(id, e, retention);
       }
     },
 
@@ -456,6 +488,30 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       check();
       const all = [...operatorChanges, ...operatorReads].sort(byEntryId);
       return clone(all.slice(-auditLimit(o.limit)));
+    },
+
+    async readAuditLog(q: AuditLogQuery) {
+      check();
+      const inRange = (p: LogPosition, b: Bound, below: boolean) => {
+        if (!b) return true;
+        const c = comparePositions(p, { ...parsePosition(`${b.id}:m`)!, code: p.code });
+        return below ? c < 0 || (c === 0 && !b.exclusive) : c > 0 || (c === 0 && !b.exclusive);
+      };
+      const source: LogSource = {
+        code: 'm',
+        async read(lower, upper, count, order) {
+          const hits = eventLog.filter((x) => inRange(x.pos, lower, false) && inRange(x.pos, upper, true));
+          return clone(order === 'asc' ? hits.slice(0, count) : hits.reverse().slice(0, count));
+        },
+      };
+      return mergePage([source], q, scopeFilter(q), q.order === 'asc' ? Date.now() : undefined);
+    },
+
+    async appendKeyAudit(event: KeyEvent, o: { retentionMs: number }): Promise<void> {
+      check();
+      const e = validateKeyEvent(event);
+      validateRetention(o);
+      logged(nextAuditId(), e, o.retentionMs);
     },
 
     async readGrantEvents(grant: Pick<Grant, 'id' | 'workload' | 'created_at'>): Promise<AuditEvent[]> {

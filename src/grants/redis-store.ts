@@ -47,6 +47,7 @@ import {
   isAfter,
 } from './codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from './ids.js';
+import { redisAuditLog, validateKeyEvent, type AuditLogQuery, type KeyEvent } from './audit-log.js';
 import { checkPublicationSecrets, isAuthenticKey, isAuthenticRevocation, publishedKeyMac, revokedKeyMac } from './key-publication.js';
 import {
   NOT_DELIVERED_REASON,
@@ -132,6 +133,11 @@ export interface RedisGrantStoreOptions {
    */
   keyPublicationSecrets: readonly string[];
   log: Logger;
+  /**
+   * Copy each workload event to its shard of the global audit log (grants/audit-log.ts). Default
+   * true; false only for the bench's A/B of what the copy costs a task start.
+   */
+  globalAuditLog?: boolean;
   /**
    * Write each new grant to the global newest-first index (operators' queries without a
    * workload, and the kill switch by anything but a workload). Default true; off only for the
@@ -323,6 +329,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   /** The operators' audit streams: their changes (trimmed by age only) and their reads (capped). */
   const operatorAuditKey = `${prefix}audit:operator`;
   const operatorReadsKey = `${prefix}audit:operator:reads`;
+  /** The merged operators' event log: shard copies of workload events, keys and operator streams. */
+  const auditLog = redisAuditLog(redis, prefix, log, opts.globalAuditLog ?? true);
   /** Kids of unauthenticated published keys already logged (bounded): one line each, not one per read. */
   const unauthenticLogged = new Set<string>();
 
@@ -632,6 +640,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       );
       const [outcome, payload, lost] = reply;
       if (lost !== undefined) auditLost(op, id, outcome, lost);
+      if (outcome === 'closed') auditLog.copyToShard(workload, closing, now, CLOSE_RETENTION_MS);
+      else if (outcome === 'replay') auditLog.copyToShard(workload, replay, now, CLOSE_RETENTION_MS);
       if (outcome === 'marked' || outcome === 'unknown') return [outcome, undefined];
       if (outcome === 'unreadable') throw unreadable(id, 'close-grant.lua could not decode it; nothing changed');
       if ((outcome === 'closed' || outcome === 'inactive' || outcome === 'replay') && typeof payload === 'string') {
@@ -640,6 +650,20 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       }
       throw new Error(`unexpected close-grant reply ${JSON.stringify(reply)}`);
     }, { write: true });
+  }
+
+  /**
+   * The shard copy of what renew-grant.lua wrote: grant.renewed with the new generation, or
+   * grant.replay_detected with its reason (the script adds both to the fields it was given).
+   */
+  function copyRenewal(workload: string, id: string, outcome: string, record: unknown, now: number, retentionMs: number): void {
+    const decoded = typeof record === 'string' ? grantFromRecord(id, record) : undefined;
+    const generation = decoded?.ok ? { generation: decoded.value.generation } : {};
+    const event: AuditEvent =
+      outcome === 'renewed'
+        ? { type: 'grant.renewed', at: now, workload, grant: id, ...generation }
+        : { type: 'grant.replay_detected', at: now, workload, grant: id, reason: REPLAY_REASON, ...generation };
+    auditLog.copyToShard(workload, auditToFields(event), now, retentionMs);
   }
 
   /** A closing that took effect without its audit event: the log line is its only record. */
@@ -692,6 +716,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         );
         const [status, count, earliest] = reply;
         if (status === 'ok') {
+          auditLog.copyToShard(grant.workload, issued, o.now, o.retentionMs);
           if (globalIndex) indexGlobally(grant, o.now, o.retentionMs);
           return grant;
         }
@@ -751,6 +776,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         });
         const [outcome, payload, lost] = reply;
         if (lost !== undefined) auditLost('renewGrant', r.id, String(outcome), String(lost));
+        if (outcome === 'renewed' || outcome === 'replay') copyRenewal(r.workload, r.id, String(outcome), payload, o.now, o.retentionMs);
         if (outcome === 'unknown') return { outcome };
         if (outcome === 'unreadable') throw unreadable(r.id, 'renew-grant.lua could not decode it; nothing changed');
         if (outcome === 'rate') throw rateExceeded(r.workload, Number(payload));
@@ -831,6 +857,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       await guarded('appendAudit', async () => {
         await redis.jitAppendAudit(key, retention, trim, kept, ...auditToFields(fields));
       });
+      auditLog.copyToShard(e.workload, auditToFields(fields), e.at, retention);
     },
 
     async readUnmatchedAudit(o: { limit?: number } = {}): Promise<AuditEvent[]> {
@@ -884,6 +911,16 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         });
         return out.sort(byEntryId).slice(-limit);
       });
+    },
+
+    readAuditLog(q: AuditLogQuery) {
+      return guarded('readAuditLog', () => auditLog.read(q));
+    },
+
+    async appendKeyAudit(event: KeyEvent, o: { retentionMs: number }): Promise<void> {
+      const e = validateKeyEvent(event);
+      const retention = validateRetention(o);
+      await guarded('appendKeyAudit', () => auditLog.appendKeyEvent(e, retention));
     },
 
     async readGrantEvents(grant: Pick<Grant, 'id' | 'workload' | 'created_at'>, o: { limit?: number } = {}): Promise<AuditEvent[]> {

@@ -1,5 +1,6 @@
 import type { RateLimit } from '../util/token-bucket.js';
 import type { Confirmation } from '../protocol/claims.js';
+import type { AuditLogPage, AuditLogQuery, KeyEvent } from './audit-log.js';
 
 export type GrantStatus = 'active' | 'ended' | 'revoked';
 
@@ -66,7 +67,17 @@ export interface AuditEvent {
 }
 
 /** What an operator did (operator/): one event per action, naming the operator. */
-export type OperatorAction = 'grants.revoke' | 'keys.rotate' | 'keys.revoke' | 'grants.query' | 'grants.show' | 'workloads.list' | 'keys.list';
+export type OperatorAction =
+  | 'grants.revoke'
+  | 'keys.rotate'
+  | 'keys.revoke'
+  | 'grants.query'
+  | 'grants.show'
+  | 'workloads.list'
+  | 'keys.list'
+  | 'audit.read'
+  | 'audit.tail'
+  | 'policy.explain';
 
 /**
  * One entry of the operators' audit stream (`<prefix>audit:operator`, trimmed by age; reads go to
@@ -323,6 +334,14 @@ export interface GrantStore {
   /** The latest operator events (changes and reads merged), oldest first. */
   readOperatorAudit(opts?: { limit?: number }): Promise<OperatorEvent[]>;
 
+  /**
+   * The merged event log (operator/audit-log.ts; design in grants/audit-log.ts): every workload's
+   * events from the bounded shard streams plus the key and operator streams, or one workload's
+   * (one grant's) own streams. Bounded work per call (`maxExamined`).
+   */
+  readAuditLog(query: AuditLogQuery): Promise<AuditLogPage>;
+  /** Appends a signing key event (keyring: published, retired) to the keys stream, trimmed by age. */
+  appendKeyAudit(event: KeyEvent, opts: { retentionMs: number }): Promise<void>;
   /**
    * One grant's audit events (its lifecycle events, and denials naming it), oldest first: read
    * from the workload's streams from the grant's creation on, at most `limit` entries examined.

@@ -7,6 +7,8 @@ import { InvalidRequest } from '../errors.js';
 import type { GrantStore, OperatorAction, OperatorEvent } from '../grants/store.js';
 import type { Logger } from '../log.js';
 import type { Keyring } from '../tokens/keyring.js';
+import type { Policy } from '../policy/evaluate.js';
+import type { AuditTails } from './audit-log.js';
 import type { Clock } from '../util/clock.js';
 import { describeZodError } from '../broker.js';
 import { clip } from '../util/text.js';
@@ -22,6 +24,10 @@ export interface OperatorDeps {
   keyring: Keyring;
   clock: Clock;
   log: Logger;
+  /** The running policy (policy explain). */
+  policy: Policy;
+  /** The live audit tails of this instance (GET /v1/audit/stream); closed with the broker. */
+  tails?: AuditTails;
   /** This broker instance, as key operations name it (default: hostname and pid). */
   instance?: string;
 }

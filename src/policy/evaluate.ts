@@ -63,6 +63,11 @@ export class Policy {
     return this.rules.length;
   }
 
+  /** The rules in evaluation order (read-only: explain and the offline policy check walk them). */
+  get ruleList(): readonly Rule[] {
+    return this.rules.map((r) => r.rule);
+  }
+
   evaluate(workload: Workload, intent: Intent): Decision {
     const candidates = this.rules.filter((r) => r.workloads.some((m) => m(workload.id)));
     if (candidates.length === 0) {

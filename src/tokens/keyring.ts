@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { generateKeyPair, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import { calculateJwkThumbprint, type JWK } from 'jose';
@@ -33,6 +34,13 @@ export interface KeyringOptions {
   log: Logger;
   /** Cache of the union JWKS across instances. */
   jwksCacheMs?: number;
+  /**
+   * Record key.published and key.retired events in the operators' event log (the keys stream),
+   * kept this long; absent: no key events. Best effort: a failed event is logged, never fatal.
+   */
+  auditRetentionMs?: number;
+  /** This instance's name in key events (default hostname:pid). */
+  instance?: string;
 }
 
 /**
@@ -129,6 +137,7 @@ export class Keyring {
       this.retired = [...this.retired.filter((k) => now < k.retireAt + this.opts.overlapMs), retired];
       // Re-publish with the earlier retire time; the old record keeps it listed if this fails.
       this.publish(retired).catch((e: Error) => this.opts.log.warn({ kid: retired.kid, err: e.message }, 'retired key not re-published'));
+      this.keyEvent('key.retired', retired);
     }
     this.opts.log.info({ kid: this.current.kid, retired: retired?.kid }, 'signing key rotated');
   }
@@ -303,13 +312,24 @@ export class Keyring {
           throw new Error(`${existing.length} signing keys are published already (cap ${MAX_PUBLISHED_KEYS}); lower the number of instances or raise key_rotation`);
       }
       await this.opts.store.publishKey(record);
-      if (!key.published) this.jwksCache = undefined;
+      if (!key.published) {
+        this.jwksCache = undefined;
+        this.keyEvent('key.published', key);
+      }
       key.published = true;
       this.lastError = undefined;
     } catch (e) {
       this.lastError = `signing key not published: ${(e as Error).message}`;
       throw e;
     }
+  }
+
+  /** A key event for the operators' log: not awaited, a failure logged (the key's state is the record). */
+  private keyEvent(type: 'key.published' | 'key.retired', key: SigningKey): void {
+    const retentionMs = this.opts.auditRetentionMs;
+    if (retentionMs === undefined) return;
+    const event = { type, at: this.opts.clock(), kid: key.kid, alg: key.alg, instance: this.opts.instance ?? `${hostname()}:${process.pid}`, retire_at: key.retireAt };
+    this.opts.store.appendKeyAudit(event, { retentionMs }).catch((e: Error) => this.opts.log.warn({ kid: key.kid, err: e.message }, 'key event not written to the audit log'));
   }
 
   private async generate(createdAt: number, retireAt: number): Promise<SigningKey> {

@@ -4,50 +4,27 @@
  * way round), and `credential new` prints a random resource-server credential and the hash that
  * goes into the config, which a real broker process then accepts.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { createCA } from '../../src/dev/dev-ca.js';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import { freePort } from '../../src/util/net.js';
 import { postJson } from '../helpers/broker.js';
-import { captureChildOutput } from '../helpers/log-capture.js';
+import { cli, configDir, spawnCli, stopChildren } from '../helpers/cli.js';
 
-const run = promisify(execFile);
-const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
-const dir = mkdtempSync(join(tmpdir(), 'jit-cli-edges-'));
+const files = configDir('jit-cli-edges-');
+const writeFile = (name: string, text: string): string => files.write(name, text);
 let issuer: OidcIssuer;
-let child: ChildProcess | undefined;
 
 beforeAll(async () => {
   issuer = await startOidcIssuer({ alg: 'ES256' });
 });
 afterAll(async () => {
-  if (child?.pid && child.exitCode === null) child.kill('SIGKILL');
+  stopChildren();
   await issuer?.close();
+  files.cleanup();
 });
-
-function writeFile(name: string, text: string): string {
-  const path = join(dir, name);
-  writeFileSync(path, text);
-  return path;
-}
-
-/** Runs the CLI to completion; resolves with its exit code and output (never rejects on a non-zero exit). */
-async function cli(args: string[], env: Record<string, string> = {}) {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [...CLI, ...args], { env: { ...process.env, ...env }, timeout: 20_000 });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
 
 const baseConfig = () => ({
   issuer: 'https://broker.test',
@@ -119,16 +96,7 @@ describe('credential new', () => {
       'rs.yaml',
       stringify({ ...baseConfig(), issuer: url, listen: { host: '127.0.0.1', port }, resource_servers: [{ name: 'api', audiences: ['api.ops'], credential_sha256: hash }] }),
     );
-    child = spawn(process.execPath, [...CLI, 'serve', '--config', path], { env: { ...process.env, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    captureChildOutput(child, 'credential-serve');
-    let logs = '';
-    child.stdout!.on('data', (d: Buffer) => (logs += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (logs += d.toString()));
-    const deadline = Date.now() + 20_000;
-    while (!(await fetch(`${url}/healthz`).then((r) => r.ok, () => false))) {
-      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`broker did not start:\n${logs}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    const broker = await spawnCli(['serve', '--config', path], { label: 'credential-serve', env: { LOG_LEVEL: 'info' }, readyUrl: `${url}/healthz` });
     const token = await issuer.mintServiceAccountToken({ cluster: 'ops', namespace: 'ops', serviceAccount: 'runner', audience: 'jit-broker', ttlSeconds: 600 });
     const started = await postJson(`${url}/v1/tasks`, { attestation: { kind: 'oidc', token }, intent: { audience: 'api.ops', actions: ['read'], purpose: 'credential test' } });
     expect(started.status).toBe(201);
@@ -144,9 +112,7 @@ describe('credential new', () => {
       expect(r.status).toBe(401);
       expect(r.json.error).toBe('invalid_client');
     }
-    const exited = new Promise((resolve) => child!.once('exit', resolve));
-    child.kill('SIGTERM');
-    await exited;
-    expect(logs).not.toContain(secret);
+    await broker.stop();
+    expect(broker.output()).not.toContain(secret);
   }, 40_000);
 });

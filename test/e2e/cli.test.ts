@@ -2,39 +2,30 @@
  * The production command, as an operator runs it: `jit-broker check-config` and `jit-broker serve`
  * as real processes, with a YAML file, the harness's redis-server and a real local OIDC issuer.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
 import { createCA, issueCertificate } from '../../src/dev/dev-ca.js';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import { freePort } from '../../src/util/net.js';
 import { postJson } from '../helpers/broker.js';
+import { cli, configDir, spawnCli, stopChildren } from '../helpers/cli.js';
 import { redisUrl, TEST_KEY_PUBLICATION_SECRET, uniquePrefix } from '../helpers/redis.js';
 
-const run = promisify(execFile);
-const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
-const dir = mkdtempSync(join(tmpdir(), 'jit-cli-'));
+const files = configDir('jit-cli-');
+const dir = files.dir;
+const writeConfig = files.write;
 let issuer: OidcIssuer;
-let child: ChildProcess | undefined;
 
 beforeAll(async () => {
   issuer = await startOidcIssuer({ alg: 'ES256' });
 });
 afterAll(async () => {
-  if (child?.pid && child.exitCode === null) child.kill('SIGKILL');
+  stopChildren();
   await issuer?.close();
+  files.cleanup();
 });
-
-function writeConfig(name: string, config: unknown): string {
-  const path = join(dir, name);
-  writeFileSync(path, typeof config === 'string' ? config : stringify(config));
-  return path;
-}
 
 const baseConfig = (port: number) => ({
   issuer: `http://127.0.0.1:${port}`,
@@ -44,17 +35,6 @@ const baseConfig = (port: number) => ({
   attestation: { oidc: { issuers: [{ issuer: issuer.issuer, audiences: ['jit-broker'], algorithms: ['ES256'], mapping: { preset: 'kubernetes', cluster: 'ops' } }] } },
   policies: [{ name: 'ops', workloads: ['k8s://ops/ns/ops/sa/*'], audiences: ['api.ops'], actions: ['read'] }],
 });
-
-/** Runs the CLI to completion; resolves with its exit code and output (never rejects on a non-zero exit). */
-async function cli(args: string[], env: Record<string, string> = {}) {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [...CLI, ...args], { env: { ...process.env, ...env }, timeout: 20_000 });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
 
 describe('jit-broker check-config', () => {
   it('accepts a valid file', async () => {
@@ -131,21 +111,12 @@ describe('jit-broker serve', () => {
     const cfg = { ...baseConfig(1), listen: { host: '127.0.0.1', port: 1 } };
     const path = writeConfig('serve.yaml', cfg);
     // JIT_CONFIG names the file; PORT and JIT_ISSUER override what it says.
-    child = spawn(process.execPath, [...CLI, 'serve'], {
-      env: { ...process.env, JIT_CONFIG: path, PORT: String(port), JIT_ISSUER: `http://127.0.0.1:${port}`, LOG_LEVEL: 'info' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let logs = '';
-    child.stdout!.on('data', (d: Buffer) => (logs += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (logs += d.toString()));
     const url = `http://127.0.0.1:${port}`;
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const ready = await fetch(`${url}/readyz`).then((r) => r.status === 200).catch(() => false);
-      if (ready) break;
-      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`broker did not become ready:\n${logs}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    const broker = await spawnCli(['serve'], {
+      label: 'cli-serve',
+      env: { JIT_CONFIG: path, PORT: String(port), JIT_ISSUER: url, LOG_LEVEL: 'info' },
+      ready: () => fetch(`${url}/readyz`).then((r) => r.status === 200, () => false),
+    });
     const token = await issuer.mintServiceAccountToken({ cluster: 'ops', namespace: 'ops', serviceAccount: 'runner', audience: 'jit-broker', ttlSeconds: 600 });
     const res = await postJson(`${url}/v1/tasks`, { attestation: { kind: 'oidc', token }, intent: { audience: 'api.ops', actions: ['read'], purpose: 'cli test' } });
     expect(res.status).toBe(201);
@@ -153,9 +124,8 @@ describe('jit-broker serve', () => {
     const metadata = (await (await fetch(`${url}/.well-known/oauth-authorization-server`)).json()) as { issuer: string };
     expect(metadata.issuer).toBe(url);
 
-    const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));
-    child.kill('SIGTERM');
-    expect(await exited).toBe(0);
+    expect(await broker.stop()).toBe(0);
+    const logs = broker.output();
     // Logs are JSON lines and never carry a token.
     expect(logs).toContain('"msg":"task token issued"');
     expect(logs).not.toContain(token.split('.')[2]);

@@ -65,6 +65,10 @@ describe('npm run dev', () => {
     expect((operator.grants as { grant: string }[]).map((g) => g.grant)).toEqual([mtls.grant, platform.grant]);
     const anonymous = JSON.parse((await run('bash', ['-c', curls[2]!.replace(/-H 'Authorization: Bearer [^']+' /, '')], { timeout: 10_000 })).stdout) as Record<string, any>;
     expect(anonymous.error).toBe('invalid_client');
+    // the printed CLI line works as the demo operator too (jit-broker from source here)
+    const cliLine = output().split('\n').find((l) => l.trim().startsWith('JIT_URL='))!.trim();
+    const keys = await run('bash', ['-c', cliLine.replace('npx jit-broker', `${process.execPath} --import tsx src/cli/main.ts`)], { timeout: 20_000 });
+    expect(keys.stdout).toMatch(/^KID +ALG +CREATED/m);
 
     // dev mode never prints a token
     expect(output()).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}\./);

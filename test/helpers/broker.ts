@@ -1,3 +1,4 @@
+import type { TailOptions } from '../../src/operator/audit-log.js';
 import type { z } from 'zod';
 import type { oidcConfigSchema } from '../../src/attestation/oidc/index.js';
 import { parseConfig } from '../../src/config/load.js';
@@ -26,7 +27,7 @@ export function issuerEntry(issuer: OidcIssuer, extra: Partial<OidcIssuerInput> 
 export async function startTestBroker(
   issuer: OidcIssuer,
   overrides: Partial<ConfigInput> & { prefix?: string } = {},
-  opts: { destination?: NodeJS.WritableStream; clock?: Clock } = {},
+  opts: { destination?: NodeJS.WritableStream; clock?: Clock; auditTails?: TailOptions } = {},
 ): Promise<BrokerRuntime & { prefix: string }> {
   const prefix = overrides.prefix ?? uniquePrefix('broker');
   const { prefix: _p, ...rest } = overrides;
@@ -57,7 +58,7 @@ export async function startTestBroker(
     tokens: { key_publication_secret: TEST_KEY_PUBLICATION_SECRET, ...rest.tokens },
   });
   const log = testLogger({ level: config.log.level, destination: opts.destination }) ?? silentLogger;
-  const runtime = await startBroker(config, { log, ...(opts.clock ? { clock: opts.clock } : {}) });
+  const runtime = await startBroker(config, { log, ...(opts.clock ? { clock: opts.clock } : {}), ...(opts.auditTails ? { auditTails: opts.auditTails } : {}) });
   return Object.assign(runtime, { prefix });
 }
 

@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { InvalidRequest, LimitExceeded, UnreadableGrant } from '../../src/errors.js';
 import { DuplicateGrantId, unmatchedPartition } from '../../src/grants/codec.js';
 import { newGrantId } from '../../src/grants/ids.js';
+import { comparePositions, parsePosition, type AuditLogPage, type LogEvent, type LogPosition } from '../../src/grants/audit-log.js';
 import {
   NOT_DELIVERED_REASON,
   type AuditEvent,
@@ -400,6 +401,79 @@ export function describeGrantStoreContract(
         expect(ids(await store.listTaskGrants(w, task, { now, liveOnly: true }))).toEqual([own.id]);
         const audit = await store.readAudit(w);
         expect(audit.map((e) => [e.type, e.workload, e.grant])).toEqual([['grant.issued', w, own.id]]);
+      });
+    });
+
+    describe('event log (readAuditLog: every workload merged, or one workload or grant)', () => {
+      const everything = { limit: 1_000_000, maxExamined: 1_000_000 };
+      /** Events of these workloads, grants and kids only (other tests share the store). */
+      const mine = (events: LogEvent[], ws: string[], kid?: string) =>
+        events.filter((e) => ('workload' in e && ws.includes(e.workload)) || ('kid' in e && e.kid === kid) || ('operator' in e && e.type === 'operator.action' && e.selector === kid));
+
+      it('merges lifecycle events, denials, key and operator events of many workloads in time order; pages give each once', async () => {
+        const ws = Array.from({ length: 6 }, (_, i) => uniqueWorkload(`log${i}`));
+        const kid = `kid-${randomBytes(4).toString('hex')}`;
+        const grants: Grant[] = [];
+        for (const [i, w] of ws.entries()) {
+          const g = await store.createGrant(makeGrant(w, t0 + i), opts(t0 + i));
+          grants.push(g);
+          if (i % 2 === 0) await store.closeGrant(g.id, w, { now: t0 + i, status: i % 4 === 0 ? 'ended' : 'revoked', reason: 'by test' });
+        }
+        await store.appendAudit({ type: 'grant.denied', at: t0, workload: ws[1]!, reason: 'no' }, { retentionMs: HOUR });
+        await store.appendKeyAudit({ type: 'key.published', at: t0, kid, alg: 'ES256', instance: 'test:1', retire_at: t0 + HOUR }, { retentionMs: HOUR });
+        await store.appendOperatorAudit({ type: 'operator.action', at: t0, action: 'keys.list', operator: 'op', role: 'auditor', selector: kid }, { retentionMs: HOUR, read: true });
+        await sleep(2); // past the settle horizon of an oldest-first read
+
+        const desc = mine((await store.readAuditLog({ scope: { kind: 'global' }, order: 'desc', ...everything })).events, ws, kid);
+        const asc = mine((await store.readAuditLog({ scope: { kind: 'global' }, order: 'asc', ...everything })).events, ws, kid);
+        expect(asc.map((e) => e.id)).toEqual([...desc].reverse().map((e) => e.id));
+        expect(asc.filter((e) => e.type === 'grant.issued').map((e) => 'grant' in e && e.grant)).toEqual(ids(grants));
+        expect(asc.map((e) => e.type)).toEqual(expect.arrayContaining(['grant.ended', 'grant.revoked', 'grant.denied', 'key.published', 'operator.action']));
+        expect(asc.find((e) => e.type === 'key.published')).toMatchObject({ kid, alg: 'ES256', instance: 'test:1', retire_at: t0 + HOUR });
+        const sorted = [...asc].sort((a, b) => comparePositions(parsePosition(a.id)!, parsePosition(b.id)!));
+        expect(sorted.map((e) => e.id)).toEqual(asc.map((e) => e.id));
+
+        // Pages of 2, continuing after each page's last position: every event exactly once.
+        for (const order of ['asc', 'desc'] as const) {
+          const seen: LogEvent[] = [];
+          let after: LogPosition | undefined;
+          for (let i = 0; i < 10_000; i++) {
+            const page: AuditLogPage = await store.readAuditLog({ scope: { kind: 'global' }, order, limit: 2, maxExamined: 1000, ...(after ? { after } : {}) });
+            seen.push(...page.events);
+            expect(page.events.length).toBeLessThanOrEqual(2);
+            if (page.exhausted) break;
+            after = page.last;
+          }
+          expect(mine(seen, ws, kid).map((e) => e.id)).toEqual((order === 'asc' ? asc : desc).map((e) => e.id));
+          expect(new Set(seen.map((e) => e.id)).size).toBe(seen.length);
+        }
+      });
+
+      it('filters by type, by workload (its own streams) and by grant, with bounded work per call', async () => {
+        const [a, b] = [uniqueWorkload('la'), uniqueWorkload('lb')];
+        const ga = await store.createGrant(makeGrant(a, t0), opts(t0));
+        await store.createGrant(makeGrant(b, t0), opts(t0));
+        await store.closeGrant(ga.id, a, { now: t0 + 1, status: 'ended' });
+        await store.appendAudit({ type: 'grant.denied', at: t0, workload: a, reason: 'no' }, { retentionMs: HOUR });
+        await sleep(2);
+        const ofA = await store.readAuditLog({ scope: { kind: 'workload', workload: a }, order: 'asc', ...everything });
+        expect(ofA.events.map((e) => e.type).sort()).toEqual(['grant.denied', 'grant.ended', 'grant.issued']);
+        expect(ofA.exhausted).toBe(true);
+        const ofGrant = await store.readAuditLog({ scope: { kind: 'grant', grant: ga.id }, order: 'asc', ...everything });
+        expect(ofGrant.events.map((e) => e.type)).toEqual(['grant.issued', 'grant.ended']);
+        const typed = await store.readAuditLog({ scope: { kind: 'global' }, order: 'desc', types: new Set(['grant.ended']), ...everything });
+        expect(typed.events.every((e) => e.type === 'grant.ended')).toBe(true);
+        expect(typed.events.some((e) => 'grant' in e && e.grant === ga.id)).toBe(true);
+        // At most maxExamined entries per call: a short page, with where to continue.
+        const bounded = await store.readAuditLog({ scope: { kind: 'workload', workload: a }, order: 'asc', limit: 10, maxExamined: 1 });
+        expect(bounded.events.length).toBeLessThanOrEqual(1);
+        expect(bounded.exhausted).toBe(false);
+        expect(bounded.last).toBeDefined();
+        expect(await store.readAuditLog({ scope: { kind: 'workload', workload: uniqueWorkload('none') }, order: 'desc', ...everything })).toMatchObject({ events: [] });
+      });
+
+      it('refuses an invalid key event', async () => {
+        await expect(store.appendKeyAudit({ type: 'key.published', at: t0, kid: '' }, { retentionMs: HOUR })).rejects.toThrow();
       });
     });
 

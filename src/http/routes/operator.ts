@@ -7,6 +7,9 @@ import { revokeGrants } from '../../operator/revoke.js';
 import { listWorkloads } from '../../operator/workloads.js';
 import { readJson } from '../body.js';
 import type { OperatorDeps } from '../../operator/deps.js';
+import { streamSSE } from 'hono/streaming';
+import { AuditTails, readAuditLog, runTail, startTail } from '../../operator/audit-log.js';
+import { explainPolicy } from '../../operator/explain.js';
 import { json } from '../errors.js';
 import type { RouteDeps } from '../call-context.js';
 
@@ -56,5 +59,62 @@ export function operatorRoutes(app: Hono, deps: RouteDeps, ops: OperatorDeps): v
   app.post(
     '/v1/keys/rotate',
     operatorRoute(deps, 'admin', async (_c, op) => json(200, await rotateKey(ops, op))),
+  );
+  app.get(
+    '/v1/audit',
+    operatorRoute(deps, 'auditor', async (c, op) => {
+      const page = await readAuditLog(ops, op, c.req.query());
+      if (page.format === 'json') return json(200, { order: page.order, events: page.events, cursor: page.cursor, done: page.done });
+      // ndjson: one event per line, streamed; the continuation travels in headers.
+      const lines = page.events.map((e) => `${JSON.stringify(e)}\n`);
+      let i = 0;
+      const body = new ReadableStream<Uint8Array>({
+        pull(ctl) {
+          const chunk = lines.slice(i, i + 200).join('');
+          i += 200;
+          if (chunk) ctl.enqueue(new TextEncoder().encode(chunk));
+          if (i >= lines.length) ctl.close();
+        },
+      });
+      return new Response(body, {
+        status: 200,
+        headers: {
+          'content-type': 'application/x-ndjson',
+          'cache-control': 'no-store',
+          'audit-order': page.order,
+          'audit-done': String(page.done),
+          ...(page.cursor ? { 'audit-cursor': page.cursor } : {}),
+        },
+      });
+    }),
+  );
+  const tails = ops.tails ?? new AuditTails();
+  app.get(
+    '/v1/audit/stream',
+    operatorRoute(deps, 'auditor', async (c, op) => {
+      const ctl = tails.acquire();
+      try {
+        const start = await startTail(ops, op, c.req.query(), c.req.header('last-event-id'));
+        const onClientGone = () => ctl.abort();
+        c.req.raw.signal.addEventListener('abort', onClientGone, { once: true });
+        return streamSSE(c, async (stream) => {
+          stream.onAbort(onClientGone);
+          try {
+            await runTail(ops, tails, start, stream, ctl.signal);
+          } finally {
+            c.req.raw.signal.removeEventListener('abort', onClientGone);
+            await stream.close();
+            tails.release(ctl);
+          }
+        });
+      } catch (e) {
+        tails.release(ctl);
+        throw e;
+      }
+    }),
+  );
+  app.post(
+    '/v1/policy/explain',
+    operatorRoute(deps, 'auditor', async (c, op) => json(200, await explainPolicy(ops, op, await readJson(c, deps.maxBodyBytes)))),
   );
 }
