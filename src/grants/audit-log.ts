@@ -176,6 +176,11 @@ export interface LogSource {
 
 const entryId = (p: { ms: number; seq: number }) => `${p.ms}-${p.seq}`;
 
+/** Shard copies wait at most this long (ms) to share one script call per shard. */
+export const SHARD_FLUSH_MS = 2;
+/** ...or until this many are pending. */
+export const SHARD_BATCH_MAX = 256;
+
 /** Entries read per stream per round trip. */
 const BATCH_MAX = 200;
 
@@ -253,8 +258,14 @@ const wants = (q: AuditLogQuery, prefix: string) => !q.types || [...q.types].som
 // ── Redis ──
 
 export interface RedisAuditLog {
-  /** Copies a workload's event to its shard stream: not awaited, best effort, a failure logged. */
+  /**
+   * Copies a workload's event to its shard stream: batched (per shard, for at most
+   * SHARD_FLUSH_MS or SHARD_BATCH_MAX events, one script call per shard and batch), never awaited
+   * by the caller, best effort (a failure is logged; the workload's own stream has the event).
+   */
   copyToShard(workload: string, fields: string[], now: number, retentionMs: number): void;
+  /** Writes the pending copies now (reads do first, so this instance reads its own writes). */
+  flush(): Promise<void>;
   appendKeyEvent(e: KeyEvent, retentionMs: number): Promise<void>;
   read(q: AuditLogQuery): Promise<AuditLogPage>;
 }
@@ -265,6 +276,26 @@ export interface RedisAuditLog {
  * (bench A/B only: the global log then misses workload events).
  */
 export function redisAuditLog(redis: Redis, prefix: string, log: Logger, enabled = true): RedisAuditLog {
+  /** Pending copies by shard, and the trim horizon of each (the latest now - retention). */
+  const pending = new Map<number, { entries: string[][]; trimBefore: number }>();
+  let pendingCount = 0;
+  let timer: NodeJS.Timeout | undefined;
+  function flush(): Promise<void> {
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    if (pendingCount === 0) return Promise.resolve();
+    const batches = [...pending];
+    pending.clear();
+    pendingCount = 0;
+    return Promise.all(
+      batches.map(([n, b]) =>
+        redis.jitAppendShard(shardKey(prefix, n), b.trimBefore, b.entries.length, ...b.entries.flatMap((f) => [f.length, ...f])).catch((e: unknown) => {
+          log.warn({ op: 'auditShard', shard: n, events: b.entries.length, err: e instanceof Error ? e.message : String(e) }, 'events not copied to the global audit log (the workload streams have them)');
+        }),
+      ),
+    ).then(() => undefined);
+  }
+
   const decodeFor = (code: string) => (id: string, fields: string[]): LogEvent | undefined => {
     const qualified = `${id}:${code}`;
     if (code === 'o' || code === 'r') {
@@ -311,14 +342,23 @@ export function redisAuditLog(redis: Redis, prefix: string, log: Logger, enabled
   return {
     copyToShard(workload, fields, now, retentionMs) {
       if (!enabled) return;
-      redis.xadd(shardKey(prefix, shardOfTag(workloadTag(workload))), 'MINID', '~', String(Math.max(0, now - retentionMs)), '*', ...fields).catch((e: unknown) => {
-        log.warn({ op: 'auditShard', err: e instanceof Error ? e.message : String(e) }, 'event not copied to the global audit log (the workload stream has it)');
-      });
+      const n = shardOfTag(workloadTag(workload));
+      let b = pending.get(n);
+      if (!b) pending.set(n, (b = { entries: [], trimBefore: 0 }));
+      b.entries.push(fields);
+      b.trimBefore = Math.max(b.trimBefore, now - retentionMs);
+      if (++pendingCount >= SHARD_BATCH_MAX) void flush();
+      else if (!timer) {
+        timer = setTimeout(() => void flush(), SHARD_FLUSH_MS);
+        timer.unref();
+      }
     },
+    flush,
     async appendKeyEvent(e, retentionMs) {
       await redis.xadd(keysAuditKey(prefix), 'MINID', '~', String(Math.max(0, e.at - retentionMs)), '*', ...keyEventToFields(e));
     },
     async read(q) {
+      await flush();
       const sources = sourcesOf(q);
       let settled: number | undefined;
       if (q.order === 'asc') {

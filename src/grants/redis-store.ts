@@ -86,6 +86,7 @@ export const LUA_SCRIPTS = {
   revokeReplay: withLib('renew-grant.lua', '#!lua flags=allow-oom'),
   closeGrant: withLib('close-grant.lua'),
   appendAudit: lua('append-audit.lua'),
+  appendShard: lua('append-shard.lua'),
   publishKey: lua('publish-key.lua'),
   readGrants: withLib('read-grants.lua'),
 } as const;
@@ -98,6 +99,8 @@ declare module 'ioredis' {
     jitRevokeReplay(...args: (string | number)[]): Result<(string | number)[], Context>;
     jitCloseGrant(...args: (string | number)[]): Result<string[], Context>;
     jitAppendAudit(...args: (string | number)[]): Result<string, Context>;
+    /** The global audit log's shard copies (grants/audit-log.ts): entries added. */
+    jitAppendShard(...args: (string | number)[]): Result<number, Context>;
     jitPublishKey(...args: (string | number)[]): Result<number, Context>;
     /** numkeys, then keys and args (the key count varies with the page). */
     jitReadGrants(...args: (string | number)[]): Result<string[], Context>;
@@ -192,6 +195,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   redis.defineCommand('jitRevokeReplay', { numberOfKeys: 4, lua: LUA_SCRIPTS.revokeReplay });
   redis.defineCommand('jitCloseGrant', { numberOfKeys: 4, lua: LUA_SCRIPTS.closeGrant });
   redis.defineCommand('jitAppendAudit', { numberOfKeys: 1, lua: LUA_SCRIPTS.appendAudit });
+  redis.defineCommand('jitAppendShard', { numberOfKeys: 1, lua: LUA_SCRIPTS.appendShard });
   redis.defineCommand('jitPublishKey', { numberOfKeys: 1, lua: LUA_SCRIPTS.publishKey });
   redis.defineCommand('jitReadGrants', { lua: LUA_SCRIPTS.readGrants });
 
@@ -766,6 +770,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
 
     async close(): Promise<void> {
       if (closed) return;
+      await auditLog.flush(); // the pending shard copies, best effort (failures are logged)
       closed = true;
       try {
         if (redis.status === 'ready') await redis.quit();
