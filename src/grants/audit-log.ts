@@ -22,8 +22,10 @@ import type { AuditEvent, AuditEventType, OperatorEvent } from './store.js';
  * workload's own streams `{w:tag}:audit` and `{w:tag}:denials` instead.
  *
  * Order: by (entry id, stream code). Redis numbers each stream's entries from its own clock, so
- * entries of different streams are ordered by the time Redis appended them, ties broken by the
- * stream's code. An event's id `<ms>-<seq>:<code>` is therefore a complete position in the
+ * entries of different streams are ordered by the time Redis appended them, to a few
+ * milliseconds: shard copies are batched for SHARD_FLUSH_MS, and entries of different streams
+ * with the same millisecond are ordered by their stream's code, not by which came first. One stream keeps its own order exactly, so a
+ * workload's (and a grant's) events are always in the order they happened. An event's id `<ms>-<seq>:<code>` is therefore a complete position in the
  * merged log: a page, a cursor and an SSE Last-Event-ID all resume from one id. An oldest-first
  * read returns only entries older than Redis's own clock at the read (TIME), so an entry appended
  * later can never sort before a position already returned (a tail loses nothing and repeats nothing).
@@ -176,7 +178,12 @@ export interface LogSource {
 
 const entryId = (p: { ms: number; seq: number }) => `${p.ms}-${p.seq}`;
 
-/** Shard copies wait at most this long (ms) to share one script call per shard. */
+/**
+ * Shard copies wait up to this long (ms), off the request's path, to share one script call per
+ * shard. Flushing on the next turn instead (setImmediate) cost a sequential task start about
+ * twice as much and 64 concurrent creates ~13% throughput (bench/audit-shard.ts); with 2 ms both
+ * are within the bench's noise.
+ */
 export const SHARD_FLUSH_MS = 2;
 /** ...or until this many are pending. */
 export const SHARD_BATCH_MAX = 256;
@@ -259,8 +266,8 @@ const wants = (q: AuditLogQuery, prefix: string) => !q.types || [...q.types].som
 
 export interface RedisAuditLog {
   /**
-   * Copies a workload's event to its shard stream: batched (per shard, for at most
-   * SHARD_FLUSH_MS or SHARD_BATCH_MAX events, one script call per shard and batch), never awaited
+   * Copies a workload's event to its shard stream: batched (for up to SHARD_FLUSH_MS, one
+   * script call per shard and batch), never awaited
    * by the caller, best effort (a failure is logged; the workload's own stream has the event).
    */
   copyToShard(workload: string, fields: string[], now: number, retentionMs: number): void;
