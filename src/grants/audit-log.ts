@@ -269,8 +269,9 @@ export interface RedisAuditLog {
    * Copies a workload's event to its shard stream: batched (for up to SHARD_FLUSH_MS, one
    * script call per shard and batch), never awaited
    * by the caller, best effort (a failure is logged; the workload's own stream has the event).
+   * `retentionMs` trims the shard by age (undefined: this copy trims nothing).
    */
-  copyToShard(workload: string, fields: string[], now: number, retentionMs: number): void;
+  copyToShard(workload: string, fields: string[], now: number, retentionMs: number | undefined): void;
   /** Writes the pending copies now (reads do first, so this instance reads its own writes). */
   flush(): Promise<void>;
   appendKeyEvent(e: KeyEvent, retentionMs: number): Promise<void>;
@@ -353,7 +354,8 @@ export function redisAuditLog(redis: Redis, prefix: string, log: Logger, enabled
       let b = pending.get(n);
       if (!b) pending.set(n, (b = { entries: [], trimBefore: 0 }));
       b.entries.push(fields);
-      b.trimBefore = Math.max(b.trimBefore, now - retentionMs);
+      // A copy whose writer is not told the retention (a closing) trims nothing.
+      if (retentionMs !== undefined) b.trimBefore = Math.max(b.trimBefore, now - retentionMs);
       if (++pendingCount >= SHARD_BATCH_MAX) void flush();
       else if (!timer) {
         timer = setTimeout(() => void flush(), SHARD_FLUSH_MS);

@@ -457,8 +457,9 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       );
       const [outcome, payload, lost] = reply;
       if (lost !== undefined) auditLost(op, id, outcome, lost);
-      if (outcome === 'closed') auditLog.copyToShard(workload, closing, now, CLOSE_RETENTION_MS);
-      else if (outcome === 'replay') auditLog.copyToShard(workload, replay, now, CLOSE_RETENTION_MS);
+      // Closing is not told the retention: its copies trim nothing (create and renew trim).
+      if (outcome === 'closed') auditLog.copyToShard(workload, closing, now, undefined);
+      else if (outcome === 'replay') auditLog.copyToShard(workload, replay, now, undefined);
       if (outcome === 'marked' || outcome === 'unknown') return [outcome, undefined];
       if (outcome === 'unreadable') throw unreadable(id, 'close-grant.lua could not decode it; nothing changed');
       if ((outcome === 'closed' || outcome === 'inactive' || outcome === 'replay') && typeof payload === 'string') {
