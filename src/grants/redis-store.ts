@@ -98,6 +98,7 @@ export const LUA_SCRIPTS = {
   revokeReplay: withLib('renew-grant.lua', '#!lua flags=allow-oom'),
   closeGrant: withLib('close-grant.lua'),
   appendAudit: lua('append-audit.lua'),
+  appendShard: lua('append-shard.lua'),
   publishKey: lua('publish-key.lua'),
   readGrants: withLib('read-grants.lua'),
   indexGrant: lua('index-grant.lua'),
@@ -111,6 +112,8 @@ declare module 'ioredis' {
     jitRevokeReplay(...args: (string | number)[]): Result<(string | number)[], Context>;
     jitCloseGrant(...args: (string | number)[]): Result<string[], Context>;
     jitAppendAudit(...args: (string | number)[]): Result<string, Context>;
+    /** The global audit log's shard copies (grants/audit-log.ts): entries added. */
+    jitAppendShard(...args: (string | number)[]): Result<number, Context>;
     jitPublishKey(...args: (string | number)[]): Result<number, Context>;
     /** numkeys, then keys and args (the key count varies with the page). */
     jitReadGrants(...args: (string | number)[]): Result<string[], Context>;
@@ -212,6 +215,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   redis.defineCommand('jitRevokeReplay', { numberOfKeys: 4, lua: LUA_SCRIPTS.revokeReplay });
   redis.defineCommand('jitCloseGrant', { numberOfKeys: 4, lua: LUA_SCRIPTS.closeGrant });
   redis.defineCommand('jitAppendAudit', { numberOfKeys: 1, lua: LUA_SCRIPTS.appendAudit });
+  redis.defineCommand('jitAppendShard', { numberOfKeys: 1, lua: LUA_SCRIPTS.appendShard });
   redis.defineCommand('jitPublishKey', { numberOfKeys: 1, lua: LUA_SCRIPTS.publishKey });
   redis.defineCommand('jitReadGrants', { lua: LUA_SCRIPTS.readGrants });
   redis.defineCommand('jitIndexGrant', { numberOfKeys: 1, lua: LUA_SCRIPTS.indexGrant });
@@ -640,8 +644,9 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       );
       const [outcome, payload, lost] = reply;
       if (lost !== undefined) auditLost(op, id, outcome, lost);
-      if (outcome === 'closed') auditLog.copyToShard(workload, closing, now, CLOSE_RETENTION_MS);
-      else if (outcome === 'replay') auditLog.copyToShard(workload, replay, now, CLOSE_RETENTION_MS);
+      // Closing is not told the retention: its copies trim nothing (create and renew trim).
+      if (outcome === 'closed') auditLog.copyToShard(workload, closing, now, undefined);
+      else if (outcome === 'replay') auditLog.copyToShard(workload, replay, now, undefined);
       if (outcome === 'marked' || outcome === 'unknown') return [outcome, undefined];
       if (outcome === 'unreadable') throw unreadable(id, 'close-grant.lua could not decode it; nothing changed');
       if ((outcome === 'closed' || outcome === 'inactive' || outcome === 'replay') && typeof payload === 'string') {
@@ -1011,6 +1016,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
 
     async close(): Promise<void> {
       if (closed) return;
+      await auditLog.flush(); // the pending shard copies, best effort (failures are logged)
       closed = true;
       try {
         if (redis.status === 'ready') await redis.quit();

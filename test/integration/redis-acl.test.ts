@@ -121,6 +121,11 @@ describe('deploy/redis/users.acl', () => {
     expect(types).toEqual(expect.arrayContaining(['grant.issued', 'grant.renewed', 'grant.ended', 'grant.revoked', 'grant.denied']));
     expect((await broker.store.readUnmatchedAudit()).length).toBeGreaterThan(0);
     expect(await asBroker.zrangebyscore('jit:workloads', '-inf', '+inf')).toContain(WORKLOAD);
+    // The operators' event log: shard copies (script), merged reads in both orders (TIME), key events.
+    const global = await broker.store.readAuditLog({ scope: { kind: 'global' }, order: 'asc', limit: 1000, maxExamined: 10_000 });
+    expect(global.events.map((e) => e.type)).toEqual(expect.arrayContaining(['grant.issued', 'grant.renewed', 'grant.ended', 'grant.revoked', 'grant.denied', 'key.published']));
+    const own = await broker.store.readAuditLog({ scope: { kind: 'workload', workload: WORKLOAD }, order: 'desc', limit: 1000, maxExamined: 10_000 });
+    expect(own.events.length).toBeGreaterThan(0);
 
     // The operator API: queries over the global and workload indexes, workloads, keys, the kill
     // switch by task and by key id (its authenticated mark), and the operators' audit streams.

@@ -6,6 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Unavailable, UnreadableGrant } from '../../src/errors.js';
 import { auditToFields, globalShard, grantFromRecord, grantToRecord } from '../../src/grants/codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from '../../src/grants/ids.js';
+import { shardKey, shardOfTag } from '../../src/grants/audit-log.js';
 import { createRedisGrantStore, redactRedisUrl, type RedisGrantStore } from '../../src/grants/redis-store.js';
 import type { Grant, GrantStore } from '../../src/grants/store.js';
 import { silentLogger } from '../../src/log.js';
@@ -211,6 +212,25 @@ describe('redis grant store: Redis specifics', () => {
       jti = next;
     }
     expect(await raw.xlen(grantKeys(prefix, workloadTag(v)).audit)).toBe(1501);
+  });
+
+  it('copies events to the shard streams of the global log, trimmed by age by the writers told the retention only', async () => {
+    const w = uniqueWorkload('shard');
+    const shard = shardKey(prefix, shardOfTag(workloadTag(w)));
+    const now = Date.now();
+    // 250 copies older than the retention (ids are Redis's clock: a second after the epoch).
+    const old = auditToFields({ type: 'grant.ended', at: 1000, workload: w });
+    for (let i = 1; i <= 250; i++) await raw.xadd(shard, `1000-${i}`, ...old);
+    const grants: string[] = [];
+    for (let i = 0; i < 250; i++) grants.push((await store.createGrant(makeGrant(w, now, { expires_at: now + 3 * 3_600_000 }), { now, maxActive: 1000, retentionMs: 60_000 })).id);
+    await store.readAuditLog({ scope: { kind: 'global' }, order: 'desc', limit: 1, maxExamined: 1 }); // flushes the pending copies
+    expect((await raw.xrange(shard, '-', '+')).filter(([id]) => id.startsWith('1000-')).length).toBeLessThan(150);
+    // A closing is not told the retention: its copy must not trim recent entries, even at a far later "now".
+    expect((await store.closeGrant(grants[0]!, w, { now: now + 7_200_000, status: 'ended' })).outcome).toBe('closed');
+    await store.readAuditLog({ scope: { kind: 'global' }, order: 'desc', limit: 1, maxExamined: 1 });
+    const mine = (await raw.xrange(shard, '-', '+')).filter(([id, f]) => !id.startsWith('1000-') && f.includes(w));
+    expect(mine.length).toBe(251);
+    expect(await raw.ttl(shard)).toBe(-1); // 16 fixed keys: trimmed by age, never expired whole
   });
 
   it('keeps every key of a workload in one cluster slot, whatever the task id', async () => {
