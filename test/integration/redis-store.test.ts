@@ -215,8 +215,11 @@ describe('redis grant store: Redis specifics', () => {
   });
 
   it('copies events to the shard streams of the global log, trimmed by age by the writers told the retention only', async () => {
+    // A prefix of its own: other tests' copies (Redis's clock) would sort after the planted ids.
+    const own = uniquePrefix('shard-log');
+    const store = createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url: redisUrl(), keyPrefix: own, log: silentLogger });
     const w = uniqueWorkload('shard');
-    const shard = shardKey(prefix, shardOfTag(workloadTag(w)));
+    const shard = shardKey(own, shardOfTag(workloadTag(w)));
     const now = Date.now();
     // 250 copies older than the retention (ids are Redis's clock: a second after the epoch).
     const old = auditToFields({ type: 'grant.ended', at: 1000, workload: w });
@@ -231,6 +234,8 @@ describe('redis grant store: Redis specifics', () => {
     const mine = (await raw.xrange(shard, '-', '+')).filter(([id, f]) => !id.startsWith('1000-') && f.includes(w));
     expect(mine.length).toBe(251);
     expect(await raw.ttl(shard)).toBe(-1); // 16 fixed keys: trimmed by age, never expired whole
+    await store.close();
+    await raw.del(...(await raw.keys(`${own}*`)));
   });
 
   it('keeps every key of a workload in one cluster slot, whatever the task id', async () => {
