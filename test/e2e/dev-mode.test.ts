@@ -66,9 +66,14 @@ describe('npm run dev', () => {
     const anonymous = JSON.parse((await run('bash', ['-c', curls[2]!.replace(/-H 'Authorization: Bearer [^']+' /, '')], { timeout: 10_000 })).stdout) as Record<string, any>;
     expect(anonymous.error).toBe('invalid_client');
     // the printed CLI line works as the demo operator too (jit-broker from source here)
-    const cliLine = output().split('\n').find((l) => l.trim().startsWith('JIT_URL='))!.trim();
-    const keys = await run('bash', ['-c', cliLine.replace('npx jit-broker', `${process.execPath} --import tsx src/cli/main.ts`)], { timeout: 20_000 });
+    const exportLine = output().split('\n').find((l) => l.trim().startsWith('export JIT_URL='))!.trim();
+    const cli = `${process.execPath} --import tsx src/cli/main.ts`;
+    const keys = await run('bash', ['-c', `${exportLine}; ${cli} keys ls`], { timeout: 20_000 });
     expect(keys.stdout).toMatch(/^KID +ALG +CREATED/m);
+    // and the README's operator curl, with that environment
+    const readmeCurl = 'curl -s --cacert "$JIT_CA" -H "Authorization: Bearer $JIT_OPERATOR_CREDENTIAL" "$JIT_URL/v1/grants?status=active"';
+    const listed = JSON.parse((await run('bash', ['-c', `${exportLine}; ${readmeCurl}`], { timeout: 10_000 })).stdout) as { grants: { grant: string }[] };
+    expect(listed.grants.map((g) => g.grant)).toEqual([mtls.grant, platform.grant]);
 
     // dev mode never prints a token
     expect(output()).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}\./);
