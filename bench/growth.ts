@@ -143,7 +143,7 @@ interface Case {
 async function measureCase(c: Case, run: number, dir: string, issuer: OidcIssuer): Promise<Measured[]> {
   const { redis, store, done } = await c.open();
   try {
-    const listing = await measureListing(`list-${c.name}`, `a page of ${GROWTH_PER_WORKLOAD} of one workload's grants (store.listWorkloadGrants, until GET /v1/grants lands), ${c.label}`, store, redis.pid);
+    const listing = await measureListing(`list-${c.name}`, `a page of ${GROWTH_PER_WORKLOAD} of one workload's grants (store.listWorkloadGrants, in-process: what GET /v1/grants?workload= reads), ${c.label}`, store, redis.pid);
     const port = await freePort();
     const env = { dir, redis: { url: redis.url, pid: redis.pid }, issuer };
     const traffic = await issueTraffic(issuer, `growth-${c.name}-${run}`);

@@ -1,5 +1,5 @@
 /**
- * The two tables: the figures (median with min–max over the runs), then the targets of issue #5
+ * The two tables: the figures (median with min–max over the runs), then the targets set for it
  * with what was measured and whether each holds. Ratios are taken within each run (the two
  * figures side by side, under the same conditions), then their median is reported.
  */
