@@ -15,6 +15,7 @@
  */
 import { Redis } from 'ioredis';
 import { parseConfig } from '../src/config/load.js';
+import { BENCH_KEY_PUBLICATION_SECRET } from './scenarios.js';
 import { startOidcIssuer, type OidcIssuer } from '../src/dev/oidc-issuer.js';
 import { AccessDenied } from '../src/errors.js';
 import { silentLogger } from '../src/log.js';
@@ -45,6 +46,7 @@ async function measure(issuer: OidcIssuer, shape: Shape) {
     issuer: 'https://broker.bench',
     listen: { host: '127.0.0.1', port: 0 },
     store: { kind: 'redis', url: redis.url, key_prefix: 'jit:' },
+    tokens: { key_publication_secret: BENCH_KEY_PUBLICATION_SECRET },
     attestation: { oidc: { issuers: [{ issuer: issuer.issuer, audiences: [AUDIENCE], algorithms: ['ES256'], mapping: { preset: 'kubernetes', cluster: 'bench' } }] } },
     limits: { failed_attestations: { burst: 1_000_000 } },
     policies: [{ name: 'payments', workloads: ['k8s://bench/ns/payments/sa/*'], audiences: ['db.payments'], actions: ['read'], resources: ['db://payments/**'] }],

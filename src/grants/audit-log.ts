@@ -122,6 +122,10 @@ export function shardOfTag(tag: string): number {
 }
 
 export const shardKey = (prefix: string, n: number): string => `${prefix}{ga:${n}}:audit`;
+/** The shard stream of denial copies: capped by count (DENIAL_SHARD_MAXLEN), in the same slot as its lifecycle shard. */
+export const denialShardKey = (prefix: string, n: number): string => `${prefix}{ga:${n}}:denials`;
+/** Denial copies kept per shard: as many as a workload's own denial stream keeps. */
+export const DENIAL_SHARD_MAXLEN = 1000;
 export const keysAuditKey = (prefix: string): string => `${prefix}audit:keys`;
 
 // ── key events: flat field/value strings ──
@@ -269,9 +273,10 @@ export interface RedisAuditLog {
    * Copies a workload's event to its shard stream: batched (for up to SHARD_FLUSH_MS, one
    * script call per shard and batch), never awaited
    * by the caller, best effort (a failure is logged; the workload's own stream has the event).
-   * `retentionMs` trims the shard by age (undefined: this copy trims nothing).
+   * `retentionMs` trims the shard by age (undefined: this copy trims nothing). Denials go to a
+   * shard stream of their own, capped by count like the streams they copy.
    */
-  copyToShard(workload: string, fields: string[], now: number, retentionMs: number | undefined): void;
+  copyToShard(workload: string, fields: string[], now: number, retentionMs: number | undefined, kind?: 'lifecycle' | 'denial'): void;
   /** Writes the pending copies now (reads do first, so this instance reads its own writes). */
   flush(): Promise<void>;
   appendKeyEvent(e: KeyEvent, retentionMs: number): Promise<void>;
@@ -283,9 +288,9 @@ export interface RedisAuditLog {
  * write, so a shard copy costs no round trip of its own). `enabled: false` skips the shard copies
  * (bench A/B only: the global log then misses workload events).
  */
-export function redisAuditLog(redis: Redis, prefix: string, log: Logger, enabled = true): RedisAuditLog {
-  /** Pending copies by shard, and the trim horizon of each (the latest now - retention). */
-  const pending = new Map<number, { entries: string[][]; trimBefore: number }>();
+export function redisAuditLog(redis: Redis, prefix: string, log: Logger, enabled = true, denialShardMaxlen = DENIAL_SHARD_MAXLEN): RedisAuditLog {
+  /** Pending copies by shard stream, and the trim horizon of each (the latest now - retention). */
+  const pending = new Map<string, { n: number; denials: boolean; entries: string[][]; trimBefore: number }>();
   let pendingCount = 0;
   let timer: NodeJS.Timeout | undefined;
   function flush(): Promise<void> {
@@ -296,9 +301,9 @@ export function redisAuditLog(redis: Redis, prefix: string, log: Logger, enabled
     pending.clear();
     pendingCount = 0;
     return Promise.all(
-      batches.map(([n, b]) =>
-        redis.jitAppendShard(shardKey(prefix, n), b.trimBefore, b.entries.length, ...b.entries.flatMap((f) => [f.length, ...f])).catch((e: unknown) => {
-          log.warn({ op: 'auditShard', shard: n, events: b.entries.length, err: e instanceof Error ? e.message : String(e) }, 'events not copied to the global audit log (the workload streams have them)');
+      batches.map(([key, b]) =>
+        redis.jitAppendShard(key, b.trimBefore, b.denials ? denialShardMaxlen : 0, b.entries.length, ...b.entries.flatMap((f) => [f.length, ...f])).catch((e: unknown) => {
+          log.warn({ op: 'auditShard', shard: b.n, events: b.entries.length, err: e instanceof Error ? e.message : String(e) }, 'events not copied to the global audit log (the workload streams have them)');
         }),
       ),
     ).then(() => undefined);
@@ -342,17 +347,20 @@ export function redisAuditLog(redis: Redis, prefix: string, log: Logger, enabled
     }
     const out: LogSource[] = [];
     if (wants(q, 'grant.')) for (let n = 0; n < AUDIT_SHARDS; n++) out.push(source(`g${n}`, shardKey(prefix, n)));
+    if (wants(q, 'grant.denied')) for (let n = 0; n < AUDIT_SHARDS; n++) out.push(source(`x${n}`, denialShardKey(prefix, n)));
     if (wants(q, 'key.')) out.push(source('k', keysAuditKey(prefix)));
     if (wants(q, 'operator.')) out.push(source('o', `${prefix}audit:operator`), source('r', `${prefix}audit:operator:reads`));
     return out;
   }
 
   return {
-    copyToShard(workload, fields, now, retentionMs) {
+    copyToShard(workload, fields, now, retentionMs, kind = 'lifecycle') {
       if (!enabled) return;
       const n = shardOfTag(workloadTag(workload));
-      let b = pending.get(n);
-      if (!b) pending.set(n, (b = { entries: [], trimBefore: 0 }));
+      const denials = kind === 'denial';
+      const key = denials ? denialShardKey(prefix, n) : shardKey(prefix, n);
+      let b = pending.get(key);
+      if (!b) pending.set(key, (b = { n, denials, entries: [], trimBefore: 0 }));
       b.entries.push(fields);
       // A copy whose writer is not told the retention (a closing) trims nothing.
       if (retentionMs !== undefined) b.trimBefore = Math.max(b.trimBefore, now - retentionMs);

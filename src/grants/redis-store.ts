@@ -141,6 +141,8 @@ export interface RedisGrantStoreOptions {
    * true; false only for the bench's A/B of what the copy costs a task start.
    */
   globalAuditLog?: boolean;
+  /** Denial copies kept per shard of the global audit log (default DENIAL_SHARD_MAXLEN; tests lower it). */
+  denialShardMaxlen?: number;
   /**
    * Write each new grant to the global newest-first index (operators' queries without a
    * workload, and the kill switch by anything but a workload). Default true; off only for the
@@ -334,7 +336,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   const operatorAuditKey = `${prefix}audit:operator`;
   const operatorReadsKey = `${prefix}audit:operator:reads`;
   /** The merged operators' event log: shard copies of workload events, keys and operator streams. */
-  const auditLog = redisAuditLog(redis, prefix, log, opts.globalAuditLog ?? true);
+  const auditLog = redisAuditLog(redis, prefix, log, opts.globalAuditLog ?? true, opts.denialShardMaxlen);
   /** Kids of unauthenticated published keys already logged (bounded): one line each, not one per read. */
   const unauthenticLogged = new Set<string>();
 
@@ -862,7 +864,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       await guarded('appendAudit', async () => {
         await redis.jitAppendAudit(key, retention, trim, kept, ...auditToFields(fields));
       });
-      auditLog.copyToShard(e.workload, auditToFields(fields), e.at, retention);
+      auditLog.copyToShard(e.workload, auditToFields(fields), e.at, retention, e.type === 'grant.denied' ? 'denial' : 'lifecycle');
     },
 
     async readUnmatchedAudit(o: { limit?: number } = {}): Promise<AuditEvent[]> {

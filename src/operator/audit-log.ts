@@ -161,7 +161,7 @@ function scopeOf(q: { workload?: string | undefined; grant?: string | undefined 
 
 /** Stream codes of positions in each scope (an id or cursor from another scope is refused). */
 const codeFits = (storeKind: string, scopeKey: string, code: string) =>
-  storeKind === 'memory' ? code === 'm' : scopeKey === 'g' ? /^(g\d{1,2}|k|o|r)$/.test(code) : code === 'w' || code === 'd';
+  storeKind === 'memory' ? code === 'm' : scopeKey === 'g' ? /^(g\d{1,2}|x\d{1,2}|k|o|r)$/.test(code) : code === 'w' || code === 'd';
 
 function encodeCursor(order: 'asc' | 'desc', scopeKey: string, pos: LogPosition): string {
   return Buffer.from(`1|${order}|${scopeKey}|${formatPosition(pos)}`).toString('base64url');

@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Unavailable, UnreadableGrant } from '../../src/errors.js';
 import { auditToFields, globalShard, grantFromRecord, grantToRecord } from '../../src/grants/codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from '../../src/grants/ids.js';
-import { shardKey, shardOfTag } from '../../src/grants/audit-log.js';
+import { AUDIT_SHARDS, shardKey, shardOfTag } from '../../src/grants/audit-log.js';
 import { createRedisGrantStore, redactRedisUrl, type RedisGrantStore } from '../../src/grants/redis-store.js';
 import type { Grant, GrantStore } from '../../src/grants/store.js';
 import { silentLogger } from '../../src/log.js';
@@ -234,6 +234,29 @@ describe('redis grant store: Redis specifics', () => {
     const mine = (await raw.xrange(shard, '-', '+')).filter(([id, f]) => !id.startsWith('1000-') && f.includes(w));
     expect(mine.length).toBe(251);
     expect(await raw.ttl(shard)).toBe(-1); // 16 fixed keys: trimmed by age, never expired whole
+    await store.close();
+    await raw.del(...(await raw.keys(`${own}*`)));
+  });
+
+  it("caps the global log's copies of denials by count, as the streams they copy are: many sources cannot grow it", async () => {
+    // Each source spends only its own audit budget, so 1,000 sources x 100 denials all count as
+    // "under budget": the workload streams and unmatched partitions they go to are capped, and
+    // the copies in the global log must be too (found by bench/audit-memory.ts: 100,000 denials
+    // from 1,000 sources kept 116,000 entries, 77 MB, with the copies trimmed only by age).
+    const own = uniquePrefix('shard-denials');
+    const cap = 20;
+    const store = createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url: redisUrl(), keyPrefix: own, log: silentLogger, denialShardMaxlen: cap });
+    const now = Date.now();
+    const sources = Array.from({ length: 1000 }, (_, i) => `10.1.${i >> 8}.${i & 255}`);
+    await Promise.all(
+      sources.map((source, i) =>
+        store.appendAudit({ type: 'grant.denied', at: now, workload: `k8s://x/ns/n/sa/stranger-${i}`, reason: 'no rule names this workload' }, { retentionMs: 3_600_000, unmatched: true, source }),
+      ),
+    );
+    const page = await store.readAuditLog({ scope: { kind: 'global' }, order: 'desc', limit: 1000, maxExamined: 100_000 });
+    const copies = page.events.filter((e) => e.type === 'grant.denied').length;
+    expect(copies).toBeGreaterThan(0);
+    expect(copies).toBeLessThanOrEqual(AUDIT_SHARDS * cap);
     await store.close();
     await raw.del(...(await raw.keys(`${own}*`)));
   });
