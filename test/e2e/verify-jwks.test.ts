@@ -4,6 +4,7 @@
  * kid (with a cool-down), served from cache while the JWKS is down for at most jwksMaxStale, then
  * failing closed, and recovering. Time moves only by the test's clock.
  */
+import { generateKeyPairSync, sign } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -200,7 +201,16 @@ describe('JWKS cache', () => {
     await jwks.start();
     const ed = await signingKey('key-ed', 'EdDSA');
     const rs = await signingKey('key-rs', 'RS256');
-    jwks.keys = [a.jwk, ed.jwk, rs.jwk];
+    const small = generateKeyPairSync('rsa', { modulusLength: 1024 }); // jose would not make one
+    jwks.keys = [
+      a.jwk,
+      ed.jwk,
+      rs.jwk,
+      // Published keys the verifier must ignore: an RSA key labelled ES256, an RSA key under 2048 bits, a symmetric one.
+      { ...rs.jwk, kid: 'mislabeled', alg: 'ES256' },
+      { ...(small.publicKey.export({ format: 'jwk' }) as JWK), kid: 'small', alg: 'RS256' },
+      { kty: 'oct', k: 'c2VjcmV0', kid: 'hmac', alg: 'HS256' },
+    ];
     now = Date.now();
     const v = verifier();
     for (const k of [a, ed, rs]) expect(await code(v.verify(await taskToken(k, now)))).toBe('ok');
@@ -209,6 +219,10 @@ describe('JWKS cache', () => {
     expect(await code(verifier({ algorithms: ['ES256'] }).verify(await taskToken(rs, now)))).toBe('algorithm_not_allowed');
     // An EdDSA-signed token naming the ES256 key's kid: the key's alg is not the header's.
     expect(await code(v.verify(await taskToken({ ...ed, kid: 'key-a' }, now)))).toBe('algorithm_not_allowed');
+    expect(await code(v.verify(await taskToken({ ...rs, kid: 'mislabeled' }, now)))).toBe('unknown_key');
+    const byA = await taskToken(a, now);
+    const input = `${Buffer.from(JSON.stringify({ alg: 'RS256', typ: 'at+jwt', kid: 'small' })).toString('base64url')}.${byA.split('.')[1]}`;
+    expect(await code(v.verify(`${input}.${sign('sha256', Buffer.from(input), small.privateKey).toString('base64url')}`))).toBe('unknown_key');
     // Claims the broker never mints in this shape.
     expect(await code(v.verify(await taskToken(a, now, {}, { scope: 'read write' })))).toBe('bad_claims');
     const token = await taskToken(a, now);
