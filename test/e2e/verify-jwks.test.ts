@@ -4,7 +4,11 @@
  * kid (with a cool-down), served from cache while the JWKS is down for at most jwksMaxStale, then
  * failing closed, and recovering. Time moves only by the test's clock.
  */
+import { execFile } from 'node:child_process';
 import { generateKeyPairSync, sign } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -230,5 +234,32 @@ describe('JWKS cache', () => {
     const json = Buffer.from(p, 'base64url').toString();
     const dup = Buffer.from(`${json.slice(0, -1)},"aud":"svc"}`).toString('base64url');
     expect(await code(v.verify(`${h}.${dup}.${s}`))).toBe('token_malformed');
+  });
+
+  it('leaves nothing running: a process that verified (JWKS over keep-alive, no close()) exits by itself', async () => {
+    jwks = jwksServer();
+    await jwks.start();
+    jwks.keys = [a.jwk];
+    const token = await taskToken(a, Date.now());
+    const dir = mkdtempSync(join(tmpdir(), 'jit-verify-exit-'));
+    const script = join(dir, 'exit.mts');
+    const entry = resolve(import.meta.dirname, '../../src/verify/index.ts');
+    writeFileSync(
+      script,
+      `import { createVerifier } from ${JSON.stringify(entry)};
+const v = createVerifier({ issuer: ${JSON.stringify(ISSUER)}, audience: 'svc', jwksUri: ${JSON.stringify(jwks.url)} });
+const task = await v.verify(process.env.TOKEN!, { action: 'read' });
+console.log(task.workload);
+`,
+    );
+    try {
+      const out = await new Promise<string>((res, rej) =>
+        execFile(process.execPath, ['--import', 'tsx', script], { env: { ...process.env, TOKEN: token }, timeout: 15_000 }, (err, stdout) => (err ? rej(err) : res(stdout))),
+      );
+      expect(out.trim()).toBe('spiffe://example.org/api');
+      expect(jwks.requests).toBe(1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -7,6 +7,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer as createHttpsServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
 import { generateKeyPair, SignJWT, decodeJwt, decodeProtectedHeader } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -274,6 +275,31 @@ describe('requireTask (hono)', () => {
     expect(denied.status).toBe(403);
     expect(denied.headers.get('www-authenticate')).toMatch(/error="insufficient_scope"/);
     expect(await denied.json()).toEqual({ error: 'insufficient_scope', error_description: 'the task was not granted the action "write"' });
+  });
+});
+
+describe('requireTask under @hono/node-server over real TLS', () => {
+  it('reads the peer certificate from the connection for a bound token', async () => {
+    const app = new Hono<{ Variables: TaskVariables }>();
+    app.get('/orders/:id', requireTask({ verifier: verifier(), action: 'read', resource: (c) => `db://payments/orders/${c.req.param('id')}` }), (c) =>
+      c.json({ workload: c.get('task').workload, cnf: c.get('task').confirmation }),
+    );
+    const server = createHttpsServer({ cert: pki.server.chainPem, key: pki.server.keyPem, ca: pki.example.certPem, requestCert: true, rejectUnauthorized: false }, getRequestListener(app.fetch));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}/orders/3`;
+      const { token } = await startTask({ cert: svid });
+      const headers = { authorization: `Bearer ${token}` };
+      const ok = await httpsJson(url, { ca: pki.example.certPem, cert: svid.chainPem, key: svid.keyPem, headers });
+      expect([ok.status, ok.json]).toEqual([200, { workload: SVID, cnf: decodeJwt(token).cnf }]);
+      const other = await httpsJson(url, { ca: pki.example.certPem, cert: otherSvid.chainPem, key: otherSvid.keyPem, headers });
+      expect([other.status, other.json.error]).toEqual([401, 'invalid_token']);
+      expect(other.headers['www-authenticate']).toMatch(/bound to another client certificate/);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   });
 });
 
