@@ -3,7 +3,7 @@ import type { Operator } from '../auth/operators.js';
 import { InvalidRequest } from '../errors.js';
 import { isGrantId } from '../grants/ids.js';
 import type { Grant } from '../grants/store.js';
-import { compileGlob } from '../policy/glob.js';
+import { compileGlob } from '../protocol/match.js';
 import { decodeCursor, encodeCursor, MAX_CURSOR } from './cursor.js';
 import { auditOperator, instanceName, MAX_EXAMINED, parseParams, type OperatorDeps } from './deps.js';
 import { paramText } from './deps.js';
@@ -53,7 +53,7 @@ const CLOSE_BATCH = 64;
 /**
  * A selector as a predicate on a grant record. An issuer selector matches the token issuer, or a
  * trust domain (`example.org` or `spiffe://example.org`) of X.509 grants. A workload selector
- * with `*` is a glob (policy/glob.ts: `*` within a segment, `**` across).
+ * with `*` is a glob (protocol/match.ts: `*` within a segment, `**` across).
  */
 function selectorMatch(sel: RevokeSelector): (g: Grant) => boolean {
   if ('grant' in sel) return (g) => g.id === sel.grant;

@@ -1,6 +1,6 @@
 import type { Workload } from '../attestation/attestor.js';
 import type { Intent } from '../protocol/intent.js';
-import { compileGlob, type Matcher } from './glob.js';
+import { compileActions, compileGlob, compileResources, type Matcher } from '../protocol/match.js';
 import type { Rule } from './rules.js';
 import { cut } from '../util/text.js';
 
@@ -38,9 +38,10 @@ export type Decision =
 interface CompiledRule {
   rule: Rule;
   workloads: Matcher[];
-  resources: Matcher[];
-  anyAction: boolean;
-  actions: Set<string>;
+  /** Whether the rule names resources at all (then a request must name some). */
+  scopesResources: boolean;
+  resource: Matcher;
+  action: Matcher;
   audiences: Set<string>;
 }
 
@@ -52,9 +53,9 @@ export class Policy {
     this.rules = rules.map((rule) => ({
       rule,
       workloads: rule.workloads.map(compileGlob),
-      resources: rule.resources.map(compileGlob),
-      anyAction: rule.actions.includes('*'),
-      actions: new Set(rule.actions),
+      scopesResources: rule.resources.length > 0,
+      resource: compileResources(rule.resources),
+      action: compileActions(rule.actions),
       audiences: new Set(rule.audiences),
     }));
   }
@@ -81,12 +82,12 @@ export class Policy {
     let closest: { rule: Rule; refused: Refusal; weight: number } | undefined;
     for (const c of candidates) {
       const refused: Refusal = {
-        actions: c.anyAction ? [] : intent.actions.filter((a) => !c.actions.has(a)),
-        resources: intent.resources.filter((r) => !c.resources.some((m) => m(r))),
+        actions: intent.actions.filter((a) => !c.action(a)),
+        resources: intent.resources.filter((r) => !c.resource(r)),
       };
       if (!c.audiences.has(intent.audience)) refused.audience = intent.audience;
       // An empty resource list must not read as "any resource" under a rule that scopes them.
-      if (c.resources.length > 0 && intent.resources.length === 0) refused.resourcesRequired = true;
+      if (c.scopesResources && intent.resources.length === 0) refused.resourcesRequired = true;
       if (c.rule.require_binding && !workload.confirmation) refused.binding = true;
       const weight =
         // A rule that would allow all but the binding is the most useful one to name.

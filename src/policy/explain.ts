@@ -29,7 +29,7 @@ import type { Workload } from '../attestation/attestor.js';
 import { intentSchema } from '../protocol/intent.js';
 import { isWellFormed, NOT_WELL_FORMED } from '../protocol/unicode.js';
 import type { Policy } from './evaluate.js';
-import { compileGlob } from './glob.js';
+import { compileActions, compileGlob, compileResources } from '../protocol/match.js';
 import type { Rule } from './rules.js';
 
 export const explainRequestSchema = z
@@ -157,16 +157,16 @@ export function explain(policy: Policy, workload: ExplainWorkload, intent: Expla
 
 function refusal(rule: Rule, workload: ExplainWorkload, audience: string, actions: string[], resources: string[]): RuleRefusal {
   const workloads = rule.workloads.map(compileGlob);
-  const patterns = rule.resources.map(compileGlob);
-  const anyAction = rule.actions.includes('*');
+  const allowsResource = compileResources(rule.resources);
+  const allowsAction = compileActions(rule.actions);
   const r: RuleRefusal = {
     parts: [],
-    actions: anyAction ? [] : unique(actions.filter((a) => !rule.actions.includes(a))),
-    resources: unique(resources.filter((res) => !patterns.some((m) => m(res)))),
+    actions: unique(actions.filter((a) => !allowsAction(a))),
+    resources: unique(resources.filter((res) => !allowsResource(res))),
   };
   if (!workloads.some((m) => m(workload.id))) r.workload = workload.id;
   if (!rule.audiences.includes(audience)) r.audience = audience;
-  if (patterns.length > 0 && resources.length === 0) r.resources_required = true;
+  if (rule.resources.length > 0 && resources.length === 0) r.resources_required = true;
   if (rule.require_binding && workload.evidenceKind === 'oidc') r.evidence_kind = { required: 'x509', presented: 'oidc' };
   r.parts = partsOf(r);
   return r;

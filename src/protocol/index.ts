@@ -5,3 +5,4 @@ export * from './tasks.js';
 export * from './claims.js';
 export * from './limits.js';
 export * from './unicode.js';
+export * from './match.js';

@@ -32,7 +32,7 @@ const AUD = 'jit-broker';
 const DAY = 86_400;
 /** The default platform-token size limit (attestation.oidc.max_token_bytes). */
 const MAX_TOKEN_BYTES = 16_384;
-/** The nesting cap of the strict parser (src/attestation/jose-strict.ts), the document itself counted as level 1. */
+/** The nesting cap of the strict parser (src/protocol/jose-strict.ts), the document itself counted as level 1. */
 const MAX_DEPTH = 16;
 
 /** The issuers the broker trusts, each configured for a group of cases. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Workload } from '../../src/attestation/attestor.js';
-import { compileGlob } from '../../src/policy/glob.js';
+import { compileGlob } from '../../src/protocol/match.js';
 import { Policy } from '../../src/policy/evaluate.js';
 import { policySchema } from '../../src/policy/rules.js';
 import { intentSchema } from '../../src/protocol/intent.js';

@@ -3,7 +3,7 @@
  * every rule in one place (README "Attestation rules"):
  *
  * 1. size (`max_token_bytes`, checked by the attestor before anything else) and the strict JOSE
- *    parse (../jose-strict.ts: canonical base64url, no duplicate members, bounded nesting);
+ *    parse (protocol/jose-strict.ts: canonical base64url, no duplicate members, bounded nesting);
  * 2. the header: `jku`, `x5u`, `jwk`, `x5c`, `b64` and `crit` refused (keys come only from the
  *    issuer's configured source; no URL from a token is ever dereferenced), `typ` absent or
  *    JWT/JOSE (never a token of ours: `at+jwt`, `txntoken+jwt`, …), `kid` a string when present;
@@ -19,7 +19,7 @@ import { errors as joseErrors, jwtVerify } from 'jose';
 import { AttestationFailed, BrokerError } from '../../errors.js';
 import { epochSeconds, isExpired, timeClaimsProblem, type TimeProblem } from '../../tokens/time-claims.js';
 import type { Clock } from '../../util/clock.js';
-import { JoseParseError, parseCompactJws, type ParsedJws } from '../jose-strict.js';
+import { JoseParseError, parseCompactJws, type ParsedJws } from '../../protocol/jose-strict.js';
 import type { OidcIssuerConfig } from './config.js';
 import { describeError, type IssuerKeys, type IssuerState, type Resolver } from './keys.js';
 import type { Claims } from './mappings.js';

@@ -1,0 +1,278 @@
+import { compactVerify } from 'jose';
+import { TASK_TOKEN_TYP, taskTokenClaimsSchema, type Confirmation, type TaskTokenClaims } from '../protocol/claims.js';
+import { JoseParseError, parseCompactJws } from '../protocol/jose-strict.js';
+import { resourceProblem } from '../protocol/intent.js';
+import { MAX_TASK_TOKEN_BYTES } from '../protocol/limits.js';
+import { compileActions, compileGlob, type Matcher } from '../protocol/match.js';
+import { certificateDer, x5tS256, type ClientCertificate } from './binding.js';
+import { durationMs, type Duration } from './duration.js';
+import { IntentNotGranted, InvalidTaskToken, VerifierUnavailable } from './errors.js';
+import { HttpClient, type TlsOptions } from './http.js';
+import { Introspector } from './introspection.js';
+import { JwksCache, TASK_TOKEN_ALGORITHMS, type TaskTokenAlgorithm } from './jwks.js';
+
+export interface IntrospectionOptions {
+  /** The broker's RFC 7662 endpoint, e.g. https://broker.example/oauth2/introspect. */
+  url: string;
+  /** This resource server's bearer credential (configured on the broker as `resource_servers[].credential_sha256`). */
+  credential?: string;
+  /** Or mTLS: this resource server's client certificate (configured as `resource_servers[].workload`). */
+  mtls?: { cert: string | Buffer; key: string | Buffer; ca?: string | Buffer };
+  /** How long an answer is reused: default 5 s, at most 30 s, never past the token's expiry. */
+  cacheTtl?: Duration;
+  /** What an unreachable or broken introspection endpoint means: `fail` (default, 503) or `allow` (signature and claims decide alone). */
+  onError?: 'fail' | 'allow';
+}
+
+export interface VerifierOptions {
+  /** The broker's issuer identifier, compared exactly with `iss`. */
+  issuer: string;
+  /** This resource server's audience (or several): the token's `aud` must be one. */
+  audience: string | readonly string[];
+  /** Default `<issuer>/.well-known/jwks.json`. */
+  jwksUri?: string;
+  /** CA to trust for the JWKS (and introspection, unless it has its own) over HTTPS. */
+  tls?: Pick<TlsOptions, 'ca'>;
+  introspection?: IntrospectionOptions;
+  /** Clock skew allowed on exp/nbf/iat: default 30 s, at most 60 s. */
+  leeway?: Duration;
+  /** Accepted algorithms, a subset of ES256, EdDSA, RS256 (the default: all three). */
+  algorithms?: readonly TaskTokenAlgorithm[];
+  /** Only bound tokens (cnf) are accepted. Default false: a bound token is always checked. */
+  requireBinding?: boolean;
+  /** With the JWKS unreachable, cached keys serve this long after the last good fetch: default 10 min. */
+  jwksMaxStale?: Duration;
+  /** Background refresh of the key set once it is this old: default 5 min (below jwksMaxStale). */
+  jwksRefresh?: Duration;
+  /** At most one JWKS fetch per this interval (unknown kid, outage): default 30 s. */
+  jwksCooldown?: Duration;
+  /** Milliseconds since the epoch; default Date.now. For tests and simulations. */
+  clock?: () => number;
+  /** Timeout of each outbound request: default 5 s. */
+  timeout?: Duration;
+}
+
+export interface VerifyOptions {
+  /** Action(s) the request performs: each must be granted. */
+  action?: string | readonly string[];
+  /** Resource(s) the request acts on: each must be covered by a granted resource pattern. */
+  resource?: string | readonly string[];
+  /** The TLS peer's certificate: required to use a bound token (cnf.x5t#S256). */
+  clientCertificate?: ClientCertificate | null;
+}
+
+/** The granted intent a token carries (authorization_details of type jit_task). */
+export interface GrantedTaskIntent {
+  audience: string;
+  actions: readonly string[];
+  resources: readonly string[];
+  purpose: string;
+}
+
+export interface VerifiedTask {
+  /** The workload id (`sub`), e.g. spiffe://example.org/ns/payments/sa/api. */
+  workload: string;
+  /** The task id (`txn`). */
+  task: string;
+  /** The grant id. */
+  grant: string;
+  /** The token id (`jti`). */
+  tokenId: string;
+  intent: GrantedTaskIntent;
+  issuedAt: Date;
+  expiresAt: Date;
+  /** The binding the token carries, checked against the TLS peer's certificate. */
+  confirmation?: Confirmation;
+  /** True when introspection answered that the grant is live (false: not configured, or allowed on error). */
+  introspected: boolean;
+  claims: Readonly<TaskTokenClaims>;
+}
+
+export interface Verifier {
+  verify(token: string, options?: VerifyOptions): Promise<VerifiedTask>;
+  /** Fetch the JWKS now (e.g. at start, to fail early). Rejects when it cannot. */
+  warmUp(): Promise<void>;
+  /** Drop keep-alive connections. */
+  close(): void;
+  /** Counters for monitoring and tests. */
+  readonly stats: { readonly jwksFetches: number; readonly introspections: number };
+}
+
+const DEFAULT_LEEWAY_MS = 30_000;
+const MAX_LEEWAY_MS = 60_000;
+const MAX_INTROSPECTION_CACHE_MS = 30_000;
+const FORBIDDEN_HEADER = ['jku', 'x5u', 'jwk', 'x5c', 'b64', 'crit'];
+
+const globs = new Map<string, Matcher>();
+/** Compiled globs are reused (a regex per pattern); the cache is bounded. */
+function glob(pattern: string): Matcher {
+  let m = globs.get(pattern);
+  if (!m) {
+    if (globs.size >= 1024) globs.clear();
+    m = compileGlob(pattern);
+    globs.set(pattern, m);
+  }
+  return m;
+}
+
+const asList = (v: string | readonly string[] | undefined): readonly string[] => (v === undefined ? [] : typeof v === 'string' ? [v] : v);
+
+/**
+ * A resource server's verifier of jit-broker task tokens (RFC 9068 §4, RFC 8725, RFC 8705 §3,
+ * RFC 7662). Every failure is a typed TaskTokenError; nothing fails open unless configured.
+ */
+export function createVerifier(options: VerifierOptions): Verifier {
+  const clock = options.clock ?? Date.now;
+  if (!options.issuer) throw new TypeError('createVerifier: issuer is required');
+  const audiences = new Set(asList(options.audience as string | readonly string[]));
+  if (audiences.size === 0) throw new TypeError('createVerifier: audience is required');
+  const leewayMs = options.leeway === undefined ? DEFAULT_LEEWAY_MS : durationMs(options.leeway, 'leeway');
+  if (leewayMs > MAX_LEEWAY_MS) throw new TypeError('createVerifier: leeway must be at most 60 s');
+  const algorithms = options.algorithms ?? TASK_TOKEN_ALGORITHMS;
+  for (const a of algorithms) if (!TASK_TOKEN_ALGORITHMS.includes(a)) throw new TypeError(`createVerifier: algorithm ${String(a)} is not allowed`);
+  const maxStaleMs = options.jwksMaxStale === undefined ? 10 * 60_000 : durationMs(options.jwksMaxStale, 'jwksMaxStale');
+  const refreshMs = Math.min(options.jwksRefresh === undefined ? 5 * 60_000 : durationMs(options.jwksRefresh, 'jwksRefresh'), maxStaleMs);
+  const cooldownMs = options.jwksCooldown === undefined ? 30_000 : durationMs(options.jwksCooldown, 'jwksCooldown');
+  const timeoutMs = options.timeout === undefined ? 5_000 : durationMs(options.timeout, 'timeout');
+  const jwksUri = options.jwksUri ?? `${options.issuer.replace(/\/+$/, '')}/.well-known/jwks.json`;
+
+  const jwksHttp = new HttpClient({ ...(options.tls?.ca !== undefined ? { ca: options.tls.ca } : {}) }, timeoutMs);
+  const jwks = new JwksCache({ uri: jwksUri, http: jwksHttp, clock, algorithms, refreshMs, maxStaleMs, cooldownMs });
+
+  let introspector: Introspector | undefined;
+  let introspectionHttp: HttpClient | undefined;
+  const onIntrospectionError = options.introspection?.onError ?? 'fail';
+  if (options.introspection) {
+    const i = options.introspection;
+    if ((i.credential === undefined) === (i.mtls === undefined)) throw new TypeError('createVerifier: introspection needs exactly one of credential or mtls');
+    const cacheTtlMs = i.cacheTtl === undefined ? 5_000 : durationMs(i.cacheTtl, 'introspection.cacheTtl');
+    if (cacheTtlMs > MAX_INTROSPECTION_CACHE_MS) throw new TypeError('createVerifier: introspection.cacheTtl must be at most 30 s');
+    const ca = i.mtls?.ca ?? options.tls?.ca;
+    introspectionHttp = new HttpClient({ ...(ca !== undefined ? { ca } : {}), ...(i.mtls ? { cert: i.mtls.cert, key: i.mtls.key } : {}) }, timeoutMs);
+    introspector = new Introspector({ url: i.url, http: introspectionHttp, clock, cacheTtlMs, ...(i.credential !== undefined ? { credential: i.credential } : {}) });
+  }
+
+  async function verify(token: string, opts: VerifyOptions = {}): Promise<VerifiedTask> {
+    // 1. Strict JOSE parsing before any key lookup (DESIGN.md "Standards to follow").
+    if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TASK_TOKEN_BYTES) {
+      throw new InvalidTaskToken('token_malformed', 'the token is not a task token (empty or too long)');
+    }
+    let header: Record<string, unknown>;
+    let payload: Record<string, unknown>;
+    try {
+      ({ header, payload } = parseCompactJws(token));
+    } catch (e) {
+      if (e instanceof JoseParseError) throw new InvalidTaskToken('token_malformed', `the token is not a well-formed JWS: ${e.message}`);
+      throw e;
+    }
+    const alg = algorithms.find((a) => a === header.alg);
+    if (!alg) throw new InvalidTaskToken('algorithm_not_allowed', 'the token is not signed with an accepted algorithm');
+    if (typeof header.typ !== 'string' || header.typ.toLowerCase().replace(/^application\//, '') !== TASK_TOKEN_TYP) {
+      throw new InvalidTaskToken('wrong_type', 'the token is not a task token (typ must be at+jwt)');
+    }
+    for (const name of FORBIDDEN_HEADER) {
+      if (name in header) throw new InvalidTaskToken('token_malformed', `the token header carries "${name}", which task tokens never do`);
+    }
+    if (typeof header.kid !== 'string' || header.kid.length === 0 || header.kid.length > 256) throw new InvalidTaskToken('unknown_key', 'the token names no signing key');
+
+    // 2. Signature, with the published key for kid (the key's alg must be the header's).
+    const key = await jwks.key(header.kid, alg);
+    try {
+      await compactVerify(token, key, { algorithms: [alg] });
+    } catch (e) {
+      throw new InvalidTaskToken('bad_signature', 'the token signature does not verify', { cause: e });
+    }
+
+    // 3. Claims: shape, issuer, audience, time.
+    const parsed = taskTokenClaimsSchema.safeParse(payload);
+    if (!parsed.success) throw new InvalidTaskToken('bad_claims', 'the token does not carry task-token claims');
+    const claims = parsed.data;
+    if (claims.iss !== options.issuer) throw new InvalidTaskToken('wrong_issuer', 'the token was issued by another issuer');
+    if (!audiences.has(claims.aud)) throw new InvalidTaskToken('wrong_audience', 'the token is meant for another audience');
+    const now = clock();
+    if (now >= claims.exp * 1000 + leewayMs) throw new InvalidTaskToken('token_expired', 'the token has expired');
+    if (claims.nbf * 1000 > now + leewayMs || claims.iat * 1000 > now + leewayMs) throw new InvalidTaskToken('token_not_yet_valid', 'the token is not valid yet');
+    const detail = claims.authorization_details.length === 1 ? claims.authorization_details[0]! : undefined;
+    const scope = claims.scope.split(' ');
+    if (
+      !detail ||
+      detail.identifier !== claims.txn ||
+      !detail.locations.includes(claims.aud) ||
+      scope.length !== detail.actions.length ||
+      !scope.every((a, k) => a === detail.actions[k])
+    ) {
+      throw new InvalidTaskToken('bad_claims', "the token's granted intent is inconsistent");
+    }
+
+    // 4. Binding (RFC 8705 §3): the TLS peer must hold the certificate the token names.
+    const cnf = claims.cnf;
+    if (cnf) {
+      if (!('x5t#S256' in cnf)) throw new InvalidTaskToken('binding_mismatch', 'the token is bound to a proof-of-possession key this verifier does not check (DPoP)');
+      const der = certificateDer(opts.clientCertificate);
+      if (!der) throw new InvalidTaskToken('binding_mismatch', 'the token is bound to a client certificate: present it over mTLS');
+      if (x5tS256(der) !== cnf['x5t#S256']) throw new InvalidTaskToken('binding_mismatch', 'the token is bound to another client certificate');
+    } else if (options.requireBinding) {
+      throw new InvalidTaskToken('binding_required', 'this resource server accepts bound tokens only');
+    }
+
+    // 5. The request against the granted intent, by the policy's own matching rules (protocol/match.ts).
+    const actions = asList(opts.action);
+    if (actions.length > 0) {
+      const allows = compileActions(detail.actions);
+      const refused = actions.find((a) => !allows(a));
+      if (refused !== undefined) throw new IntentNotGranted('action_not_granted', `the task was not granted the action "${clip(refused)}"`);
+    }
+    for (const resource of asList(opts.resource)) {
+      // A resource some server would normalise into another path is refused, as the broker refuses it at issuance.
+      if (resourceProblem(resource) !== undefined || !detail.resources.some((p) => glob(p)(resource))) {
+        throw new IntentNotGranted('resource_not_granted', `the task was not granted the resource "${clip(resource)}"`);
+      }
+    }
+
+    // 6. The grant is still live (RFC 7662), when introspection is configured.
+    let introspected = false;
+    if (introspector) {
+      let active: boolean | undefined;
+      try {
+        active = await introspector.active(token, claims.exp * 1000);
+      } catch (e) {
+        if (onIntrospectionError === 'fail') throw new VerifierUnavailable('introspection_unavailable', 'the grant could not be checked (introspection failed)', { cause: e });
+      }
+      if (active === false) throw new InvalidTaskToken('grant_inactive', 'the grant has ended or was revoked');
+      introspected = active === true;
+    }
+
+    return {
+      workload: claims.sub,
+      task: claims.txn,
+      grant: claims.grant,
+      tokenId: claims.jti,
+      intent: { audience: claims.aud, actions: detail.actions, resources: detail.resources, purpose: detail.purpose },
+      issuedAt: new Date(claims.iat * 1000),
+      expiresAt: new Date(claims.exp * 1000),
+      ...(cnf ? { confirmation: cnf } : {}),
+      introspected,
+      claims,
+    };
+  }
+
+  return {
+    verify,
+    warmUp: () => jwks.refresh(),
+    close() {
+      jwksHttp.close();
+      introspectionHttp?.close();
+    },
+    stats: {
+      get jwksFetches() {
+        return jwks.fetches;
+      },
+      get introspections() {
+        return introspector?.requests ?? 0;
+      },
+    },
+  };
+}
+
+/** Request values echoed in an error are the caller's own, but clipped. */
+const clip = (s: string): string => (s.length > 100 ? `${s.slice(0, 100)}…` : s);
