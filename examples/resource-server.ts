@@ -27,7 +27,9 @@ const verifier = createVerifier({
   issuer: broker, // the broker's issuer identifier (dev mode's is its URL)
   audience: 'reports-api',
   tls: { ca: readFileSync(env('JIT_CA')) }, // dev mode's throwaway CA, for the JWKS and introspection
-  introspection: { url: `${broker}/oauth2/introspect`, credential: env('JIT_RS_CREDENTIAL') },
+  // cacheTtl 0: every request asks the broker, so an ended or revoked task is refused at once (as
+  // the example workload shows). The default, 5 s, trades up to that much delay for fewer calls.
+  introspection: { url: `${broker}/oauth2/introspect`, credential: env('JIT_RS_CREDENTIAL'), cacheTtl: 0 },
 });
 await verifier.warmUp(); // fetch the broker's keys now: fail at start, not on the first request
 
