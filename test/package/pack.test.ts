@@ -6,7 +6,7 @@
  * (`--prefer-offline`), else from the registry.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -25,8 +25,7 @@ const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as {
   dependencies: Record<string, string>;
   peerDependencies?: Record<string, string>;
 };
-// TODO(h-sdk merge): every entry is required once src/sdk/ has landed on this branch.
-const ENTRIES = (['sdk', 'verify', 'hono'] as const).filter((e) => existsSync(`src/${e}/index.ts`));
+const ENTRIES = ['sdk', 'verify', 'hono'] as const;
 /** What each entry may import from the package itself (protocol/ and the SDK's own modules, no server code). */
 const ALLOWED_DIRS: Record<(typeof ENTRIES)[number], string[]> = {
   sdk: ['sdk', 'protocol'],
@@ -131,45 +130,64 @@ const USAGE = String.raw`
 import { readFileSync } from 'node:fs';
 import { Hono } from 'hono';
 import { requireTask, type TaskVariables } from 'jit-broker/hono';
-import { createVerifier, IntentNotGranted, type VerifiedTask, type Verifier } from 'jit-broker/verify';
+import { BrokerClient, platformToken, TaskEndedError, type Task } from 'jit-broker/sdk';
+import { createVerifier, IntentNotGranted, TaskTokenError, type VerifiedTask, type Verifier } from 'jit-broker/verify';
 
 function env(name: string): string {
   const value = process.env[name];
   if (value === undefined) throw new Error(name + ' is not set');
   return value;
 }
-
 const url = env('JIT_URL');
+const ca = readFileSync(env('JIT_CA'), 'utf8');
+const code = (e: unknown) => (e instanceof TaskTokenError ? e.code : e instanceof Error ? e.name : String(e));
+
+// jit-broker/sdk: a workload starts a task with a platform token read from a file
+const client = new BrokerClient({ url, ca, attestation: platformToken({ file: env('PLATFORM_TOKEN_FILE') }) });
+const task: Task = await client.startTask(
+  { audience: 'reports-api', actions: ['read'], resources: ['reports://demo/2026-q4'], purpose: 'pack test' },
+  { ttl: '1m' },
+);
+const token = await task.token();
+
+// jit-broker/verify: the resource server checks it (cacheTtl 0: every call asks the broker)
 const verifier: Verifier = createVerifier({
   issuer: url,
   audience: 'reports-api',
-  tls: { ca: readFileSync(env('JIT_CA')) },
-  introspection: { url: url + '/oauth2/introspect', credential: env('JIT_RS_CREDENTIAL'), cacheTtl: '1s' },
+  tls: { ca },
+  introspection: { url: url + '/oauth2/introspect', credential: env('JIT_RS_CREDENTIAL'), cacheTtl: 0 },
 });
 // the declarations are real types, not any: a missing audience does not compile
 // @ts-expect-error audience is required
 const _untyped = () => createVerifier({ issuer: url });
-
-const token = env('TASK_TOKEN');
-const task: VerifiedTask = await verifier.verify(token, { action: 'read', resource: 'reports://demo/2026-q4' });
+const verified: VerifiedTask = await verifier.verify(token, { action: 'read', resource: 'reports://demo/2026-q4' });
 const denied = await verifier.verify(token, { action: 'delete' }).then(
   () => 'accepted',
   (e: unknown) => (e instanceof IntentNotGranted ? e.code : String(e)),
 );
 
+// jit-broker/hono: the same behind the middleware
 const app = new Hono<{ Variables: TaskVariables }>();
 app.get('/reports/:id', requireTask({ verifier, action: 'read', resource: (c) => 'reports://demo/' + c.req.param('id') }), (c) =>
-  c.json({ workload: c.get('task').workload }),
+  c.json({ workload: c.get('task').workload, grant: c.get('task').grant }),
 );
 const ok = await app.request('/reports/2026-q4', { headers: { authorization: 'Bearer ' + token } });
 const outside = await app.request('/reports/other-team', { headers: { authorization: 'Bearer ' + token } });
 const missing = await app.request('/reports/2026-q4');
+
+// the task ends: its token is dead at the resource server, and the task hands out no more
+await task.end();
+const afterEnd = await verifier.verify(token).then(() => 'accepted', code);
+const tokenAfterEnd = await task.token().then(
+  () => 'token',
+  (e: unknown) => (e instanceof TaskEndedError ? 'TaskEndedError' : code(e)),
+);
 verifier.close();
 
 console.log(
   JSON.stringify({
-    verify: { workload: task.workload, grant: task.grant, actions: task.intent.actions, introspected: task.introspected },
-    denied,
+    sdk: { grant: task.grant, expiresInFuture: task.expiresAt.getTime() > Date.now(), tokenAfterEnd },
+    verify: { workload: verified.workload, grant: verified.grant, actions: verified.intent.actions, introspected: verified.introspected, denied, afterEnd },
     hono: { status: ok.status, body: await ok.json(), outside: outside.status, missing: missing.status },
   }),
 );
@@ -194,27 +212,25 @@ describe('the installed package, typed and run', () => {
       throw new Error(`tsc failed:\n${e.stdout ?? String(e)}`);
     });
 
+    // the platform token a pod would find in its projected service-account token file
     const ca = readFileSync(dev!.certificates.ca, 'utf8');
     const platform = (await httpsJson(`${dev!.broker.url}/dev/platform-token`, { ca })).json.raw as string;
-    const started = await httpsJson(`${dev!.broker.url}/v1/tasks`, {
-      ca,
-      body: {
-        attestation: { kind: 'oidc', token: platform },
-        intent: { audience: 'reports-api', actions: ['read'], resources: ['reports://demo/2026-q4'], purpose: 'pack test' },
-      },
-    });
-    expect(started.status).toBe(201);
+    writeFileSync(join(project, 'platform-token'), platform, { mode: 0o600 });
     const env = {
       ...process.env,
       JIT_URL: dev!.broker.url,
       JIT_CA: dev!.certificates.ca,
       JIT_RS_CREDENTIAL: dev!.resourceServer.credential,
-      TASK_TOKEN: started.json.access_token as string,
+      PLATFORM_TOKEN_FILE: join(project, 'platform-token'),
     };
+    // it must also exit by itself once the task has ended (no timer or socket left behind)
     const out = await run(process.execPath, ['out/usage.js'], { cwd: project, env, timeout: 30_000 });
     const result = JSON.parse(out.stdout) as Record<string, any>;
-    expect(result.verify).toEqual({ workload: 'k8s://dev/ns/demo/sa/report-builder', grant: started.json.grant, actions: ['read'], introspected: true });
-    expect(result.denied).toBe('action_not_granted');
-    expect(result.hono).toEqual({ status: 200, body: { workload: 'k8s://dev/ns/demo/sa/report-builder' }, outside: 403, missing: 401 });
+    const workload = 'k8s://dev/ns/demo/sa/report-builder';
+    const grant = result.sdk.grant as string;
+    expect(grant).toMatch(/^g_/);
+    expect(result.sdk).toEqual({ grant, expiresInFuture: true, tokenAfterEnd: 'TaskEndedError' });
+    expect(result.verify).toEqual({ workload, grant, actions: ['read'], introspected: true, denied: 'action_not_granted', afterEnd: 'grant_inactive' });
+    expect(result.hono).toEqual({ status: 200, body: { workload, grant }, outside: 403, missing: 401 });
   }, 90_000);
 });
