@@ -340,9 +340,8 @@ describe('BrokerClient: process lifetime', () => {
     const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
     expect(err).toBe('');
     expect(code).toBe(0);
-    const report = JSON.parse(out.trim().split('\n').at(-1)!) as { ended: boolean; handles: string[] };
-    expect(report.ended).toBe(true);
-    expect(report.handles.filter((h) => h !== 'TTYWrap' && h !== 'PipeWrap')).toEqual([]);
+    const report = JSON.parse(out.trim().split('\n').at(-1)!) as { ended: boolean; handles: string[]; timersWhileLive: number; timers: number };
+    expect(report).toEqual({ ended: true, handles: [], timersWhileLive: 1, timers: 0 });
   });
 });
 
