@@ -111,6 +111,8 @@ function figureRows(r: Results): Row[] {
     op('jose-sign'),
     op('x509-chain'),
     op('x509-cached'),
+    section('Workload client (jit-broker/sdk)'),
+    op('sdk-token'),
     section('Peer'),
     row('peer'),
     ['our issuance ÷ peer tokens (per run)', x(ratios(r, 'issue', 'peer', perSecond)), '', '', '', ''],

@@ -1,6 +1,6 @@
 import { X509Certificate, createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
-import { AttestationSourceError } from './errors.js';
+import { AbortedError, AttestationSourceError } from './errors.js';
 import { send } from './http.js';
 
 /** A client certificate as a task holds it: PEMs, its expiry and its RFC 8705 thumbprint. */
@@ -118,6 +118,7 @@ export function githubActions(opts: { audience: string; env?: NodeJS.ProcessEnv 
       try {
         res = await send({ method: 'GET', url, headers: { authorization: `Bearer ${bearer}`, accept: 'application/json' }, signal });
       } catch (e) {
+        if (e instanceof AbortedError) throw e;
         throw new AttestationSourceError(`cannot reach the GitHub Actions token endpoint: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
       }
       if (res.status !== 200) throw new AttestationSourceError(`the GitHub Actions token endpoint answered ${res.status}`);

@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, request as httpsRequest, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -17,7 +18,9 @@ import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import type { BrokerRuntime } from '../../src/server.js';
 import {
   AbortedError,
+  AttestationSourceError,
   BrokerClient,
+  githubActions,
   BrokerResponseError,
   CertificateExpiredError,
   ManualClock,
@@ -132,6 +135,7 @@ describe('BrokerClient: tokens', () => {
     const task = await client.startTask(intent, { ttl: '30s' });
     const first = await task.token();
     proxy.faults.push({ path: /\/renew$/, kind: 'lose-answer' });
+    const before = proxy.requests;
     clock.advance(25_000);
     // The lost attempt backs off on the client's clock: move it along until the retry lands.
     const token = await settleWith(task.token(), clock);
@@ -139,6 +143,7 @@ describe('BrokerClient: tokens', () => {
     expect(recorded).toMatchObject({ status: 'active', generation: 2 });
     expect(decodeJwt(token).jti).toBe(recorded.token_jti);
     expect(token).not.toBe(first);
+    expect(proxy.requests - before).toBe(2); // the lost renewal and its retry
     expect(await introspect(token)).toMatchObject({ active: true });
     await task.end();
   });
@@ -218,6 +223,37 @@ describe('BrokerClient: attestation sources', () => {
     const two = await client.startTask(intent);
     expect(two.workload).toBe(k8s('second'));
     await Promise.all([one.end(), two.end()]);
+  });
+});
+
+describe('BrokerClient: githubActions()', () => {
+  it('fetches the token from ACTIONS_ID_TOKEN_REQUEST_URL with its bearer and &audience=', async () => {
+    const seen: { url?: string; authorization?: string }[] = [];
+    const endpoint = createHttpServer((req, res) => {
+      seen.push({ url: req.url ?? '', authorization: req.headers.authorization ?? '' });
+      const ok = req.headers.authorization === 'Bearer request-token' && new URL(req.url ?? '', 'http://x').searchParams.get('audience') === AUDIENCE;
+      if (!ok) {
+        res.writeHead(401).end();
+        return;
+      }
+      void saToken('actions').then((value) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ count: 1, value })));
+    });
+    await new Promise<void>((r) => endpoint.listen(0, '127.0.0.1', r));
+    try {
+      const env = {
+        ACTIONS_ID_TOKEN_REQUEST_URL: `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/_apis/token?api-version=2.0`,
+        ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'request-token',
+      };
+      const client = new BrokerClient({ url: broker.url, ca: pki.example.certPem, attestation: githubActions({ audience: AUDIENCE, env }), clock: new ManualClock() });
+      const task = await client.startTask(intent);
+      expect(task.workload).toBe(k8s('actions'));
+      expect(seen).toEqual([{ url: `/_apis/token?api-version=2.0&audience=${AUDIENCE}`, authorization: 'Bearer request-token' }]);
+      await task.end();
+      const unset = new BrokerClient({ url: broker.url, ca: pki.example.certPem, attestation: githubActions({ audience: AUDIENCE, env: {} }) });
+      await expect(unset.startTask(intent)).rejects.toBeInstanceOf(AttestationSourceError);
+    } finally {
+      await new Promise((r) => endpoint.close(r));
+    }
   });
 });
 
@@ -304,9 +340,8 @@ describe('BrokerClient: process lifetime', () => {
     const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
     expect(err).toBe('');
     expect(code).toBe(0);
-    const report = JSON.parse(out.trim().split('\n').at(-1)!) as { ended: boolean; handles: string[] };
-    expect(report.ended).toBe(true);
-    expect(report.handles.filter((h) => h !== 'TTYWrap' && h !== 'PipeWrap')).toEqual([]);
+    const report = JSON.parse(out.trim().split('\n').at(-1)!) as { ended: boolean; handles: string[]; timersWhileLive: number; timers: number };
+    expect(report).toEqual({ ended: true, handles: [], timersWhileLive: 1, timers: 0 });
   });
 });
 
