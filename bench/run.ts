@@ -36,14 +36,19 @@ import { report, type Results } from './report.js';
 import { httpScenarios, httpsScenarios, twoBrokerScenario } from './scenarios.js';
 import { measureClientToken } from './sdk.js';
 import { measureJoseSign, measureSign, measureVerify } from './sign.js';
+import { measureResourceVerify } from './verify.js';
 import { measureCachedAttest, measureChainValidation } from './x509.js';
 
 /** In-process costs, measured before the servers and Redis compete for the CPU. */
 async function measureOps(pki: BenchPki, material: TlsMaterial): Promise<Results['ops']> {
+  const rs = await measureResourceVerify();
   return [
     { key: 'sign', label: 'ES256 task-token sign (node:crypto, in-process, one at a time)', cost: await measureSign() },
     { key: 'jose-sign', label: 'ES256 sign via jose/WebCrypto (for comparison; what oidc-provider uses)', cost: await measureJoseSign() },
     { key: 'verify', label: 'ES256 inbound token verify (jose jwtVerify)', cost: await measureVerify() },
+    { key: 'rs-jose', label: 'resource server: jose.jwtVerify on a task token (local JWKS; alg, typ, iss, aud, exp)', cost: rs.jose },
+    { key: 'rs-verify', label: 'resource server: jit-broker/verify verify() on the same token (JWKS cached)', cost: rs.verify },
+    { key: 'rs-verify-intent', label: 'resource server: verify() with the action and resource checks', cost: rs.verifyIntent },
     { key: 'x509-chain', label: 'X.509-SVID chain validation, uncached (parse leaf + intermediate, validate to the root)', cost: await measureChainValidation(pki, material) },
     { key: 'x509-cached', label: 'X.509-SVID attest, cached (the per-request cost on a known certificate)', cost: await measureCachedAttest(pki, material) },
     { key: 'sdk-token', label: 'SDK task.token() on a live task (jit-broker/sdk, in-process, token cached)', cost: await measureClientToken() },

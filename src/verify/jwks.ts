@@ -1,4 +1,4 @@
-import { importJWK, type CryptoKey, type JWK } from 'jose';
+import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import type { HttpClient } from './http.js';
 import { InvalidTaskToken, VerifierUnavailable } from './errors.js';
 
@@ -23,8 +23,16 @@ export interface JwksCacheOptions {
 }
 
 interface CachedKey {
-  key: CryptoKey | Uint8Array;
+  key: KeyObject;
   alg: TaskTokenAlgorithm;
+}
+
+/** The key type each algorithm needs (RFC 7518 §3.3: RSA keys of 2048 bits at least). */
+function fits(key: KeyObject, alg: TaskTokenAlgorithm): boolean {
+  const d = key.asymmetricKeyDetails;
+  if (alg === 'ES256') return key.asymmetricKeyType === 'ec' && d?.namedCurve === 'prime256v1';
+  if (alg === 'EdDSA') return key.asymmetricKeyType === 'ed25519';
+  return key.asymmetricKeyType === 'rsa' && (d?.modulusLength ?? 0) >= 2048;
 }
 
 /**
@@ -50,7 +58,7 @@ export class JwksCache {
   constructor(private readonly opts: JwksCacheOptions) {}
 
   /** The key for `kid`, checked to be a key for `alg`. Throws a TaskTokenError. */
-  async key(kid: string, alg: TaskTokenAlgorithm): Promise<CryptoKey | Uint8Array> {
+  async key(kid: string, alg: TaskTokenAlgorithm): Promise<KeyObject> {
     let now = this.opts.clock();
     if (!this.fresh(now)) {
       if (this.mayAttempt(now)) await this.refresh().catch(() => undefined);
@@ -101,7 +109,7 @@ export class JwksCache {
     if (!Array.isArray(list)) throw new Error('the JWKS is not a JWK Set');
     const keys = new Map<string, CachedKey>();
     for (const jwk of list.slice(0, MAX_KEYS) as unknown[]) {
-      const usable = await this.usable(jwk);
+      const usable = this.usable(jwk);
       if (usable) keys.set(usable.kid, usable.entry);
     }
     this.keys = keys;
@@ -109,15 +117,16 @@ export class JwksCache {
   }
 
   /** A published key we may verify with: a kid, an allowed asymmetric alg, for signatures, importable. */
-  private async usable(value: unknown): Promise<{ kid: string; entry: CachedKey } | undefined> {
+  private usable(value: unknown): { kid: string; entry: CachedKey } | undefined {
     if (typeof value !== 'object' || value === null) return undefined;
-    const jwk = value as JWK;
+    const jwk = value as JsonWebKey;
     const alg = this.opts.algorithms.find((a) => a === jwk.alg);
     if (!alg || typeof jwk.kid !== 'string' || jwk.kid.length === 0 || jwk.kid.length > 256) return undefined;
     if (jwk.use !== undefined && jwk.use !== 'sig') return undefined;
     if ('d' in jwk || 'k' in jwk || jwk.kty === 'oct') return undefined; // private or symmetric: never a verification key
     try {
-      return { kid: jwk.kid, entry: { key: await importJWK(jwk, alg), alg } };
+      const key = createPublicKey({ key: jwk, format: 'jwk' });
+      return fits(key, alg) ? { kid: jwk.kid, entry: { key, alg } } : undefined;
     } catch {
       return undefined;
     }
