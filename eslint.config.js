@@ -11,7 +11,7 @@ export default tseslint.config(
       'no-console': ['error', { allow: ['error'] }],
     },
   },
-  { files: ['src/cli/**', 'src/dev/**', 'bench/**', 'test/**'], rules: { 'no-console': 'off' } },
+  { files: ['src/cli/**', 'src/dev/**', 'bench/**', 'test/**', 'examples/**'], rules: { 'no-console': 'off' } },
   // Tests poke at untyped JSON responses; production code stays strict.
   { files: ['test/**'], rules: { '@typescript-eslint/no-explicit-any': 'off' } },
 );

@@ -111,6 +111,8 @@ function figureRows(r: Results): Row[] {
     op('jose-sign'),
     op('x509-chain'),
     op('x509-cached'),
+    section('Workload client (jit-broker/sdk)'),
+    op('sdk-token'),
     section('Resource server (in-process, one at a time, same token, same run)'),
     op('rs-jose'),
     op('rs-verify'),

@@ -12,7 +12,7 @@
  * - Growth (bench/growth.ts): issuance and a listing page with no other grants and with
  *   BENCH_GROWTH_GRANTS (1M) live grants in Redis, side by side in each run; the fill is once.
  * - Memory per grant (bench/memory.ts), once, on fresh redis-servers.
- * - In-process costs (sign, verify, X.509), measured first while nothing else runs.
+ * - In-process costs (sign, verify, X.509, the SDK's task.token()), measured first while nothing else runs.
  *
  * The report (bench/report.ts) goes to stdout and to bench/results/<ISO time>.md.
  * At the defaults it takes about 10 minutes; BENCH_DURATION, BENCH_RUNS, BENCH_CONNECTIONS and
@@ -34,6 +34,7 @@ import { peerScenario } from './peer.js';
 import { TRUST_DOMAIN, createBenchPki, writeBrokerTlsFiles, type BenchPki, type BrokerTlsFiles } from './pki.js';
 import { report, type Results } from './report.js';
 import { httpScenarios, httpsScenarios, twoBrokerScenario } from './scenarios.js';
+import { measureClientToken } from './sdk.js';
 import { measureJoseSign, measureSign, measureVerify } from './sign.js';
 import { measureResourceVerify } from './verify.js';
 import { measureCachedAttest, measureChainValidation } from './x509.js';
@@ -50,6 +51,7 @@ async function measureOps(pki: BenchPki, material: TlsMaterial): Promise<Results
     { key: 'rs-verify-intent', label: 'resource server: verify() with the action and resource checks', cost: rs.verifyIntent },
     { key: 'x509-chain', label: 'X.509-SVID chain validation, uncached (parse leaf + intermediate, validate to the root)', cost: await measureChainValidation(pki, material) },
     { key: 'x509-cached', label: 'X.509-SVID attest, cached (the per-request cost on a known certificate)', cost: await measureCachedAttest(pki, material) },
+    { key: 'sdk-token', label: 'SDK task.token() on a live task (jit-broker/sdk, in-process, token cached)', cost: await measureClientToken() },
   ];
 }
 

@@ -17,7 +17,7 @@ import type { Confirmation, TaskTokenClaims } from './protocol/claims.js';
 import type { GrantedIntent } from './protocol/intent.js';
 import { MAX_TASK_TOKEN_BYTES } from './protocol/limits.js';
 import type { IntrospectionResponse, TaskEndResponse, TaskRenewResponse, TaskStartRequest, TaskStartResponse } from './protocol/tasks.js';
-import { taskRenewRequestSchema, taskStartRequestSchema, tokenParamsSchema } from './protocol/tasks.js';
+import { RENEW_RETRY_WINDOW_MS, taskRenewRequestSchema, taskStartRequestSchema, tokenParamsSchema } from './protocol/tasks.js';
 import { illFormedPath } from './protocol/unicode.js';
 import type { Keyring } from './tokens/keyring.js';
 import { newTokenId, signTaskTokenOffThread, taskTokenClaims } from './tokens/mint.js';
@@ -209,12 +209,18 @@ export class Broker {
 
     const now = clock();
     this.checkRecord(claims, grant, 'renew');
+    // The token the latest renewal superseded, presented again soon after: that renewal's answer
+    // was lost and the holder retries. It gets the latest token again, re-signed from the record
+    // (same jti, iat and exp), with no new generation and no rate token; renew-grant.lua checks
+    // atomically that it still is the latest. Evidence, issuer and binding were checked above.
+    const retry = claims.jti !== grant.token_jti && claims.jti === grant.prev_jti && grant.token_iat !== undefined && now - grant.token_iat <= RENEW_RETRY_WINDOW_MS;
     const intent: GrantedIntent = { audience: grant.audience, actions: grant.actions, resources: grant.resources, purpose: grant.purpose, task: grant.task };
     const decision = this.deps.policy.evaluate(workload, intent);
     if (!decision.allowed) {
       await this.auditDenial(workload, intent.audience, intent.actions, decision, ctx, grantId);
       throw new AccessDenied(`the policy no longer allows this grant: ${decision.reason}`, { detail: `closest rule: ${decision.closestRule ?? 'none'}` });
     }
+    if (retry) return this.renewRetried(grantId, workload, claims.jti, grant, intent, decision.rule, now);
     const tokenExp = Math.min(now + Math.min(ttlMs, decision.maxTtlMs ?? Infinity), grant.expires_at, workload.evidenceExpiresAt);
     if (tokenExp - now < TTL_FLOOR_MS) {
       if (grant.expires_at - now < TTL_FLOOR_MS) {
@@ -236,7 +242,38 @@ export class Broker {
         return { ...taskResponse(minted, result.grant, intent, decision.rule), generation: result.grant.generation };
       case 'replay':
         log.warn({ grant: grantId, workload: workload.id, presented: claims.jti, generation: result.grant.generation }, 'replay detected: superseded token presented for renewal; grant revoked');
-        throw new InvalidGrant(REPLAYED);
+        throw new InvalidGrant(REPLAYED, { reason: 'replay_detected' });
+      case 'current':
+        // Only a retry asks for it (retryWindowMs is not passed here): a store answering it otherwise is a bug.
+        throw new Error('renewGrant answered current to a renewal that was no retry');
+      case 'inactive':
+        throw new InvalidGrant(inactiveReason(result.grant, now));
+      case 'unknown':
+        throw new InvalidGrant('unknown grant');
+    }
+  }
+
+  /**
+   * A renewal retried with the token the grant's latest renewal superseded, within
+   * RENEW_RETRY_WINDOW_MS: the grant's latest token, re-signed from its record, if the store
+   * confirms atomically that it still is the latest; else what any renewal would get (a replay
+   * revokes).
+   */
+  private async renewRetried(grantId: string, workload: Workload, presentedJti: string, grant: Grant, intent: GrantedIntent, rule: string, now: number): Promise<TaskRenewResponse> {
+    const { config, store, log } = this.deps;
+    const minted = await this.sign(workload.id, grantId, intent, grant.token_jti, grant.token_iat!, grant.token_exp, grant.cnf);
+    const renewal = { id: grantId, workload: workload.id, presentedJti, jti: grant.token_jti, tokenExp: grant.token_exp, kid: minted.kid };
+    const result = await store.renewGrant(renewal, { now, retentionMs: config.grants.audit_retention, retryWindowMs: RENEW_RETRY_WINDOW_MS });
+    switch (result.outcome) {
+      case 'current':
+        log.info({ grant: grantId, workload: workload.id, jti: grant.token_jti, generation: result.grant.generation }, 'renewal retried: latest task token sent again');
+        return { ...taskResponse(minted, result.grant, intent, rule), generation: result.grant.generation };
+      case 'replay':
+        log.warn({ grant: grantId, workload: workload.id, presented: presentedJti, generation: result.grant.generation }, 'replay detected: superseded token presented for renewal; grant revoked');
+        throw new InvalidGrant(REPLAYED, { reason: 'replay_detected' });
+      case 'renewed':
+        // A retry names the grant's latest token, never a new one: a store renewing it is a bug.
+        throw new Error('renewGrant renewed a retried renewal');
       case 'inactive':
         throw new InvalidGrant(inactiveReason(result.grant, now));
       case 'unknown':
@@ -260,7 +297,7 @@ export class Broker {
     switch (result.outcome) {
       case 'replay':
         log.warn({ grant: grantId, workload: claims.sub, presented: claims.jti }, 'replay detected: superseded token presented to end the grant; grant revoked');
-        throw new InvalidGrant(REPLAYED);
+        throw new InvalidGrant(REPLAYED, { reason: 'replay_detected' });
       case 'unknown':
         // A verified token whose grant has no record (gone past retention, or never written): as renew answers.
         throw new InvalidGrant('unknown grant');
@@ -442,13 +479,18 @@ export class Broker {
     return workload;
   }
 
-  private async mint(workloadId: string, grantId: string, intent: GrantedIntent, now: number, expiresAt: number, cnf: Confirmation | undefined): Promise<Minted> {
+  private mint(workloadId: string, grantId: string, intent: GrantedIntent, now: number, expiresAt: number, cnf: Confirmation | undefined): Promise<Minted> {
+    return this.sign(workloadId, grantId, intent, newTokenId(), now, expiresAt, cnf);
+  }
+
+  /** Signs a task token with the current key: a new one (mint), or the grant's latest again (a retried renewal). */
+  private async sign(workloadId: string, grantId: string, intent: GrantedIntent, jti: string, now: number, expiresAt: number, cnf: Confirmation | undefined): Promise<Minted> {
     const key = this.deps.keyring.signingKey();
     const claims = taskTokenClaims({
       issuer: this.deps.config.issuer,
       workloadId,
       grantId,
-      jti: newTokenId(),
+      jti,
       intent,
       issuedAt: now,
       expiresAt,

@@ -1,4 +1,4 @@
-import type { ErrorCode } from './protocol/errors.js';
+import type { ErrorCode, ErrorReason } from './protocol/errors.js';
 
 /**
  * One base class with a stable `code` (as jose does). `description` is public and goes into
@@ -11,12 +11,14 @@ export class BrokerError extends Error {
   readonly detail: string | undefined;
   /** Seconds a client should wait before retrying (429/503). */
   readonly retryAfter: number | undefined;
+  /** A machine-readable reason beside the code (protocol/errors.ts ERROR_REASONS). */
+  readonly reason: ErrorReason | undefined;
 
   constructor(
     code: ErrorCode,
     status: number,
     description: string,
-    opts: { detail?: string; retryAfter?: number; cause?: unknown } = {},
+    opts: { detail?: string; retryAfter?: number; cause?: unknown; reason?: ErrorReason } = {},
   ) {
     super(description, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = new.target.name;
@@ -25,10 +27,11 @@ export class BrokerError extends Error {
     this.description = description;
     this.detail = opts.detail;
     this.retryAfter = opts.retryAfter;
+    this.reason = opts.reason;
   }
 }
 
-type Opts = { detail?: string; retryAfter?: number; cause?: unknown };
+type Opts = { detail?: string; retryAfter?: number; cause?: unknown; reason?: ErrorReason };
 
 export class InvalidRequest extends BrokerError {
   constructor(description: string, opts?: Opts) {

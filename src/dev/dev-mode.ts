@@ -16,6 +16,9 @@ export const DEV_CLUSTER = 'dev';
 export const DEV_TRUST_DOMAIN = 'example.org';
 export const DEV_SPIFFE_ID = `spiffe://${DEV_TRUST_DOMAIN}/ns/demo/sa/report-builder`;
 export const DEV_OPERATOR = 'demo-operator';
+/** The demo resource server: may introspect and revoke tokens of the demo audience. */
+export const DEV_RESOURCE_SERVER = 'demo-reports-api';
+export const DEV_RS_AUDIENCE = 'reports-api';
 
 /** Where dev mode wrote its CA, server and demo workload certificates. */
 export interface DevCertificates {
@@ -38,12 +41,17 @@ export interface DevMode {
   operator: { name: string; credential: string };
   /** A copy-paste command listing grants as the demo operator. */
   curlOperator: string;
+  /**
+   * The demo resource server (audience reports-api): its random bearer credential for
+   * introspection and revocation, made at start and held only in memory, like the operator's.
+   */
+  resourceServer: { name: string; audience: string; credential: string };
   certificates: DevCertificates;
   close(): Promise<void>;
 }
 
 /** The demo config: memory store, HTTPS with the dev CA, the local demo issuer, one demo rule. */
-export function devConfig(issuerUrl: string, port: number, certs: DevCertificates, operatorSha256?: string): ConfigInput {
+export function devConfig(issuerUrl: string, port: number, certs: DevCertificates, operatorSha256?: string, resourceServerSha256?: string): ConfigInput {
   return {
     issuer: `https://127.0.0.1:${port}`,
     listen: { host: '127.0.0.1', port },
@@ -61,13 +69,16 @@ export function devConfig(issuerUrl: string, port: number, certs: DevCertificate
         ],
       },
     },
+    ...(resourceServerSha256
+      ? { resource_servers: [{ name: DEV_RESOURCE_SERVER, audiences: [DEV_RS_AUDIENCE], credential_sha256: resourceServerSha256 }] }
+      : {}),
     ...(operatorSha256 ? { operators: [{ name: DEV_OPERATOR, role: 'admin' as const, credential_sha256: operatorSha256 }] } : {}),
     policies: [
       {
         name: 'demo-reports',
         description: 'demo workloads may read and write demo reports',
         workloads: [`k8s://${DEV_CLUSTER}/ns/demo/sa/*`, `spiffe://${DEV_TRUST_DOMAIN}/ns/demo/sa/*`],
-        audiences: ['reports-api'],
+        audiences: [DEV_RS_AUDIENCE],
         actions: ['read', 'write'],
         resources: ['reports://demo/**'],
         max_ttl: '10m',
@@ -108,9 +119,11 @@ export async function startDevMode(opts: { port?: number; log: Logger }): Promis
   const issuer = await startOidcIssuer({ alg: 'ES256' });
   const port = opts.port && opts.port > 0 ? opts.port : opts.port === 0 ? await freePort() : 8080;
   const certs = await writeDevCertificates();
-  // The demo operator's credential is random per start: only its hash is in the config.
+  // The demo operator's and resource server's credentials are random per start: only their
+  // hashes are in the config.
   const operator = newCredential();
-  const config = parseConfig(devConfig(issuer.issuer, port, certs, operator.sha256));
+  const resourceServer = newCredential();
+  const config = parseConfig(devConfig(issuer.issuer, port, certs, operator.sha256, resourceServer.sha256));
   const extend = (app: Hono) => {
     app.get('/dev/platform-token', async () => {
       const token = await issuer.mintServiceAccountToken({
@@ -142,6 +155,7 @@ export async function startDevMode(opts: { port?: number; log: Logger }): Promis
     curlMtls,
     operator: { name: DEV_OPERATOR, credential: operator.credential },
     curlOperator,
+    resourceServer: { name: DEV_RESOURCE_SERVER, audience: DEV_RS_AUDIENCE, credential: resourceServer.credential },
     certificates: certs,
     async close() {
       await broker.close();

@@ -78,6 +78,8 @@ const grantSchema = z.object({
   status: z.enum(['active', 'ended', 'revoked']),
   generation: z.number().int().min(1),
   closed_by: text(256).optional(),
+  prev_jti: text(256).optional(),
+  token_iat: ms.optional(),
 });
 
 const rateSchema = z.object({ burst: z.number().int().min(1).max(1_000_000), intervalMs: z.number().positive().max(86_400_000) }).strict();
@@ -93,7 +95,7 @@ const createOptionsSchema = z.object({
 const renewSchema = z
   .object({ id: grantFields.id, workload: text(2048), presentedJti: text(256), jti: text(256), tokenExp: ms, kid: text(256).optional() })
   .strict();
-const renewOptionsSchema = z.object({ now: ms, retentionMs: retentionSchema, rate: rateSchema.optional() });
+const renewOptionsSchema = z.object({ now: ms, retentionMs: retentionSchema, rate: rateSchema.optional(), retryWindowMs: z.number().int().min(0).max(60_000).optional() });
 const closeOptionsSchema = z.object({
   now: ms,
   status: z.enum(['ended', 'revoked']),
@@ -208,12 +210,15 @@ const FIXED_FIELDS = ['workload_kind', 'issuer', 'rule', 'audience', 'actions', 
 const RECORD_LINES = 6;
 /** Lines after the JSON line: kid, closed_by. */
 const TRAILING_LINES = 2;
+/** Lines after those, once the grant was renewed: prev_jti, token_iat. */
+const RENEWAL_LINES = 2;
 
 export function grantToRecord(grant: Grant): string {
   const fixed = FIXED_FIELDS.map((k) => grant[k]);
   if (grant.cnf === undefined) fixed.pop();
   const lines = [grant.status, String(grant.expires_at), String(grant.generation), grant.token_jti, String(grant.token_exp), grant.workload];
-  return `${lines.join('\n')}\n${JSON.stringify(fixed)}\n${grant.kid ?? ''}\n${grant.closed_by ?? ''}`;
+  const renewal = grant.prev_jti !== undefined && grant.token_iat !== undefined ? `\n${grant.prev_jti}\n${grant.token_iat}` : '';
+  return `${lines.join('\n')}\n${JSON.stringify(fixed)}\n${grant.kid ?? ''}\n${grant.closed_by ?? ''}${renewal}`;
 }
 
 const jsonOr = (s: string | undefined): unknown => {
@@ -233,9 +238,11 @@ export type DecodeResult<T> = { ok: true; value: T } | { ok: false; problem: str
 /** Decodes a stored grant record (`id` is its key's); a record that does not decode is reported, never trusted. */
 export function grantFromRecord(id: string, record: string): DecodeResult<Grant> {
   const lines = record.split('\n');
-  if (lines.length !== RECORD_LINES + 1 && lines.length !== RECORD_LINES + 1 + TRAILING_LINES)
-    return { ok: false, problem: `record has ${lines.length} lines, not ${RECORD_LINES + 1} or ${RECORD_LINES + 1 + TRAILING_LINES}` };
-  const [status, expiresAt, generation, tokenJti, tokenExp, workload, json, kid, closedBy] = lines;
+  const shapes = [RECORD_LINES + 1, RECORD_LINES + 1 + TRAILING_LINES, RECORD_LINES + 1 + TRAILING_LINES + RENEWAL_LINES];
+  if (!shapes.includes(lines.length)) return { ok: false, problem: `record has ${lines.length} lines, not ${shapes.join(', ')}` };
+  const [status, expiresAt, generation, tokenJti, tokenExp, workload, json, kid, closedBy, prevJti, tokenIat] = lines;
+  // lib.lua grant_read agrees: both renewal lines or neither, and token_iat digits.
+  if (prevJti !== undefined && (prevJti === '') !== (tokenIat === '')) return { ok: false, problem: 'prev_jti and token_iat must be both set or both empty' };
   const fixed = jsonOr(json);
   if (!Array.isArray(fixed) || fixed.length < FIXED_FIELDS.length - 1 || fixed.length > FIXED_FIELDS.length)
     return { ok: false, problem: `fixed fields are not a JSON array of ${FIXED_FIELDS.length - 1} or ${FIXED_FIELDS.length}` };
@@ -250,12 +257,15 @@ export function grantFromRecord(id: string, record: string): DecodeResult<Grant>
     token_exp: digitsOr(tokenExp),
     ...(kid ? { kid } : {}),
     ...(closedBy ? { closed_by: closedBy } : {}),
+    ...(prevJti ? { prev_jti: prevJti, token_iat: digitsOr(tokenIat) } : {}),
   });
   if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
   const g: Grant = parsed.data;
   if (g.cnf === undefined) delete g.cnf;
   if (g.kid === undefined) delete g.kid;
   if (g.closed_by === undefined) delete g.closed_by;
+  if (g.prev_jti === undefined) delete g.prev_jti;
+  if (g.token_iat === undefined) delete g.token_iat;
   return { ok: true, value: g };
 }
 

@@ -415,6 +415,19 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       const w = workload(r.workload, true);
       const keep = g.expires_at - o.now + o.retentionMs;
       const base = { at: o.now, workload: r.workload, grant: r.id };
+      const window = o.retryWindowMs ?? 0;
+      if (
+        g.token_jti !== r.presentedJti &&
+        g.prev_jti !== undefined &&
+        g.prev_jti === r.presentedJti &&
+        window > 0 &&
+        o.now - (g.token_iat ?? 0) <= window &&
+        r.jti === g.token_jti &&
+        r.tokenExp === g.token_exp
+      ) {
+        // A renewal retried within the window (renew-grant.lua): the latest token stands.
+        return { outcome: 'current', grant: clone(g) };
+      }
       if (g.token_jti !== r.presentedJti) {
         // Two holders: revoked with grant.replay_detected, as close() does for any superseded token.
         return close(r.id, r.workload, o.now, 'revoked', undefined, false, r.presentedJti) as Extract<RenewOutcome, { outcome: 'replay' }>;
@@ -423,6 +436,8 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       if (wait > 0) throw rateExceeded(r.workload, wait);
       g.generation += 1;
       append(w, { type: 'grant.renewed', ...base, generation: g.generation }, o.now, keep, o.retentionMs);
+      g.prev_jti = g.token_jti;
+      g.token_iat = o.now;
       g.token_jti = r.jti;
       g.token_exp = r.tokenExp;
       if (r.kid !== undefined) g.kid = r.kid;

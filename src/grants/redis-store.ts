@@ -768,6 +768,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           r.id,
           r.kid ?? '',
           renewed.length,
+          o.retryWindowMs ?? 0,
           ...renewed,
           ...replay,
         ];
@@ -787,7 +788,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         if (outcome === 'unknown') return { outcome };
         if (outcome === 'unreadable') throw unreadable(r.id, 'renew-grant.lua could not decode it; nothing changed');
         if (outcome === 'rate') throw rateExceeded(r.workload, Number(payload));
-        if ((outcome === 'renewed' || outcome === 'inactive' || outcome === 'replay') && typeof payload === 'string') {
+        if ((outcome === 'renewed' || outcome === 'current' || outcome === 'inactive' || outcome === 'replay') && typeof payload === 'string') {
           const grant = ownRecord(r.id, payload, r.workload);
           if (grant) return { outcome, grant };
         }

@@ -32,9 +32,16 @@ export interface Grant {
   kid?: string;
   /** Who ended or revoked it (`holder`, `operator:<name>`, `resource_server:<name>`, `replay_detected`, `not_delivered`). */
   closed_by?: string;
+  /**
+   * Set by the latest renewal (absent before the first, and in records written before they were
+   * recorded): the jti of the token it superseded, and when (ms) it minted the latest token, the
+   * token's iat. A renewal retried within the window gets the latest token re-signed from these.
+   */
+  prev_jti?: string;
+  token_iat?: number;
 }
 
-export type NewGrant = Omit<Grant, 'status' | 'generation' | 'closed_by'>;
+export type NewGrant = Omit<Grant, 'status' | 'generation' | 'closed_by' | 'prev_jti' | 'token_iat'>;
 
 export type AuditEventType =
   | 'grant.issued'
@@ -163,11 +170,19 @@ export interface RenewOptions {
   now: number;
   retentionMs: number;
   rate?: RateLimit;
+  /**
+   * A renewal retried within this many ms of the renewal it repeats (the presented token is the
+   * grant's `prev_jti`, and `jti`/`tokenExp` name the grant's latest token): outcome `current`,
+   * nothing written. Absent or 0: any superseded token is a replay.
+   */
+  retryWindowMs?: number;
 }
 
 export type RenewOutcome =
   /** The new token is now the grant's latest; `generation` is its number. */
   | { outcome: 'renewed'; grant: Grant }
+  /** A retried renewal (RenewOptions.retryWindowMs): the latest token stands; nothing changed. */
+  | { outcome: 'current'; grant: Grant }
   /** No record of this grant for this workload (a record that does not decode throws UnreadableGrant). */
   | { outcome: 'unknown' }
   /** Ended, revoked or expired: nothing changed. */

@@ -23,7 +23,7 @@ export function errorResponse(err: unknown, c: Context, log: Logger): Response {
       headers['WWW-Authenticate'] = err.code === 'invalid_token' && !(err instanceof TokenMissing) ? 'Bearer realm="jit-broker", error="invalid_token"' : 'Bearer realm="jit-broker"';
     // The unread rest of an oversized body is not worth draining: close the connection after.
     if (err.status === 413) headers['Connection'] = 'close';
-    return json(err.status, { error: err.code, error_description: err.description }, headers);
+    return json(err.status, { error: err.code, error_description: err.description, ...(err.reason ? { error_reason: err.reason } : {}) }, headers);
   }
   if (err instanceof HTTPException) {
     if (err.status === 413) return json(413, { error: 'request_too_large', error_description: 'request body is too large' });

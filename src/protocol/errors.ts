@@ -19,8 +19,18 @@ export const ERROR_CODES = [
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
+/**
+ * Machine-readable reasons an error may carry beside its code (`error_reason`), for failures a
+ * client must tell apart from others with the same code:
+ * - `replay_detected`: a superseded task token was presented (renew or end), so the grant has
+ *   been revoked; never retry, start a new task.
+ */
+export const ERROR_REASONS = ['replay_detected'] as const;
+export type ErrorReason = (typeof ERROR_REASONS)[number];
+
 /** Body of every error response. */
 export interface ErrorBody {
   error: ErrorCode;
   error_description: string;
+  error_reason?: ErrorReason;
 }

@@ -59,6 +59,15 @@ export const taskRenewRequestSchema = z
   .strict();
 export type TaskRenewRequest = z.input<typeof taskRenewRequestSchema>;
 
+/**
+ * How long after a renewal the token it superseded may be presented again to renew, by the same
+ * workload with the same evidence issuer and binding, and get the grant's current token back
+ * (same jti and exp, no new generation): a renewal whose answer was lost is safe to retry for
+ * this long. Past it, or for any older token, presenting a superseded token is a replay and
+ * revokes the grant (error_reason `replay_detected`).
+ */
+export const RENEW_RETRY_WINDOW_MS = 10_000;
+
 /** 200 response of POST /v1/tasks/{grant}/renew: a new token for the same grant. */
 export type TaskRenewResponse = TaskStartResponse & { generation: number };
 

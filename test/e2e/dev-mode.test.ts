@@ -75,6 +75,24 @@ describe('npm run dev', () => {
     const listed = JSON.parse((await run('bash', ['-c', `${exportLine}; ${readmeCurl}`], { timeout: 10_000 })).stdout) as { grants: { grant: string }[] };
     expect(listed.grants.map((g) => g.grant)).toEqual([mtls.grant, platform.grant]);
 
+    // the export line carries the demo resource server's credential (audience reports-api): the
+    // README's introspection and revocation curls run with it as printed there
+    expect(exportLine).toMatch(/ JIT_RS_CREDENTIAL=[A-Za-z0-9_-]{43}$/);
+    const readme = readFileSync('README.md', 'utf8');
+    const introspectCurl = 'curl -s --cacert "$JIT_CA" -H "Authorization: Bearer $JIT_RS_CREDENTIAL" "$JIT_URL/oauth2/introspect" --data-urlencode "token=$TASK_TOKEN"';
+    const revokeCurl = 'curl -s --cacert "$JIT_CA" -H "Authorization: Bearer $JIT_RS_CREDENTIAL" "$JIT_URL/oauth2/revoke" --data-urlencode "token=$TASK_TOKEN"';
+    expect(readme).toContain(introspectCurl);
+    expect(readme).toContain(revokeCurl);
+    // the token goes through the environment, never the command line
+    const asRs = (cmd: string) => run('bash', ['-c', `${exportLine}; ${cmd}`], { timeout: 10_000, env: { ...process.env, TASK_TOKEN: platform.access_token } });
+    const active = JSON.parse((await asRs(introspectCurl)).stdout) as Record<string, any>;
+    expect(active).toMatchObject({ active: true, grant: platform.grant, aud: 'reports-api', sub: 'k8s://dev/ns/demo/sa/report-builder' });
+    expect(JSON.parse((await asRs(revokeCurl)).stdout)).toEqual({});
+    expect(JSON.parse((await asRs(introspectCurl)).stdout)).toEqual({ active: false });
+    // the resource server's credential is not an operator's
+    const rsAsOperator = await run('bash', ['-c', `${exportLine}; curl -s --cacert "$JIT_CA" -H "Authorization: Bearer $JIT_RS_CREDENTIAL" "$JIT_URL/v1/grants"`], { timeout: 10_000 });
+    expect((JSON.parse(rsAsOperator.stdout) as { error?: string }).error).toBe('invalid_client');
+
     // dev mode never prints a token
     expect(output()).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}\./);
     // and removes its throwaway CA when stopped

@@ -161,13 +161,16 @@ describe('renew', () => {
   });
 
   it('a superseded token presented again means two holders: the grant is revoked at once', async () => {
+    // The token just superseded is a retry within RENEW_RETRY_WINDOW_MS (renew-retry.test.ts):
+    // the one before it is a replay at any time.
     const { grant, token: first } = await startTask();
-    const second = (await renew(grant, { bearer: first }, await oidcRenewal())).json.access_token as string;
+    const middle = (await renew(grant, { bearer: first }, await oidcRenewal())).json.access_token as string;
+    const second = (await renew(grant, { bearer: middle }, await oidcRenewal())).json.access_token as string;
     const replay = await renew(grant, { bearer: first }, await oidcRenewal());
     expect(replay.status).toBe(400);
-    expect(replay.json).toEqual({ error: 'invalid_grant', error_description: expect.stringContaining('two holders') });
+    expect(replay.json).toEqual({ error: 'invalid_grant', error_reason: 'replay_detected', error_description: expect.stringContaining('two holders') });
     expect(await broker.store.getGrant(grant)).toMatchObject({ status: 'revoked' });
-    expect((await audit(K8S)).filter((e) => e.grant === grant).at(-1)).toMatchObject({ type: 'grant.replay_detected', generation: 2 });
+    expect((await audit(K8S)).filter((e) => e.grant === grant).at(-1)).toMatchObject({ type: 'grant.replay_detected', generation: 3 });
     // The holder of the latest token lost it too.
     expect((await introspect(second)).json).toEqual({ active: false });
     const after = await renew(grant, { bearer: second }, await oidcRenewal());
@@ -273,7 +276,7 @@ describe('end', () => {
     const latest = (await renew(grant, { bearer: token }, await oidcRenewal())).json.access_token as string;
     const res = await end(grant, { bearer: token });
     expect(res.status).toBe(400);
-    expect(res.json).toEqual({ error: 'invalid_grant', error_description: expect.stringContaining('two holders') });
+    expect(res.json).toEqual({ error: 'invalid_grant', error_reason: 'replay_detected', error_description: expect.stringContaining('two holders') });
     expect(await broker.store.getGrant(grant)).toMatchObject({ status: 'revoked' });
     expect((await audit(K8S)).filter((e) => e.grant === grant).map((e) => e.type)).toEqual(['grant.issued', 'grant.renewed', 'grant.replay_detected']);
     expect((await introspect(latest)).json).toEqual({ active: false });

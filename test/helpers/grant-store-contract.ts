@@ -220,7 +220,7 @@ export function describeGrantStoreContract(
         expect(await store.listWorkloadGrants(w, { now: t0 })).toEqual([expected]);
         expect(await store.listTaskGrants(w, input.task, { now: t0 })).toEqual([expected]);
         const renewed = await store.renewGrant({ id: input.id, workload: w, presentedJti: input.token_jti, jti: 'jti-2', tokenExp: t0 + MIN }, { now: t0 + 1, retentionMs: HOUR });
-        expect(renewed).toEqual({ outcome: 'renewed', grant: { ...expected, generation: 2, token_jti: 'jti-2', token_exp: t0 + MIN } });
+        expect(renewed).toEqual({ outcome: 'renewed', grant: { ...expected, generation: 2, token_jti: 'jti-2', token_exp: t0 + MIN, prev_jti: input.token_jti, token_iat: t0 + 1 } });
         const closed = await store.closeGrant(input.id, w, { now: t0 + 2, status: 'ended' });
         expect(closed).toMatchObject({ outcome: 'closed', grant: { ...expected, generation: 2, token_jti: 'jti-2', token_exp: t0 + MIN, status: 'ended', expires_at: t0 + 2 } });
         expect((await store.readAudit(w))[0]).toMatchObject({ type: 'grant.issued', audience: input.audience, actions: input.actions, rule: input.rule });
@@ -667,7 +667,7 @@ export function describeGrantStoreContract(
         await store.createGrant(g, opts(t0));
         const r1 = renewal(g);
         const first = await store.renewGrant(r1, ropts(t0 + 1000));
-        expect(first).toEqual({ outcome: 'renewed', grant: { ...g, status: 'active', generation: 2, token_jti: r1.jti, token_exp: r1.tokenExp } });
+        expect(first).toEqual({ outcome: 'renewed', grant: { ...g, status: 'active', generation: 2, token_jti: r1.jti, token_exp: r1.tokenExp, prev_jti: g.token_jti, token_iat: t0 + 1000 } });
         const r2 = renewal(g, { presentedJti: r1.jti, tokenExp: t0 + 7 * MIN });
         const second = await store.renewGrant(r2, ropts(t0 + 2000));
         expect(second.outcome).toBe('renewed');
@@ -696,6 +696,42 @@ export function describeGrantStoreContract(
         // The latest token is dead too, and its cap slot is free.
         expect(await store.renewGrant(renewal(g, { presentedJti: r1.jti }), ropts(t0 + 3000))).toMatchObject({ outcome: 'inactive' });
         await store.createGrant(makeGrant(w, t0 + 3000), opts(t0 + 3000, 1));
+      });
+
+      it('a renewal retried within the window with the superseded token: the latest token stands, nothing written', async () => {
+        const w = uniqueWorkload();
+        const g = makeGrant(w, t0);
+        // One rate token: the renewal takes it, the retries take none.
+        const rate = { burst: 1, intervalMs: HOUR };
+        await store.createGrant(g, opts(t0));
+        const r1 = renewal(g);
+        const first = await store.renewGrant(r1, ropts(t0 + 1000, rate));
+        expect(first.outcome).toBe('renewed');
+        const retried = { ...r1, jti: r1.jti, tokenExp: r1.tokenExp };
+        for (const now of [t0 + 1000, t0 + 5000, t0 + 11_000]) {
+          const again = await store.renewGrant(retried, { ...ropts(now, rate), retryWindowMs: 10_000 });
+          expect(again).toEqual({ outcome: 'current', grant: { ...g, status: 'active', generation: 2, token_jti: r1.jti, token_exp: r1.tokenExp, prev_jti: g.token_jti, token_iat: t0 + 1000 } });
+        }
+        expect((await store.readAudit(w)).map((e) => e.type)).toEqual(['grant.issued', 'grant.renewed']);
+        // Naming another token than the latest is no retry: a replay.
+        const other = makeGrant(w, t0);
+        await store.createGrant(other, opts(t0));
+        const o1 = renewal(other);
+        await store.renewGrant(o1, ropts(t0 + 1000));
+        const wrong = await store.renewGrant({ ...o1, jti: 'jti-fresh' }, { ...ropts(t0 + 2000), retryWindowMs: 10_000 });
+        expect(wrong).toMatchObject({ outcome: 'replay', grant: { status: 'revoked' } });
+      });
+
+      it('a superseded token after the retry window, or without one, is a replay', async () => {
+        const w = uniqueWorkload();
+        for (const [now, window] of [[t0 + 11_001, 10_000], [t0 + 1001, 0]] as const) {
+          const g = makeGrant(w, t0);
+          await store.createGrant(g, opts(t0));
+          const r1 = renewal(g);
+          await store.renewGrant(r1, ropts(t0 + 1000));
+          const late = await store.renewGrant(r1, { ...ropts(now), retryWindowMs: window });
+          expect(late).toMatchObject({ outcome: 'replay', grant: { status: 'revoked', generation: 2 } });
+        }
       });
 
       it('changes nothing for unknown, foreign, ended, revoked or expired grants', async () => {

@@ -35,6 +35,18 @@ describe('deploy/Dockerfile', () => {
     expect(lines).toContain('USER node');
     expect(lines.find((l) => l.startsWith('CMD '))).toBe('CMD ["serve"]');
   });
+
+  it('keeps every runtime dependency in the runtime stage (npm ci --omit=dev): hono is a peer dependency, not a dev-only one', () => {
+    const full = JSON.parse(read('package.json')) as { dependencies: Record<string, string>; peerDependencies?: Record<string, string> };
+    const lock = JSON.parse(read('package-lock.json')) as { packages: Record<string, { dev?: boolean; peer?: boolean }> };
+    const runtime = [...Object.keys(full.dependencies), ...Object.keys(full.peerDependencies ?? {})];
+    expect(runtime).toContain('hono');
+    for (const name of runtime) {
+      const entry = lock.packages[`node_modules/${name}`];
+      expect(entry, name).toBeDefined();
+      expect(entry!.dev, `${name} is dev-only in package-lock.json: npm ci --omit=dev would drop it`).not.toBe(true);
+    }
+  });
 });
 
 /** The secrets docker-compose.yml takes from its environment, and test values for them. */

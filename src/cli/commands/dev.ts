@@ -10,7 +10,9 @@ export const dev: Command = {
 
 Dev mode: an HTTPS broker with a memory store, a demo OIDC issuer, a throwaway dev CA and a demo
 policy; no Redis or config needed. Prints copy-paste curls for a task token, an mTLS task token
-and the operator API as a demo operator (role admin, random credential per run). Ctrl-C stops it.
+and the operator API as a demo operator (role admin), and an export line with the demo operator's
+and the demo resource server's credentials (audience reports-api: introspection, revocation and the
+SDK examples), both random per run. Ctrl-C stops it.
 
 options:
   -p, --port N   listen port (default 8080, or PORT; 0 picks a free one)`,
@@ -36,11 +38,12 @@ options:
         '',
         `  ${mode.curlOperator}`,
         '',
-        'For the operator CLI and the README\'s operator examples, paste this into another shell:',
+        `For the operator CLI and the README's examples, paste this into another shell (JIT_RS_CREDENTIAL is the demo resource server "${mode.resourceServer.name}"'s, audience ${mode.resourceServer.audience}: it may introspect and revoke; random, made for this run):`,
         '',
-        `  export JIT_URL=${mode.broker.url} JIT_CA='${mode.certificates.ca}' JIT_OPERATOR_CREDENTIAL=${mode.operator.credential}`,
+        `  export JIT_URL=${mode.broker.url} JIT_CA='${mode.certificates.ca}' JIT_OPERATOR_CREDENTIAL=${mode.operator.credential} JIT_RS_CREDENTIAL=${mode.resourceServer.credential}`,
         '',
         '  then: npx jit-broker grants ls   (workloads ls, audit ls, keys ls, ...; add --json for scripts)',
+        '  or the SDK examples, each in its own shell: npm run example:resource-server, then npm run example:workload',
         '',
         'Keys: ' + `${mode.broker.url}/.well-known/jwks.json` + '   Ctrl-C to stop.',
         '',

@@ -79,18 +79,25 @@ end
 -- A grant record is one string of lines: status, expires_at, generation, token_jti, token_exp,
 -- workload, then the fields that never change as a JSON array, which the scripts pass through,
 -- then kid and closed_by ('' when none; records written before them end at the JSON line, and
--- are written back in the new shape). See codec.ts grantToRecord. Returns the record as a table; or nil, 'missing' when the key holds
+-- are written back in the new shape), then, once the grant has been renewed, prev_jti (the token
+-- the latest renewal superseded) and token_iat (ms: when the latest token was minted; a renewal
+-- retried within the window gets the latest token again: renew-grant.lua). See codec.ts grantToRecord. Returns the record as a table; or nil, 'missing' when the key holds
 -- none; or nil, 'unreadable' when it holds anything the broker would not decode (another type, a
 -- field out of shape, JSON that cjson cannot parse): such a record is never trusted or changed,
 -- and the callers say so rather than answer as if there were no grant (issue 11).
 local RECORD = '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$'
 local RECORD_KID = '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$'
+local RECORD_PREV = '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$'
 local STATUSES = {active = true, ended = true, revoked = true}
 local function grant_read(key)
   local raw = redis.pcall('GET', key)
   if raw == false then return nil, 'missing' end
   if type(raw) ~= 'string' then return nil, 'unreadable' end
-  local status, expires_at, generation, token_jti, token_exp, workload, fixed, kid, closed_by = string.match(raw, RECORD_KID)
+  local status, expires_at, generation, token_jti, token_exp, workload, fixed, kid, closed_by, prev_jti, token_iat = string.match(raw, RECORD_PREV)
+  if not status then
+    status, expires_at, generation, token_jti, token_exp, workload, fixed, kid, closed_by = string.match(raw, RECORD_KID)
+    prev_jti, token_iat = '', ''
+  end
   if not status then
     status, expires_at, generation, token_jti, token_exp, workload, fixed = string.match(raw, RECORD)
     kid, closed_by = '', ''
@@ -99,18 +106,26 @@ local function grant_read(key)
   for _, n in ipairs({expires_at, generation, token_exp}) do
     if not string.match(n, '^%d+$') or #n > 15 then return nil, 'unreadable' end
   end
+  -- Both or neither, as codec.ts writes them.
+  if (prev_jti == '') ~= (token_iat == '') then return nil, 'unreadable' end
+  if token_iat ~= '' and (not string.match(token_iat, '^%d+$') or #token_iat > 15) then return nil, 'unreadable' end
   local ok, decoded = pcall(cjson.decode, fixed)
   if not ok or type(decoded) ~= 'table' or tonumber(generation) < 1 then return nil, 'unreadable' end
   return {
     status = status, expires_at = tonumber(expires_at), generation = tonumber(generation),
     token_jti = token_jti, token_exp = token_exp, workload = workload, fixed = fixed, raw = raw,
-    kid = kid, closed_by = closed_by,
+    kid = kid, closed_by = closed_by, prev_jti = prev_jti, token_iat = token_iat,
   }
 end
 
 -- The record as stored (what the scripts return to the broker).
 local function grant_string(g)
-  return table.concat({g.status, num(g.expires_at), tostring(g.generation), g.token_jti, g.token_exp, g.workload, g.fixed, g.kid, g.closed_by}, '\n')
+  local lines = {g.status, num(g.expires_at), tostring(g.generation), g.token_jti, g.token_exp, g.workload, g.fixed, g.kid, g.closed_by}
+  if g.prev_jti ~= '' then
+    lines[#lines + 1] = g.prev_jti
+    lines[#lines + 1] = g.token_iat
+  end
+  return table.concat(lines, '\n')
 end
 
 -- Rewrites a record read by grant_read, keeping its TTL; returns the new string.

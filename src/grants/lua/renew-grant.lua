@@ -3,6 +3,11 @@
 -- The grant record's `token_jti` names its latest token and `generation` counts them. A renewal must
 -- present the latest: presenting an older one means two holders of the grant (one renewed, the
 -- other still holds the old token), so the grant is revoked at once (Teleport's lineage check).
+-- One exception makes renewal safe to retry: the token the latest renewal superseded (prev_jti),
+-- presented within ARGV[14] ms of that renewal (token_iat) by a broker that names the current
+-- token (ARGV[4], ARGV[5]) as the one it re-signed, is a renewal whose answer was lost: answered
+-- {'current', record}, nothing written, no rate token taken, no generation. The broker checked
+-- evidence and binding as for any renewal.
 --
 -- KEYS[1] grant record   KEYS[2] live zset   KEYS[3] audit stream   KEYS[4] rate bucket
 -- ARGV[1] now (ms)   ARGV[2] workload id   ARGV[3] presented jti
@@ -12,11 +17,12 @@
 -- ARGV[8] rate burst (0: unlimited)   ARGV[9] rate interval (ms per token)
 -- ARGV[10] reason recorded on a replay   ARGV[11] grant id   ARGV[12] kid of the new token's key
 -- ARGV[13] n1 = number of grant.renewed audit field/value strings (generation is added here)
--- ARGV[14 .. 13+n1] grant.renewed fields   ARGV[14+n1 ..] grant.replay_detected fields
+-- ARGV[14] retry window (ms; 0: none)
+-- ARGV[15 .. 14+n1] grant.renewed fields   ARGV[15+n1 ..] grant.replay_detected fields
 -- A rate refusal writes nothing (the broker records the denial, within its audit budget).
 --
 -- Returns {'unknown'} | {'unreadable'} | {'inactive', record} | {'replay', record[, audit error]}
--- | {'rate', wait_ms} | {'renewed', record} | {'not_replay'} (revoke-only mode) where record is the
+-- | {'rate', wait_ms} | {'renewed', record} | {'current', record} | {'not_replay'} (revoke-only mode) where record is the
 -- grant record string after the script. 'unreadable': a record is there but does not decode;
 -- nothing is changed or written. A replay revokes first and writes its event after, as close-grant.lua.
 
@@ -24,6 +30,7 @@ local now = tonumber(ARGV[1])
 local retention = tonumber(ARGV[6])
 local horizon = ARGV[7]
 local n1 = tonumber(ARGV[13])
+local window = tonumber(ARGV[14])
 
 local g, why = grant_read(KEYS[1])
 if g == nil then
@@ -38,8 +45,14 @@ if g.status ~= 'active' or g.expires_at == nil or g.expires_at <= now then
 end
 local keep = (g.expires_at - now) + retention
 
+if g.token_jti ~= ARGV[3] and g.prev_jti ~= '' and g.prev_jti == ARGV[3] and window > 0
+    and now - tonumber(g.token_iat) <= window
+    and (ARGV[4] == '' or (ARGV[4] == g.token_jti and ARGV[5] == g.token_exp)) then
+  if ARGV[4] == '' then return {'not_replay'} end
+  return {'current', g.raw}
+end
 if g.token_jti ~= ARGV[3] then
-  local replay = slice(14 + n1, #ARGV)
+  local replay = slice(15 + n1, #ARGV)
   replay[#replay + 1] = 'reason'
   replay[#replay + 1] = ARGV[10]
   replay[#replay + 1] = 'generation'
@@ -61,13 +74,15 @@ local wait, bucket = bucket_take(KEYS[4], tonumber(ARGV[8]), tonumber(ARGV[9]), 
 if wait > 0 then
   return {'rate', wait}
 end
-local fields = slice(14, 13 + n1)
+local fields = slice(15, 14 + n1)
 
 g.generation = g.generation + 1
 fields[#fields + 1] = 'generation'
 fields[#fields + 1] = tostring(g.generation)
 audit(KEYS[3], horizon, keep, fields)
 bucket_store(bucket)
+g.prev_jti = g.token_jti
+g.token_iat = num(now)
 g.token_jti = ARGV[4]
 g.token_exp = ARGV[5]
 if ARGV[12] ~= '' then g.kid = ARGV[12] end
