@@ -722,6 +722,25 @@ export function describeGrantStoreContract(
         expect(wrong).toMatchObject({ outcome: 'replay', grant: { status: 'revoked' } });
       });
 
+      it('closing with the token the latest renewal superseded: closed within the retry window, a replay after it or when older', async () => {
+        const w = uniqueWorkload();
+        const cases = [
+          { now: t0 + 5000, window: 10_000, behind: 1, outcome: 'closed', status: 'ended' },
+          { now: t0 + 11_001, window: 10_000, behind: 1, outcome: 'replay', status: 'revoked' },
+          { now: t0 + 5000, window: 0, behind: 1, outcome: 'replay', status: 'revoked' },
+          { now: t0 + 5000, window: 10_000, behind: 2, outcome: 'replay', status: 'revoked' },
+        ] as const;
+        for (const c of cases) {
+          const g = makeGrant(w, t0);
+          await store.createGrant(g, opts(t0));
+          const r1 = renewal(g);
+          await store.renewGrant(r1, ropts(t0 + 500));
+          if (c.behind === 2) await store.renewGrant(renewal(g, { presentedJti: r1.jti }), ropts(t0 + 1000));
+          const closed = await store.closeGrant(g.id, w, { now: c.now, status: 'ended', presentedJti: g.token_jti, by: 'holder', retryWindowMs: c.window });
+          expect(closed, JSON.stringify(c)).toMatchObject({ outcome: c.outcome, grant: { status: c.status } });
+        }
+      });
+
       it('a superseded token after the retry window, or without one, is a replay', async () => {
         const w = uniqueWorkload();
         for (const [now, window] of [[t0 + 11_001, 10_000], [t0 + 1001, 0]] as const) {
