@@ -427,7 +427,9 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
         r.jti === g.token_jti &&
         r.tokenExp === g.token_exp
       ) {
-        // A renewal retried within the window (renew-grant.lua): the latest token stands.
+        // A renewal retried within the window (renew-grant.lua): the latest token stands, now
+        // signed by `kid`.
+        if (r.kid !== undefined) g.kid = r.kid;
         return { outcome: 'current', grant: clone(g) };
       }
       if (g.token_jti !== r.presentedJti) {

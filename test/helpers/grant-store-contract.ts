@@ -712,6 +712,10 @@ export function describeGrantStoreContract(
           const again = await store.renewGrant(retried, { ...ropts(now, rate), retryWindowMs: 10_000 });
           expect(again).toEqual({ outcome: 'current', grant: { ...g, status: 'active', generation: 2, token_jti: r1.jti, token_exp: r1.tokenExp, prev_jti: g.token_jti, token_iat: t0 + 1000 } });
         }
+        // Re-signed by another key (rotated meanwhile): the record names it.
+        const rekeyed = await store.renewGrant({ ...retried, kid: 'k-next' }, { ...ropts(t0 + 6000, rate), retryWindowMs: 10_000 });
+        expect(rekeyed).toMatchObject({ outcome: 'current', grant: { kid: 'k-next', generation: 2, token_jti: r1.jti } });
+        expect(await store.getGrant(g.id)).toMatchObject({ kid: 'k-next', generation: 2 });
         expect((await store.readAudit(w)).map((e) => e.type)).toEqual(['grant.issued', 'grant.renewed']);
         // Naming another token than the latest is no retry: a replay.
         const other = makeGrant(w, t0);
