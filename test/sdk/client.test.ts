@@ -117,6 +117,19 @@ describe('BrokerClient: tokens', () => {
     expect(clock.pending).toBe(0);
   });
 
+  it("after the grant's lifetime, token() rejects with TaskEndedError (task_expired)", async () => {
+    const { client, clock } = oidcClient({ sa: 'short' });
+    const task = await client.startTask(intent, { ttl: '30s', lifetime: '30s' });
+    expect(task.grantExpiresAt.getTime() - task.expiresAt.getTime()).toBeLessThan(1000); // exp is whole seconds
+    expect(clock.pending).toBe(0); // nothing to renew: the token already ends with the grant
+    clock.advance(20_000);
+    expect(await task.token()).toBeTruthy();
+    clock.advance(10_000);
+    await expect(task.token()).rejects.toMatchObject({ name: 'TaskEndedError', code: 'task_expired' });
+    expect(await generation(task.grant)).toBe(1);
+    await task.end();
+  });
+
   it('100 concurrent token() calls near expiry: exactly one renewal', async () => {
     const { client, clock } = oidcClient({ sa: 'flight' });
     const task = await client.startTask(intent, { ttl: '30s' });
