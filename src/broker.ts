@@ -293,7 +293,8 @@ export class Broker {
     if (recorded) this.checkRecord(claims, recorded, 'end');
     const now = clock();
     // An unreadable record throws (500): the grant could not be ended, and no answer may say it was.
-    const result = await store.closeGrant(grantId, claims.sub, { now, status: 'ended', reason: 'ended by its holder', presentedJti: claims.jti, by: 'holder' });
+    // The token a lost renewal answer superseded, within the retry window, is still this holder's.
+    const result = await store.closeGrant(grantId, claims.sub, { now, status: 'ended', reason: 'ended by its holder', presentedJti: claims.jti, by: 'holder', retryWindowMs: RENEW_RETRY_WINDOW_MS });
     switch (result.outcome) {
       case 'replay':
         log.warn({ grant: grantId, workload: claims.sub, presented: claims.jti }, 'replay detected: superseded token presented to end the grant; grant revoked');

@@ -103,6 +103,7 @@ const closeOptionsSchema = z.object({
   presentedJti: text(256).optional(),
   by: text(256).optional(),
   operator: text(64).optional(),
+  retryWindowMs: z.number().int().min(0).max(60_000).optional(),
 });
 
 /** Validates a renewal before it is sent: the id must carry the workload's tag. */

@@ -250,7 +250,7 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
   }
 
   /** Moves a live grant's expiry to now with the status and its audit event (close-grant.lua). */
-  function close(id: string, ws: string, now: number, status: CloseStatus, reason: string | undefined, voiding = false, presentedJti?: string, by?: string, operator?: string): CloseOutcome {
+  function close(id: string, ws: string, now: number, status: CloseStatus, reason: string | undefined, voiding = false, presentedJti?: string, by?: string, operator?: string, retryWindowMs = 0): CloseOutcome {
     const g = record(id);
     if (!g || g.workload !== ws) return { outcome: 'unknown' };
     // Voiding also closes an active grant past its end (keeping that end): see close-grant.lua.
@@ -258,7 +258,9 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
     const w = workload(ws, true);
     const keep = Math.max(0, g.expires_at - now);
     // A superseded token: two holders, as on renewal (close-grant.lua).
-    const replay = presentedJti !== undefined && presentedJti !== g.token_jti;
+    // ...unless it is the token the latest renewal superseded, within the retry window (close-grant.lua).
+    const retried = retryWindowMs > 0 && g.prev_jti !== undefined && g.prev_jti === presentedJti && now - (g.token_iat ?? 0) <= retryWindowMs;
+    const replay = presentedJti !== undefined && presentedJti !== g.token_jti && !retried;
     if (replay) append(w, { type: 'grant.replay_detected', at: now, workload: ws, grant: id, reason: REPLAY_REASON, generation: g.generation }, now, keep, 0);
     else append(w, { type: closeEventType(status), at: now, workload: ws, grant: id, ...(reason ? { reason } : {}), ...(operator ? { operator } : {}) }, now, keep, 0);
     g.status = replay ? 'revoked' : status;
@@ -425,7 +427,9 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
         r.jti === g.token_jti &&
         r.tokenExp === g.token_exp
       ) {
-        // A renewal retried within the window (renew-grant.lua): the latest token stands.
+        // A renewal retried within the window (renew-grant.lua): the latest token stands, now
+        // signed by `kid`.
+        if (r.kid !== undefined) g.kid = r.kid;
         return { outcome: 'current', grant: clone(g) };
       }
       if (g.token_jti !== r.presentedJti) {
@@ -448,7 +452,7 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       check();
       const o = validateClose(id, ws, options);
       see(o.now);
-      return close(id, ws, o.now, o.status, o.reason, false, o.presentedJti, o.by, o.operator);
+      return close(id, ws, o.now, o.status, o.reason, false, o.presentedJti, o.by, o.operator, o.retryWindowMs ?? 0);
     },
 
     async appendAudit(event: AuditEvent, o: AppendAuditOptions): Promise<void> {

@@ -621,7 +621,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   }
 
   /** Runs close-grant.lua: ends or revokes a live grant (or, with markTtl, bars a missing one). */
-  async function close(op: string, id: string, workload: string, now: number, status: CloseStatus, event: AuditEvent, o: { markTtl?: number; presentedJti?: string; by?: string }) {
+  async function close(op: string, id: string, workload: string, now: number, status: CloseStatus, event: AuditEvent, o: { markTtl?: number; presentedJti?: string; by?: string; retryWindowMs?: number }) {
     const keys = keysOf(workload);
     const closing = auditToFields(event);
     const replay = auditToFields({ type: 'grant.replay_detected', at: now, workload, grant: id, reason: REPLAY_REASON });
@@ -641,6 +641,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         id,
         o.by ?? '',
         closing.length,
+        o.retryWindowMs ?? 0,
         ...closing,
         ...replay,
       );
@@ -802,6 +803,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       const [outcome, grant] = await close('closeGrant', id, workload, o.now, o.status, event, {
         ...(o.presentedJti ? { presentedJti: o.presentedJti } : {}),
         ...(o.by ? { by: o.by } : {}),
+        ...(o.retryWindowMs ? { retryWindowMs: o.retryWindowMs } : {}),
       });
       if (outcome === 'closed' || outcome === 'inactive' || outcome === 'replay') return { outcome, grant: grant! };
       return { outcome: 'unknown' };

@@ -207,6 +207,12 @@ export interface CloseOptions {
    * second holder (as on renewal): the grant is revoked with `grant.replay_detected` instead.
    */
   presentedJti?: string;
+  /**
+   * The token the latest renewal superseded, presented within this many ms of that renewal, is
+   * its holder whose renewal answer was lost (RenewOptions.retryWindowMs): it closes the grant as
+   * the latest token would. Absent or 0: any superseded token is a replay.
+   */
+  retryWindowMs?: number;
 }
 
 export type CloseOutcome =

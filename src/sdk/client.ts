@@ -59,6 +59,11 @@ export interface CallOptions {
 const RENEW_FLOOR_MS = 30_000 + 2_000;
 /** A retried renewal stops this long before the broker's retry window closes. */
 const RETRY_WINDOW_MARGIN_MS = 2_000;
+/**
+ * One renewal attempt waits at most this long for its answer: an attempt that times out may have
+ * landed, and its retry must still fit in the broker's retry window.
+ */
+const RENEWAL_ATTEMPT_TIMEOUT_MS = (RENEW_RETRY_WINDOW_MS - RETRY_WINDOW_MARGIN_MS) / 2;
 
 type Outcome = 'arrived' | 'not_arrived' | 'uncertain';
 
@@ -158,7 +163,7 @@ export class BrokerClient {
           body,
           tls: opts.tls,
           signal: opts.signal,
-          timeoutMs: this.options.timeoutMs ?? 30_000,
+          timeoutMs: opts.renewal ? Math.min(this.options.timeoutMs ?? 30_000, RENEWAL_ATTEMPT_TIMEOUT_MS) : (this.options.timeoutMs ?? 30_000),
         });
         if (res.status === opts.expect) return { json: parseJson(res) as T, firstSentAt };
         failure = responseError(res, clock.now());
@@ -166,7 +171,8 @@ export class BrokerClient {
         if (res.status === 429) outcome = 'not_arrived';
         else if (res.status === 503) outcome = 'uncertain';
         else throw failure;
-        waitMs = (failure as BrokerResponseError).retryAfter === undefined ? undefined : (failure as BrokerResponseError).retryAfter! * 1000;
+        const after = (failure as BrokerResponseError).retryAfter;
+        waitMs = after === undefined ? undefined : after * 1000;
       } catch (e) {
         if (!(e instanceof NetworkError)) throw e;
         failure = e;
@@ -396,7 +402,8 @@ export class Task {
       this.gen = typeof res.json.generation === 'number' ? res.json.generation : this.gen + 1;
       this.accept(res.json, res.firstSentAt);
     } catch (e) {
-      if (e instanceof ReplayDetectedError) {
+      if (e instanceof ReplayDetectedError || (e instanceof BrokerResponseError && e.code === 'invalid_grant')) {
+        // Revoked as a replay, or the grant is over (revoked, ended, expired): its token is worth nothing now.
         this.fail(e);
       } else if (e instanceof TaskEndedError || (e instanceof BrokerResponseError && e.status < 500 && e.status !== 429)) {
         // No renewal is possible any more (answer lost past the window; grant revoked or expired;

@@ -120,6 +120,15 @@ describe('renewal retry', () => {
     expect((await renew(grant, next.json.access_token as string)).status).toBe(429);
   });
 
+  it('ending with the token a lost renewal superseded, within the window, ends the grant (no replay verdict)', async () => {
+    const { grant, token } = await startTask('api6');
+    await renewAndLoseAnswer(grant, token, 'api6');
+    const res = await httpsJson(`${broker.url}/v1/tasks/${grant}/end`, { ...tls(), method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    expect(res.status, JSON.stringify(res.json)).toBe(200);
+    expect(res.json).toMatchObject({ grant, status: 'ended' });
+    expect(await broker.store.getGrant(grant)).toMatchObject({ status: 'ended', closed_by: 'holder' });
+  });
+
   it('a retry with other evidence (another workload) is refused and revokes nothing', async () => {
     const { grant, token } = await startTask('api2');
     await renewAndLoseAnswer(grant, token, 'api2');

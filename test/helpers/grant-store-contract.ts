@@ -712,6 +712,10 @@ export function describeGrantStoreContract(
           const again = await store.renewGrant(retried, { ...ropts(now, rate), retryWindowMs: 10_000 });
           expect(again).toEqual({ outcome: 'current', grant: { ...g, status: 'active', generation: 2, token_jti: r1.jti, token_exp: r1.tokenExp, prev_jti: g.token_jti, token_iat: t0 + 1000 } });
         }
+        // Re-signed by another key (rotated meanwhile): the record names it.
+        const rekeyed = await store.renewGrant({ ...retried, kid: 'k-next' }, { ...ropts(t0 + 6000, rate), retryWindowMs: 10_000 });
+        expect(rekeyed).toMatchObject({ outcome: 'current', grant: { kid: 'k-next', generation: 2, token_jti: r1.jti } });
+        expect(await store.getGrant(g.id)).toMatchObject({ kid: 'k-next', generation: 2 });
         expect((await store.readAudit(w)).map((e) => e.type)).toEqual(['grant.issued', 'grant.renewed']);
         // Naming another token than the latest is no retry: a replay.
         const other = makeGrant(w, t0);
@@ -720,6 +724,25 @@ export function describeGrantStoreContract(
         await store.renewGrant(o1, ropts(t0 + 1000));
         const wrong = await store.renewGrant({ ...o1, jti: 'jti-fresh' }, { ...ropts(t0 + 2000), retryWindowMs: 10_000 });
         expect(wrong).toMatchObject({ outcome: 'replay', grant: { status: 'revoked' } });
+      });
+
+      it('closing with the token the latest renewal superseded: closed within the retry window, a replay after it or when older', async () => {
+        const w = uniqueWorkload();
+        const cases = [
+          { now: t0 + 5000, window: 10_000, behind: 1, outcome: 'closed', status: 'ended' },
+          { now: t0 + 11_001, window: 10_000, behind: 1, outcome: 'replay', status: 'revoked' },
+          { now: t0 + 5000, window: 0, behind: 1, outcome: 'replay', status: 'revoked' },
+          { now: t0 + 5000, window: 10_000, behind: 2, outcome: 'replay', status: 'revoked' },
+        ] as const;
+        for (const c of cases) {
+          const g = makeGrant(w, t0);
+          await store.createGrant(g, opts(t0));
+          const r1 = renewal(g);
+          await store.renewGrant(r1, ropts(t0 + 500));
+          if (c.behind === 2) await store.renewGrant(renewal(g, { presentedJti: r1.jti }), ropts(t0 + 1000));
+          const closed = await store.closeGrant(g.id, w, { now: c.now, status: 'ended', presentedJti: g.token_jti, by: 'holder', retryWindowMs: c.window });
+          expect(closed, JSON.stringify(c)).toMatchObject({ outcome: c.outcome, grant: { status: c.status } });
+        }
       });
 
       it('a superseded token after the retry window, or without one, is a replay', async () => {

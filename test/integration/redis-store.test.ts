@@ -332,6 +332,31 @@ describe('redis grant store: Redis specifics', () => {
     expect(((await raw.get(k.grant(g.id))) as string).split('\n')).toHaveLength(9);
   });
 
+  it('a renewal adds prev_jti and token_iat as two lines; records of grants renewed before them still renew, without a retry window', async () => {
+    const w = uniqueWorkload();
+    const now = Date.now();
+    const k = grantKeys(prefix, workloadTag(w));
+    const g = makeGrant(w, now);
+    await store.createGrant(g, { now, maxActive: 5, retentionMs: 60_000 });
+    const r1 = { id: g.id, workload: w, presentedJti: g.token_jti, jti: 'jti-r1', tokenExp: now + 60_000 };
+    await store.renewGrant(r1, { now: now + 1, retentionMs: 60_000 });
+    const lines = ((await raw.get(k.grant(g.id))) as string).split('\n');
+    expect(lines).toHaveLength(11);
+    expect(lines.slice(9)).toEqual([g.token_jti, String(now + 1)]);
+    // One of the pair without the other is no record the broker wrote: unreadable, unchanged.
+    for (const half of [[...lines.slice(0, 9), '', String(now + 1)], [...lines.slice(0, 9), g.token_jti, ''], [...lines.slice(0, 9), g.token_jti, 'x']]) {
+      await raw.set(k.grant(g.id), half.join('\n'), 'KEEPTTL');
+      await expect(store.getGrant(g.id)).rejects.toBeInstanceOf(UnreadableGrant);
+      await expect(store.renewGrant({ ...r1, presentedJti: 'jti-r1', jti: 'jti-r2' }, { now: now + 2, retentionMs: 60_000 })).rejects.toBeInstanceOf(UnreadableGrant);
+      expect(await raw.get(k.grant(g.id))).toBe(half.join('\n'));
+    }
+    // Renewed by a broker before these lines (nine lines): its superseded token is a replay, even at once.
+    await raw.set(k.grant(g.id), lines.slice(0, 9).join('\n'), 'KEEPTTL');
+    expect(await store.getGrant(g.id)).not.toHaveProperty('prev_jti');
+    const retry = await store.renewGrant(r1, { now: now + 2, retentionMs: 60_000, retryWindowMs: 10_000 });
+    expect(retry).toMatchObject({ outcome: 'replay', grant: { status: 'revoked' } });
+  });
+
   it('never changes a record it would not decode: broken JSON, bad numbers or status, another type', async () => {
     const w = uniqueWorkload();
     const now = Date.now();

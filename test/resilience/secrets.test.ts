@@ -430,7 +430,10 @@ describe('a broker at trace level, every route with success and failure paths', 
     expectError(await call('/oauth2/introspect', { auth: { bearer: `${RS_CREDENTIAL}x` }, form: { token: token2 } }), 401, 'invalid_client');
     expectError(await call('/oauth2/introspect', { auth: { bearer: RS_CREDENTIAL }, body: `token=${token2}&token=${token2}`, headers: { 'content-type': 'application/x-www-form-urlencoded' } }), 400, 'invalid_request');
 
-    // Replay: the superseded token presented again revokes the grant.
+    // Retry: the superseded token, within the retry window, gets the latest token again; renewed
+    // once more, it is two behind, and presented again it is a replay that revokes the grant.
+    issued(await call(`/v1/tasks/${grant1}/renew`, { auth: { bearer: token1 }, body: { attestation: { kind: 'oidc', token: await platformToken() } } }), 200);
+    issued(await call(`/v1/tasks/${grant1}/renew`, { auth: { bearer: token2 }, body: { attestation: { kind: 'oidc', token: await platformToken() } } }), 200);
     expectError(await call(`/v1/tasks/${grant1}/renew`, { auth: { bearer: token1 }, body: { attestation: { kind: 'oidc', token: await platformToken() } } }), 400, 'invalid_grant');
 
     // End: a fresh grant ended by its holder, twice; a bound one without its certificate.
@@ -465,10 +468,11 @@ describe('a broker at trace level, every route with success and failure paths', 
 
     const log = lines.join('');
     // The log is the real thing: every outcome above is in it, at trace level.
-    for (const msg of ['task token issued', 'task token renewed', 'grant ended by its holder', 'grant revoked', 'replay detected', 'oidc issuer keys could not be fetched'])
+    for (const msg of ['task token issued', 'task token renewed', 'renewal retried', 'grant ended by its holder', 'grant revoked', 'replay detected', 'oidc issuer keys could not be fetched'])
       expect(log, msg).toContain(msg);
     for (const code of ['invalid_client', 'invalid_token', 'invalid_grant', 'invalid_request', 'access_denied', 'request_too_large']) expect(log, code).toContain(`"code":"${code}"`);
-    expect(secrets.items.filter((s) => s.what === 'issued task token')).toHaveLength(7);
+    // Seven, plus the retried renewal's (the latest token re-signed) and the renewal after it.
+    expect(secrets.items.filter((s) => s.what === 'issued task token')).toHaveLength(9);
     // Clean by pattern, and by every exact string it saw.
     expect(formatFindings(scanText(log))).toBe('');
     expect(secrets.foundIn(log)).toEqual([]);
@@ -546,7 +550,10 @@ describe('the production CLI at trace level, in its own process', () => {
     expect((await post('/oauth2/introspect', `token=${t2}`, { authorization: `Bearer ${t1}` })).status).toBe(401);
     expect((await post('/v1/tasks', { attestation: { kind: 'oidc', token: await issuer.mintWithForeignKey({ sub: 'system:serviceaccount:ops:runner', aud: AUDIENCE }).then((t) => secrets.token('forged', t)) }, intent: opsIntent })).status).toBe(401);
     expect((await post('/v1/tasks', { attestation: { kind: 'oidc', token: await sa() }, intent: { ...opsIntent, audience: 'api.other' } })).status).toBe(403);
-    expect((await post(`/v1/tasks/${grant}/renew`, { attestation: { kind: 'oidc', token: await sa() } }, { authorization: `Bearer ${t1}` })).status).toBe(400); // replay
+    const renewedAgain = await post(`/v1/tasks/${grant}/renew`, { attestation: { kind: 'oidc', token: await sa() } }, { authorization: `Bearer ${t2}` });
+    expect(renewedAgain.status).toBe(200);
+    secrets.token('issued task token', renewedAgain.json.access_token as string);
+    expect((await post(`/v1/tasks/${grant}/renew`, { attestation: { kind: 'oidc', token: await sa() } }, { authorization: `Bearer ${t1}` })).status).toBe(400); // replay: two behind
     const second = await post('/v1/tasks', { attestation: { kind: 'oidc', token: await sa() }, intent: opsIntent });
     const t3 = secrets.token('issued task token', second.json.access_token as string);
     expect((await post(`/v1/tasks/${second.json.grant}/end`, '', { authorization: `Bearer ${t3}` })).status).toBe(200);

@@ -117,6 +117,36 @@ describe('BrokerClient: tokens', () => {
     expect(clock.pending).toBe(0);
   });
 
+  it("after the grant's lifetime, token() rejects with TaskEndedError (task_expired)", async () => {
+    const { client, clock } = oidcClient({ sa: 'short' });
+    const task = await client.startTask(intent, { ttl: '30s', lifetime: '30s' });
+    expect(task.grantExpiresAt.getTime() - task.expiresAt.getTime()).toBeLessThan(1000); // exp is whole seconds
+    expect(clock.pending).toBe(0); // nothing to renew: the token already ends with the grant
+    clock.advance(20_000);
+    expect(await task.token()).toBeTruthy();
+    clock.advance(10_000);
+    await expect(task.token()).rejects.toMatchObject({ name: 'TaskEndedError', code: 'task_expired' });
+    expect(await generation(task.grant)).toBe(1);
+    await task.end();
+  });
+
+  it('a grant revoked meanwhile: the renewal is refused (invalid_grant) and the task ends with that error', async () => {
+    const { client, clock } = oidcClient({ sa: 'revoked' });
+    const task = await client.startTask(intent, { ttl: '30s' });
+    const revoked = await httpsJson(`${broker.url}/oauth2/revoke`, {
+      ca: pki.example.certPem,
+      method: 'POST',
+      body: new URLSearchParams({ token: await task.token() }).toString(),
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Bearer ${RS_CREDENTIAL}` },
+    });
+    expect(revoked.status).toBe(200);
+    clock.advance(25_000);
+    await expect(task.token()).rejects.toMatchObject({ name: 'BrokerResponseError', code: 'invalid_grant', status: 400 });
+    await expect(task.token()).rejects.toMatchObject({ code: 'invalid_grant' });
+    expect(clock.pending).toBe(0);
+    await task.end();
+  });
+
   it('100 concurrent token() calls near expiry: exactly one renewal', async () => {
     const { client, clock } = oidcClient({ sa: 'flight' });
     const task = await client.startTask(intent, { ttl: '30s' });

@@ -16,7 +16,10 @@
 -- ARGV[6] retention (ms)   ARGV[7] presented jti ('': not checked)
 -- ARGV[8] grant id   ARGV[9] who closes it (recorded as the grant's closed_by)
 -- ARGV[10] n1 = number of the closing event's field/value strings
--- ARGV[11 .. 10+n1] the closing event   ARGV[11+n1 ..] grant.replay_detected fields (with its reason)
+-- ARGV[11] retry window (ms; 0: none): the token the latest renewal superseded, presented within
+--          this long of that renewal, is its holder whose renewal answer was lost (renew-grant.lua),
+--          not a second holder: it closes the grant as the latest token would
+-- ARGV[12 .. 11+n1] the closing event   ARGV[12+n1 ..] grant.replay_detected fields (with its reason)
 --
 -- Returns {'closed', record} | {'inactive', record} | {'replay', record} | {'marked'} | {'unknown'}
 -- | {'unreadable'} (a record is there but does not decode: nothing is changed or written);
@@ -49,12 +52,14 @@ local n1 = tonumber(ARGV[10])
 local keep = math.max(0, g.expires_at - now) + tonumber(ARGV[6])
 local outcome = 'closed'
 local status = ARGV[3]
-local event = slice(11, 10 + n1)
+local event = slice(12, 11 + n1)
 local closed_by = ARGV[9]
-if ARGV[7] ~= '' and g.token_jti ~= ARGV[7] then
+local window = tonumber(ARGV[11])
+local retried = window > 0 and g.prev_jti ~= '' and g.prev_jti == ARGV[7] and now - tonumber(g.token_iat) <= window
+if ARGV[7] ~= '' and g.token_jti ~= ARGV[7] and not retried then
   outcome = 'replay'
   status = 'revoked'
-  event = slice(11 + n1, #ARGV)
+  event = slice(12 + n1, #ARGV)
   closed_by = 'replay_detected'
   event[#event + 1] = 'generation'
   event[#event + 1] = tostring(g.generation)

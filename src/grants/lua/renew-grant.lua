@@ -6,7 +6,8 @@
 -- One exception makes renewal safe to retry: the token the latest renewal superseded (prev_jti),
 -- presented within ARGV[14] ms of that renewal (token_iat) by a broker that names the current
 -- token (ARGV[4], ARGV[5]) as the one it re-signed, is a renewal whose answer was lost: answered
--- {'current', record}, nothing written, no rate token taken, no generation. The broker checked
+-- {'current', record}, nothing written (but the kid, when the broker re-signed with another key),
+-- no rate token taken, no generation. The broker checked
 -- evidence and binding as for any renewal.
 --
 -- KEYS[1] grant record   KEYS[2] live zset   KEYS[3] audit stream   KEYS[4] rate bucket
@@ -49,6 +50,12 @@ if g.token_jti ~= ARGV[3] and g.prev_jti ~= '' and g.prev_jti == ARGV[3] and win
     and now - tonumber(g.token_iat) <= window
     and (ARGV[4] == '' or (ARGV[4] == g.token_jti and ARGV[5] == g.token_exp)) then
   if ARGV[4] == '' then return {'not_replay'} end
+  -- Re-signed with another key (the broker rotated since): the record names the key of the token
+  -- its holder now has, so a revocation by key finds the grant.
+  if ARGV[12] ~= '' and ARGV[12] ~= g.kid then
+    g.kid = ARGV[12]
+    return {'current', grant_write(KEYS[1], g)}
+  end
   return {'current', g.raw}
 end
 if g.token_jti ~= ARGV[3] then
