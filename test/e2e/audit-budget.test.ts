@@ -117,8 +117,9 @@ describe('denial audit budget', () => {
     expect(underBudget - before).toBeLessThanOrEqual(100 * 2048);
     await denyMany(1000, () => 'memory', () => '203.0.113.9');
     const spent = await usedMemory();
-    // No growth (a few KB of allocator noise at most).
-    expect(spent - underBudget).toBeLessThanOrEqual(8 * 1024);
+    // No growth: 1,000 more denials recorded would add ~700 KB; allow 32 KB of allocator and client
+    // buffer noise (8 KB was exceeded once under CI load, at 9.8 KB), under 33 B per request.
+    expect(spent - underBudget).toBeLessThanOrEqual(32 * 1024);
 
     // 200 sources, each its own workload that no rule names: still at most 2 KB per request.
     const beforeMany = await usedMemory();
