@@ -5,13 +5,18 @@
  */
 import { createHash } from 'node:crypto';
 import { Writable } from 'node:stream';
+import { createServer } from 'node:net';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { grantKeys, workloadTag } from '../../src/grants/ids.js';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import { DENIAL_REASONS } from '../../src/protocol/denials.js';
 import type { BrokerRuntime } from '../../src/server.js';
 import { AUDIENCE, postJson, startTestBroker } from '../helpers/broker.js';
+import { redisUrl } from '../helpers/redis.js';
 
 const RS_CREDENTIAL = 'rs-metrics-credential-0123456789';
+const OPERATOR_CREDENTIAL = 'op-metrics-credential-0123456789';
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 const intent = { audience: 'db.payments', actions: ['read'], resources: ['db://payments/orders'], purpose: 'metrics test' };
 
@@ -31,7 +36,11 @@ beforeAll(async () => {
   });
   broker = await startTestBroker(
     issuer,
-    { resource_servers: [{ name: 'rs-payments', audiences: ['db.payments'], credential_sha256: sha256(RS_CREDENTIAL) }], log: { level: 'info' } },
+    {
+      resource_servers: [{ name: 'rs-payments', audiences: ['db.payments'], credential_sha256: sha256(RS_CREDENTIAL) }],
+      operators: [{ name: 'root', role: 'admin', credential_sha256: sha256(OPERATOR_CREDENTIAL) }],
+      log: { level: 'info' },
+    },
     { destination },
   );
 });
@@ -150,6 +159,51 @@ describe('GET /metrics', () => {
     expect(workloads.size).toBe(1);
     expect(grants.size).toBe(4);
     for (const id of [...workloads, ...grants, 'k8s://']) expect(text).not.toContain(id);
+  });
+
+  it('the operator kill switch counts revocations by operator (a dry run none); an undecodable grant record is counted', async () => {
+    const before = (await scrape()).samples;
+    const x = await start('payments', { task: 'kill-me' });
+    const y = await start('payments', { task: 'kill-me' });
+    const kill = (dry: boolean) => postJson(`${broker.url}/v1/grants/revoke`, { selector: { task: 'kill-me' }, reason: 'drill', dry_run: dry }, { authorization: `Bearer ${OPERATOR_CREDENTIAL}` });
+    expect((await kill(true)).json).toMatchObject({ revoked: 2 });
+    expect((await kill(false)).json).toMatchObject({ revoked: 2 });
+
+    // A record that does not decode: introspection answers inactive, and the metric counts it.
+    const z = await start();
+    const redis = new Redis(redisUrl());
+    try {
+      await redis.set(grantKeys(broker.prefix, workloadTag(z.json.workload as string)).grant(z.json.grant as string), 'garbage', 'KEEPTTL');
+    } finally {
+      redis.disconnect();
+    }
+    expect((await form('/oauth2/introspect', z.json.access_token as string, RS_CREDENTIAL)).json).toEqual({ active: false });
+
+    const after = (await scrape()).samples;
+    const delta = (key: string) => (after.get(key) ?? 0) - (before.get(key) ?? 0);
+    expect(delta('jit_broker_revocations_total{by="operator"}')).toBe(2);
+    expect(delta('jit_broker_undecodable_records_total{kind="grant"}')).toBe(1);
+    expect(delta('jit_broker_issuances_total{rule="payments"}')).toBe(3);
+    for (const g of [x, y, z]) expect([...after.keys()].join('\n')).not.toContain(g.json.grant as string);
+  });
+
+  it('Redis failures are counted', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const s = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = s.address() as { port: number };
+        s.close(() => resolve(port));
+      });
+    });
+    const down = await startTestBroker(issuer, { store: { kind: 'redis', url: `redis://127.0.0.1:${port}`, command_timeout: '200ms' } });
+    try {
+      const res = await fetch(`${down.url}/readyz`);
+      expect(res.status).toBe(503);
+      const text = await (await fetch(`${down.url}/metrics`)).text();
+      const failures = Number(/^jit_broker_redis_command_failures_total\{kind="error"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+      expect(failures).toBeGreaterThanOrEqual(1);
+    } finally {
+      await down.close();
+    }
   });
 
   it('each broker has a registry of its own', async () => {
