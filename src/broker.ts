@@ -11,6 +11,7 @@ import { isGrantId, newGrantId } from './grants/ids.js';
 import type { Grant, GrantStore, RateLimit } from './grants/store.js';
 import { AddressLimiter, addressKey } from './limits/address-limiter.js';
 import type { Logger } from './log.js';
+import { limitDenialReason, NO_METRICS, policyDenialReason, type ServiceMetrics } from './metrics.js';
 import type { Decision, Policy } from './policy/evaluate.js';
 import { TTL_CAP_MS, TTL_FLOOR_MS } from './policy/rules.js';
 import type { Confirmation, TaskTokenClaims } from './protocol/claims.js';
@@ -40,6 +41,8 @@ export interface BrokerDeps {
   log: Logger;
   /** Validates operators' client certificates (auth/operators.ts); absent without client CA bundles. */
   operatorX509?: Attestor<X509Evidence>;
+  /** Counters of issuances, denials, renewals, replays and revocations (metrics.ts); none when absent. */
+  metrics?: ServiceMetrics;
 }
 
 /** What the transport knows about the caller, apart from the body. */
@@ -71,9 +74,11 @@ export class Broker {
   private readonly operators: Operators;
   private readonly rate: RateLimit;
   private readonly denials: DenialAudit;
+  private readonly metrics: ServiceMetrics;
 
   constructor(private readonly deps: BrokerDeps) {
     const { config, clock, keyring } = deps;
+    this.metrics = deps.metrics ?? NO_METRICS;
     this.voider = new UndeliveredGrants(deps.store, clock, deps.log);
     this.verifier = new TaskTokenVerifier({ issuer: config.issuer, leewayMs: config.tokens.leeway, clock, keys: keyring });
     this.failures = new AddressLimiter({
@@ -163,6 +168,7 @@ export class Broker {
       )
       .catch(async (e: unknown) => {
         if (e instanceof GrantLimitExceeded) {
+          this.metrics.denied(limitDenialReason(e.auditReason), decision.rule);
           const { audience, actions, task } = granted;
           await this.denials.record({ type: 'grant.denied', at: now, workload: workload.id, rule: decision.rule, reason: e.auditReason, audience, actions, task }, this.denialSource(ctx, false));
         }
@@ -173,6 +179,7 @@ export class Broker {
         throw e;
       });
     log.info({ grant: grant.id, workload: workload.id, rule: decision.rule, jti: minted.claims.jti, exp: minted.claims.exp }, 'task token issued');
+    this.metrics.issued(decision.rule);
     return taskResponse(minted, grant, granted, decision.rule);
   }
 
@@ -232,6 +239,7 @@ export class Broker {
     const renewal = { id: grantId, workload: workload.id, presentedJti: claims.jti, jti: minted.claims.jti, tokenExp: minted.claims.exp * 1000, kid: minted.kid };
     const result = await store.renewGrant(renewal, { now, retentionMs: config.grants.audit_retention, rate: this.rate }).catch(async (e: unknown) => {
       if (e instanceof GrantLimitExceeded) {
+        this.metrics.denied(limitDenialReason(e.auditReason), grant.rule);
         await this.denials.record({ type: 'grant.denied', at: now, workload: workload.id, grant: grantId, reason: e.auditReason }, this.denialSource(ctx, false));
       }
       throw e;
@@ -239,9 +247,11 @@ export class Broker {
     switch (result.outcome) {
       case 'renewed':
         log.info({ grant: grantId, workload: workload.id, jti: minted.claims.jti, generation: result.grant.generation }, 'task token renewed');
+        this.metrics.renewed();
         return { ...taskResponse(minted, result.grant, intent, decision.rule), generation: result.grant.generation };
       case 'replay':
         log.warn({ grant: grantId, workload: workload.id, presented: claims.jti, generation: result.grant.generation }, 'replay detected: superseded token presented for renewal; grant revoked');
+        this.metrics.replayed('renew');
         throw new InvalidGrant(REPLAYED, { reason: 'replay_detected' });
       case 'current':
         // Only a retry asks for it (retryWindowMs is not passed here): a store answering it otherwise is a bug.
@@ -270,6 +280,7 @@ export class Broker {
         return { ...taskResponse(minted, result.grant, intent, rule), generation: result.grant.generation };
       case 'replay':
         log.warn({ grant: grantId, workload: workload.id, presented: presentedJti, generation: result.grant.generation }, 'replay detected: superseded token presented for renewal; grant revoked');
+        this.metrics.replayed('renew');
         throw new InvalidGrant(REPLAYED, { reason: 'replay_detected' });
       case 'renewed':
         // A retry names the grant's latest token, never a new one: a store renewing it is a bug.
@@ -298,6 +309,7 @@ export class Broker {
     switch (result.outcome) {
       case 'replay':
         log.warn({ grant: grantId, workload: claims.sub, presented: claims.jti }, 'replay detected: superseded token presented to end the grant; grant revoked');
+        this.metrics.replayed('end');
         throw new InvalidGrant(REPLAYED, { reason: 'replay_detected' });
       case 'unknown':
         // A verified token whose grant has no record (gone past retention, or never written): as renew answers.
@@ -379,7 +391,10 @@ export class Broker {
       reason: `revoked by ${by} (RFC 7009)`,
       by: rs ? `resource_server:${rs.name}` : 'holder',
     });
-    if (result.outcome === 'closed') log.info({ grant: claims.grant, workload: claims.sub, by }, 'grant revoked');
+    if (result.outcome === 'closed') {
+      log.info({ grant: claims.grant, workload: claims.sub, by }, 'grant revoked');
+      this.metrics.revoked(rs ? 'resource_server' : 'holder');
+    }
     else if (result.outcome === 'unknown') log.info({ grant: claims.grant, workload: claims.sub, by }, 'revoked token has no grant record; nothing changed');
   }
 
@@ -464,6 +479,15 @@ export class Broker {
    * is refused (401), as any other evidence the broker cannot use.
    */
   private async attest(evidence: Evidence | undefined): Promise<Workload> {
+    try {
+      return await this.attestOnce(evidence);
+    } catch (e) {
+      if (e instanceof AttestationFailed) this.metrics.denied('attestation', undefined);
+      throw e;
+    }
+  }
+
+  private async attestOnce(evidence: Evidence | undefined): Promise<Workload> {
     if (!evidence) {
       throw new AttestationFailed('no evidence: send attestation {kind, token} or present a client certificate');
     }
@@ -509,6 +533,7 @@ export class Broker {
 
   /** A policy refusal, audited within the denial budget (a failed write never turns it into success). */
   private async auditDenial(workload: Workload, audience: string, actions: string[], decision: Extract<Decision, { allowed: false }>, ctx: CallContext, grant?: string) {
+    this.metrics.denied(policyDenialReason(decision), decision.closestRule);
     await this.denials.record(
       {
         type: 'grant.denied',

@@ -84,7 +84,8 @@ export function createLogger(opts: { level?: string; pretty?: boolean; destinati
           method.apply(this, args.map((a) => (typeof a === 'string' ? scrubSecrets(a) : a)) as Parameters<typeof method>);
         },
       },
-      formatters: { log: (obj) => scrubValue(obj, 4) as Record<string, unknown> },
+      // `"level":"info"`, not pino's number: readable and matched by log pipelines without a table.
+      formatters: { level: (label) => ({ level: label }), log: (obj) => scrubValue(obj, 4) as Record<string, unknown> },
     },
     destination as pino.DestinationStream | undefined,
   );

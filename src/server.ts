@@ -23,6 +23,7 @@ import type { Logger } from './log.js';
 import { Policy } from './policy/evaluate.js';
 import { MAX_REQUEST_HEADER_BYTES } from './protocol/limits.js';
 import { Keyring } from './tokens/keyring.js';
+import { Metrics } from './metrics.js';
 import { AuditTails, type TailOptions } from './operator/audit-log.js';
 import { TlsMaterialWatcher, type TlsMaterial } from './tls/material.js';
 import { keepPeerChains } from './tls/peer-chain.js';
@@ -33,6 +34,8 @@ export interface BrokerRuntime {
   broker: Broker;
   store: GrantStore;
   keyring: Keyring;
+  /** This instance's Prometheus metrics (GET /metrics). */
+  metrics: Metrics;
   /** The TLS files in use (reloading), when `tls` is configured. */
   tls: TlsMaterialWatcher | undefined;
   /** Base URL once listening. */
@@ -52,13 +55,14 @@ export interface StartOptions {
   store?: GrantStore;
 }
 
-function buildStore(config: Config, log: Logger): GrantStore {
+function buildStore(config: Config, log: Logger, metrics: Metrics): GrantStore {
   if (config.store.kind === 'memory') return createMemoryGrantStore({ log });
   return createRedisGrantStore({
     url: config.store.url,
     keyPrefix: config.store.key_prefix,
     commandTimeoutMs: config.store.command_timeout,
     globalIndex: config.store.global_index,
+    metrics,
     // Present with a redis store (config load checks it); createRedisGrantStore refuses none.
     keyPublicationSecrets: [config.tokens.key_publication_secret, config.tokens.key_publication_secret_accepted].filter((s): s is string => s !== undefined),
     log,
@@ -71,7 +75,9 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
   const clock = opts.clock ?? systemClock;
   // TLS files first: a missing or bad file is a config error before anything is opened.
   const tls = config.tls ? new TlsMaterialWatcher({ cert: config.tls.cert, key: config.tls.key, bundles: config.tls.client_ca_bundles }, log) : undefined;
-  const store = opts.store ?? buildStore(config, log);
+  // A registry of this instance's own: brokers in one process (tests) never share counts.
+  const metrics = new Metrics();
+  const store = opts.store ?? buildStore(config, log, metrics);
   const attestors: Partial<Record<Evidence['kind'], Attestor>> = {};
   if (tls && tls.current.bundles.size > 0) {
     attestors.x509 = createX509Attestor(config.attestation.x509 ?? x509ConfigSchema.parse({}), { clock, log, tls }) as Attestor;
@@ -101,7 +107,13 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
     tls && tls.current.bundles.size > 0 && config.operators.some((o) => o.spiffe_id !== undefined || o.subject !== undefined)
       ? (createX509Attestor(x509ConfigSchema.parse({ subjects: operatorSubjectMappings(config.operators) }), { clock, log, tls }) as Attestor<X509Evidence>)
       : undefined;
-  const broker = new Broker({ config, store, policy, keyring, attestors, clock, log, ...(operatorX509 ? { operatorX509 } : {}) });
+  metrics.observe({
+    clock,
+    signingKeyCreatedAt: () => keyring.currentKeyCreatedAt(),
+    publishedKeys: async () => (await keyring.jwks()).keys.length,
+    ...(oidc ? { issuers: () => oidc.status() } : {}),
+  });
+  const broker = new Broker({ config, store, policy, keyring, attestors, clock, log, metrics, ...(operatorX509 ? { operatorX509 } : {}) });
   const readiness: ReadinessCheck[] = [
     { name: 'store', check: () => store.ping().then(() => undefined) },
     { name: 'signing_key', check: () => keyring.notReady() },
@@ -109,7 +121,7 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
   ];
   const clientCerts = attestors.x509 ? createClientCertSource({ forwarded: config.attestation.x509?.forwarded, log }) : undefined;
   const tails = new AuditTails(opts.auditTails);
-  const app = createApp({ config, broker, keyring, log, readiness, operator: { config, store, keyring, clock, log, policy, tails }, ...(clientCerts ? { clientCerts } : {}), ...(opts.extend ? { extend: opts.extend } : {}) });
+  const app = createApp({ config, broker, keyring, log, readiness, metrics, operator: { config, store, keyring, clock, log, policy, tails, metrics }, ...(clientCerts ? { clientCerts } : {}), ...(opts.extend ? { extend: opts.extend } : {}) });
 
   let server: Server;
   try {
@@ -139,6 +151,7 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
     broker,
     store,
     keyring,
+    metrics,
     tls,
     url,
     port,

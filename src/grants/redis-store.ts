@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Redis, type Result } from 'ioredis';
 import { BrokerError, InvalidRequest, OutcomeUnknown, Unavailable, UnreadableGrant } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { StoreMetrics } from '../metrics.js';
 import { clip } from '../util/text.js';
 import {
   DENIAL_STREAM_MAXLEN,
@@ -149,6 +150,8 @@ export interface RedisGrantStoreOptions {
    * bench's A/B of what it adds to a task start.
    */
   globalIndex?: boolean;
+  /** Counts Redis failures and records that do not decode (metrics.ts). */
+  metrics?: StoreMetrics;
 }
 
 export type RedisGrantStore = GrantStore & { readonly kind: 'redis'; readonly redis: Redis };
@@ -164,6 +167,8 @@ const VOID_MARKER_TTL_MS = 10 * 60_000;
 
 /** Redis refused a command (or a script's write) because it is at maxmemory. */
 const isOutOfMemory = (e: unknown): boolean => e instanceof Error && /^OOM\b/.test(e.message);
+/** A command that got no reply in time (ours, or ioredis's own commandTimeout). */
+const isTimeout = (e: unknown): boolean => e instanceof Error && /^no reply within|Command timed out/.test(e.message);
 /** Index of the new jti in jitRenewGrant's arguments (4 keys, then now, workload, presented jti). */
 const RENEW_NEW_JTI_ARG = 7;
 
@@ -194,6 +199,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   const commandTimeoutMs = opts.commandTimeoutMs ?? 1000;
   const connectTimeoutMs = opts.connectTimeoutMs ?? 2000;
   const log = opts.log.child({ component: 'grant-store', redis: redactRedisUrl(opts.url) });
+  const metrics = opts.metrics;
 
   const redis = new Redis(opts.url, {
     lazyConnect: true,
@@ -286,10 +292,14 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       return await (o.write || o.oneCommand ? withinCommandTimeout(fn()) : fn());
     } catch (e) {
       if (e instanceof BrokerError || e instanceof DuplicateGrantId) {
-        if (e instanceof Unavailable) log.warn({ op, detail: e.detail }, UNAVAILABLE);
+        if (e instanceof Unavailable) {
+          log.warn({ op, detail: e.detail }, UNAVAILABLE);
+          metrics?.redisFailure('error'); // not connected: nothing was sent
+        }
         throw e;
       }
       const message = e instanceof Error ? e.message : String(e);
+      metrics?.redisFailure(isTimeout(e) ? 'timeout' : 'error');
       log.warn({ op, err: message }, UNAVAILABLE);
       // Refused for memory: Redis ran nothing (no grant to void later), so the outcome is known.
       const Failure = o.write && sent && !isOutOfMemory(e) ? OutcomeUnknown : Unavailable;
@@ -343,6 +353,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   /** A record that is there but does not decode: logged with its grant id, and an error (never "no grant"). */
   function unreadable(id: string, problem: string): UnreadableGrant {
     log.error({ grant: id, problem }, 'grant record does not decode');
+    metrics?.undecodable('grant');
     return new UnreadableGrant(id, problem);
   }
 
@@ -367,7 +378,10 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     for (const [id, fields] of entries) {
       const decoded = auditFromFields(qualifiedId(id, stream), fields);
       if (decoded.ok) out.push(decoded.value);
-      else log.error({ entry: id, problem: decoded.problem }, 'audit entry does not decode; skipped');
+      else {
+        log.error({ entry: id, problem: decoded.problem }, 'audit entry does not decode; skipped');
+        metrics?.undecodable('audit');
+      }
     }
     return out;
   }
@@ -916,7 +930,10 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           for (const [id, fields] of entries) {
             const decoded = operatorEventFromFields(qualifiedId(id, i === 0 ? '' : 'r'), fields);
             if (decoded.ok) out.push(decoded.value);
-            else log.error({ entry: id, problem: decoded.problem }, 'operator audit entry does not decode; skipped');
+            else {
+              log.error({ entry: id, problem: decoded.problem }, 'operator audit entry does not decode; skipped');
+              metrics?.undecodable('audit');
+            }
           }
         });
         return out.sort(byEntryId).slice(-limit);
@@ -988,6 +1005,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
               purge.push(kid);
             } else {
               log.error({ kid, problem: decoded.problem }, 'published key does not decode; ignored');
+              metrics?.undecodable('key');
             }
             continue;
           }

@@ -3,7 +3,9 @@ import type { Broker } from '../broker.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { errorResponse, json } from './errors.js';
-import { callContextOf } from './call-context.js';
+import { callContextOf, clientAddressOfContext } from './call-context.js';
+import { requestLog } from './request-log.js';
+import type { Metrics } from '../metrics.js';
 import { oauthRoutes } from './routes/oauth.js';
 import { taskRoutes } from './routes/tasks.js';
 import { operatorRoutes } from './routes/operator.js';
@@ -19,6 +21,8 @@ export interface AppDeps {
   keyring: Keyring;
   log: Logger;
   readiness: ReadinessCheck[];
+  /** This instance's metrics: served at GET /metrics, and request latencies recorded into them. */
+  metrics?: Metrics;
   /** Client-certificate evidence (handshake or trusted proxy header), when x509 attestation is on. */
   clientCerts?: ClientCertSource;
   /** The operator service functions' dependencies (operator/): the operator API is mounted with them. */
@@ -39,7 +43,9 @@ export function createApp(deps: AppDeps): Hono {
   // append too (else every client behind one would share its failure budget).
   const certProxies = deps.clientCerts ? (config.attestation.x509?.forwarded?.trusted_proxies ?? []) : [];
   const proxies = [...config.http.trusted_proxies, ...certProxies];
-  const callContext = callContextOf(deps.clientCerts, proxies.length ? trustedProxyList(proxies) : undefined);
+  const proxyList = proxies.length ? trustedProxyList(proxies) : undefined;
+  const callContext = callContextOf(deps.clientCerts, proxyList);
+  app.use('*', requestLog({ log, ...(deps.metrics ? { metrics: deps.metrics } : {}), clientAddress: (c) => clientAddressOfContext(c, proxyList) }));
   const routeDeps = { broker, maxBodyBytes: config.http.max_body_bytes, callContext };
   taskRoutes(app, routeDeps);
   oauthRoutes(app, routeDeps);
@@ -47,6 +53,8 @@ export function createApp(deps: AppDeps): Hono {
 
   wellKnownRoutes(app, { config, keyring: deps.keyring, boundTokens: Boolean(deps.clientCerts) });
   healthRoutes(app, deps.readiness, log);
+  const metrics = deps.metrics;
+  if (metrics) app.get('/metrics', async (c) => c.body(await metrics.scrape(), 200, { 'content-type': metrics.contentType }));
   deps.extend?.(app);
   return app;
 }

@@ -38,6 +38,17 @@ export function clientAddressOf(peer: string | undefined, proxies: BlockList | u
   return isIP(address) ? address : peer;
 }
 
+/** The caller's address as the failure limit counts it (behind a trusted proxy: the address it appended); for the request log. */
+export function clientAddressOfContext(c: Context, proxies?: BlockList): string | undefined {
+  let peer: string | undefined;
+  try {
+    peer = getConnInfo(c).remote.address;
+  } catch {
+    peer = undefined; // not served by node-server (app.request in tests)
+  }
+  return clientAddressOf(peer, proxies, (name) => c.req.header(name));
+}
+
 /** Transport facts about the caller: its address, its bearer credential and, when enabled, its client certificate. */
 export function callContextOf(clientCerts: ClientCertSource | undefined, proxies?: BlockList): CallContextOf {
   return (c) => {

@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import type { ServiceMetrics } from '../metrics.js';
 import { z } from 'zod';
 import { isWellFormed } from '../protocol/unicode.js';
 import type { Operator } from '../auth/operators.js';
@@ -28,6 +29,8 @@ export interface OperatorDeps {
   policy: Policy;
   /** The live audit tails of this instance (GET /v1/audit/stream); closed with the broker. */
   tails?: AuditTails;
+  /** Counts the grants operators revoke (metrics.ts); none when absent. */
+  metrics?: Pick<ServiceMetrics, 'revoked'>;
   /** This broker instance, as key operations name it (default: hostname and pid). */
   instance?: string;
 }

@@ -136,7 +136,9 @@ export async function revokeGrants(deps: OperatorDeps, op: Operator, body: unkno
       const outcomes = await Promise.all(
         live.slice(i, i + CLOSE_BATCH).map((g) => deps.store.closeGrant(g.id, g.workload, { now, status: 'revoked', reason, by, operator: op.name })),
       );
-      revoked += outcomes.filter((o) => o.outcome === 'closed' || o.outcome === 'replay').length;
+      const closed = outcomes.filter((o) => o.outcome === 'closed' || o.outcome === 'replay').length;
+      deps.metrics?.revoked('operator', closed);
+      revoked += closed;
     }
   }
   const done = next === undefined;

@@ -6,3 +6,4 @@ export * from './claims.js';
 export * from './limits.js';
 export * from './unicode.js';
 export * from './match.js';
+export * from './denials.js';

@@ -154,6 +154,11 @@ export class Keyring {
     return { previous, current: this.current?.kid };
   }
 
+  /** When the key this instance signs with was made (metrics: signing key age), if it has one. */
+  currentKeyCreatedAt(): number | undefined {
+    return this.current?.createdAt;
+  }
+
   /** This instance's own keys and what each is for now (operators' GET /v1/keys). */
   heldKeys(): { kid: string; state: 'current' | 'next' | 'retired' }[] {
     const out: { kid: string; state: 'current' | 'next' | 'retired' }[] = [];

@@ -79,7 +79,7 @@ beforeAll(async () => {
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
       const line = chunk.toString();
-      if (/"level":(50|60)/.test(line) || line.includes('unhandled error')) severe.push(line);
+      if (/"level":"(error|fatal)"/.test(line) || line.includes('unhandled error')) severe.push(line);
       else warnings++;
       cb();
     },

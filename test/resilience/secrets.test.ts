@@ -47,7 +47,7 @@ describe('the log scanner', () => {
     rsaJwk = await exportJWK(rsa.privateKey);
   });
 
-  const line = (fields: Record<string, unknown>) => JSON.stringify({ level: 30, time: 1795946400000, svc: 'jit-broker', ...fields });
+  const line = (fields: Record<string, unknown>) => JSON.stringify({ level: 'info', time: 1795946400000, svc: 'jit-broker', ...fields });
 
   it('finds a JWT anywhere in a line, with its line and column, and never shows it whole', () => {
     const text = [line({ msg: 'task token issued' }), line({ msg: 'oops', token_echo: jwt }), `Bearer ${jwt} trailing`].join('\n');
@@ -569,6 +569,6 @@ describe('the production CLI at trace level, in its own process', () => {
     expect(secrets.foundIn(out)).toEqual([]);
     // And the copy in the run's capture (the teardown scans it with the rest).
     const captured = readFileSync(captureFilePath()!, 'utf8');
-    expect(captured).toContain('[cli-serve] {"level":30');
+    expect(captured).toContain('[cli-serve] {"level":"info"');
   }, 40_000);
 });

@@ -253,7 +253,7 @@ describe('createClientCertSource: trusted proxies', () => {
       expect(ev).toBeUndefined();
       expect(s.lines).toHaveLength(1);
       expect(s.lines[0]).toMatchObject({
-        level: 40,
+        level: 'warn',
         msg: 'forwarded client certificate header from an untrusted address ignored',
         header: 'x-client-cert',
         suppressed: 0,

@@ -205,7 +205,7 @@ describe('TlsMaterialWatcher.check', () => {
     expect(subjects(watcher.current, 'example.org')).toEqual(['CN=A, O=jit-broker dev', 'CN=B, O=jit-broker dev']);
     expect(seen).toHaveLength(1);
     expect(seen[0]).toBe(watcher.current);
-    expect(lines).toEqual([expect.objectContaining({ level: 30, msg: 'TLS material reloaded', generation: 2, trust_domains: ['example.org'] })]);
+    expect(lines).toEqual([expect.objectContaining({ level: 'info', msg: 'TLS material reloaded', generation: 2, trust_domains: ['example.org'] })]);
     expect(watcher.check()).toBe(false);
     expect(seen).toHaveLength(1);
   });
@@ -230,7 +230,7 @@ describe('TlsMaterialWatcher.check', () => {
     expect(watcher.current).toBe(good);
     expect(lines).toEqual([
       expect.objectContaining({
-        level: 50,
+        level: 'error',
         msg: 'TLS files changed but do not load; keeping the previous ones',
         problems: [`tls.client_ca_bundles.example.org ${bundle}: holds no certificate`],
       }),
@@ -283,7 +283,7 @@ describe('TlsMaterialWatcher.check', () => {
   it('a file still unreadable at the next poll is warned about once, and again after it recovers and goes missing anew', () => {
     const { watcher, lines, writeBundle, bundle } = setup('w-gone');
     const first = watcher.current;
-    const warning = { level: 40, msg: 'a TLS file cannot be read; keeping the previous TLS material until it can' };
+    const warning = { level: 'warn', msg: 'a TLS file cannot be read; keeping the previous TLS material until it can' };
     rmSync(bundle);
     expect(watcher.check()).toBe(false);
     expect(lines).toEqual([]); // one poll: perhaps mid-rewrite
@@ -312,7 +312,7 @@ describe('TlsMaterialWatcher.check', () => {
     rmSync(key);
     watcher.check();
     watcher.check();
-    expect(lines).toEqual([expect.objectContaining({ level: 40, msg: 'a TLS file cannot be read; keeping the previous TLS material until it can' })]);
+    expect(lines).toEqual([expect.objectContaining({ level: 'warn', msg: 'a TLS file cannot be read; keeping the previous TLS material until it can' })]);
     expect(watcher.current.key).toBe(server.keyPem);
   });
 
@@ -327,7 +327,7 @@ describe('TlsMaterialWatcher.check', () => {
     expect(watcher.check()).toBe(true);
     expect(seen).toHaveLength(1);
     expect(after).toEqual([2]);
-    expect(lines).toContainEqual(expect.objectContaining({ level: 50, msg: 'applying reloaded TLS material failed', err: 'server refused the context' }));
+    expect(lines).toContainEqual(expect.objectContaining({ level: 'error', msg: 'applying reloaded TLS material failed', err: 'server refused the context' }));
   });
 
   it('the constructor refuses files that do not load', () => {
