@@ -52,7 +52,7 @@ afterAll(async () => {
 const saToken = (namespace = 'payments') =>
   issuer.mintServiceAccountToken({ cluster: 'test', namespace, serviceAccount: 'api', pod: 'api-1', audience: AUDIENCE, ttlSeconds: 600 });
 
-async function start(namespace = 'payments', over: Partial<typeof intent> = {}) {
+async function start(namespace = 'payments', over: Partial<typeof intent> & { task?: string } = {}) {
   const res = await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token: await saToken(namespace) }, intent: { ...intent, ...over } });
   if (res.status === 201) {
     workloads.add(res.json.workload as string);
