@@ -23,7 +23,10 @@ export const checkConfig: Command = {
   help: `usage: jit-broker check-config --config FILE
 
 Loads FILE (or the file JIT_CONFIG names) as serve would, env overrides included, with the TLS
-files it names, and prints every problem by its path. Warnings go to stderr and do not fail.
+files it names, and prints every problem once, by its path (an unrecognized key with the key it
+is probably a typo of). Warnings (a config that loads but grants no one anything: no attestation
+source, no rule, a rule no source can produce ids for, an audience no rule grants) go to stderr
+and do not fail. Env overrides JIT__<PATH> take the type of the setting (JSON for lists and maps).
 
 options:
   -c, --config FILE   the YAML config
