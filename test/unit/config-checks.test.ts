@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyEnv, loadConfig, parseConfig } from '../../src/config/load.js';
 import { configWarnings } from '../../src/config/warnings.js';
 import { ConfigError } from '../../src/errors.js';
@@ -100,7 +100,11 @@ describe('config checks: every problem once, by path', () => {
 });
 
 describe('config checks: env overrides take the type of the field they set', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'jit-config-checks-'));
+  // Made in beforeAll, not while collecting: a run filtered by -t skips this block's hooks.
+  let dir = '';
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'jit-config-checks-'));
+  });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const redis = { ...base, store: { kind: 'redis', url: 'redis://127.0.0.1:6379' }, tokens: { key_publication_secret: SECRET } };
 
