@@ -90,7 +90,6 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
   }
   for (const warning of configWarnings(config)) log.warn(warning);
   const policy = new Policy(config.policies);
-  if (policy.size === 0) log.warn('no policy rules configured: every request will be denied');
   const keyring = new Keyring({
     alg: config.tokens.algorithm,
     rotationMs: config.tokens.key_rotation,
@@ -118,6 +117,8 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
     { name: 'store', check: () => store.ping().then(() => undefined) },
     { name: 'signing_key', check: () => keyring.notReady() },
     ...Object.values(attestors).map((a) => ({ name: `attestation_${a.kind}`, check: () => a.notReady() })),
+    // A broker that can attest no one is not ready, whatever else works (config warning "attestation").
+    ...(Object.keys(attestors).length === 0 ? [{ name: 'attestation', check: () => 'no attestation source is configured: no workload can be attested' }] : []),
   ];
   const clientCerts = attestors.x509 ? createClientCertSource({ forwarded: config.attestation.x509?.forwarded, log }) : undefined;
   const tails = new AuditTails(opts.auditTails);

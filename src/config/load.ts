@@ -2,20 +2,57 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { ConfigError } from '../errors.js';
 import { configSchema, type Config } from './schema.js';
-import { issuesToProblems } from '../util/issues.js';
+import { formatPath, type Issue } from '../util/issues.js';
+import { coerceEnvValue, didYouMean, EnvValueProblem, keysAt } from './fields.js';
 
-/** Validates a parsed config object; throws ConfigError listing every problem by its path. */
+/**
+ * Validates a parsed config object; throws ConfigError listing every problem by its path, once:
+ * the first problem found at a path is the one reported (a field its own check refuses is not
+ * refused again by a check across fields), an unrecognized key is named by its own path with
+ * the known key it is closest to, and an env override its field's type refuses is named there.
+ */
 export function parseConfig(raw: unknown): Config {
+  const envProblems = findEnvProblems(raw, []);
   const result = configSchema.safeParse(raw);
-  if (!result.success) throw new ConfigError(issuesToProblems(result.error.issues));
-  return result.data;
+  if (result.success && envProblems.length === 0) return result.data;
+  const issues: Issue[] = [...envProblems];
+  for (const issue of result.success ? [] : result.error.issues) {
+    if (issue.code !== 'unrecognized_keys') {
+      issues.push(issue);
+      continue;
+    }
+    const known = keysAt(configSchema, issue.path);
+    for (const key of issue.keys) {
+      const near = didYouMean(key, known);
+      issues.push({ path: [...issue.path, key], message: `unrecognized key${near ? ` (did you mean "${near}"?)` : ''}` });
+    }
+  }
+  const seen = new Set<string>();
+  const problems: string[] = [];
+  for (const issue of issues) {
+    const path = formatPath(issue.path);
+    if (seen.has(path)) continue;
+    seen.add(path);
+    problems.push(`${path}: ${issue.message}`);
+  }
+  throw new ConfigError(problems);
+}
+
+function findEnvProblems(value: unknown, path: PropertyKey[]): Issue[] {
+  if (value instanceof EnvValueProblem) return [{ path, message: value.message }];
+  if (Array.isArray(value)) return value.flatMap((v, i) => findEnvProblems(v, [...path, i]));
+  if (value !== null && typeof value === 'object') return Object.entries(value).flatMap(([k, v]) => findEnvProblems(v, [...path, k]));
+  return [];
 }
 
 /**
  * Env overrides: REDIS_URL, JIT_ISSUER, PORT, LOG_LEVEL, the key publication secrets
  * JIT_KEY_PUBLICATION_SECRET and JIT_KEY_PUBLICATION_SECRET_ACCEPTED (as text), and any setting as
  * JIT__<PATH> with `__` between levels, e.g. JIT__TOKENS__DEFAULT_TTL=2m.
- * Values are parsed as YAML scalars so numbers and booleans keep their type.
+ * A value takes the type of the field it sets (config/fields.ts): a string field the text as it
+ * is (`JIT__STORE__KEY_PREFIX=jitdeploy:`), a number field a number, a boolean `true`/`false`,
+ * and a structured one (a list, a mapping) JSON, e.g. JIT__HTTP__TRUSTED_PROXIES='["10.0.0.0/8"]'.
+ * A value its field refuses is reported at the field's path, naming the variable.
  */
 export function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
   const out = structuredClone(raw);
@@ -30,11 +67,12 @@ export function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): 
   };
   for (const [name, value] of Object.entries(env)) {
     if (value === undefined || !name.startsWith('JIT__')) continue;
-    set(name.slice(5).toLowerCase().split('__'), parseYaml(value));
+    const path = name.slice(5).toLowerCase().split('__');
+    set(path, coerceEnvValue(configSchema, path, name, value));
   }
   if (env.REDIS_URL) set(['store'], { ...(out.store as object), kind: 'redis', url: env.REDIS_URL });
   if (env.JIT_ISSUER) set(['issuer'], env.JIT_ISSUER);
-  if (env.PORT) set(['listen', 'port'], Number(env.PORT));
+  if (env.PORT) set(['listen', 'port'], coerceEnvValue(configSchema, ['listen', 'port'], 'PORT', env.PORT));
   if (env.LOG_LEVEL) set(['log', 'level'], env.LOG_LEVEL);
   if (env.JIT_KEY_PUBLICATION_SECRET) set(['tokens', 'key_publication_secret'], env.JIT_KEY_PUBLICATION_SECRET);
   if (env.JIT_KEY_PUBLICATION_SECRET_ACCEPTED) set(['tokens', 'key_publication_secret_accepted'], env.JIT_KEY_PUBLICATION_SECRET_ACCEPTED);
@@ -53,7 +91,8 @@ export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): 
   try {
     raw = parseYaml(text, { uniqueKeys: true });
   } catch (e) {
-    const msg = e instanceof YAMLParseError ? e.message.split('\n')[0] : String(e);
+    // The parser's whole message: the line and column, and the snippet with its caret.
+    const msg = e instanceof YAMLParseError ? e.message.trimEnd() : String(e);
     throw new ConfigError([`${path}: invalid YAML: ${msg}`]);
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError([`${path}: must be a YAML mapping`]);

@@ -273,12 +273,9 @@ export const configSchema = z
     for (const i of idSpaceCollisions([...tds, ...issuers], (a, b) => tds.includes(a) !== tds.includes(b))) issue(i.path, i.message);
     const seen = new Map<string, number>();
     cfg.resource_servers.forEach((rs, i) => {
-      for (const key of [`name:${rs.name}`, rs.workload && `workload:${rs.workload}`, rs.credential_sha256 && `credential:${rs.credential_sha256}`]) {
-        if (!key) continue;
-        const first = seen.get(key);
-        if (first !== undefined) issue(['resource_servers', i], `repeats the ${key.split(':')[0]} of resource_servers[${first}]`);
-        else seen.set(key, i);
-      }
+      const keys = [`name:${rs.name}`, rs.workload && `workload:${rs.workload}`, rs.credential_sha256 && `credential:${rs.credential_sha256}`];
+      const repeats = repeated(seen, keys, i, 'resource_servers');
+      if (repeats) issue(['resource_servers', i], repeats);
       if (rs.workload !== undefined && bundles.length === 0) issue(['resource_servers', i, 'workload'], 'needs tls.client_ca_bundles (mTLS client authentication)');
     });
     // Operators: unique names and identities, none shared with a resource server, and mTLS ones
@@ -288,12 +285,9 @@ export const configSchema = z
     const seenOp = new Map<string, number>();
     cfg.operators.forEach((op, i) => {
       const subjectKey = op.subject === undefined ? undefined : `subject:${op.trust_domain}\n${op.subject}`;
-      for (const key of [`name:${op.name}`, op.credential_sha256 && `credential:${op.credential_sha256}`, op.spiffe_id && `spiffe_id:${op.spiffe_id}`, subjectKey]) {
-        if (!key) continue;
-        const first = seenOp.get(key);
-        if (first !== undefined) issue(['operators', i], `repeats the ${key.split(':')[0]} of operators[${first}]`);
-        else seenOp.set(key, i);
-      }
+      const keys = [`name:${op.name}`, op.credential_sha256 && `credential:${op.credential_sha256}`, op.spiffe_id && `spiffe_id:${op.spiffe_id}`, subjectKey];
+      const repeats = repeated(seenOp, keys, i, 'operators');
+      if (repeats) issue(['operators', i], repeats);
       if (op.credential_sha256 !== undefined && rsCredentials.has(op.credential_sha256))
         issue(['operators', i, 'credential_sha256'], 'is also a resource server credential: an operator needs a credential of its own (jit-broker credential new)');
       if (op.spiffe_id !== undefined && rsWorkloads.has(op.spiffe_id))
@@ -312,6 +306,23 @@ export const configSchema = z
         issue(['policies', i, 'max_lifetime'], `must be <= ${formatDuration(g.max_lifetime)} (grants.max_lifetime)`);
     });
   });
+
+/**
+ * What entry `i` of a list repeats of earlier entries (`kind:value` keys, remembered in `seen`),
+ * as one problem: "repeats the name and credential of resource_servers[0]".
+ */
+function repeated(seen: Map<string, number>, keys: (string | undefined | false)[], i: number, list: string): string | undefined {
+  const byFirst = new Map<number, string[]>();
+  for (const key of keys) {
+    if (!key) continue;
+    const first = seen.get(key);
+    if (first === undefined) seen.set(key, i);
+    else byFirst.set(first, [...(byFirst.get(first) ?? []), key.split(':')[0]!]);
+  }
+  if (byFirst.size === 0) return undefined;
+  const parts = [...byFirst].map(([first, kinds]) => `the ${kinds.join(' and ')} of ${list}[${first}]`);
+  return `repeats ${parts.join(', and ')}`;
+}
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;

@@ -1,4 +1,6 @@
 import { isIPv4 } from 'node:net';
+import type { IdSpace } from '../attestation/id-spaces.js';
+import { oidcIdSpaces } from '../attestation/oidc/index.js';
 import { isTrustedProxy, trustedProxyList } from '../http/client-cert.js';
 import type { Config } from './schema.js';
 
@@ -7,7 +9,79 @@ import type { Config } from './schema.js';
  * Never a reason to refuse the config (those are schema issues).
  */
 export function configWarnings(config: Config): string[] {
-  return [...proxyWarnings(config), ...platformTokenWarnings(config), ...globalIndexWarnings(config)];
+  return [
+    ...reachabilityWarnings(config),
+    ...proxyWarnings(config),
+    ...platformTokenWarnings(config),
+    ...globalIndexWarnings(config),
+  ];
+}
+
+/**
+ * The attestation sources `serve` builds from this config, each with the fixed prefix of every id
+ * it can produce (attestation/id-spaces.ts): an X.509 trust domain per client CA bundle, and each
+ * OIDC issuer's mapping.
+ */
+export function attestationSources(config: Config): IdSpace[] {
+  const tds = Object.keys(config.tls?.client_ca_bundles ?? {}).map((td) => ({
+    path: ['tls', 'client_ca_bundles', td],
+    source: `X.509 trust domain ${td}`,
+    prefix: `spiffe://${td}/`,
+  }));
+  return [...tds, ...oidcIdSpaces(config.attestation.oidc?.issuers ?? []).map((s) => ({ ...s, path: ['attestation', 'oidc', ...s.path] }))];
+}
+
+/**
+ * Whether a rule's workload pattern can match an id of a source: its literal text up to the first
+ * `*` (all of it when it has none) and the source's prefix must agree as far as both go. Compared
+ * ignoring case, like the id-space check: it may miss a pattern that differs only in case, never
+ * warn about one that can match.
+ */
+function canMatch(pattern: string, source: IdSpace): boolean {
+  const star = pattern.indexOf('*');
+  const literal = (star === -1 ? pattern : pattern.slice(0, star)).toLowerCase();
+  const prefix = source.prefix.toLowerCase();
+  return literal.startsWith(prefix) || (star !== -1 && prefix.startsWith(literal));
+}
+
+/**
+ * A config that loads but grants no one anything: no attestation source, no rule, a rule's
+ * workload pattern no source can produce an id for, a resource server audience no rule grants.
+ * Each reported once: without sources, no rule is named again; without rules, no audience.
+ */
+function reachabilityWarnings(config: Config): string[] {
+  const sources = attestationSources(config);
+  const out: string[] = [];
+  if (sources.length === 0)
+    out.push(
+      'attestation: no attestation source is configured (attestation.oidc issuers, or tls.client_ca_bundles for client certificates): ' +
+        'every request is refused, and serve does not report ready',
+    );
+  if (config.policies.length === 0) out.push('policies: no rule: every request is denied (the policy denies by default)');
+  if (sources.length > 0) {
+    const known = sources.map((s) => `"${s.prefix}" (${s.source})`).join(', ');
+    config.policies.forEach((rule, i) => {
+      rule.workloads.forEach((pattern, j) => {
+        if (!sources.some((s) => canMatch(pattern, s)))
+          out.push(
+            `policies[${i}].workloads[${j}] (${pattern}) matches no workload id that an attestation source can produce: ` +
+              `rule ${rule.name} never applies to it. The configured sources produce ids starting with ${known}`,
+          );
+      });
+    });
+  }
+  if (config.policies.length > 0) {
+    const granted = new Set(config.policies.flatMap((r) => r.audiences));
+    config.resource_servers.forEach((rs, i) => {
+      rs.audiences.forEach((aud, j) => {
+        if (!granted.has(aud))
+          out.push(
+            `resource_servers[${i}].audiences[${j}] (${aud}) is granted by no policy rule: no token of this audience is ever issued for ${rs.name} to introspect or revoke`,
+          );
+      });
+    });
+  }
+  return out;
 }
 
 function globalIndexWarnings(config: Config): string[] {

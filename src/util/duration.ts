@@ -21,9 +21,21 @@ export function formatDuration(ms: number): string {
   return `${ms}ms`;
 }
 
-const durationInput = z.union([z.string(), z.number()]);
+/** A config file's duration: text with a unit. A bare number is refused (is `300` seconds or milliseconds?). */
+const durationInput = z.union([z.string(), z.number()], { error: 'must be a duration with a unit, e.g. "90s", "5m", "1h"' });
+
+/** The problem of a bare number where a config file needs a duration, with the forms it may have meant. */
+export function bareNumberDuration(n: number): string {
+  const whole = Number.isInteger(n) && n >= 0;
+  const hint = !whole ? '"90s", "5m"' : [`"${n}s"`, n > 0 && n % 60 === 0 ? `"${formatDuration(n * 1000)}"` : undefined].filter(Boolean).join(', ');
+  return `a duration needs a unit: ${hint} (a bare number is not a duration)`;
+}
 
 function toMs(value: string | number, ctx: z.RefinementCtx): number {
+  if (typeof value === 'number') {
+    ctx.addIssue({ code: 'custom', message: bareNumberDuration(value) });
+    return z.NEVER;
+  }
   try {
     return parseDuration(value);
   } catch (e) {
@@ -32,7 +44,7 @@ function toMs(value: string | number, ctx: z.RefinementCtx): number {
   }
 }
 
-/** A config duration (`"5m"` or seconds) validated into milliseconds, `fallback` when absent. */
+/** A config duration (`"5m"`, `"250ms"`; a unit is required) validated into milliseconds, `fallback` when absent. */
 export const durationField = (fallback: string) => durationInput.default(fallback).transform(toMs);
 
 /** The same without a default (for optional fields such as a rule's `max_ttl`). */

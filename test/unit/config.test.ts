@@ -6,13 +6,16 @@ import { applyEnv, loadConfig, parseConfig } from '../../src/config/load.js';
 import { configWarnings } from '../../src/config/warnings.js';
 import { configProblems } from '../helpers/config.js';
 
-const base = {
+const baseConfig = {
   issuer: 'https://broker.example.com',
   store: { kind: 'memory' },
   policies: [{ name: 'r', workloads: ['spiffe://td/*'], audiences: ['a'], actions: ['read'] }],
 };
 
+const base = baseConfig;
 const problems = configProblems;
+/** The base with an attestation source for its rule (else it warns that no one can be attested). */
+const attested = { ...baseConfig, tls: { client_ca_bundles: { td: '/etc/jit/td.pem' } } };
 
 describe('config', () => {
   it('applies defaults: ttl 5m, cap 15m, leeway 30s', () => {
@@ -62,8 +65,7 @@ describe('config', () => {
         ],
       }),
     ).toEqual([
-      'resource_servers[1]: repeats the name of resource_servers[0]',
-      'resource_servers[1]: repeats the credential of resource_servers[0]',
+      'resource_servers[1]: repeats the name and credential of resource_servers[0]',
       'resource_servers[2].workload: needs tls.client_ca_bundles (mTLS client authentication)',
     ]);
   });
@@ -82,7 +84,7 @@ describe('config', () => {
     expect(list).toEqual(
       expect.arrayContaining([
         'policies[2].max_ttl: must be <= 15m',
-        expect.stringMatching(/^\(root\): Unrecognized key: "bogus"/),
+        'bogus: unrecognized key',
       ]),
     );
     // Unknown key stops the object-level invariants; check them separately.
@@ -98,6 +100,7 @@ describe('config', () => {
 
   it('warns when http.max_body_bytes cannot carry a platform token of max_token_bytes (issue 12)', () => {
     const oidc = { issuers: [{ issuer: 'https://idp.example.com', audiences: ['jit-broker'], mapping: { preset: 'github' } }] };
+    const base = { ...baseConfig, policies: [{ name: 'r', workloads: ['github://org/*'], audiences: ['a'], actions: ['read'] }] };
     expect(configWarnings(parseConfig({ ...base, attestation: { oidc: { ...oidc, max_token_bytes: 65_536 } } }))).toEqual([
       'attestation.oidc.max_token_bytes (65536) plus 2048 bytes for the rest of the request exceeds http.max_body_bytes (65536): ' +
         'a platform token near the limit is refused as a too-large request (413); raise http.max_body_bytes or lower max_token_bytes',
@@ -248,10 +251,10 @@ describe('store.global_index', () => {
     const { configWarnings } = await import('../../src/config/warnings.js');
     const store = { kind: 'redis', url: 'redis://127.0.0.1:6379' };
     const tokens = { key_publication_secret: 'a-publication-secret-of-32-chars-or-more' };
-    const on = parseConfig({ ...base, store, tokens });
+    const on = parseConfig({ ...attested, store, tokens });
     expect(on.store).toMatchObject({ global_index: true });
     expect(configWarnings(on)).toEqual([]);
-    const off = parseConfig({ ...base, store: { ...store, global_index: false }, tokens });
+    const off = parseConfig({ ...attested, store: { ...store, global_index: false }, tokens });
     expect(configWarnings(off).join('\n')).toMatch(/store\.global_index is false: .*kill switch/);
   });
 });

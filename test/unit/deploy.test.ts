@@ -6,6 +6,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { applyEnv, loadConfig, parseConfig } from '../../src/config/load.js';
+import { configWarnings } from '../../src/config/warnings.js';
 
 const read = (path: string) => readFileSync(path, 'utf8');
 const pkg = JSON.parse(read('package.json')) as { bin: Record<string, string>; engines: { node: string } };
@@ -168,6 +169,9 @@ describe('README', () => {
     const config = parseConfig(applyEnv(parseYaml(yaml!) as Record<string, unknown>, { JIT_KEY_PUBLICATION_SECRET: COMPOSE_ENV.JIT_KEY_PUBLICATION_SECRET }));
     expect(config.policies.length).toBeGreaterThan(0);
     expect(config.attestation.oidc?.issuers.length).toBeGreaterThan(0);
+    // A sample that works: no config check warns about it, and it shows every section, log included.
+    expect(configWarnings(config)).toEqual([]);
+    expect(parseYaml(yaml!)).toHaveProperty('log.level', 'info');
   });
 });
 

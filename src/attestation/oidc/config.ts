@@ -4,7 +4,7 @@
  */
 import type { JSONWebKeySet } from 'jose';
 import { z } from 'zod';
-import { durationField, parseDuration } from '../../util/duration.js';
+import { bareNumberDuration, durationField, parseDuration } from '../../util/duration.js';
 import { parseSecureUrl } from '../../util/url.js';
 import { idSpaceCollisions, type IdSpace } from '../id-spaces.js';
 import { mappingIdSpace, mappingSchema } from './mappings.js';
@@ -143,6 +143,10 @@ const issuerSchema = z
       .default('24h')
       .transform((v, ctx) => {
         if (v === false) return undefined;
+        if (typeof v === 'number') {
+          ctx.addIssue({ code: 'custom', message: bareNumberDuration(v) });
+          return z.NEVER;
+        }
         try {
           const ms = parseDuration(v);
           if (ms < 1000) throw new RangeError('must be >= 1s (or false to disable)');
