@@ -17,7 +17,8 @@ const COMMANDS: readonly { name: string; summary: string; load: () => Promise<Co
   {
     name: 'serve',
     load: async () => (await import('./commands/serve.js')).serve,
-    summary: 'serve --config FILE     run the broker (config also from JIT_CONFIG; env overrides: see README)',
+    summary: `serve --config FILE [--port N] [--host ADDR]
+                          run the broker (config also from JIT_CONFIG; env overrides: see README)`,
   },
   {
     name: 'check-config',

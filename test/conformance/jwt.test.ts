@@ -15,7 +15,7 @@
  * `exp - nbf`) do not depend on now and are exact here.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -58,6 +58,7 @@ let baitRequests = 0;
 let baitUrl = '';
 
 const dir = mkdtempSync(join(tmpdir(), 'jit-conformance-jwt-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function brokerConfig(port: number) {
   const template = { template: 'ci://{iss_host}/{sub}' };

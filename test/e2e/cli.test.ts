@@ -131,4 +131,23 @@ describe('jit-broker serve', () => {
     expect(logs).not.toContain(token.split('.')[2]);
     expect(logs).not.toContain((res.json.access_token as string).split('.')[2]);
   }, 40_000);
+
+  it('--port and --host override listen.port/listen.host (and PORT); bad values are usage errors', async () => {
+    const port = await freePort();
+    // The file's address cannot be bound (TEST-NET-1) and PORT names another port: the flags win.
+    const path = writeConfig('flags.yaml', { ...baseConfig(1), listen: { host: '192.0.2.1', port: 1 } });
+    const url = `http://127.0.0.1:${port}`;
+    const broker = await spawnCli(['serve', '--config', path, '--port', String(port), '--host', '127.0.0.1'], {
+      label: 'cli-serve-flags',
+      env: { PORT: '1', JIT_ISSUER: url, LOG_LEVEL: 'warn' },
+      ready: () => fetch(`${url}/healthz`).then((r) => r.status === 200, () => false),
+    });
+    expect(await broker.stop()).toBe(0);
+
+    for (const bad of [['--port', '65536'], ['--port=-1'], ['--port', '80x'], ['--port', ''], ['--host', 'http://127.0.0.1'], ['--host', '127.0.0.1:80'], ['--host', '']]) {
+      const r = await cli(['serve', '--config', path, ...bad]);
+      expect(r.code, bad.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(/jit-broker serve: --(port|host) must be/);
+    }
+  }, 40_000);
 });

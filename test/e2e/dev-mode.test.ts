@@ -10,9 +10,14 @@ import { afterAll, describe, expect, it } from 'vitest';
 const run = promisify(execFile);
 let child: ChildProcess | undefined;
 
-afterAll(() => {
-  // npm → tsx → node: end the whole process group we started, by its PID.
-  if (child?.pid && child.exitCode === null) process.kill(-child.pid, 'SIGTERM');
+afterAll(async () => {
+  // npm → node: end the whole process group we started, by its PID, and wait for npm's exit
+  // (after the broker's: it removes its temp dir on the way out).
+  if (child?.pid && child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((resolve) => child!.once('exit', resolve));
+    process.kill(-child.pid, 'SIGTERM');
+    await exited;
+  }
 });
 
 /** Starts `npm run dev -- --port 0` exactly as the README says and waits for its three printed curls. */

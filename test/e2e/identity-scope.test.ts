@@ -7,7 +7,7 @@
  *   same workload id, as two brokers on one Redis may during a config change.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -31,8 +31,12 @@ beforeAll(async () => {
   [clusterA, clusterB, tenantA] = await Promise.all([startOidcIssuer(), startOidcIssuer(), startOidcIssuer({ path: '/tenantA' })]);
 });
 afterAll(async () => {
-  await Promise.all(brokers.map((b) => b.close()));
-  await Promise.all([clusterA, clusterB, tenantA].map((i) => i?.close()));
+  try {
+    await Promise.all(brokers.map((b) => b.close()));
+    await Promise.all([clusterA, clusterB, tenantA].map((i) => i?.close()));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 /** Runs the CLI to completion; resolves with its exit code and output (never rejects on a non-zero exit). */

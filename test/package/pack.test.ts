@@ -37,6 +37,7 @@ const versionOf = (name: string) => (JSON.parse(readFileSync(join(repo, 'node_mo
 let work: string;
 let project: string;
 let tarballFiles: string[];
+let tarball: string;
 let dev: DevMode | undefined;
 
 beforeAll(async () => {
@@ -45,6 +46,7 @@ beforeAll(async () => {
   const packed = await run('npm', ['pack', '--json', '--pack-destination', work], { cwd: repo, timeout: 120_000, maxBuffer: 16 * 2 ** 20 });
   const [info] = JSON.parse(packed.stdout) as { filename: string; files: { path: string }[] }[];
   tarballFiles = info!.files.map((f) => f.path);
+  tarball = join(work, info!.filename);
   project = join(work, 'app');
   mkdirSync(project);
   writeFileSync(
@@ -76,6 +78,16 @@ function importsOf(file: string): string[] {
 }
 
 describe('npm pack', () => {
+  it('installs globally as the README says (npm install -g ./jit-broker-*.tgz: no build step, no devDependencies) and its bin runs', async () => {
+    // A prefix of its own stands in for the global one; install scripts run as for a user.
+    const prefix = join(work, 'global');
+    await run('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', tarball], { cwd: work, timeout: 150_000 });
+    const { stdout } = await run(join(prefix, 'bin', 'jit-broker'), ['--version'], { timeout: 20_000 });
+    expect(stdout.trim()).toBe(`jit-broker ${pkg.version}`);
+    // Only production dependencies came with it: the compiler is not among them.
+    expect(() => readFileSync(join(prefix, 'lib', 'node_modules', pkg.name, 'node_modules', 'typescript', 'package.json'))).toThrow();
+  }, 200_000);
+
   it('ships dist/ (JavaScript, declarations, Lua scripts) and package.json, not src/, test/ or bench/', () => {
     for (const f of tarballFiles) expect(f, f).toMatch(/^(dist\/|package\.json$|README\.md$|LICENSE)/);
     const bin = pkg.bin['jit-broker']!.replace(/^\.\//, '');

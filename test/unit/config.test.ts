@@ -1,7 +1,7 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { applyEnv, loadConfig, parseConfig } from '../../src/config/load.js';
 import { configWarnings } from '../../src/config/warnings.js';
 import { configProblems } from '../helpers/config.js';
@@ -140,6 +140,7 @@ describe('config', () => {
 
   it('loads YAML with env overrides', () => {
     const dir = mkdtempSync(join(tmpdir(), 'jit-cfg-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const file = join(dir, 'broker.yaml');
     writeFileSync(
       file,
@@ -153,6 +154,7 @@ describe('config', () => {
 
   it('names the file for unreadable or invalid YAML', () => {
     const dir = mkdtempSync(join(tmpdir(), 'jit-cfg-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const file = join(dir, 'bad.yaml');
     writeFileSync(file, 'issuer: [unclosed\n');
     expect(() => loadConfig(file, {})).toThrow(/bad\.yaml: invalid YAML/);
@@ -180,6 +182,7 @@ describe('key publication secret (issue 11 item 5)', () => {
 
   it('comes from JIT_KEY_PUBLICATION_SECRET (and the accepted one from JIT_KEY_PUBLICATION_SECRET_ACCEPTED), as text', () => {
     const dir = mkdtempSync(join(tmpdir(), 'jit-cfg-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const file = join(dir, 'broker.yaml');
     writeFileSync(file, 'issuer: https://broker.example.com\nstore: {kind: redis, url: "redis://127.0.0.1:6390"}\npolicies: []\n');
     expect(() => loadConfig(file, {})).toThrow(/key_publication_secret/);

@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DEV_SPIFFE_ID, startDevMode } from '../../dev/dev-mode.js';
 import { createLogger } from '../../log.js';
@@ -49,6 +50,8 @@ options:
         '',
       ].join('\n'),
     );
+    // Removed on every exit, not only a clean close: the dir holds the dev CA's and server's keys.
+    process.once('exit', () => rmSync(mode.certificates.dir, { recursive: true, force: true }));
     onSignal(() => mode.close());
     return -1;
   },
