@@ -79,8 +79,8 @@ export function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): 
   return out;
 }
 
-/** Reads the YAML file, applies env overrides, validates. */
-export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Config {
+/** A YAML file's content; a file that cannot be read or parsed is a ConfigError naming it (config, policy cases). */
+export function readYamlFile(path: string): unknown {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -95,6 +95,12 @@ export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): 
     const msg = e instanceof YAMLParseError ? e.message.trimEnd() : String(e);
     throw new ConfigError([`${path}: invalid YAML: ${msg}`]);
   }
+  return raw;
+}
+
+/** Reads the YAML file, applies env overrides, validates. */
+export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Config {
+  const raw = readYamlFile(path);
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError([`${path}: must be a YAML mapping`]);
   return parseConfig(applyEnv(raw as Record<string, unknown>, env));
 }

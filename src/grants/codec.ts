@@ -530,6 +530,12 @@ export function encodePublishedKey(key: PublishedKey, mac: string): string {
 }
 
 export function decodePublishedKey(json: string): DecodeResult<{ key: PublishedKey; mac: unknown }> {
+  const d = decodeWithMac(json, publishedKeySchema);
+  return d.ok ? { ok: true, value: { key: d.value.fields, mac: d.value.mac } } : d;
+}
+
+/** A stored JSON object carrying a `mac` beside the fields `schema` validates (published keys, revocation marks). */
+function decodeWithMac<T>(json: string, schema: z.ZodType<T>): DecodeResult<{ fields: T; mac: unknown }> {
   let raw: unknown;
   try {
     raw = JSON.parse(json);
@@ -538,9 +544,9 @@ export function decodePublishedKey(json: string): DecodeResult<{ key: PublishedK
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { ok: false, problem: 'not a JSON object' };
   const { mac, ...fields } = raw as Record<string, unknown>;
-  const parsed = publishedKeySchema.safeParse(fields);
+  const parsed = schema.safeParse(fields);
   if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
-  return { ok: true, value: { key: parsed.data, mac } };
+  return { ok: true, value: { fields: parsed.data, mac } };
 }
 
 /** True when the stored value is JSON whose jwk holds private material (must be purged). */
@@ -565,15 +571,6 @@ export function validateRevokedKey(mark: RevokedKey): RevokedKey {
 }
 
 export function decodeRevokedKey(json: string): DecodeResult<{ mark: RevokedKey; mac: unknown }> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(json);
-  } catch {
-    return { ok: false, problem: 'not JSON' };
-  }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { ok: false, problem: 'not a JSON object' };
-  const { mac, ...fields } = raw as Record<string, unknown>;
-  const parsed = revokedKeySchema.safeParse(fields);
-  if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
-  return { ok: true, value: { mark: parsed.data, mac } };
+  const d = decodeWithMac(json, revokedKeySchema);
+  return d.ok ? { ok: true, value: { mark: d.value.fields, mac: d.value.mac } } : d;
 }

@@ -68,6 +68,13 @@ export function parseParams<S extends z.ZodType>(schema: S, input: unknown): z.o
 
 export const iso = (ms: number): string => new Date(ms).toISOString();
 
+/** A query's `limit`: 1..1000 rows, as a string in the query. */
+export const pageLimitParam = z
+  .string()
+  .regex(/^\d{1,4}$/, 'must be a whole number from 1 to 1000')
+  .transform(Number)
+  .refine((n) => n >= 1 && n <= 1000, 'must be from 1 to 1000');
+
 // eslint-disable-next-line no-control-regex -- the point is to refuse control characters
 const CONTROL = /[\u0000-\u001f\u007f]/;
 

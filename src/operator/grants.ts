@@ -5,7 +5,7 @@ import { isGrantId } from '../grants/ids.js';
 import type { AuditEvent, Grant } from '../grants/store.js';
 import { decodeCursor, encodeCursor, MAX_CURSOR } from './cursor.js';
 import { auditOperator, iso, MAX_EXAMINED, parseParams, type OperatorDeps } from './deps.js';
-import { paramText } from './deps.js';
+import { pageLimitParam, paramText } from './deps.js';
 
 /** A grant's status as operators see it: `expired` is derived at read time (nothing is written at expiry). */
 export type GrantRowStatus = 'active' | 'expired' | 'ended' | 'revoked';
@@ -77,12 +77,7 @@ export const grantQuerySchema = z
     status: z.enum(['active', 'ended', 'revoked', 'expired']).optional(),
     since: time.optional(),
     until: time.optional(),
-    limit: z
-      .string()
-      .regex(/^\d{1,4}$/, 'must be a whole number from 1 to 1000')
-      .transform(Number)
-      .refine((n) => n >= 1 && n <= 1000, 'must be from 1 to 1000')
-      .optional(),
+    limit: pageLimitParam.optional(),
     cursor: z.string().max(MAX_CURSOR).optional(),
   })
   .strict();

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { Operator } from '../auth/operators.js';
 import { decodeCursor, encodeCursor, MAX_CURSOR } from './cursor.js';
-import { auditOperator, iso, parseParams, type OperatorDeps } from './deps.js';
+import { auditOperator, iso, pageLimitParam, parseParams, type OperatorDeps } from './deps.js';
 
 export interface WorkloadRow {
   workload: string;
@@ -15,12 +15,7 @@ export interface WorkloadRow {
 
 const workloadQuerySchema = z
   .object({
-    limit: z
-      .string()
-      .regex(/^\d{1,4}$/, 'must be a whole number from 1 to 1000')
-      .transform(Number)
-      .refine((n) => n >= 1 && n <= 1000, 'must be from 1 to 1000')
-      .optional(),
+    limit: pageLimitParam.optional(),
     cursor: z.string().max(MAX_CURSOR).optional(),
   })
   .strict();

@@ -163,7 +163,8 @@ describe('POST /v1/tasks', () => {
   });
 
   it('caps ttl at the rule max_ttl and defaults to 5 minutes', async () => {
-    const token = await saToken();
+    // Evidence that outlives the cap: a 10-minute token, a few ms old, would cap exp at 599 s itself.
+    const token = await saToken({ ttlSeconds: 3600 });
     const dflt = await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token }, intent });
     expect(dflt.json.expires_in).toBe(300);
     const capped = await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token }, intent, ttl: 900 });

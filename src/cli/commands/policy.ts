@@ -1,8 +1,6 @@
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
-import { loadConfig } from '../../config/load.js';
+import { loadConfig, readYamlFile } from '../../config/load.js';
 import { configWarnings } from '../../config/warnings.js';
 import { ConfigError } from '../../errors.js';
 import { Policy } from '../../policy/evaluate.js';
@@ -140,18 +138,7 @@ export function describe(e: Explanation): string {
 }
 
 function loadCases(path: string): PolicyCase[] {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new ConfigError([`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? 'error'})`]);
-  }
-  let raw: unknown;
-  try {
-    raw = parseYaml(text, { uniqueKeys: true });
-  } catch (e) {
-    throw new ConfigError([`${path}: invalid YAML: ${e instanceof YAMLParseError ? e.message.split('\n')[0] : String(e)}`]);
-  }
+  const raw = readYamlFile(path);
   const parsed = casesSchema.safeParse(raw ?? []);
   if (!parsed.success) throw new ConfigError(issuesToProblems(parsed.error.issues).map((p) => `${path}: ${p.startsWith('(root)') ? p.replace('(root)', 'cases') : `cases${p.startsWith('[') ? '' : '.'}${p}`}`));
   return parsed.data;
