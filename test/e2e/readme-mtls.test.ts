@@ -45,7 +45,7 @@ afterAll(async () => {
 
 function readmeBlock(name: string): string {
   const readme = readFileSync(join(repo, 'README.md'), 'utf8');
-  const block = new RegExp(`<!-- ${name} -->\\n\`\`\`sh\\n([\\s\\S]*?)\`\`\`\\n<!-- /${name} -->`).exec(readme);
+  const block = new RegExp(`<!-- ${name} -->\\n\`\`\`sh[^\\n]*\\n([\\s\\S]*?)\`\`\`\\n<!-- /${name} -->`).exec(readme);
   if (!block) throw new Error(`README has no ${name} block`);
   return block[1]!;
 }
