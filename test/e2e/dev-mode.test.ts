@@ -81,13 +81,15 @@ describe('npm run dev', () => {
     expect(listed.grants.map((g) => g.grant)).toEqual([mtls.grant, platform.grant]);
 
     // the export line carries the demo resource server's credential (audience reports-api): the
-    // README's introspection and revocation curls run with it as printed there
+    // introspection and revocation curls of the README's tour and docs/http-api.md run with it as
+    // printed there (test/e2e/docs-shell-blocks.test.ts runs every such block in its page's order)
     expect(exportLine).toMatch(/ JIT_RS_CREDENTIAL=[A-Za-z0-9_-]{43}$/);
-    const readme = readFileSync('README.md', 'utf8');
     const introspectCurl = 'curl -s --cacert "$JIT_CA" -H "Authorization: Bearer $JIT_RS_CREDENTIAL" "$JIT_URL/oauth2/introspect" --data-urlencode "token=$TASK_TOKEN"';
     const revokeCurl = 'curl -s --cacert "$JIT_CA" -H "Authorization: Bearer $JIT_RS_CREDENTIAL" "$JIT_URL/oauth2/revoke" --data-urlencode "token=$TASK_TOKEN"';
-    expect(readme).toContain(introspectCurl);
-    expect(readme).toContain(revokeCurl);
+    for (const doc of ['README.md', 'docs/http-api.md']) {
+      expect(readFileSync(doc, 'utf8'), doc).toContain(introspectCurl);
+      expect(readFileSync(doc, 'utf8'), doc).toContain(revokeCurl);
+    }
     // the token goes through the environment, never the command line
     const asRs = (cmd: string) => run('bash', ['-c', `${exportLine}; ${cmd}`], { timeout: 10_000, env: { ...process.env, TASK_TOKEN: platform.access_token } });
     const active = JSON.parse((await asRs(introspectCurl)).stdout) as Record<string, any>;
