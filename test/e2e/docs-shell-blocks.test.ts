@@ -33,7 +33,7 @@ interface ShellBlock {
 }
 
 /** The shell blocks of one markdown file (fences of ``` or ~~~, possibly indented in a list). */
-export function shellBlocks(file: string, text: string): ShellBlock[] {
+function shellBlocks(file: string, text: string): ShellBlock[] {
   const blocks: ShellBlock[] = [];
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i++) {
