@@ -1,6 +1,8 @@
 // The example workload: every minute, starts a task with its projected service-account token,
 // says what it was granted (never the token itself), and ends the task. It runs in the jit-broker
 // image and uses the SDK built into it.
+/* global process, console, setTimeout -- Node.js */
+/* eslint no-console: "off" -- the workload's log is its console */
 import { readFileSync } from 'node:fs';
 import { BrokerClient, platformToken } from '/app/dist/sdk/index.js';
 
