@@ -6,9 +6,13 @@
  * broker's config loads with the broker's own loader and warns about nothing, and that the example
  * workload's projected token and intent are what that config accepts and allows.
  */
-import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { afterEach, describe, expect, it } from 'vitest';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { mapClaims } from '../../src/attestation/oidc/mappings.js';
 import { applyEnv, parseConfig } from '../../src/config/load.js';
@@ -16,6 +20,7 @@ import type { Config } from '../../src/config/schema.js';
 import { configWarnings } from '../../src/config/warnings.js';
 import { Policy } from '../../src/policy/evaluate.js';
 import { intentSchema } from '../../src/protocol/intent.js';
+import { freePort } from '../helpers/redis.js';
 
 /** The renderer: kubectl 1.35.2 (kustomize v5.7), from .ci/run. No other is tried. */
 const KUBECTL = 'kubectl-1.35.2';
@@ -380,6 +385,107 @@ describe('Redis', () => {
     const egress = find<NetworkPolicy>(objects, 'NetworkPolicy', BROKER).spec.egress!;
     const toRedis = egress.filter((r) => r.ports?.some((p) => p.port === 6379 || p.port === 6380));
     expect(toRedis).toEqual([{ ports: [{ port: 6379, protocol: 'TCP' }, { port: 6380, protocol: 'TCP' }] }]);
+  });
+});
+
+/** Kubernetes' expansion of a container's command: `$(NAME)` is the env var's value (left as is when undefined), `$$` a literal `$`. */
+function expandCommand(arg: string, env: Record<string, string>): string {
+  return arg.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, name: string | undefined) => (name === undefined ? '$' : (env[name] ?? m)));
+}
+
+describe('the in-cluster Redis container\'s command, run on a real redis-server', () => {
+  const objects = objectsOf('overlays/in-cluster-redis');
+  const redis = find<Workload>(objects, 'StatefulSet', 'jit-redis');
+  const c = redis.spec.template.spec.containers[0]!;
+  const aclText = find(objects, 'ConfigMap', redis.spec.template.spec.volumes!.find((v) => v.name === 'acl')!.configMap!.name).data!['users.acl']!;
+  let dir: string | undefined;
+  let child: ChildProcess | undefined;
+  let client: Redis | undefined;
+
+  afterEach(async () => {
+    client?.disconnect();
+    client = undefined;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      const exited = once(child, 'exit');
+      process.kill(child.pid!, 'SIGTERM');
+      await exited;
+    }
+    child = undefined;
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+
+  /**
+   * Runs the container's command as the kubelet would, with its mounts at private directories and
+   * a loopback port: the ConfigMap's ACL file at its mount, an empty /run/redis and /data.
+   */
+  async function start(password: string): Promise<{ port: number; exit: Promise<number | null> }> {
+    dir = mkdtempSync(join(tmpdir(), 'jit-k8s-redis-'));
+    const mounts = Object.fromEntries(c.volumeMounts!.map((m) => [m.name, m.mountPath]));
+    for (const name of ['acl', 'run', 'data']) mkdirSync(join(dir, name));
+    writeFileSync(join(dir, 'acl', 'users.acl'), aclText);
+    const port = await freePort();
+    const env = { JIT_REDIS_PASSWORD: password };
+    const [shell, ...args] = c.command!.map((a) => expandCommand(a, env));
+    const script = args
+      .pop()!
+      .replaceAll(mounts.acl!, join(dir, 'acl'))
+      .replaceAll(mounts.run!, join(dir, 'run'))
+      .replaceAll(`--dir ${mounts.data!}`, `--dir ${join(dir, 'data')}`)
+      .replace('--port 6379', `--port ${port} --bind 127.0.0.1`);
+    expect(script).toContain(`--port ${port} --bind 127.0.0.1`);
+    child = spawn(shell!, [...args, script], { env: { PATH: process.env.PATH, ...env }, stdio: 'ignore' });
+    const exit = once(child, 'exit').then(([code]) => code as number | null);
+    return { port, exit };
+  }
+
+  /** Connects as the broker's user, waiting for the server to come up (or to exit). */
+  async function connect(port: number, password: string, exit: Promise<number | null>): Promise<Redis> {
+    for (;;) {
+      const r = new Redis({ host: '127.0.0.1', port, username: 'jit-broker', password, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      r.on('error', () => undefined);
+      const up = await Promise.race([r.connect().then(() => true, () => false), exit.then(() => 'exited' as const)]);
+      if (up === true) return r;
+      r.disconnect();
+      if (up === 'exited') throw new Error('redis-server exited');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  it('starts Redis with the ACL file under the password given, appends to the AOF, and the probe answers', async () => {
+    const password = 'f'.repeat(64);
+    const { port, exit } = await start(password);
+    client = await connect(port, password, exit);
+    expect(await client.set('jit:k8s-test', 'v')).toBe('OK');
+    expect(await client.get('jit:k8s-test')).toBe('v');
+    // The broker's user is limited to its keys; the default user is off.
+    await expect(client.get('other:key')).rejects.toThrow(/NOPERM/);
+    const anonymous = spawnSync('redis-cli', ['-p', String(port), 'get', 'jit:k8s-test'], { encoding: 'utf8' });
+    expect(anonymous.stdout + anonymous.stderr).toMatch(/NOAUTH/);
+    expect(existsSync(join(dir!, 'data', 'appendonlydir'))).toBe(true);
+    // The readiness and liveness probes, as the kubelet runs them in the container (its env).
+    for (const probe of [c.readinessProbe!, c.livenessProbe!]) {
+      const [sh, flag, cmd] = probe.exec!.command;
+      const local = cmd!.replace('redis-cli ', `redis-cli -p ${port} `);
+      expect(spawnSync(sh!, [flag!, local], { env: { PATH: process.env.PATH, JIT_REDIS_PASSWORD: password } }).status).toBe(0);
+      expect(spawnSync(sh!, [flag!, local], { env: { PATH: process.env.PATH, JIT_REDIS_PASSWORD: 'wrong' } }).status).not.toBe(0);
+    }
+  });
+
+  it('refuses to start without a password (fails closed: no user with the empty password)', async () => {
+    const { port, exit } = await start('');
+    const outcome = await Promise.race([
+      exit.then((code) => ({ exitCode: code })),
+      connect(port, '', exit).then(
+        (r) => {
+          client = r;
+          return { connected: 'as jit-broker with the empty password' };
+        },
+        () => ({ exitCode: 'exited' }),
+      ),
+    ]);
+    expect(outcome).not.toHaveProperty('connected');
+    expect(outcome).not.toEqual({ exitCode: 0 });
   });
 });
 
