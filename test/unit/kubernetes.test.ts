@@ -13,111 +13,36 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parse as parseYaml, parseAllDocuments } from 'yaml';
+import { parse as parseYaml } from 'yaml';
 import { mapClaims } from '../../src/attestation/oidc/mappings.js';
 import { applyEnv, parseConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { configWarnings } from '../../src/config/warnings.js';
 import { Policy } from '../../src/policy/evaluate.js';
 import { intentSchema } from '../../src/protocol/intent.js';
+import {
+  find,
+  KUBECTL,
+  render,
+  ROOT,
+  type Container,
+  type K8sObject,
+  type LabelSelector,
+  type Labels,
+  type NetworkPolicy,
+  type Workload,
+} from '../helpers/kubernetes.js';
 import { freePort } from '../helpers/redis.js';
 
-/** The renderer: kubectl 1.35.2 (kustomize v5.7), from .ci/run. No other is tried. */
-const KUBECTL = 'kubectl-1.35.2';
-const ROOT = 'deploy/kubernetes';
 const TARGETS = ['base', 'overlays/in-cluster-redis', 'overlays/external-redis', 'example-workload'] as const;
 /** Every label the broker's pods must carry for the Service, PDB and NetworkPolicies to find them. */
 const BROKER = 'jit-broker';
 const PKG_VERSION = (JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }).version;
 
-// The shapes read here: only the fields the checks look at.
-type Labels = Record<string, string>;
-interface LabelSelector {
-  matchLabels?: Labels;
-  matchExpressions?: { key: string; operator: string; values?: string[] }[];
-}
-interface Probe {
-  httpGet?: { path: string; port: string | number; scheme?: string };
-  exec?: { command: string[] };
-}
-interface SecurityContext {
-  runAsNonRoot?: boolean;
-  runAsUser?: number;
-  runAsGroup?: number;
-  allowPrivilegeEscalation?: boolean;
-  readOnlyRootFilesystem?: boolean;
-  privileged?: boolean;
-  capabilities?: { drop?: string[]; add?: string[] };
-  seccompProfile?: { type: string };
-}
-interface EnvVar {
-  name: string;
-  value?: string;
-  valueFrom?: { secretKeyRef?: { name: string; key: string; optional?: boolean }; configMapKeyRef?: unknown; fieldRef?: unknown };
-}
-interface Container {
-  name: string;
-  image: string;
-  command?: string[];
-  args?: string[];
-  env?: EnvVar[];
-  ports?: { name?: string; containerPort: number }[];
-  livenessProbe?: Probe;
-  readinessProbe?: Probe;
-  resources?: { requests?: { cpu?: string; memory?: string }; limits?: { cpu?: string; memory?: string } };
-  securityContext?: SecurityContext;
-  volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[];
-}
-interface Volume {
-  name: string;
-  configMap?: { name: string };
-  secret?: { secretName: string };
-  emptyDir?: unknown;
-  projected?: { sources: { serviceAccountToken?: { audience?: string; expirationSeconds?: number; path: string }; configMap?: unknown }[] };
-}
-interface PodSpec {
-  serviceAccountName?: string;
-  automountServiceAccountToken?: boolean;
-  securityContext?: SecurityContext & { fsGroup?: number };
-  containers: Container[];
-  initContainers?: Container[];
-  volumes?: Volume[];
-  topologySpreadConstraints?: { topologyKey: string; whenUnsatisfiable: string; labelSelector: LabelSelector }[];
-}
-interface K8sObject {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; namespace?: string; labels?: Labels };
-  spec?: Record<string, unknown>;
-  data?: Record<string, string>;
-  automountServiceAccountToken?: boolean;
-}
-type Workload = K8sObject & { spec: { replicas?: number; selector: LabelSelector; template: { metadata: { labels: Labels }; spec: PodSpec } } };
-type NetworkPolicyPeer = { podSelector?: LabelSelector; namespaceSelector?: LabelSelector; ipBlock?: unknown };
-type NetworkPolicyRule = { to?: NetworkPolicyPeer[]; from?: NetworkPolicyPeer[]; ports?: { port: string | number; protocol: string }[] };
-type NetworkPolicy = K8sObject & { spec: { podSelector: LabelSelector; policyTypes: string[]; ingress?: NetworkPolicyRule[]; egress?: NetworkPolicyRule[] } };
-
-/** `kubectl-1.35.2 kustomize DIR`: the objects it prints. Missing renderer: the test fails, naming the install. */
-function render(target: string): K8sObject[] {
-  const run = spawnSync(KUBECTL, ['kustomize', `${ROOT}/${target}`], { encoding: 'utf8', maxBuffer: 16 << 20 });
-  if (run.error) throw new Error(`${KUBECTL} cannot run (${run.error.message}): .ci/run installs it (kubectl 1.35.2, whose kustomize renders deploy/kubernetes/)`);
-  if (run.status !== 0) throw new Error(`${KUBECTL} kustomize ${target} failed: ${run.stderr}`);
-  const docs = parseAllDocuments(run.stdout);
-  return docs.map((d) => {
-    if (d.errors.length > 0) throw new Error(`${target}: unparsable output: ${d.errors[0]!.message}`);
-    return d.toJS() as K8sObject;
-  });
-}
-
 const rendered = new Map(TARGETS.map((t) => [t, render(t)] as const));
 const objectsOf = (target: (typeof TARGETS)[number]) => rendered.get(target)!;
 const WORKLOAD_KINDS = new Set(['Deployment', 'StatefulSet', 'DaemonSet', 'ReplicaSet', 'Job']);
 const workloadsOf = (objects: K8sObject[]) => objects.filter((o) => WORKLOAD_KINDS.has(o.kind)) as Workload[];
-const find = <T extends K8sObject = K8sObject>(objects: K8sObject[], kind: string, name: string) => {
-  const found = objects.find((o) => o.kind === kind && o.metadata.name === name);
-  expect(found, `${kind}/${name}`).toBeDefined();
-  return found as T;
-};
 const brokerDeployment = (objects: K8sObject[]) => find<Workload>(objects, 'Deployment', BROKER);
 const brokerContainer = (objects: K8sObject[]) => brokerDeployment(objects).spec.template.spec.containers.find((c) => c.name === 'broker')!;
 
