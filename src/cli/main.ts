@@ -32,6 +32,12 @@ const COMMANDS: readonly { name: string; summary: string; load: () => Promise<Co
     summary: 'dev [--port N]          dev mode: memory store, demo OIDC issuer, dev CA, demo policy (no Redis needed)',
   },
   {
+    name: 'demo-issuer',
+    load: async () => (await import('./commands/demo-issuer.js')).demoIssuer,
+    summary: `demo-issuer [--port N] [--issuer URL] [--jwks-file FILE] [--key-file FILE]
+                          DEMO ONLY: an OIDC issuer that signs a token for anyone who asks (compose)`,
+  },
+  {
     name: 'dev-ca',
     load: async () => (await import('./commands/dev-ca.js')).devCa,
     summary: `dev-ca init --dir DIR [--trust-domain TD] [--force]
