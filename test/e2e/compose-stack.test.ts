@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { configDir, spawnCli, stopChildren, type CliChild } from '../helpers/cli.js';
+import { cli, configDir, spawnCli, stopChildren, type CliChild } from '../helpers/cli.js';
 import { healthcheckCommand, mount, readCompose, serviceEnv, type ComposeService } from '../helpers/compose.js';
 import { freePort, startRedisServer, type RedisProcess } from '../helpers/redis.js';
 
@@ -163,6 +163,10 @@ describe('docker-compose.yml run as processes', { timeout: 120_000 }, () => {
     expect(operator).toBeDefined();
     const grants = await fetch(`${brokerUrl}/v1/grants/${body.grant}`, { headers: { authorization: `Bearer ${operator}` } });
     expect(grants.status).toBe(200);
+    // and the operator CLI as docs/compose.md runs it (plain HTTP to loopback)
+    const ls = await cli(['grants', 'ls'], { JIT_URL: brokerUrl, JIT_OPERATOR_CREDENTIAL: operator });
+    expect(ls.code, ls.stderr).toBe(0);
+    expect(ls.stdout).toContain(body.grant);
   });
 
   it('the "examples" profile: reports-api and report-builder, with their compose commands and environment, run a task end to end', async () => {
