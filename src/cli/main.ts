@@ -18,7 +18,7 @@ const COMMANDS: readonly { name: string; summary: string; load: () => Promise<Co
     name: 'serve',
     load: async () => (await import('./commands/serve.js')).serve,
     summary: `serve --config FILE [--port N] [--host ADDR]
-                          run the broker (config also from JIT_CONFIG; env overrides: see README)`,
+                          run the broker (config also from JIT_CONFIG; env overrides: docs/configuration.md)`,
   },
   {
     name: 'check-config',

@@ -56,6 +56,15 @@ function healthcheck(port: number): number | null {
   return r.status;
 }
 
+/** A compose service's own healthcheck (`CMD` form), run here with its container port mapped to the local one. */
+function serviceHealthcheck(name: string, containerPort: string, port: number): number | null {
+  const [form, bin, ...args] = service(name).healthcheck!.test;
+  expect(form).toBe('CMD');
+  const mapped = args.map((a) => a.split(`127.0.0.1:${containerPort}/`).join(`127.0.0.1:${port}/`));
+  expect(mapped).not.toEqual(args);
+  return spawnSync(bin === 'node' ? process.execPath : bin!, mapped, { timeout: 15_000 }).status;
+}
+
 async function until(what: string, check: () => boolean | Promise<boolean>, ms = 45_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await check())) {
@@ -106,6 +115,7 @@ beforeAll(async () => {
   hosts.set(`demo-issuer:${containerIssuerPort}`, `127.0.0.1:${issuerPort}`);
   issuerUrl = `http://127.0.0.1:${issuerPort}`;
   issuerChild = await spawnCli(issuerArgs, { label: 'compose-demo-issuer', readyUrl: `${issuerUrl}/jwks.json`, timeoutMs: 40_000 });
+  expect(serviceHealthcheck('demo-issuer', containerIssuerPort, issuerPort)).toBe(0);
 }, 90_000);
 
 afterAll(async () => {
@@ -178,6 +188,8 @@ describe('docker-compose.yml run as processes', { timeout: 120_000 }, () => {
     const rsUrl = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(rs.output())?.[1];
     expect(rsUrl, rs.output()).toBeDefined();
     hosts.set(`reports-api:${serviceEnv(rsService).PORT}`, rsUrl!.slice('http://'.length));
+    // its compose healthcheck passes (what report-builder waits for)
+    expect(serviceHealthcheck('reports-api', serviceEnv(rsService).PORT!, Number(new URL(rsUrl!).port))).toBe(0);
 
     const wService = service('report-builder');
     expect(wService.depends_on).toEqual({ 'reports-api': { condition: 'service_healthy' } });
