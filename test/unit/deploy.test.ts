@@ -196,6 +196,20 @@ describe('docker-compose.yml', () => {
     expect(read('docs/compose.md')).toContain(documented('demo operator')!);
     expect(read('docs/compose.md')).toContain(documented('demo resource server')!);
   });
+
+  it('docs/compose.md names the published ports and the demo fallbacks the compose file has', () => {
+    const page = read('docs/compose.md');
+    for (const name of ['broker', 'demo-issuer']) {
+      const [, hostPort] = /^127\.0\.0\.1:(\d+):\d+$/.exec(svc(name).ports![0]!)!;
+      expect(page, name).toContain(`http://localhost:${hostPort}`);
+    }
+    const text = read(COMPOSE_FILE);
+    for (const name of ['JIT_REDIS_PASSWORD', 'JIT_KEY_PUBLICATION_SECRET']) {
+      const fallbacks = new Set([...text.matchAll(new RegExp(`\\$\\{${name}:-([^}]+)\\}`, 'g'))].map((m) => m[1]));
+      expect(fallbacks.size, name).toBe(1);
+      expect(page).toMatch(new RegExp(`\\| \`${name}\`[^|]*\\| \`${[...fallbacks][0]}\` \\|`));
+    }
+  });
 });
 
 describe('deploy/redis/users.acl', () => {
