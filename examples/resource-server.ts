@@ -9,6 +9,8 @@
  *   npm run example:resource-server          # listens on http://127.0.0.1:8081 (PORT to change)
  *
  * Needs JIT_URL, JIT_CA and JIT_RS_CREDENTIAL (dev mode's demo resource server, audience reports-api).
+ * Elsewhere (docker-compose.yml's "examples" profile): JIT_CA only for an HTTPS broker, JIT_ISSUER
+ * when the broker's issuer identifier is not JIT_URL, and HOST for the listen address.
  */
 import { readFileSync } from 'node:fs';
 import { serve } from '@hono/node-server';
@@ -24,9 +26,11 @@ function env(name: string): string {
 
 const broker = env('JIT_URL');
 const verifier = createVerifier({
-  issuer: broker, // the broker's issuer identifier (dev mode's is its URL)
+  issuer: process.env.JIT_ISSUER ?? broker, // the broker's issuer identifier (dev mode's is its URL)
+  jwksUri: `${broker}/.well-known/jwks.json`,
   audience: 'reports-api',
-  tls: { ca: readFileSync(env('JIT_CA')) }, // dev mode's throwaway CA, for the JWKS and introspection
+  // dev mode's throwaway CA, for the JWKS and introspection over HTTPS
+  ...(process.env.JIT_CA ? { tls: { ca: readFileSync(process.env.JIT_CA) } } : {}),
   // cacheTtl 0: every request asks the broker, so an ended or revoked task is refused at once (as
   // the example workload shows). The default, 5 s, trades up to that much delay for fewer calls.
   introspection: { url: `${broker}/oauth2/introspect`, credential: env('JIT_RS_CREDENTIAL'), cacheTtl: 0 },
@@ -46,8 +50,9 @@ app.get(
   },
 );
 
-const server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: Number(process.env.PORT ?? 8081) }, (info) => {
-  console.log(`reports-api listening on http://127.0.0.1:${info.port} (audience reports-api, broker ${broker})`);
+const hostname = process.env.HOST ?? '127.0.0.1';
+const server = serve({ fetch: app.fetch, hostname, port: Number(process.env.PORT ?? 8081) }, (info) => {
+  console.log(`reports-api listening on http://${hostname}:${info.port} (audience reports-api, broker ${broker})`);
 });
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {

@@ -8,11 +8,14 @@
  *   npm run example:workload
  *
  * Needs JIT_URL and JIT_CA; REPORTS_URL is the resource server (default http://127.0.0.1:8081).
- * It attests with a platform token: dev mode's GET /dev/platform-token stands in for the
- * Kubernetes projected service-account token a pod would read with platformToken({ file }).
+ * It attests with a platform token: dev mode's GET /dev/platform-token (or JIT_PLATFORM_TOKEN_URL,
+ * e.g. the compose demo issuer's GET /token) stands in for the Kubernetes projected
+ * service-account token a pod would read with platformToken({ file }). JIT_CA is needed only for
+ * an HTTPS broker.
  */
 import { readFileSync } from 'node:fs';
-import { get } from 'node:https';
+import { get as httpGet, type IncomingMessage } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import { BrokerClient, platformToken } from 'jit-broker/sdk';
 
 function env(name: string): string {
@@ -22,22 +25,24 @@ function env(name: string): string {
 }
 
 const broker = env('JIT_URL');
-const ca = readFileSync(env('JIT_CA'), 'utf8');
+const ca = process.env.JIT_CA ? readFileSync(process.env.JIT_CA, 'utf8') : undefined;
 const reports = process.env.REPORTS_URL ?? 'http://127.0.0.1:8081';
+const tokenUrl = process.env.JIT_PLATFORM_TOKEN_URL ?? `${broker}/dev/platform-token`;
 
-/** A fresh demo service-account token from dev mode (dev mode only; HTTPS with its CA). */
-function devPlatformToken(): Promise<string> {
+/** A fresh demo service-account token from dev mode or the demo issuer (demos only). */
+function demoPlatformToken(): Promise<string> {
   return new Promise((resolve, reject) => {
-    get(`${broker}/dev/platform-token`, { ca }, (res) => {
+    const onResponse = (res: IncomingMessage) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body += d));
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`GET /dev/platform-token: HTTP ${res.statusCode}`))));
-    }).on('error', reject);
+      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`GET ${new URL(tokenUrl).pathname}: HTTP ${res.statusCode}`))));
+    };
+    (tokenUrl.startsWith('https:') ? httpsGet(tokenUrl, { ...(ca ? { ca } : {}) }, onResponse) : httpGet(tokenUrl, onResponse)).on('error', reject);
   });
 }
 
-const client = new BrokerClient({ url: broker, ca, attestation: platformToken(devPlatformToken) });
+const client = new BrokerClient({ url: broker, ...(ca ? { ca } : {}), attestation: platformToken(demoPlatformToken) });
 
 const task = await client.startTask(
   { audience: 'reports-api', actions: ['read'], resources: ['reports://demo/2026-q4'], purpose: 'build the quarterly report' },

@@ -18,7 +18,7 @@ const COMMANDS: readonly { name: string; summary: string; load: () => Promise<Co
     name: 'serve',
     load: async () => (await import('./commands/serve.js')).serve,
     summary: `serve --config FILE [--port N] [--host ADDR]
-                          run the broker (config also from JIT_CONFIG; env overrides: see README)`,
+                          run the broker (config also from JIT_CONFIG; env overrides: docs/configuration.md)`,
   },
   {
     name: 'check-config',
@@ -30,6 +30,12 @@ const COMMANDS: readonly { name: string; summary: string; load: () => Promise<Co
     name: 'dev',
     load: async () => (await import('./commands/dev.js')).dev,
     summary: 'dev [--port N]          dev mode: memory store, demo OIDC issuer, dev CA, demo policy (no Redis needed)',
+  },
+  {
+    name: 'demo-issuer',
+    load: async () => (await import('./commands/demo-issuer.js')).demoIssuer,
+    summary: `demo-issuer [--port N] [--issuer URL] [--jwks-file FILE] [--key-file FILE]
+                          DEMO ONLY: an OIDC issuer that signs a token for anyone who asks (compose)`,
   },
   {
     name: 'dev-ca',

@@ -6,7 +6,7 @@
 import { createHmac, randomUUID, webcrypto } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
+import { exportJWK, exportSPKI, generateKeyPair, importJWK, SignJWT, type CryptoKey, type JWK } from 'jose';
 import type { Clock } from '../util/clock.js';
 
 export type IssuerAlg = 'ES256' | 'RS256';
@@ -66,6 +66,8 @@ export interface OidcIssuer {
   /** http://HOST:PORT[/path] — the exact `iss` of every token minted here. */
   readonly issuer: string;
   readonly jwksUri: string;
+  /** The port it listens on (the one picked when started with port 0). */
+  readonly port: number;
   readonly alg: IssuerAlg;
   /** kid of the current signing key. */
   readonly kid: string;
@@ -73,6 +75,8 @@ export interface OidcIssuer {
   readonly requests: number;
   /** Discovery document fetches served (any mode). */
   readonly discoveryRequests: number;
+  /** The public key set the JWKS endpoint serves (in mode ok). */
+  jwks(): { keys: JWK[] };
   mint(claims: Record<string, unknown>, opts?: MintOptions): Promise<string>;
   mintServiceAccountToken(opts: ServiceAccountTokenOptions): Promise<string>;
   mintGitHubToken(opts: GitHubTokenOptions): Promise<string>;
@@ -114,6 +118,12 @@ export async function startOidcIssuer(
     clock?: Clock;
     /** Issuer path, e.g. "/tenantA": discovery and JWKS are served under it, as for a tenant of a shared host. */
     path?: string;
+    /** The issuer URL as its clients reach it (e.g. http://demo-issuer:9000 in compose); default from host and port. */
+    publicUrl?: string;
+    /** The first signing key, a private JWK with its kid (a demo issuer that keeps its key across restarts); default a new one. */
+    signingKey?: JWK;
+    /** More routes: called first for every request; true when it answered. */
+    handle?: (req: IncomingMessage, res: ServerResponse) => boolean;
   } = {},
 ): Promise<OidcIssuer> {
   const alg = opts.alg ?? 'ES256';
@@ -129,7 +139,15 @@ export async function startOidcIssuer(
     return { kid, privateKey, publicKey, publicJwk, privateJwk };
   };
 
-  let keys: KeyEntry[] = [await newKey()];
+  const fromJwk = async (jwk: JWK): Promise<KeyEntry> => {
+    if (typeof jwk.kid !== 'string' || jwk.alg !== alg || typeof jwk.d !== 'string') throw new Error(`signingKey must be a private ${alg} JWK with a kid`);
+    const { d: _d, ...pub } = jwk;
+    const privateKey = (await importJWK(jwk, alg, { extractable: true })) as CryptoKey;
+    const publicKey = (await importJWK(pub, alg, { extractable: true })) as CryptoKey;
+    return { kid: jwk.kid, privateKey, publicKey, publicJwk: { ...(await exportJWK(publicKey)), kid: jwk.kid, alg, use: 'sig' }, privateJwk: jwk };
+  };
+
+  let keys: KeyEntry[] = [opts.signingKey ? await fromJwk(opts.signingKey) : await newKey()];
   const current = () => keys[keys.length - 1] as KeyEntry;
   let foreign: KeyEntry | undefined;
   let mode: IssuerMode = 'ok';
@@ -146,6 +164,7 @@ export async function startOidcIssuer(
   };
 
   const serve = (req: IncomingMessage, res: ServerResponse) => {
+    if (opts.handle?.(req, res)) return;
     const path = new URL(req.url ?? '/', 'http://x').pathname;
     const isDiscovery = path === `${base}/.well-known/openid-configuration`;
     const isJwks = path === `${base}/jwks.json`;
@@ -190,7 +209,7 @@ export async function startOidcIssuer(
     });
   });
   const { port } = server.address() as AddressInfo;
-  issuer = `http://${host.includes(':') ? `[${host}]` : host}:${port}${base}`;
+  issuer = opts.publicUrl ?? `http://${host.includes(':') ? `[${host}]` : host}:${port}${base}`;
   jwksUri = `${issuer}/jwks.json`;
 
   const nowSeconds = () => Math.floor(clock() / 1000);
@@ -222,6 +241,7 @@ export async function startOidcIssuer(
   const result: OidcIssuer = {
     issuer,
     jwksUri,
+    port,
     alg,
     get kid() {
       return current().kid;
@@ -232,6 +252,7 @@ export async function startOidcIssuer(
     get discoveryRequests() {
       return discoveryRequests;
     },
+    jwks: () => ({ keys: keys.map((k) => k.publicJwk) }),
     mint,
     mintServiceAccountToken(o) {
       const iat = o.iat ?? nowSeconds();

@@ -10,7 +10,7 @@ import { cli, configDir } from '../helpers/cli.js';
 const files = configDir('jit-cli-help-');
 afterAll(() => files.cleanup());
 
-const COMMANDS = ['serve', 'check-config', 'dev', 'dev-ca', 'credential', 'grants', 'workloads', 'audit', 'keys', 'policy'];
+const COMMANDS = ['serve', 'check-config', 'dev', 'demo-issuer', 'dev-ca', 'credential', 'grants', 'workloads', 'audit', 'keys', 'policy'];
 const version = (JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }).version;
 
 describe('help and version', { timeout: 120_000 }, () => {

@@ -13,10 +13,10 @@ export const serve: Command = {
   help: `usage: jit-broker serve --config FILE [--port N] [--host ADDR]
 
 Runs the broker with the config FILE (or the file JIT_CONFIG names). Env overrides such as
-REDIS_URL, PORT, JIT_ISSUER, LOG_LEVEL and JIT__<PATH> apply (see README); --port and --host
-override listen.port and listen.host over both. Stops cleanly on SIGTERM or SIGINT; SIGUSR2
-rotates this instance's signing key now (signal the broker's own PID, not npx's or npm's: or
-run \`jit-broker keys rotate\` from the operator CLI).
+REDIS_URL, PORT, JIT_ISSUER, LOG_LEVEL and JIT__<PATH> apply (docs/configuration.md); --port and
+--host override listen.port and listen.host over both. Stops cleanly on SIGTERM or SIGINT;
+SIGUSR2 rotates this instance's signing key now (signal the broker's own PID, not npx's or
+npm's: or run \`jit-broker keys rotate\` from the operator CLI).
 
 options:
   -c, --config FILE   the YAML config
