@@ -50,6 +50,8 @@ export interface KeyEvent {
 
 import { LOG_EVENT_TYPES, type LogEventType } from '../protocol/operator.js';
 export { LOG_EVENT_TYPES, type LogEventType };
+/** Every event type the log holds has its name on the wire (a compile error otherwise). */
+const _everyTypeNamed: [Exclude<AuditEventType | KeyEventType | 'operator.action', LogEventType>] extends [never] ? true : never = true;
 
 /** One event of the merged log; `id` is its position (`<ms>-<seq>:<code>`). */
 export type LogEvent = (AuditEvent | OperatorEvent | KeyEvent) & { id: string };
