@@ -57,11 +57,8 @@ export const grantPageSchema = z.object({
 export type GrantPage = z.infer<typeof grantPageSchema>;
 
 /** One lifecycle event of a grant's workload stream (`at` in ms since the epoch). */
-export const grantEventSchema = z.object({
-  id: z.string().optional(),
-  type: z.enum(['grant.issued', 'grant.denied', 'grant.renewed', 'grant.ended', 'grant.revoked', 'grant.replay_detected']),
-  at: z.number().int().describe('ms since the epoch'),
-  workload: z.string(),
+/** What a grant's lifecycle event may say beside its type, time and workload. */
+const grantEventFields = {
   grant: z.string().optional(),
   rule: z.string().optional(),
   reason: z.string().optional(),
@@ -69,8 +66,16 @@ export const grantEventSchema = z.object({
   actions: z.array(z.string()).optional(),
   task: z.string().optional(),
   generation: z.number().int().optional(),
-  count: z.number().int().optional(),
-  operator: z.string().optional(),
+  count: z.number().int().optional().describe('A denial summary: how many denials past the audit budget it stands for'),
+  operator: z.string().optional().describe('The operator who acted, or who revoked'),
+};
+
+export const grantEventSchema = z.object({
+  id: z.string().optional(),
+  type: z.enum(LOG_EVENT_TYPES.filter((t) => t.startsWith('grant.')) as [string, ...string[]]),
+  at: z.number().int().describe('ms since the epoch'),
+  workload: z.string(),
+  ...grantEventFields,
 });
 
 /** GET /v1/grants/{id}: the grant and its audit history. */
@@ -138,15 +143,7 @@ export const auditLogEntrySchema = z.object({
   type: z.enum(LOG_EVENT_TYPES),
   at: time.describe('When the broker recorded it'),
   workload: z.string().optional(),
-  grant: z.string().optional(),
-  rule: z.string().optional(),
-  reason: z.string().optional(),
-  audience: z.string().optional(),
-  actions: z.array(z.string()).optional(),
-  task: z.string().optional(),
-  generation: z.number().int().optional(),
-  count: z.number().int().optional(),
-  operator: z.string().optional().describe('The operator who acted, or who revoked'),
+  ...grantEventFields,
   role: z.enum(['auditor', 'admin']).optional(),
   action: z.string().optional(),
   selector: z.string().optional(),
