@@ -280,6 +280,28 @@ describe('metrics.listen', () => {
     }
     await expect(fetch(`${metricsUrl}/metrics`)).rejects.toThrow();
   });
+
+  it('a metrics port in use stops the start with an error naming it, and leaves no listener behind; the same port as listen.port is a config error', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as { port: number }).port;
+    const mainPort = await new Promise<number>((resolve) => {
+      const s = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = s.address() as { port: number };
+        s.close(() => resolve(port));
+      });
+    });
+    try {
+      await expect(startTestBroker(issuer, { listen: { host: '127.0.0.1', port: mainPort }, metrics: { listen: { host: '127.0.0.1', port } } })).rejects.toThrow(/cannot listen for metrics on 127\.0\.0\.1:\d+: the address is already in use \(choose another metrics\.listen\.port\)/);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
+    // The main listener had started: it was closed again.
+    await expect(fetch(`http://127.0.0.1:${mainPort}/healthz`)).rejects.toThrow();
+    await expect(startTestBroker(issuer, { listen: { host: '127.0.0.1', port: 9464 }, metrics: { listen: { port: 9464 } } })).rejects.toThrow(
+      /metrics\.listen\.port: must differ from listen\.port \(9464\)/,
+    );
+  });
 });
 
 describe('request log', () => {
