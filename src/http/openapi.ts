@@ -355,6 +355,11 @@ const SECURITY_SCHEMES = {
   mutualTLS: { type: 'mutualTLS', description: 'A client certificate: a workload SVID, or a configured resource server or operator identity' },
 } as const;
 
+const PATH_PARAMS: Record<string, string> = {
+  grant: 'The grant id (`g_…`, 47 characters) the task start answered',
+  id: 'A grant id (`g_…`, 47 characters)',
+};
+
 /** JSON Schema (draft 2020-12) of the components, with `$ref`s between them, and a converter for the rest. */
 function schemaConverter() {
   const registry = z.registry<{ id: string }>();
@@ -440,7 +445,7 @@ export function buildOpenApiDocument(routes: readonly RegisteredRoute[], info: {
       ...(op.description ? { description: op.description } : {}),
       security: op.security ? [...(op.anonymousToo ? [{}] : []), ...op.security.map((c) => ({ [c]: [] }))] : [],
       parameters: [
-        ...params.map((name) => ({ name, in: 'path', required: true, schema: { type: 'string' } })),
+        ...params.map((name) => ({ name, in: 'path', required: true, ...(PATH_PARAMS[name] ? { description: PATH_PARAMS[name] } : {}), schema: { type: 'string' } })),
         ...(op.query ? queryParameters(op.query, ref) : []),
       ],
       ...(op.body

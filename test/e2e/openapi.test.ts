@@ -112,7 +112,7 @@ describe('GET /openapi.json', () => {
     }
     expect(operation('GET', '/v1/grants')!.security).toEqual([{ operator: [] }, { mutualTLS: [] }]);
     expect(operation('POST', '/oauth2/introspect')!.security).toEqual([{ resourceServer: [] }, { mutualTLS: [] }]);
-    expect(operation('POST', '/v1/tasks/{grant}/renew')!.parameters).toEqual([{ name: 'grant', in: 'path', required: true, schema: { type: 'string' } }]);
+    expect(operation('POST', '/v1/tasks/{grant}/renew')!.parameters).toEqual([{ name: 'grant', in: 'path', required: true, description: expect.any(String), schema: { type: 'string' } }]);
     const query = (operation('GET', '/v1/grants')!.parameters as Json[]).map((p) => p.name);
     expect(query).toEqual(expect.arrayContaining(['workload', 'status', 'limit', 'cursor']));
   });
