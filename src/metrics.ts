@@ -38,8 +38,8 @@ export const LIVE_GRANTS_SAMPLE_MS = 15_000;
 export const LIVE_GRANTS_MAX_WORKLOADS = 10_000;
 
 interface LiveGrantsSample {
-  /** When the sample was taken (started). */
-  at: number;
+  /** When the last sample started, and the read under way. */
+  sampledAt?: number;
   pending?: Promise<void>;
   /** The last value read, and when (kept when a sample fails). */
   value?: { count: number; complete: boolean };
@@ -102,24 +102,25 @@ export class Metrics implements StoreMetrics {
         if (count !== undefined) this.set(count);
       },
     });
-    // Sampled, not read per scrape: one sample at a time, reused for LIVE_GRANTS_SAMPLE_MS.
-    let sample: LiveGrantsSample | undefined;
+    // Sampled, not read per scrape: at most one read per LIVE_GRANTS_SAMPLE_MS, shared by concurrent scrapes.
+    const live: LiveGrantsSample = {};
     const liveSample = async (): Promise<LiveGrantsSample | undefined> => {
       const src = sources();
       const read = src?.liveGrants;
       if (!src || !read) return undefined;
       const now = src.clock();
-      if (!sample || (!sample.pending && (now - sample.at >= LIVE_GRANTS_SAMPLE_MS || now < sample.at))) {
-        const next: LiveGrantsSample = { at: now, ...(sample?.value ? { value: sample.value } : {}) };
-        next.pending = read(now)
-          // The store is down (its failures are counted): the previous value stays, with its age.
-          .then((value) => void Object.assign(next, { value, valueAt: now }), () => undefined)
-          .finally(() => delete next.pending);
-        if (sample?.valueAt !== undefined) next.valueAt = sample.valueAt;
-        sample = next;
+      const due = live.sampledAt === undefined || now - live.sampledAt >= LIVE_GRANTS_SAMPLE_MS || now < live.sampledAt;
+      if (due && !live.pending) {
+        live.sampledAt = now;
+        live.pending = read(now)
+          .then(
+            (value) => void Object.assign(live, { value, valueAt: now }),
+            () => undefined, // the store is down (its failures are counted): the last value stays, its age grows
+          )
+          .finally(() => delete live.pending);
       }
-      await sample.pending;
-      return sample;
+      await live.pending;
+      return live;
     };
     const sampledGauge = (name: string, help: string, value: (s: LiveGrantsSample, now: number) => number | undefined) =>
       new Gauge({
@@ -128,8 +129,8 @@ export class Metrics implements StoreMetrics {
         registers,
         async collect() {
           const s = await liveSample();
-          const v = s && value(s, sources()!.clock());
-          if (v !== undefined) this.set(v);
+          // Never read yet (the store was down from the start): unknown, not 0.
+          if (s) this.set(value(s, sources()!.clock()) ?? NaN);
         },
       });
     sampledGauge('live_grants', `Grants live now (active and unexpired) across every instance, sampled from the store at most every ${LIVE_GRANTS_SAMPLE_MS / 1000} s`, (s) => s.value?.count);

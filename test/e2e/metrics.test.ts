@@ -202,6 +202,9 @@ describe('GET /metrics', () => {
       const text = await (await fetch(`${down.url}/metrics`)).text();
       const failures = Number(/^jit_broker_redis_command_failures_total\{kind="error"\} (\d+)$/m.exec(text)?.[1] ?? 0);
       expect(failures).toBeGreaterThanOrEqual(1);
+      // Live grants cannot be read: unknown (NaN), never a made-up 0.
+      expect(text).toMatch(/^jit_broker_live_grants nan$/im);
+      expect(text).toMatch(/^jit_broker_live_grants_sample_age_seconds nan$/im);
     } finally {
       await down.close();
     }
