@@ -1,3 +1,4 @@
+import type { Context } from 'hono';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Decision } from './policy/evaluate.js';
 import type { DenialReason } from './protocol/denials.js';
@@ -23,6 +24,26 @@ export interface MetricsSources {
   signingKeyCreatedAt?: () => number | undefined;
   publishedKeys?: () => Promise<number>;
   issuers?: () => OidcIssuerStatus[];
+  /** Live grants in the store (GrantStore.countLiveGrants); sampled, see LIVE_GRANTS_SAMPLE_MS. */
+  liveGrants?: (now: number) => Promise<{ count: number; complete: boolean }>;
+}
+
+/**
+ * The live-grants gauge reads the store at most once per this period per instance, whatever the
+ * number of scrapers; a scrape in between gets the last sample. Each sample costs one read of the
+ * workloads hint index and one ZCOUNT per workload seen within `grants.max_lifetime` (at most
+ * LIVE_GRANTS_MAX_WORKLOADS).
+ */
+export const LIVE_GRANTS_SAMPLE_MS = 15_000;
+export const LIVE_GRANTS_MAX_WORKLOADS = 10_000;
+
+interface LiveGrantsSample {
+  /** When the last sample started, and the read under way. */
+  sampledAt?: number;
+  pending?: Promise<void>;
+  /** The last value read, and when (kept when a sample fails). */
+  value?: { count: number; complete: boolean };
+  valueAt?: number;
 }
 
 const PREFIX = 'jit_broker_';
@@ -81,6 +102,44 @@ export class Metrics implements StoreMetrics {
         if (count !== undefined) this.set(count);
       },
     });
+    // Sampled, not read per scrape: at most one read per LIVE_GRANTS_SAMPLE_MS, shared by concurrent scrapes.
+    const live: LiveGrantsSample = {};
+    const liveSample = async (): Promise<LiveGrantsSample | undefined> => {
+      const src = sources();
+      const read = src?.liveGrants;
+      if (!src || !read) return undefined;
+      const now = src.clock();
+      const due = live.sampledAt === undefined || now - live.sampledAt >= LIVE_GRANTS_SAMPLE_MS || now < live.sampledAt;
+      if (due && !live.pending) {
+        live.sampledAt = now;
+        live.pending = read(now)
+          .then(
+            (value) => void Object.assign(live, { value, valueAt: now }),
+            () => undefined, // the store is down (its failures are counted): the last value stays, its age grows
+          )
+          .finally(() => delete live.pending);
+      }
+      await live.pending;
+      return live;
+    };
+    const sampledGauge = (name: string, help: string, value: (s: LiveGrantsSample, now: number) => number | undefined) =>
+      new Gauge({
+        name: `${PREFIX}${name}`,
+        help,
+        registers,
+        async collect() {
+          const s = await liveSample();
+          // Never read yet (the store was down from the start): unknown, not 0.
+          if (s) this.set(value(s, sources()!.clock()) ?? NaN);
+        },
+      });
+    sampledGauge('live_grants', `Grants live now (active and unexpired) across every instance, sampled from the store at most every ${LIVE_GRANTS_SAMPLE_MS / 1000} s`, (s) => s.value?.count);
+    sampledGauge('live_grants_partial', `1 when the live-grants sample counted only the ${LIVE_GRANTS_MAX_WORKLOADS} most recently seen workloads (a lower bound), else 0`, (s) =>
+      s.value === undefined ? undefined : s.value.complete ? 0 : 1,
+    );
+    sampledGauge('live_grants_sample_age_seconds', 'Age of the live-grants value reported (grows while the store cannot be read)', (s, now) =>
+      s.valueAt === undefined ? undefined : Math.max(0, (now - s.valueAt) / 1000),
+    );
     const issuerGauge = (name: string, help: string, value: (s: OidcIssuerStatus, now: number) => number | undefined) =>
       new Gauge({
         name: `${PREFIX}${name}`,
@@ -149,6 +208,9 @@ export class Metrics implements StoreMetrics {
     return this.registry.contentType;
   }
 }
+
+/** GET /metrics: the text exposition of `metrics`. */
+export const metricsHandler = (metrics: Metrics) => async (c: Context) => c.body(await metrics.scrape(), 200, { 'content-type': metrics.contentType });
 
 /** The reason code of a policy refusal: the first part of the intent the closest rule does not cover. */
 export function policyDenialReason(decision: Extract<Decision, { allowed: false }>): DenialReason {

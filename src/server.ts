@@ -23,7 +23,8 @@ import type { Logger } from './log.js';
 import { Policy } from './policy/evaluate.js';
 import { MAX_REQUEST_HEADER_BYTES } from './protocol/limits.js';
 import { Keyring } from './tokens/keyring.js';
-import { Metrics } from './metrics.js';
+import { LIVE_GRANTS_MAX_WORKLOADS, Metrics } from './metrics.js';
+import { listenMetrics, type MetricsServer } from './http/metrics-server.js';
 import { AuditTails, type TailOptions } from './operator/audit-log.js';
 import { TlsMaterialWatcher, type TlsMaterial } from './tls/material.js';
 import { keepPeerChains } from './tls/peer-chain.js';
@@ -40,6 +41,8 @@ export interface BrokerRuntime {
   tls: TlsMaterialWatcher | undefined;
   /** Base URL once listening. */
   url: string;
+  /** Base URL of the metrics listener, when `metrics.listen` is configured. */
+  metricsUrl?: string;
   port: number;
   close(): Promise<void>;
 }
@@ -111,6 +114,7 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
     signingKeyCreatedAt: () => keyring.currentKeyCreatedAt(),
     publishedKeys: async () => (await keyring.jwks()).keys.length,
     ...(oidc ? { issuers: () => oidc.status() } : {}),
+    liveGrants: (now) => store.countLiveGrants({ now, maxLifetimeMs: config.grants.max_lifetime, maxWorkloads: LIVE_GRANTS_MAX_WORKLOADS }),
   });
   const broker = new Broker({ config, store, policy, keyring, attestors, clock, log, metrics, ...(operatorX509 ? { operatorX509 } : {}) });
   const readiness: ReadinessCheck[] = [
@@ -122,12 +126,18 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
   ];
   const clientCerts = attestors.x509 ? createClientCertSource({ forwarded: config.attestation.x509?.forwarded, log }) : undefined;
   const tails = new AuditTails(opts.auditTails);
-  const app = createApp({ config, broker, keyring, log, readiness, metrics, operator: { config, store, keyring, clock, log, policy, tails, metrics }, ...(clientCerts ? { clientCerts } : {}), ...(opts.extend ? { extend: opts.extend } : {}) });
+  const app = createApp({ config, broker, keyring, log, readiness, metrics, metricsElsewhere: Boolean(config.metrics.listen), operator: { config, store, keyring, clock, log, policy, tails, metrics }, ...(clientCerts ? { clientCerts } : {}), ...(opts.extend ? { extend: opts.extend } : {}) });
 
-  let server: Server;
+  let server: Server | undefined;
+  let metricsServer: MetricsServer | undefined;
   try {
     server = await listen(app, config, tls?.current, log);
+    if (config.metrics.listen)
+      metricsServer = await listenMetrics(metrics, config.metrics.listen, log).catch((e: Error) => {
+        throw new StartError(e.message);
+      });
   } catch (e) {
+    await closeServer(server);
     // Nothing may keep the process alive after a failed start.
     keyring.stop();
     broker.close();
@@ -156,15 +166,13 @@ export async function startBroker(config: Config, opts: StartOptions): Promise<B
     tls,
     url,
     port,
+    ...(metricsServer ? { metricsUrl: metricsServer.url } : {}),
     async close() {
       tls?.stop();
       keyring.stop();
       broker.close();
       await tails.close(); // live audit tails end their streams before the server closes the connections
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections?.();
-      });
+      await Promise.all([closeServer(server), metricsServer?.close()]);
       for (const a of Object.values(attestors)) await a.close?.();
       if (!opts.store) await store.close();
     },
@@ -227,6 +235,14 @@ function listen(app: Hono, config: Config, tls: TlsMaterial | undefined, log: Lo
       s.off('error', onError); // only start-up errors are ours to turn into a StartError
       resolve(s);
     });
+  });
+}
+
+function closeServer(server: Server | undefined): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (!server?.listening) return resolve();
+    server.close(() => resolve());
+    server.closeAllConnections?.();
   });
 }
 

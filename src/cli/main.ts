@@ -3,10 +3,10 @@
  * `jit-broker`: dispatch only. Each command lives in commands/ (one file each) and parses its own
  * arguments with node:util parseArgs. Exit codes: 0 ok, 1 failure, 2 usage, 78 config (EX_CONFIG).
  */
-import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors.js';
 import { BrokerError } from './client.js';
 import { EXIT, UsageError, type Command } from './usage.js';
+import { packageVersion } from '../util/package-version.js';
 
 /**
  * The commands, in the overview's order. Each is loaded only when run (or its help is asked for):
@@ -95,11 +95,6 @@ ${COMMANDS.map((c) => `  ${c.summary}`).join('\n')}
 exit: 0 ok, 1 failure, 2 usage, 78 config error
 `;
 
-function version(): string {
-  // src/cli/main.ts and dist/cli/main.js both sit two levels below package.json.
-  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-}
-
 const find = (name: string | undefined) => COMMANDS.find((c) => c.name === name);
 
 /** A help flag among the arguments (before `--`). */
@@ -119,7 +114,7 @@ async function main(argv: string[]): Promise<number> {
     return EXIT.ok;
   }
   if (name === '--version' || name === '-V') {
-    process.stdout.write(`jit-broker ${version()}\n`);
+    process.stdout.write(`jit-broker ${packageVersion()}\n`);
     return EXIT.ok;
   }
   if (name === 'help') {

@@ -229,11 +229,24 @@ export const configSchema = z
     operators: z.array(operatorSchema).max(1000).default([]),
     policies: policySchema,
     log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).strict().prefault({}),
+    /** GET /metrics: on the main listener, or (with `listen`) on a plain-HTTP listener of its own and not on the main one. */
+    metrics: z
+      .object({
+        listen: z
+          .object({ host: z.string().min(1).default('0.0.0.0'), port: z.number().int().min(0).max(65535) })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict()
   .superRefine((cfg, ctx) => {
     const t = cfg.tokens;
     const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
+    const m = cfg.metrics.listen;
+    if (m && m.port !== 0 && m.port === cfg.listen.port && (m.host === cfg.listen.host || [m.host, cfg.listen.host].some((h) => h === '0.0.0.0' || h === '::')))
+      issue(['metrics', 'listen', 'port'], `must differ from listen.port (${cfg.listen.port}): the metrics listener is a server of its own`);
     if (t.max_ttl > TTL_CAP_MS) issue(['tokens', 'max_ttl'], `must be <= ${formatDuration(TTL_CAP_MS)}`);
     if (t.max_ttl < TTL_FLOOR_MS) issue(['tokens', 'max_ttl'], `must be >= ${formatDuration(TTL_FLOOR_MS)}`);
     if (t.default_ttl < TTL_FLOOR_MS) issue(['tokens', 'default_ttl'], `must be >= ${formatDuration(TTL_FLOOR_MS)}`);

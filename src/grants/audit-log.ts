@@ -48,18 +48,10 @@ export interface KeyEvent {
   retire_at?: number;
 }
 
-export type LogEventType = AuditEventType | KeyEventType | 'operator.action';
-export const LOG_EVENT_TYPES: readonly LogEventType[] = [
-  'grant.issued',
-  'grant.denied',
-  'grant.renewed',
-  'grant.ended',
-  'grant.revoked',
-  'grant.replay_detected',
-  'key.published',
-  'key.retired',
-  'operator.action',
-];
+import { LOG_EVENT_TYPES, type LogEventType } from '../protocol/operator.js';
+export { LOG_EVENT_TYPES, type LogEventType };
+/** Every event type the log holds has its name on the wire (a compile error otherwise). */
+const _everyTypeNamed: [Exclude<AuditEventType | KeyEventType | 'operator.action', LogEventType>] extends [never] ? true : never = true;
 
 /** One event of the merged log; `id` is its position (`<ms>-<seq>:<code>`). */
 export type LogEvent = (AuditEvent | OperatorEvent | KeyEvent) & { id: string };

@@ -365,6 +365,19 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       return { grants, examined };
     },
 
+    async countLiveGrants(o: { now: number; maxLifetimeMs: number; maxWorkloads: number }): Promise<{ count: number; complete: boolean }> {
+      check();
+      see(o.now);
+      // Dev only, and held in memory: every workload is counted.
+      let count = 0;
+      for (const w of workloads.values())
+        for (const id of w.live.keys()) {
+          const g = record(id);
+          if (g && isLive(g, o.now)) count++;
+        }
+      return { count, complete: true };
+    },
+
     async listWorkloads(o: { now: number; retentionMs: number; limit: number; after?: IndexPosition }): Promise<{ workloads: WorkloadSummary[]; next?: IndexPosition }> {
       check();
       see(o.now);

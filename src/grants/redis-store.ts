@@ -841,6 +841,23 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       return guarded('walkGrants', () => walk(o));
     },
 
+    countLiveGrants(o: { now: number; maxLifetimeMs: number; maxWorkloads: number }): Promise<{ count: number; complete: boolean }> {
+      return guarded('countLiveGrants', async () => {
+        // One read of the hint index, then one ZCOUNT per workload (bounded by maxWorkloads),
+        // sent in batches on the connection: O(workloads seen), never O(grants). A hint lags its
+        // workload's latest grant by up to HINT_EVERY_MS.
+        const since = o.now - o.maxLifetimeMs - HINT_EVERY_MS;
+        const ids = await redis.zrevrangebyscore(workloadsKey, '+inf', `(${since}`, 'LIMIT', 0, o.maxWorkloads + 1);
+        const counted = ids.slice(0, o.maxWorkloads);
+        let count = 0;
+        for (let i = 0; i < counted.length; i += 500) {
+          const counts = await Promise.all(counted.slice(i, i + 500).map((id) => redis.zcount(keysOf(id).live, `(${o.now}`, '+inf')));
+          count += counts.reduce((a, b) => a + b, 0);
+        }
+        return { count, complete: ids.length <= o.maxWorkloads };
+      });
+    },
+
     listWorkloads(o: { now: number; retentionMs: number; limit: number; after?: IndexPosition }): Promise<{ workloads: WorkloadSummary[]; next?: IndexPosition }> {
       return guarded('listWorkloads', async () => {
         await redis.zremrangebyscore(workloadsKey, '-inf', `(${o.now - o.retentionMs}`);

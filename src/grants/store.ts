@@ -335,6 +335,13 @@ export interface GrantStore {
   /** Workloads with grants within retention, most recently seen first, with live counts (hint index). */
   listWorkloads(opts: { now: number; retentionMs: number; limit: number; after?: IndexPosition }): Promise<{ workloads: WorkloadSummary[]; next?: IndexPosition }>;
   /**
+   * Live grants now (the metrics gauge), at a bounded cost: summed over the live indexes of the
+   * workloads that started a task within `maxLifetimeMs` (no older grant can be live), at most
+   * `maxWorkloads` of them (most recent first); `complete` is false when more were left out.
+   * Never a walk over grants.
+   */
+  countLiveGrants(opts: { now: number; maxLifetimeMs: number; maxWorkloads: number }): Promise<{ count: number; complete: boolean }>;
+  /**
    * Appends an audit event (denials; state changes write their own). A denial is clipped
    * (codec.ts clipDenial) and goes to the workload's capped denial stream, apart from its
    * lifecycle events, which no denial can evict; other events go to the lifecycle stream.

@@ -5,7 +5,9 @@ import type { Logger } from '../log.js';
 import { errorResponse, json } from './errors.js';
 import { callContextOf, clientAddressOfContext } from './call-context.js';
 import { requestLog } from './request-log.js';
-import type { Metrics } from '../metrics.js';
+import { metricsHandler, type Metrics } from '../metrics.js';
+import { buildOpenApiDocument } from './openapi.js';
+import { packageVersion } from '../util/package-version.js';
 import { oauthRoutes } from './routes/oauth.js';
 import { taskRoutes } from './routes/tasks.js';
 import { operatorRoutes } from './routes/operator.js';
@@ -27,6 +29,8 @@ export interface AppDeps {
   clientCerts?: ClientCertSource;
   /** The operator service functions' dependencies (operator/): the operator API is mounted with them. */
   operator?: OperatorDeps;
+  /** GET /metrics is served by a listener of its own (`metrics.listen`), not by this app. */
+  metricsElsewhere?: boolean;
   /** Extra routes (dev mode mounts its demo token endpoint here). */
   extend?: (app: Hono) => void;
 }
@@ -54,7 +58,11 @@ export function createApp(deps: AppDeps): Hono {
   wellKnownRoutes(app, { config, keyring: deps.keyring, boundTokens: Boolean(deps.clientCerts) });
   healthRoutes(app, deps.readiness, log);
   const metrics = deps.metrics;
-  if (metrics) app.get('/metrics', async (c) => c.body(await metrics.scrape(), 200, { 'content-type': metrics.contentType }));
+  if (metrics && !deps.metricsElsewhere) app.get('/metrics', metricsHandler(metrics));
+  // The document describes the routes registered above, its own included: built once, here.
+  let openapi = '';
+  app.get('/openapi.json', () => new Response(openapi, { headers: { 'content-type': 'application/json', 'cache-control': 'public, max-age=300' } }));
   deps.extend?.(app);
+  openapi = JSON.stringify(buildOpenApiDocument(app.routes, { version: packageVersion(), serverUrl: config.issuer }));
   return app;
 }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Operator } from '../auth/operators.js';
+import type { AuditLogEntry, AuditLogResponse } from '../protocol/operator.js';
 import { InvalidRequest, LimitExceeded } from '../errors.js';
 import {
   formatPosition,
@@ -87,7 +88,7 @@ const filters = {
   grant: z.string().max(64).refine(isGrantId, 'must be a grant id').optional(),
 };
 
-const querySchema = z
+export const auditQuerySchema = z
   .object({
     ...filters,
     since: time.optional(),
@@ -101,48 +102,12 @@ const querySchema = z
   .refine((q) => !(q.workload && q.grant), { message: 'give workload or grant, not both', path: ['grant'] })
   .refine((q) => q.since === undefined || q.until === undefined || q.since < q.until, { message: 'must be after since', path: ['until'] });
 
-const tailSchema = z
+export const auditTailSchema = z
   .object({ ...filters, since: time.optional(), last_event_id: z.string().max(64).optional() })
   .strict()
   .refine((q) => !(q.workload && q.grant), { message: 'give workload or grant, not both', path: ['grant'] });
 
-/** One event as the API returns it (GET /v1/audit, ndjson lines, SSE data). Absent members are left out. */
-export interface AuditLogEntry {
-  /** Position in the merged log: `<ms>-<seq>:<stream>` (an SSE event id; opaque to clients). */
-  id: string;
-  type: LogEventType;
-  /** When the broker recorded it (ISO 8601). */
-  at: string;
-  workload?: string;
-  grant?: string;
-  rule?: string;
-  reason?: string;
-  audience?: string;
-  actions?: string[];
-  task?: string;
-  generation?: number;
-  count?: number;
-  /** The operator who acted (operator.action), or who revoked (grant.revoked by an operator). */
-  operator?: string;
-  role?: 'auditor' | 'admin';
-  action?: string;
-  selector?: string;
-  dry_run?: boolean;
-  done?: boolean;
-  kid?: string;
-  alg?: string;
-  instance?: string;
-  retire_at?: string;
-}
-
-export interface AuditLogResponse {
-  order: 'asc' | 'desc';
-  events: AuditLogEntry[];
-  /** Pass as `cursor` (with the same filters) for the next page; null: desc walk finished. */
-  cursor: string | null;
-  /** desc: no older events; asc: caught up with the log (call again later with the cursor). */
-  done: boolean;
-}
+export type { AuditLogEntry, AuditLogResponse };
 
 export function entryOf(e: LogEvent): AuditLogEntry {
   const out: Record<string, unknown> = {};
@@ -185,7 +150,7 @@ export interface AuditLogPageResult extends AuditLogResponse {
  * read stream), with the query and the number of events returned.
  */
 export async function readAuditLog(deps: OperatorDeps, op: Operator, params: Record<string, string>): Promise<AuditLogPageResult> {
-  const q = parseParams(querySchema, params);
+  const q = parseParams(auditQuerySchema, params);
   const format = q.format ?? 'json';
   const order = q.order ?? (format === 'ndjson' ? 'asc' : 'desc');
   const max = format === 'ndjson' ? EXPORT_PAGE_MAX : AUDIT_PAGE_MAX;
@@ -296,7 +261,7 @@ export interface TailStart {
  * `last_event_id`) is the id of the last event received; else `since`; else from now.
  */
 export async function startTail(deps: OperatorDeps, op: Operator, params: Record<string, string>, lastEventId: string | undefined): Promise<TailStart> {
-  const q = parseParams(tailSchema, params);
+  const q = parseParams(auditTailSchema, params);
   const { scope, key } = scopeOf(q);
   const resume = lastEventId ?? q.last_event_id;
   let after: LogPosition | undefined;

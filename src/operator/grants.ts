@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { GrantPage, GrantRow, GrantRowStatus } from '../protocol/operator.js';
 import type { Operator } from '../auth/operators.js';
 import { InvalidRequest, NotFound } from '../errors.js';
 import { isGrantId } from '../grants/ids.js';
@@ -7,32 +8,10 @@ import { decodeCursor, encodeCursor, MAX_CURSOR } from './cursor.js';
 import { auditOperator, iso, MAX_EXAMINED, parseParams, type OperatorDeps } from './deps.js';
 import { pageLimitParam, paramText } from './deps.js';
 
-/** A grant's status as operators see it: `expired` is derived at read time (nothing is written at expiry). */
-export type GrantRowStatus = 'active' | 'expired' | 'ended' | 'revoked';
+export type { GrantPage, GrantRow, GrantRowStatus };
 
 export const statusOf = (g: Grant, now: number): GrantRowStatus => (g.status !== 'active' ? g.status : g.expires_at > now ? 'active' : 'expired');
 
-/** One grant as the operator API shows it. Times are RFC 3339. */
-export interface GrantRow {
-  grant: string;
-  workload: string;
-  evidence: { kind: Grant['workload_kind']; issuer: string };
-  task: string;
-  purpose: string;
-  intent: { audience: string; actions: string[]; resources: string[] };
-  rule: string;
-  created_at: string;
-  expires_at: string;
-  token_expires_at: string;
-  generation: number;
-  status: GrantRowStatus;
-  /** Who ended or revoked it (`holder`, `operator:<name>`, `resource_server:<name>`, `replay_detected`, `not_delivered`). */
-  closed_by?: string;
-  /** The signing key of its latest token (absent for grants recorded before keys were). */
-  kid?: string;
-  /** The token is bound to a certificate (`x5t#S256`) or a DPoP key (`jkt`). */
-  binding?: 'x5t#S256' | 'jkt';
-}
 
 export function grantRow(g: Grant, now: number): GrantRow {
   return {
@@ -96,11 +75,6 @@ export function grantFilter(q: Omit<GrantQuery, 'limit' | 'cursor' | 'since' | '
     (q.status === undefined || statusOf(g, now) === q.status);
 }
 
-export interface GrantPage {
-  grants: GrantRow[];
-  /** Present when more may follow: pass it back to continue (the page may be short when filters skipped many grants). */
-  cursor?: string;
-}
 
 /**
  * GET /v1/grants (auditor): grants newest first. With `workload`, from that workload's own
@@ -130,9 +104,7 @@ export async function queryGrants(deps: OperatorDeps, op: Operator, params: unkn
 }
 
 /** One grant with its audit history, as GET /v1/grants/{id} answers. */
-export interface GrantDetail extends GrantRow {
-  events: AuditEvent[];
-}
+export type GrantDetail = GrantRow & { events: AuditEvent[] };
 
 /** GET /v1/grants/{id} (auditor): the grant and its events (issued, renewed, ended, revoked, replays, denials of its renewal). */
 export async function showGrant(deps: OperatorDeps, op: Operator, id: string): Promise<GrantDetail> {

@@ -1,25 +1,14 @@
 import type { Operator } from '../auth/operators.js';
+import type { KeyList, KeyRow, RotateResult } from '../protocol/operator.js';
 import { auditOperator, instanceName, iso, type OperatorDeps } from './deps.js';
 
-/** One published signing key, as GET /v1/keys lists it. */
-export interface KeyRow {
-  kid: string;
-  alg: string;
-  created_at: string;
-  /** After this the key signs nothing more. */
-  retire_at: string;
-  /** After this the key leaves the JWKS. */
-  expires_at: string;
-  /** Whether the instance that answered holds its private half, and what for. */
-  this_instance: boolean;
-  state?: 'current' | 'next' | 'retired';
-}
+export type { KeyRow, RotateResult };
 
 /** GET /v1/keys (auditor): every published key (authenticated by the publication secret, not revoked), newest first; and the revoked ones. */
 export async function listKeys(
   deps: OperatorDeps,
   op: Operator,
-): Promise<{ instance: string; keys: KeyRow[]; revoked: { kid: string; revoked_at: string; by: string }[] }> {
+): Promise<KeyList> {
   const now = deps.clock();
   const [published, marks] = await Promise.all([deps.store.publishedKeys(now), deps.store.revokedKeys(now)]);
   const held = new Map(deps.keyring.heldKeys().map((k) => [k.kid, k.state]));
@@ -42,14 +31,6 @@ export async function listKeys(
   return { instance: instanceName(deps), keys, revoked };
 }
 
-export interface RotateResult {
-  /** The instance that rotated: each broker instance signs with keys of its own. */
-  instance: string;
-  rotated: boolean;
-  previous_kid?: string;
-  current_kid?: string;
-  note: string;
-}
 
 /**
  * POST /v1/keys/rotate (admin): the instance that answers moves to its next (already published)

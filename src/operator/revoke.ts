@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Operator } from '../auth/operators.js';
+import type { RevokeResult } from '../protocol/operator.js';
 import { InvalidRequest } from '../errors.js';
 import { isGrantId } from '../grants/ids.js';
 import type { Grant } from '../grants/store.js';
@@ -33,19 +34,7 @@ export const revokeRequestSchema = z
 
 export type RevokeSelector = z.output<typeof selectorSchema>;
 
-export interface RevokeResult {
-  /** Grants revoked by this call (in a dry run: that would be). */
-  revoked: number;
-  /** True when nothing more matches: the operation is complete. */
-  done: boolean;
-  /** Pass back to continue when `done` is false. */
-  cursor?: string;
-  dry_run?: boolean;
-  /** Dry run: the live grants this call matched. */
-  grants?: string[];
-  /** Revocation by key_id: whether the instance that answered held the key (it stopped signing with it at once). */
-  key?: { kid: string; held_by_this_instance: boolean; instance: string };
-}
+export type { RevokeResult };
 
 /** Revoked grants are closed this many at a time (pipelined). */
 const CLOSE_BATCH = 64;

@@ -1,19 +1,12 @@
 import { z } from 'zod';
 import type { Operator } from '../auth/operators.js';
+import type { WorkloadList, WorkloadRow } from '../protocol/operator.js';
 import { decodeCursor, encodeCursor, MAX_CURSOR } from './cursor.js';
 import { auditOperator, iso, pageLimitParam, parseParams, type OperatorDeps } from './deps.js';
 
-export interface WorkloadRow {
-  workload: string;
-  /** Live grants now (active and unexpired). */
-  live_grants: number;
-  /** Its latest lifecycle event (issued, renewed, ended, revoked). */
-  last_activity: string;
-  /** When it last started a task (refreshed about once a minute per broker instance). */
-  last_seen: string;
-}
+export type { WorkloadRow };
 
-const workloadQuerySchema = z
+export const workloadQuerySchema = z
   .object({
     limit: pageLimitParam.optional(),
     cursor: z.string().max(MAX_CURSOR).optional(),
@@ -24,7 +17,7 @@ const workloadQuerySchema = z
  * GET /v1/workloads (auditor): workloads that had grants within the audit retention, most recently
  * seen first, from the workloads hint index, with their live grant counts. Paged with a cursor.
  */
-export async function listWorkloads(deps: OperatorDeps, op: Operator, params: unknown): Promise<{ workloads: WorkloadRow[]; cursor?: string }> {
+export async function listWorkloads(deps: OperatorDeps, op: Operator, params: unknown): Promise<WorkloadList> {
   const q = parseParams(workloadQuerySchema, params);
   const now = deps.clock();
   const after = decodeCursor(q.cursor);

@@ -25,6 +25,7 @@
  * rule says what to change.
  */
 import { z } from 'zod';
+import type { EvidenceKind, Explanation, IntentPart, RuleRefusal } from '../protocol/operator.js';
 import type { Workload } from '../attestation/attestor.js';
 import { intentSchema } from '../protocol/intent.js';
 import { isWellFormed, NOT_WELL_FORMED } from '../protocol/unicode.js';
@@ -41,10 +42,7 @@ export const explainRequestSchema = z
   .strict();
 export type ExplainRequest = z.output<typeof explainRequestSchema>;
 
-export type EvidenceKind = 'oidc' | 'x509';
-
-/** A part of a request that a rule can refuse. */
-export type IntentPart = 'workload' | 'audience' | 'actions' | 'resources' | 'evidence_kind';
+export type { EvidenceKind, Explanation, IntentPart, RuleRefusal };
 
 export interface ExplainWorkload {
   id: string;
@@ -58,46 +56,7 @@ export interface ExplainIntent {
   resources?: readonly string[];
 }
 
-/** What one rule refuses of a request. */
-export interface RuleRefusal {
-  /** The parts refused, in the order workload, audience, actions, resources, evidence_kind. */
-  parts: IntentPart[];
-  /** The rule does not name this workload. */
-  workload?: string;
-  audience?: string;
-  actions: string[];
-  resources: string[];
-  /** The rule scopes tokens to resources but the request named none. */
-  resources_required?: boolean;
-  /** The rule requires a bound token and this evidence kind cannot bind one. */
-  evidence_kind?: { required: 'x509'; presented: EvidenceKind };
-}
 
-export interface Explanation {
-  decision: 'allow' | 'deny';
-  workload: string;
-  /** As asked; null when the request left it open. */
-  evidence_kind: EvidenceKind | null;
-  /** The rule that allows the request (allow), else null. */
-  rule: string | null;
-  /** Allow only: what a task start would be granted and under which caps. */
-  granted: {
-    audience: string;
-    actions: string[];
-    resources: string[];
-    max_ttl_ms: number | null;
-    max_lifetime_ms: number | null;
-    require_binding: boolean;
-  } | null;
-  /** Deny only: the sentence a task start answers with (error_description). */
-  reason: string | null;
-  /** Deny only: the parts of the intent that no rule for this workload allows, each on its own. */
-  not_allowed: RuleRefusal | null;
-  /** Deny only: the rule needing the fewest changes, and what it refuses; null when the policy is empty. */
-  closest_rule: { name: string; refused: RuleRefusal } | null;
-  /** How many rules name this workload. */
-  rules_for_workload: number;
-}
 
 /** Explains the decision `policy.evaluate` makes for this workload and intent. */
 export function explain(policy: Policy, workload: ExplainWorkload, intent: ExplainIntent): Explanation {

@@ -1,27 +1,11 @@
 import { z } from 'zod';
-import { AUTHORIZATION_DETAILS_TYPE, type TaskAuthorizationDetail } from './intent.js';
+import { taskAuthorizationDetailSchema } from './intent.js';
 
 export const TASK_TOKEN_TYP = 'at+jwt';
 
 /** Confirmation claim: RFC 8705 §3.1 (mTLS) or RFC 9449 §6.1 (DPoP). */
-export type Confirmation = { 'x5t#S256': string } | { jkt: string };
-
-/** Claims of a task token (RFC 9068 §2.2 + RFC 9396 §9.1 + the grant's own). */
-export interface TaskTokenClaims {
-  iss: string;
-  sub: string;
-  aud: string;
-  iat: number;
-  nbf: number;
-  exp: number;
-  jti: string;
-  client_id: string;
-  grant: string;
-  txn: string;
-  scope: string;
-  authorization_details: TaskAuthorizationDetail[];
-  cnf?: Confirmation;
-}
+export const confirmationSchema = z.union([z.object({ 'x5t#S256': z.string().min(1) }).strict(), z.object({ jkt: z.string().min(1) }).strict()]);
+export type Confirmation = z.infer<typeof confirmationSchema>;
 
 /**
  * The claims of a task token as a verifier must find them: the shape is checked after the
@@ -39,17 +23,8 @@ export const taskTokenClaimsSchema = z.object({
   grant: z.string().min(1).max(256),
   txn: z.string().min(1),
   scope: z.string(),
-  authorization_details: z
-    .array(
-      z.object({
-        type: z.literal(AUTHORIZATION_DETAILS_TYPE),
-        locations: z.array(z.string()),
-        actions: z.array(z.string()),
-        resources: z.array(z.string()),
-        purpose: z.string(),
-        identifier: z.string(),
-      }),
-    )
-    .min(1),
-  cnf: z.union([z.object({ 'x5t#S256': z.string().min(1) }).strict(), z.object({ jkt: z.string().min(1) }).strict()]).optional(),
+  authorization_details: z.array(taskAuthorizationDetailSchema).min(1),
+  cnf: confirmationSchema.optional(),
 });
+/** Claims of a task token (RFC 9068 §2.2 + RFC 9396 §9.1 + the grant's own). */
+export type TaskTokenClaims = z.infer<typeof taskTokenClaimsSchema>;

@@ -1,3 +1,5 @@
+import { z } from 'zod';
+
 /** Error codes on the wire (RFC 6749 §5.2, RFC 6750 §3.1, RFC 8693 §2.2.2, RFC 9396 §5, RFC 7009 §2.2.1). */
 export const ERROR_CODES = [
   'invalid_request',
@@ -28,9 +30,10 @@ export type ErrorCode = (typeof ERROR_CODES)[number];
 export const ERROR_REASONS = ['replay_detected'] as const;
 export type ErrorReason = (typeof ERROR_REASONS)[number];
 
-/** Body of every error response. */
-export interface ErrorBody {
-  error: ErrorCode;
-  error_description: string;
-  error_reason?: ErrorReason;
-}
+/** Body of every error response (RFC 6749 §5.2). */
+export const errorBodySchema = z.object({
+  error: z.enum(ERROR_CODES),
+  error_description: z.string().describe('A human sentence saying what was wrong; never a secret or a stack trace'),
+  error_reason: z.enum(ERROR_REASONS).optional(),
+});
+export type ErrorBody = z.infer<typeof errorBodySchema>;

@@ -7,3 +7,5 @@ export * from './limits.js';
 export * from './unicode.js';
 export * from './match.js';
 export * from './denials.js';
+export * from './discovery.js';
+export * from './operator.js';

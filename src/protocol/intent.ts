@@ -74,16 +74,27 @@ export type IntentRequest = z.input<typeof intentSchema>;
 export type Intent = z.output<typeof intentSchema>;
 
 /** A granted intent always has a task id (the broker assigns one when the request has none). */
-export type GrantedIntent = Required<Intent>;
+export type GrantedIntent = z.infer<typeof grantedIntentSchema>;
 
 /** RFC 9396 authorization_details type used for task intents. */
 export const AUTHORIZATION_DETAILS_TYPE = 'jit_task';
 
-export interface TaskAuthorizationDetail {
-  type: typeof AUTHORIZATION_DETAILS_TYPE;
-  locations: string[];
-  actions: string[];
-  resources: string[];
-  purpose: string;
-  identifier: string;
-}
+/** One RFC 9396 authorization detail of a task token: the granted intent. */
+export const taskAuthorizationDetailSchema = z.object({
+  type: z.literal(AUTHORIZATION_DETAILS_TYPE),
+  locations: z.array(z.string()),
+  actions: z.array(z.string()),
+  resources: z.array(z.string()),
+  purpose: z.string(),
+  identifier: z.string(),
+});
+export type TaskAuthorizationDetail = z.infer<typeof taskAuthorizationDetailSchema>;
+
+/** The intent as granted (answers, records): the request's intersection with the rule, with its task id. */
+export const grantedIntentSchema = z.object({
+  audience: z.string(),
+  actions: z.array(z.string()),
+  resources: z.array(z.string()),
+  purpose: z.string(),
+  task: z.string(),
+});

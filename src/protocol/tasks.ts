@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { intentSchema, type GrantedIntent } from './intent.js';
+import { confirmationSchema } from './claims.js';
+import { grantedIntentSchema, intentSchema, taskAuthorizationDetailSchema } from './intent.js';
 import { MAX_TASK_TOKEN_BYTES } from './limits.js';
 
 /** Durations on the wire: integer seconds, or a string like "90s", "5m", "1h". */
@@ -29,22 +30,24 @@ export const taskStartRequestSchema = z
   .strict();
 export type TaskStartRequest = z.input<typeof taskStartRequestSchema>;
 
+/** An RFC 3339 time, as every answer writes it. */
+const time = z.iso.datetime({ offset: true });
+
 /** 201 response of POST /v1/tasks. */
-export interface TaskStartResponse {
-  access_token: string;
-  token_type: 'Bearer';
-  issued_token_type: 'urn:ietf:params:oauth:token-type:access_token';
-  grant: string;
-  workload: string;
-  expires_in: number;
-  /** RFC 3339 time the token expires. */
-  expires_at: string;
-  /** RFC 3339 time the grant (the task's whole lifetime) ends. */
-  grant_expires_at: string;
-  scope: string;
-  intent: GrantedIntent;
-  rule: string;
-}
+export const taskStartResponseSchema = z.object({
+  access_token: z.string().describe('The task token (a JWT, RFC 9068)'),
+  token_type: z.literal('Bearer'),
+  issued_token_type: z.literal('urn:ietf:params:oauth:token-type:access_token'),
+  grant: z.string().describe('The grant id: renew and end the task with it'),
+  workload: z.string().describe('The attested workload id'),
+  expires_in: z.number().int().nonnegative(),
+  expires_at: time.describe('When the token expires'),
+  grant_expires_at: time.describe("When the grant (the task's whole lifetime) ends"),
+  scope: z.string().describe('The granted actions, space-separated'),
+  intent: grantedIntentSchema,
+  rule: z.string().describe('The policy rule that allowed the grant'),
+});
+export type TaskStartResponse = z.infer<typeof taskStartResponseSchema>;
 
 /**
  * Body of POST /v1/tasks/{grant}/renew (may be empty over mTLS). The current task token travels
@@ -69,16 +72,18 @@ export type TaskRenewRequest = z.input<typeof taskRenewRequestSchema>;
 export const RENEW_RETRY_WINDOW_MS = 10_000;
 
 /** 200 response of POST /v1/tasks/{grant}/renew: a new token for the same grant. */
-export type TaskRenewResponse = TaskStartResponse & { generation: number };
+export const taskRenewResponseSchema = taskStartResponseSchema.extend({
+  generation: z.number().int().positive().describe("The token's place in the grant's sequence (the first token is 1)"),
+});
+export type TaskRenewResponse = z.infer<typeof taskRenewResponseSchema>;
 
 /** 200 response of POST /v1/tasks/{grant}/end: the grant's state after the call. */
-export interface TaskEndResponse {
-  grant: string;
-  /** `ended` by this call or an earlier one; `revoked` or `expired` if it already was. */
-  status: 'ended' | 'revoked' | 'expired';
-  /** RFC 3339 time the grant's authority ended. */
-  ended_at: string;
-}
+export const taskEndResponseSchema = z.object({
+  grant: z.string(),
+  status: z.enum(['ended', 'revoked', 'expired']).describe('`ended` by this call or an earlier one; `revoked` or `expired` if it already was'),
+  ended_at: time.describe("When the grant's authority ended"),
+});
+export type TaskEndResponse = z.infer<typeof taskEndResponseSchema>;
 
 /**
  * Form parameters of POST /oauth2/introspect and /oauth2/revoke (RFC 7662 §2.1, RFC 7009 §2.1).
@@ -92,29 +97,30 @@ export const tokenParamsSchema = z.object({
 });
 
 /** RFC 7662 §2.2: `active: false` alone, or the token's claims with the extensions we add. */
-export type IntrospectionResponse =
-  | { active: false }
-  | {
-      active: true;
-      iss: string;
-      sub: string;
-      aud: string;
-      client_id: string;
-      scope: string;
-      token_type: 'Bearer';
-      iat: number;
-      nbf: number;
-      exp: number;
-      jti: string;
-      /** jit-broker: the grant and task the token belongs to. */
-      grant: string;
-      txn: string;
-      /** Seconds the token has left. */
-      expires_in: number;
-      /** When the grant ends (epoch seconds), unless ended or revoked first. */
-      grant_exp: number;
-      /** jit-broker: the policy rule that allowed the grant (from its record). */
-      rule: string;
-      authorization_details: unknown[];
-      cnf?: { 'x5t#S256': string } | { jkt: string };
-    };
+export const introspectionResponseSchema = z.union([
+  z.object({ active: z.literal(false) }),
+  z.object({
+    active: z.literal(true),
+    iss: z.string(),
+    sub: z.string(),
+    aud: z.string(),
+    client_id: z.string(),
+    scope: z.string(),
+    token_type: z.literal('Bearer'),
+    iat: z.number().int(),
+    nbf: z.number().int(),
+    exp: z.number().int(),
+    jti: z.string(),
+    grant: z.string().describe('jit-broker: the grant the token belongs to'),
+    txn: z.string().describe('jit-broker: the task the token belongs to'),
+    expires_in: z.number().int().describe('Seconds the token has left'),
+    grant_exp: z.number().int().describe('When the grant ends (epoch seconds), unless ended or revoked first'),
+    rule: z.string().describe('jit-broker: the policy rule that allowed the grant (from its record)'),
+    authorization_details: z.array(taskAuthorizationDetailSchema),
+    cnf: confirmationSchema.optional(),
+  }),
+]);
+export type IntrospectionResponse = z.infer<typeof introspectionResponseSchema>;
+
+/** 200 response of POST /oauth2/revoke (RFC 7009 §2.2): empty, whether or not the token was known. */
+export const revocationResponseSchema = z.object({});

@@ -12,6 +12,7 @@ import { grantKeys, workloadTag } from '../../src/grants/ids.js';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import { DENIAL_REASONS } from '../../src/protocol/denials.js';
 import type { BrokerRuntime } from '../../src/server.js';
+import { LIVE_GRANTS_SAMPLE_MS } from '../../src/metrics.js';
 import { AUDIENCE, postJson, startTestBroker } from '../helpers/broker.js';
 import { redisUrl } from '../helpers/redis.js';
 
@@ -201,6 +202,9 @@ describe('GET /metrics', () => {
       const text = await (await fetch(`${down.url}/metrics`)).text();
       const failures = Number(/^jit_broker_redis_command_failures_total\{kind="error"\} (\d+)$/m.exec(text)?.[1] ?? 0);
       expect(failures).toBeGreaterThanOrEqual(1);
+      // Live grants cannot be read: unknown (NaN), never a made-up 0.
+      expect(text).toMatch(/^jit_broker_live_grants nan$/im);
+      expect(text).toMatch(/^jit_broker_live_grants_sample_age_seconds nan$/im);
     } finally {
       await down.close();
     }
@@ -215,6 +219,91 @@ describe('GET /metrics', () => {
     } finally {
       await other.close();
     }
+  });
+});
+
+describe('live grants', () => {
+  it.each(['redis', 'memory'] as const)('jit_broker_live_grants moves by exactly the live grants a workload leaves (start 3, end 1: +2), sampled at most every 15 s (%s store)', async (kind) => {
+    let offset = 0;
+    const own = await startTestBroker(issuer, kind === 'memory' ? { store: { kind: 'memory' } } : {}, { clock: () => Date.now() + offset });
+    try {
+      const gauge = async (name = 'jit_broker_live_grants') => {
+        const text = await (await fetch(`${own.url}/metrics`)).text();
+        const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+        return m ? Number(m[1]) : undefined;
+      };
+      const before = await gauge();
+      expect(before).toBe(0);
+      const started = [];
+      for (let i = 0; i < 3; i++) {
+        const res = await postJson(`${own.url}/v1/tasks`, { attestation: { kind: 'oidc', token: await saToken() }, intent });
+        expect(res.status).toBe(201);
+        started.push(res.json);
+      }
+      const first = started[0]!;
+      expect((await postJson(`${own.url}/v1/tasks/${first.grant as string}/end`, {}, { authorization: `Bearer ${first.access_token as string}` })).status).toBe(200);
+      // Within the sample period the last sample is served: scrapes cost the store nothing more.
+      expect(await gauge()).toBe(before);
+      offset += LIVE_GRANTS_SAMPLE_MS;
+      expect(await gauge()).toBe(before! + 2);
+      expect(await gauge('jit_broker_live_grants_partial')).toBe(0);
+      expect(await gauge('jit_broker_live_grants_sample_age_seconds')).toBeLessThan(LIVE_GRANTS_SAMPLE_MS / 1000);
+      // Grants past their end are not live: the rule's lifetime is 1 h.
+      offset += 3_600_000 + LIVE_GRANTS_SAMPLE_MS;
+      expect(await gauge()).toBe(0);
+    } finally {
+      await own.close();
+    }
+  });
+});
+
+describe('metrics.listen', () => {
+  it('serves /metrics on a listener of its own, and the main listener answers 404 there (and leaves it out of /openapi.json)', async () => {
+    const own = await startTestBroker(issuer, { metrics: { listen: { host: '127.0.0.1', port: 0 } } });
+    const metricsUrl = own.metricsUrl;
+    try {
+      expect(metricsUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      expect(metricsUrl).not.toBe(own.url);
+      const scraped = await fetch(`${metricsUrl}/metrics`);
+      expect(scraped.status).toBe(200);
+      expect(scraped.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+      expect(await scraped.text()).toMatch(/^jit_broker_live_grants \d+$/m);
+      const main = await fetch(`${own.url}/metrics`);
+      expect(main.status).toBe(404);
+      expect(await main.json()).toMatchObject({ error: 'not_found' });
+      // Nothing else on the metrics listener.
+      const other = await fetch(`${metricsUrl}/healthz`);
+      expect(other.status).toBe(404);
+      expect(await other.json()).toMatchObject({ error: 'not_found' });
+      const doc = (await (await fetch(`${own.url}/openapi.json`)).json()) as { paths: Record<string, unknown> };
+      expect(doc.paths['/metrics']).toBeUndefined();
+      expect(doc.paths['/healthz']).toBeDefined();
+    } finally {
+      await own.close();
+    }
+    await expect(fetch(`${metricsUrl}/metrics`)).rejects.toThrow();
+  });
+
+  it('a metrics port in use stops the start with an error naming it, and leaves no listener behind; the same port as listen.port is a config error', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as { port: number }).port;
+    const mainPort = await new Promise<number>((resolve) => {
+      const s = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = s.address() as { port: number };
+        s.close(() => resolve(port));
+      });
+    });
+    try {
+      await expect(startTestBroker(issuer, { listen: { host: '127.0.0.1', port: mainPort }, metrics: { listen: { host: '127.0.0.1', port } } })).rejects.toThrow(/cannot listen for metrics on 127\.0\.0\.1:\d+: the address is already in use \(choose another metrics\.listen\.port\)/);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
+    // The main listener had started: it was closed again.
+    await expect(fetch(`http://127.0.0.1:${mainPort}/healthz`)).rejects.toThrow();
+    await expect(startTestBroker(issuer, { listen: { host: '127.0.0.1', port: 9464 }, metrics: { listen: { port: 9464 } } })).rejects.toThrow(
+      /metrics\.listen\.port: must differ from listen\.port \(9464\)/,
+    );
   });
 });
 

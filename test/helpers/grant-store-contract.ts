@@ -1060,6 +1060,23 @@ export function describeGrantStoreContract(
         expect(found.get(a)!.last_activity).toBeGreaterThanOrEqual(found.get(a)!.last_seen);
       });
 
+      it('counts live grants (the metrics gauge): created ones count, ended ones not; a bound on workloads gives at most the full count', async () => {
+        const count = (maxWorkloads = 10_000) => store.countLiveGrants({ now: t0 + 2, maxLifetimeMs: HOUR, maxWorkloads });
+        const before = (await count()).count;
+        const a = uniqueWorkload('live');
+        const b = uniqueWorkload('live');
+        const made = [makeGrant(a, t0), makeGrant(a, t0), makeGrant(b, t0)];
+        for (const g of made) await store.createGrant(g, opts(t0));
+        await store.closeGrant(made[0]!.id, a, { now: t0 + 1, status: 'ended', by: 'holder' });
+        // The workloads index is written beside the grant, best effort: poll until it is there.
+        await expect.poll(async () => (await count()).count - before).toBe(2);
+        const full = await count();
+        expect(full.complete).toBe(true);
+        const bounded = await count(1);
+        expect(bounded.count).toBeLessThanOrEqual(full.count);
+        if (bounded.complete) expect(bounded.count).toBe(full.count);
+      });
+
       it('keeps authenticated key revocation marks and leaves revoked keys out of the published ones', async () => {
         const kid = `revoked-${randomBytes(4).toString('hex')}`;
         const jwk = { kty: 'EC', crv: 'P-256', x: 'f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU', y: 'x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0', kid, alg: 'ES256' };

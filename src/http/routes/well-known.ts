@@ -1,11 +1,12 @@
 import type { Hono } from 'hono';
 import type { Config } from '../../config/schema.js';
+import type { AuthorizationServerMetadata } from '../../protocol/discovery.js';
 import { AUTHORIZATION_DETAILS_TYPE } from '../../protocol/intent.js';
 import type { Keyring } from '../../tokens/keyring.js';
 import { json } from '../errors.js';
 
 /** RFC 8414 metadata: only what this broker actually implements is advertised. */
-export function authorizationServerMetadata(config: Config, opts: { boundTokens?: boolean } = {}) {
+export function authorizationServerMetadata(config: Config, opts: { boundTokens?: boolean } = {}): AuthorizationServerMetadata {
   return {
     issuer: config.issuer,
     jwks_uri: `${config.issuer}/.well-known/jwks.json`,
