@@ -14,7 +14,8 @@
  */
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
-import Ajv from 'ajv';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormatsModule from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import { buildOpenApiDocument } from '../../src/http/openapi.js';
@@ -29,7 +30,9 @@ type Json = Record<string, unknown>;
 let issuer: OidcIssuer;
 let broker: BrokerRuntime;
 let doc: Json;
-let ajv: Ajv.Ajv;
+let ajv: Ajv2020;
+// ajv-formats is CommonJS: its default export arrives wrapped under ESM.
+const addFormats = addFormatsModule as unknown as typeof addFormatsModule.default;
 
 beforeAll(async () => {
   issuer = await startOidcIssuer({ alg: 'ES256' });
@@ -44,7 +47,10 @@ beforeAll(async () => {
   expect(res.headers.get('content-type')).toMatch(/^application\/json/);
   doc = (await res.json()) as Json;
   // A real JSON Schema validator over the document itself: every $ref resolves inside it.
-  ajv = new Ajv({ allErrors: true, unknownFormats: 'ignore' });
+  // (JSON Schema 2020-12, the dialect of OpenAPI 3.1; strict off: the document's own members
+  // such as `paths` are not schema keywords.)
+  ajv = new Ajv2020({ allErrors: true, strict: false });
+  addFormats(ajv);
   ajv.addSchema(doc, 'openapi');
 });
 afterAll(async () => {
@@ -59,7 +65,7 @@ const operation = (method: string, path: string) => (doc.paths as Record<string,
 /** Errors of validating `value` against the schema at `where` (a JSON pointer into the document); [] when valid. */
 function problems(where: string, value: unknown): string[] {
   const validate = ajv.compile({ $ref: `openapi#/${where}` });
-  return validate(value) ? [] : (validate.errors ?? []).map((e) => `${e.dataPath || '(root)'} ${e.message ?? ''} ${JSON.stringify(e.params)}`);
+  return validate(value) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath || '(root)'} ${e.message ?? ''} ${JSON.stringify(e.params)}`);
 }
 
 function responseSchemaAt(method: string, path: string, status: number | string, type = 'application/json'): string {
