@@ -32,7 +32,8 @@ export type TaskStartRequest = z.input<typeof taskStartRequestSchema>;
 /** 201 response of POST /v1/tasks. */
 export interface TaskStartResponse {
   access_token: string;
-  token_type: 'Bearer';
+  /** `DPoP` when the token is bound to a DPoP key (RFC 9449 §5), else `Bearer`. */
+  token_type: 'Bearer' | 'DPoP';
   issued_token_type: 'urn:ietf:params:oauth:token-type:access_token';
   grant: string;
   workload: string;
@@ -101,7 +102,7 @@ export type IntrospectionResponse =
       aud: string;
       client_id: string;
       scope: string;
-      token_type: 'Bearer';
+      token_type: 'Bearer' | 'DPoP';
       iat: number;
       nbf: number;
       exp: number;
