@@ -211,7 +211,11 @@ describe('a bad proof is refused with invalid_dpop_proof and changes nothing', (
       ['no jti', await proof(holder, '/v1/tasks', { jti: '' }), /jti/],
       ['not a JWT', 'not-a-jwt', /not a well-formed JWT/],
     ];
-    for (const [name, dpop, description] of cases) expectProofError(await start(broker, dpop), description), void name;
+    for (const [name, dpop, description] of cases) {
+      const res = await start(broker, dpop);
+      expect(res.json.error_description, name).toMatch(description);
+      expectProofError(res, description);
+    }
     expect(await state(broker.prefix)).toEqual(before);
   });
 
