@@ -118,7 +118,7 @@ export class Broker {
     const { config, store, clock, log } = this.deps;
     const req = parse(taskStartRequestSchema, body);
     const ttlMs = requestedTtl(req.ttl, config.tokens.default_ttl, config.tokens.max_ttl);
-    const proof = ctx.dpop === undefined ? undefined : await this.dpopProof(ctx.dpop, '/v1/tasks');
+    const proof = ctx.dpop === undefined ? undefined : this.dpopProof(ctx.dpop, '/v1/tasks');
     const workload = await this.authenticated(ctx, () => this.attest(req.attestation ?? ctx.certificate));
     const intent = { ...req.intent, resources: req.intent.resources ?? [] };
     // A DPoP proof binds the token to its key (RFC 9449 §6.1); without one, a client certificate binds it (RFC 8705).
@@ -202,7 +202,7 @@ export class Broker {
     const { config, store, clock, log } = this.deps;
     const req = parse(taskRenewRequestSchema, body ?? {});
     const ttlMs = requestedTtl(req.ttl, config.tokens.default_ttl, config.tokens.max_ttl);
-    const proof = await this.taskProof(grantId, 'renew', ctx);
+    const proof = this.taskProof(grantId, 'renew', ctx);
     const { claims, workload, grant } = await this.authenticated(ctx, async () => {
       const claims = await this.presentedToken(grantId, ctx);
       const workload = await this.attest(req.attestation ?? ctx.certificate);
@@ -307,7 +307,7 @@ export class Broker {
   /** POST /v1/tasks/{grant}/end: the holder is done; the grant's expiry moves to now. Idempotent. */
   async endTask(grantId: string, ctx: CallContext = {}): Promise<TaskEndResponse> {
     const { store, clock, log } = this.deps;
-    const proof = await this.taskProof(grantId, 'end', ctx);
+    const proof = this.taskProof(grantId, 'end', ctx);
     const claims = await this.authenticated(ctx, async () => {
       const claims = await this.presentedToken(grantId, ctx);
       if (proof || (claims.cnf && 'jkt' in claims.cnf)) checkDpopBinding(claims, proof);
@@ -434,7 +434,7 @@ export class Broker {
    * `htu` is compared with the issuer URL followed by the route's path, never with the Host
    * header: behind a proxy the issuer is the URL clients use.
    */
-  private dpopProof(proof: string, path: string, accessToken?: string): Promise<VerifiedProof> {
+  private dpopProof(proof: string, path: string, accessToken?: string): VerifiedProof {
     const { config, clock } = this.deps;
     const now = clock();
     const nonces = this.nonces;
@@ -450,8 +450,8 @@ export class Broker {
   }
 
   /** The DPoP proof sent to renew or end a grant: its `ath` must hash the presented token (present or not). */
-  private taskProof(grantId: string, op: 'renew' | 'end', ctx: CallContext): Promise<VerifiedProof | undefined> {
-    if (ctx.dpop === undefined) return Promise.resolve(undefined);
+  private taskProof(grantId: string, op: 'renew' | 'end', ctx: CallContext): VerifiedProof | undefined {
+    if (ctx.dpop === undefined) return undefined;
     if (!isGrantId(grantId)) throw new InvalidRequest('not a grant id');
     return this.dpopProof(ctx.dpop, `/v1/tasks/${grantId}/${op}`, ctx.bearer ?? '');
   }

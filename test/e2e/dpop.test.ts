@@ -1,4 +1,4 @@
-import { createHash, createHmac } from 'node:crypto';
+import { createHash, createHmac, generateKeyPairSync, sign } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { calculateJwkThumbprint, CompactSign, decodeJwt, exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -69,6 +69,20 @@ function proof(holder: Holder, path: string, o: ProofOptions = {}, alg = 'ES256'
   return new CompactSign(new TextEncoder().encode(JSON.stringify(claimsOf(path, o))))
     .setProtectedHeader({ alg, typ: 'dpop+jwt', jwk: holder.jwk, ...o.header })
     .sign(holder.privateKey);
+}
+
+/** A proof by a 1024-bit RSA key (jose refuses to make one). */
+function rsa1024(claims: object): string {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 1024 });
+  const input = `${b64({ alg: 'RS256', typ: 'dpop+jwt', jwk: publicKey.export({ format: 'jwk' }) })}.${b64(claims)}`;
+  return `${input}.${sign('sha256', Buffer.from(input), privateKey).toString('base64url')}`;
+}
+
+/** A proof whose header says ES256 but whose key (and signature) is P-384. */
+function p384AsEs256(claims: object): string {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+  const input = `${b64({ alg: 'ES256', typ: 'dpop+jwt', jwk: publicKey.export({ format: 'jwk' }) })}.${b64(claims)}`;
+  return `${input}.${sign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
 }
 
 const ath = (token: string) => createHash('sha256').update(token).digest('base64url');
@@ -169,7 +183,7 @@ describe('a DPoP proof binds the task token', () => {
   });
 
   it('binds with EdDSA and RSA keys as well', async () => {
-    for (const alg of ['EdDSA', 'PS256']) {
+    for (const alg of ['EdDSA', 'Ed25519', 'ES384', 'ES512', 'RS256', 'PS256', 'PS512']) {
       const holder = await newHolder(alg);
       const res = await start(broker, await proof(holder, '/v1/tasks', {}, alg));
       expect(res.status, alg).toBe(201);
@@ -210,6 +224,8 @@ describe('a bad proof is refused with invalid_dpop_proof and changes nothing', (
       ['a jwk that did not sign', await proof(holder, '/v1/tasks', { header: { jwk: (await newHolder()).jwk } }), /signature does not verify/],
       ['no jti', await proof(holder, '/v1/tasks', { jti: '' }), /jti/],
       ['not a JWT', 'not-a-jwt', /not a well-formed JWT/],
+      ['an RSA key under 2048 bits', rsa1024(claimsOf('/v1/tasks', {})), /at least 2048 bits/],
+      ['a key of another algorithm', p384AsEs256(claimsOf('/v1/tasks', {})), /not a ES256 key/],
     ];
     for (const [name, dpop, description] of cases) {
       const res = await start(broker, dpop);
