@@ -50,7 +50,7 @@ function proof(holder: Holder, htm: string, htu: string, token: string | undefin
 
 async function startTask(holder: Holder | undefined): Promise<string> {
   const sa = await issuer.mintServiceAccountToken({ cluster: 'test', namespace: 'payments', serviceAccount: 'api', pod: 'api-1', audience: AUDIENCE, ttlSeconds: 600 });
-  const headers = holder ? { dpop: await proof(holder, 'POST', `${ISSUER}/v1/tasks`, undefined) } : {};
+  const headers: Record<string, string> = holder ? { dpop: await proof(holder, 'POST', `${ISSUER}/v1/tasks`, undefined) } : {};
   const res = await postJson(`${broker.url}/v1/tasks`, { attestation: { kind: 'oidc', token: sa }, intent }, headers);
   expect(res.status, JSON.stringify(res.json)).toBe(201);
   return res.json.access_token as string;
