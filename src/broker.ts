@@ -12,7 +12,7 @@ import type { Grant, GrantStore, RateLimit } from './grants/store.js';
 import { AddressLimiter, addressKey } from './limits/address-limiter.js';
 import type { Logger } from './log.js';
 import { limitDenialReason, NO_METRICS, policyDenialReason, type ServiceMetrics } from './metrics.js';
-import type { Decision, Policy } from './policy/evaluate.js';
+import { bindingsOf, type Decision, type Policy } from './policy/evaluate.js';
 import { TTL_CAP_MS, TTL_FLOOR_MS } from './policy/rules.js';
 import type { Confirmation, TaskTokenClaims } from './protocol/claims.js';
 import type { GrantedIntent } from './protocol/intent.js';
@@ -23,6 +23,7 @@ import { illFormedPath } from './protocol/unicode.js';
 import type { Keyring } from './tokens/keyring.js';
 import { newTokenId, signTaskTokenOffThread, taskTokenClaims } from './tokens/mint.js';
 import { checkBinding, sameConfirmation } from './tokens/binding.js';
+import { DpopNonces, InvalidDpopProof, verifyDpopProof, type VerifiedProof } from './tokens/dpop.js';
 import { recordedClaims, recordMismatch } from './tokens/record-match.js';
 import { TaskTokenVerifier } from './tokens/verify.js';
 import type { Clock } from './util/clock.js';
@@ -55,8 +56,10 @@ export interface CallContext {
   clientAddress?: string;
   /** Client certificate evidence from the TLS handshake or a trusted proxy header. */
   certificate?: X509Evidence;
-  /** The credential of `Authorization: Bearer` (a task token, or a resource server's credential). */
+  /** The credential of `Authorization: Bearer` (a task token, or a resource server's credential), or of `Authorization: DPoP` on the task routes. */
   bearer?: string;
+  /** The `DPoP` header: a proof of possession of the key the token is (to be) bound to (RFC 9449). */
+  dpop?: string;
 }
 
 const INACTIVE: IntrospectionResponse = Object.freeze({ active: false });
@@ -75,6 +78,7 @@ export class Broker {
   private readonly rate: RateLimit;
   private readonly denials: DenialAudit;
   private readonly metrics: ServiceMetrics;
+  private readonly nonces: DpopNonces | undefined;
 
   constructor(private readonly deps: BrokerDeps) {
     const { config, clock, keyring } = deps;
@@ -89,6 +93,7 @@ export class Broker {
     this.resourceServers = new ResourceServers(config.resource_servers, deps.attestors.x509 as Attestor<X509Evidence> | undefined);
     this.operators = new Operators(config.operators, deps.operatorX509);
     this.rate = rateLimit(config.limits.issuance);
+    this.nonces = config.dpop.nonce_secret === undefined ? undefined : new DpopNonces(config.dpop.nonce_secret, config.dpop.nonce_rotation);
     this.denials = new DenialAudit({
       store: deps.store,
       clock,
@@ -113,10 +118,13 @@ export class Broker {
     const { config, store, clock, log } = this.deps;
     const req = parse(taskStartRequestSchema, body);
     const ttlMs = requestedTtl(req.ttl, config.tokens.default_ttl, config.tokens.max_ttl);
+    const proof = ctx.dpop === undefined ? undefined : this.dpopProof(ctx.dpop, '/v1/tasks');
     const workload = await this.authenticated(ctx, () => this.attest(req.attestation ?? ctx.certificate));
     const intent = { ...req.intent, resources: req.intent.resources ?? [] };
+    // A DPoP proof binds the token to its key (RFC 9449 §6.1); without one, a client certificate binds it (RFC 8705).
+    const cnf: Confirmation | undefined = proof ? { jkt: proof.jkt } : workload.confirmation;
 
-    const decision = this.deps.policy.evaluate(workload, intent);
+    const decision = this.deps.policy.evaluate(workload, intent, bindingsOf(cnf));
     if (!decision.allowed) {
       await this.auditDenial(workload, intent.audience, intent.actions, decision, ctx);
       throw new AccessDenied(decision.reason, { detail: `closest rule: ${decision.closestRule ?? 'none'}` });
@@ -140,10 +148,11 @@ export class Broker {
       purpose: intent.purpose,
       task: intent.task ?? `task_${randomHex(12)}`,
     };
+    if (proof) await this.useProof(workload.id, proof, now);
     const grantId = newGrantId(workload.id);
     // Sign before recording: the token exists only in memory until its grant is written, and is
     // dropped if the write fails (no token without a grant).
-    const minted = await this.mint(workload.id, grantId, granted, now, tokenExp, workload.confirmation);
+    const minted = await this.mint(workload.id, grantId, granted, now, tokenExp, cnf);
     const grant = await store
       .createGrant(
         {
@@ -162,7 +171,7 @@ export class Broker {
           token_jti: minted.claims.jti,
           token_exp: minted.claims.exp * 1000,
           kid: minted.kid,
-          ...(workload.confirmation ? { cnf: workload.confirmation } : {}),
+          ...(cnf ? { cnf } : {}),
         },
         { now, maxActive: config.grants.max_active_per_workload, retentionMs: config.grants.audit_retention, rate: this.rate },
       )
@@ -193,11 +202,13 @@ export class Broker {
     const { config, store, clock, log } = this.deps;
     const req = parse(taskRenewRequestSchema, body ?? {});
     const ttlMs = requestedTtl(req.ttl, config.tokens.default_ttl, config.tokens.max_ttl);
+    const proof = this.taskProof(grantId, 'renew', ctx);
     const { claims, workload, grant } = await this.authenticated(ctx, async () => {
       const claims = await this.presentedToken(grantId, ctx);
       const workload = await this.attest(req.attestation ?? ctx.certificate);
       if (workload.id !== claims.sub) throw new AttestationFailed('the evidence does not attest the workload this grant was issued to');
-      if (!sameConfirmation(workload.confirmation, claims.cnf)) {
+      if (proof || (claims.cnf && 'jkt' in claims.cnf)) checkDpopBinding(claims, proof);
+      else if (!sameConfirmation(workload.confirmation, claims.cnf)) {
         throw new AttestationFailed(
           claims.cnf
             ? 'this grant is bound to a client certificate: renew over mTLS with that same certificate'
@@ -222,11 +233,12 @@ export class Broker {
     // atomically that it still is the latest. Evidence, issuer and binding were checked above.
     const retry = claims.jti !== grant.token_jti && claims.jti === grant.prev_jti && grant.token_iat !== undefined && now - grant.token_iat <= RENEW_RETRY_WINDOW_MS;
     const intent: GrantedIntent = { audience: grant.audience, actions: grant.actions, resources: grant.resources, purpose: grant.purpose, task: grant.task };
-    const decision = this.deps.policy.evaluate(workload, intent);
+    const decision = this.deps.policy.evaluate(workload, intent, bindingsOf(grant.cnf));
     if (!decision.allowed) {
       await this.auditDenial(workload, intent.audience, intent.actions, decision, ctx, grantId);
       throw new AccessDenied(`the policy no longer allows this grant: ${decision.reason}`, { detail: `closest rule: ${decision.closestRule ?? 'none'}` });
     }
+    if (proof) await this.useProof(workload.id, proof, now);
     if (retry) return this.renewRetried(grantId, workload, claims.jti, grant, intent, decision.rule, now);
     const tokenExp = Math.min(now + Math.min(ttlMs, decision.maxTtlMs ?? Infinity), grant.expires_at, workload.evidenceExpiresAt);
     if (tokenExp - now < TTL_FLOOR_MS) {
@@ -295,11 +307,14 @@ export class Broker {
   /** POST /v1/tasks/{grant}/end: the holder is done; the grant's expiry moves to now. Idempotent. */
   async endTask(grantId: string, ctx: CallContext = {}): Promise<TaskEndResponse> {
     const { store, clock, log } = this.deps;
+    const proof = this.taskProof(grantId, 'end', ctx);
     const claims = await this.authenticated(ctx, async () => {
       const claims = await this.presentedToken(grantId, ctx);
-      checkBinding(claims, ctx.certificate);
+      if (proof || (claims.cnf && 'jkt' in claims.cnf)) checkDpopBinding(claims, proof);
+      else checkBinding(claims, ctx.certificate);
       return claims;
     });
+    if (proof) await this.useProof(claims.sub, proof, clock());
     const recorded = await store.getGrant(grantId);
     if (recorded) this.checkRecord(claims, recorded, 'end');
     const now = clock();
@@ -353,7 +368,7 @@ export class Broker {
       aud,
       client_id,
       scope,
-      token_type: 'Bearer',
+      token_type: cnf && 'jkt' in cnf ? 'DPoP' : 'Bearer',
       iat: claims.iat,
       nbf: claims.nbf,
       exp,
@@ -407,6 +422,44 @@ export class Broker {
     const op = await this.authenticated(ctx, () => this.operators.authenticate(ctx));
     requireRole(op, role);
     return op;
+  }
+
+  /** The `DPoP-Nonce` to send with task route responses, when nonces are configured (RFC 9449 §8). */
+  dpopNonce(): string | undefined {
+    return this.nonces?.current(this.deps.clock());
+  }
+
+  /**
+   * A DPoP proof for a POST to `path`, checked per RFC 9449 §4.3 except its jti (useProof). Its
+   * `htu` is compared with the issuer URL followed by the route's path, never with the Host
+   * header: behind a proxy the issuer is the URL clients use.
+   */
+  private dpopProof(proof: string, path: string, accessToken?: string): VerifiedProof {
+    const { config, clock } = this.deps;
+    const now = clock();
+    const nonces = this.nonces;
+    return verifyDpopProof({
+      proof,
+      htm: 'POST',
+      htu: `${config.issuer.replace(/\/+$/, '')}${path}`,
+      now,
+      windowMs: config.dpop.iat_window,
+      ...(accessToken !== undefined ? { accessToken } : {}),
+      ...(nonces ? { nonce: (n: string) => nonces.accepts(n, now) } : {}),
+    });
+  }
+
+  /** The DPoP proof sent to renew or end a grant: its `ath` must hash the presented token (present or not). */
+  private taskProof(grantId: string, op: 'renew' | 'end', ctx: CallContext): VerifiedProof | undefined {
+    if (ctx.dpop === undefined) return undefined;
+    if (!isGrantId(grantId)) throw new InvalidRequest('not a grant id');
+    return this.dpopProof(ctx.dpop, `/v1/tasks/${grantId}/${op}`, ctx.bearer ?? '');
+  }
+
+  /** Records the proof's jti in the workload's slot for as long as the proof is acceptable: a second use is refused. */
+  private async useProof(workloadId: string, proof: VerifiedProof, now: number): Promise<void> {
+    const first = await this.deps.store.useProofJti(workloadId, proof, { now, until: proof.acceptableUntil });
+    if (!first) throw new InvalidDpopProof('this DPoP proof was already used: make a fresh proof (new jti) for every request');
   }
 
   /** The bearer task token, verified and issued for this grant. */
@@ -568,7 +621,7 @@ function taskResponse(minted: Minted, grant: Grant, intent: GrantedIntent, rule:
   const { claims } = minted;
   return {
     access_token: minted.token,
-    token_type: 'Bearer',
+    token_type: claims.cnf && 'jkt' in claims.cnf ? 'DPoP' : 'Bearer',
     issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
     grant: grant.id,
     workload: grant.workload,
@@ -579,6 +632,17 @@ function taskResponse(minted: Minted, grant: Grant, intent: GrantedIntent, rule:
     intent,
     rule,
   };
+}
+
+/**
+ * A DPoP-bound token is used with a proof by its key; a proof with a token that is not DPoP-bound
+ * is refused too: the binding of a grant never changes.
+ */
+function checkDpopBinding(claims: TaskTokenClaims, proof: VerifiedProof | undefined): void {
+  const jkt = claims.cnf && 'jkt' in claims.cnf ? claims.cnf.jkt : undefined;
+  if (jkt === undefined) throw new InvalidDpopProof('this grant is not bound to a DPoP key: send no DPoP proof with its token');
+  if (!proof) throw new InvalidDpopProof('this grant is bound to a DPoP key: send a DPoP proof by that key with its token');
+  if (proof.jkt !== jkt) throw new InvalidDpopProof('the DPoP proof is signed by another key than the one this grant is bound to');
 }
 
 /** A configured rate (`rate` per `per`, bursts of `burst`) as a token bucket. */

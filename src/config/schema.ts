@@ -145,6 +145,22 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** DPoP proofs (RFC 9449) on the task routes and the token endpoint. */
+    dpop: z
+      .object({
+        /** How far a proof's `iat` may be from the broker's time, either way; its jti is remembered as long. */
+        iat_window: durationField('60s').refine((ms) => ms >= 1_000 && ms <= 300_000, 'must be between 1s and 5m'),
+        /**
+         * When set, proofs must carry a nonce the broker issued (`DPoP-Nonce`, RFC 9449 §8): an
+         * HMAC of a time window under this secret, which every instance must share; env
+         * JIT__DPOP__NONCE_SECRET.
+         */
+        nonce_secret: publicationSecret.optional(),
+        /** How often the nonce changes; a nonce is accepted for one to two of these. */
+        nonce_rotation: durationField('5m').refine((ms) => ms >= 10_000, 'must be >= 10s'),
+      })
+      .strict()
+      .prefault({}),
     grants: z
       .object({
         max_active_per_workload: z.number().int().min(1).max(100_000).default(50),

@@ -44,6 +44,10 @@ export function tagOfGrantId(grantId: string): string | undefined {
 
 export const isGrantId = (value: string): boolean => GRANT_ID.test(value);
 
+/** A used DPoP proof's name in its workload's slot: bounded, whatever the jti's length. */
+export const usedProofDigest = (proof: { jkt: string; jti: string }): string =>
+  createHash('sha256').update(`${proof.jkt}\n${proof.jti}`).digest().subarray(0, 16).toString('base64url');
+
 /** Key names, all under one prefix. */
 export function grantKeys(prefix: string, tag: string) {
   const slot = `${prefix}{w:${tag}}`;
@@ -59,6 +63,8 @@ export function grantKeys(prefix: string, tag: string) {
     denials: `${slot}:denials`,
     /** hash: the workload's issuance token bucket (see lib.lua bucket_take). */
     rate: `${slot}:rate`,
+    /** marker: a DPoP proof (by the digest of its key and jti) was used; expires with the proof (GrantStore.useProofJti). */
+    usedProof: (digest: string) => `${slot}:dpop:${digest}`,
     /** marker: this grant id was voided before its record arrived (see close-grant.lua). */
     voided: (id: string) => `${slot}:void:${id}`,
   };

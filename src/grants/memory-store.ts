@@ -31,7 +31,7 @@ import {
   isAfter,
   validateRevokedKey,
 } from './codec.js';
-import { tagOfGrantId, workloadTag } from './ids.js';
+import { tagOfGrantId, usedProofDigest, workloadTag } from './ids.js';
 import {
   comparePositions,
   mergePage,
@@ -132,6 +132,8 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
   /** The merged event log (every stream's events, in append order; GrantStore.readAuditLog). */
   let eventLog: { pos: LogPosition; event: LogEvent }[] = [];
   const EVENT_LOG_MAX = 100_000;
+  /** Used DPoP proofs (slot tag and digest) → when they stop being acceptable. */
+  const usedProofs = new Map<string, number>();
   let latestNow = 0;
   let auditSeq = 0;
   let lastAuditMs = 0;
@@ -582,6 +584,17 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
         else if (!revokedKeys.has(kid)) out.push(clone(k));
       }
       return out;
+    },
+
+    async useProofJti(workload: string, proof: { jkt: string; jti: string }, o: { now: number; until: number }): Promise<boolean> {
+      check();
+      const key = `${tagOf(workload)}:${usedProofDigest(proof)}`;
+      const until = usedProofs.get(key);
+      if (until !== undefined && until > o.now) return false;
+      // Forget the proofs no longer acceptable now and then, as Redis expires them.
+      if (usedProofs.size >= 10_000) for (const [k, t] of usedProofs) if (t <= o.now) usedProofs.delete(k);
+      usedProofs.set(key, Math.max(o.until, o.now + 1));
+      return true;
     },
 
     async ping(): Promise<void> {

@@ -47,7 +47,7 @@ import {
   globalShard,
   isAfter,
 } from './codec.js';
-import { grantKeys, tagOfGrantId, workloadTag } from './ids.js';
+import { grantKeys, tagOfGrantId, usedProofDigest, workloadTag } from './ids.js';
 import { redisAuditLog, validateKeyEvent, type AuditLogQuery, type KeyEvent } from './audit-log.js';
 import { checkPublicationSecrets, isAuthenticKey, isAuthenticRevocation, publishedKeyMac, revokedKeyMac } from './key-publication.js';
 import {
@@ -1042,6 +1042,13 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         if (purge.length > 0) await redis.hdel(publishedKeysKey, ...purge);
         return out;
       });
+    },
+
+    // DPoP proofs used (RFC 9449 §11.1): one SET NX PX in the workload's slot.
+    async useProofJti(workload: string, proof: { jkt: string; jti: string }, o: { now: number; until: number }): Promise<boolean> {
+      const key = grantKeys(prefix, workloadTag(workload)).usedProof(usedProofDigest(proof));
+      const ttl = Math.max(1, Math.ceil(o.until - o.now));
+      return guarded('useProofJti', async () => (await redis.set(key, '1', 'PX', ttl, 'NX')) === 'OK', { write: true });
     },
 
     async ping(): Promise<void> {

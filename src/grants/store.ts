@@ -388,6 +388,12 @@ export interface GrantStore {
   /** Keys whose expires_at is in the future (prunes the rest). */
   publishedKeys(now: number): Promise<PublishedKey[]>;
 
+  /**
+   * Records a DPoP proof as used (RFC 9449 §11.1) in the workload's slot until `until` (ms), when
+   * the proof stops being acceptable anyway: true the first time, false for a proof already used.
+   */
+  useProofJti(workload: string, proof: { jkt: string; jti: string }, opts: { now: number; until: number }): Promise<boolean>;
+
   /** Throws Unavailable when the store cannot serve. */
   ping(): Promise<void>;
   close(): Promise<void>;

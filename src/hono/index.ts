@@ -3,7 +3,7 @@ import type { Context, MiddlewareHandler } from 'hono';
 import type { TLSSocket } from 'node:tls';
 import type { ClientCertificate } from '../verify/binding.js';
 import { challenge, MissingTaskToken } from '../verify/errors.js';
-import { bearerToken } from '../verify/node.js';
+import { authorizationToken, dpopRequest } from '../verify/node.js';
 import type { Verifier, VerifiedTask, VerifyOptions } from '../verify/verifier.js';
 
 /** The context variables requireTask sets: `c.get('task')`. */
@@ -26,6 +26,8 @@ export interface RequireTaskOptions {
   clientCertificate?: (c: Context) => ClientCertificate | undefined | null;
   /** `realm` of the WWW-Authenticate challenge. */
   realm?: string;
+  /** This server's origin as clients address it (e.g. https://api.example.com): the base of a DPoP proof's `htu`. */
+  publicOrigin?: string;
 }
 
 /** The TLS peer certificate under @hono/node-server, if the connection is TLS and one was presented. */
@@ -46,11 +48,15 @@ export function requireTask(opts: RequireTaskOptions): MiddlewareHandler<{ Varia
   return async (c, next) => {
     let task: VerifiedTask;
     try {
-      const token = bearerToken(c.req.header('authorization'));
-      if (token === undefined) throw new MissingTaskToken();
+      const credential = authorizationToken(c.req.header('authorization'));
+      if (credential === undefined) throw new MissingTaskToken();
       const resource = typeof opts.resource === 'function' ? await opts.resource(c) : opts.resource;
       const clientCertificate = (opts.clientCertificate ?? nodePeerCertificate)(c);
-      task = await opts.verifier.verify(token, {
+      const url = new URL(c.req.url);
+      const dpop = dpopRequest(c.req.header('dpop'), c.req.method, url.pathname, opts.publicOrigin);
+      task = await opts.verifier.verify(credential.token, {
+        scheme: credential.scheme,
+        ...(dpop ? { dpop } : {}),
         ...(opts.action !== undefined ? { action: opts.action } : {}),
         ...(resource !== undefined ? { resource } : {}),
         ...(clientCertificate ? { clientCertificate } : {}),

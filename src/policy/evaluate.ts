@@ -1,7 +1,8 @@
 import type { Workload } from '../attestation/attestor.js';
 import type { Intent } from '../protocol/intent.js';
 import { compileActions, compileGlob, compileResources, type Matcher } from '../protocol/match.js';
-import type { Rule } from './rules.js';
+import type { Confirmation } from '../protocol/claims.js';
+import type { BindingRequirement, Rule } from './rules.js';
 import { cut } from '../util/text.js';
 
 /** What was asked for but not allowed, by the closest rule (or by no rule at all). */
@@ -11,7 +12,21 @@ export interface Refusal {
   resources: string[];
   /** The rule scopes tokens to resources, but the request named none. */
   resourcesRequired?: boolean;
-  binding?: boolean;
+  /** The rule's binding requirement, which the token's binding does not meet. */
+  binding?: Exclude<BindingRequirement, 'none'>;
+}
+
+/** The proof-of-possession bindings a token could carry: `mtls` (cnf.x5t#S256), `dpop` (cnf.jkt). */
+export type Bindings = ReadonlySet<'mtls' | 'dpop'>;
+
+/** The binding of a confirmation, as a set of at most one. */
+export function bindingsOf(cnf: Confirmation | undefined): Bindings {
+  return new Set(cnf === undefined ? [] : 'jkt' in cnf ? ['dpop' as const] : ['mtls' as const]);
+}
+
+/** Whether a token with one of `bindings` meets the rule's requirement. */
+export function meetsBinding(required: BindingRequirement, bindings: Bindings): boolean {
+  return required === 'none' || (required === 'any' ? bindings.size > 0 : bindings.has(required));
 }
 
 export type Decision =
@@ -24,7 +39,7 @@ export type Decision =
       resources: string[];
       maxTtlMs: number | undefined;
       maxLifetimeMs: number | undefined;
-      requireBinding: boolean;
+      requireBinding: BindingRequirement;
     }
   | {
       allowed: false;
@@ -69,7 +84,11 @@ export class Policy {
     return this.rules.map((r) => r.rule);
   }
 
-  evaluate(workload: Workload, intent: Intent): Decision {
+  /**
+   * `bindings`: the binding the token would carry (default: the evidence's own, a client
+   * certificate's); explain passes every binding the evidence could have.
+   */
+  evaluate(workload: Workload, intent: Intent, bindings: Bindings = bindingsOf(workload.confirmation)): Decision {
     const candidates = this.rules.filter((r) => r.workloads.some((m) => m(workload.id)));
     if (candidates.length === 0) {
       return {
@@ -88,7 +107,7 @@ export class Policy {
       if (!c.audiences.has(intent.audience)) refused.audience = intent.audience;
       // An empty resource list must not read as "any resource" under a rule that scopes them.
       if (c.scopesResources && intent.resources.length === 0) refused.resourcesRequired = true;
-      if (c.rule.require_binding && !workload.confirmation) refused.binding = true;
+      if (c.rule.require_binding !== 'none' && !meetsBinding(c.rule.require_binding, bindings)) refused.binding = c.rule.require_binding;
       const weight =
         // A rule that would allow all but the binding is the most useful one to name.
         (refused.audience ? 1000 : 0) +
@@ -134,7 +153,13 @@ function describeRefusal(workloadId: string, r: Refusal): string {
   const what = parts.length ? `${parts.join('; ')} not allowed for workload ${workloadId}` : `request not allowed for workload ${workloadId}`;
   const needs = [
     ...(r.resourcesRequired ? ['name at least one resource (the rule scopes tokens to resources)'] : []),
-    ...(r.binding ? ['a bound token is required (present a client certificate)'] : []),
+    ...(r.binding ? [`a bound token is required (${BINDING_HOW[r.binding]})`] : []),
   ];
   return needs.length ? `${what}${parts.length ? '; ' : ': '}${needs.join('; ')}` : what;
 }
+
+const BINDING_HOW = {
+  mtls: 'present a client certificate',
+  dpop: 'send a DPoP proof',
+  any: 'present a client certificate or send a DPoP proof',
+} as const;

@@ -29,7 +29,7 @@ import type { EvidenceKind, Explanation, IntentPart, RuleRefusal } from '../prot
 import type { Workload } from '../attestation/attestor.js';
 import { intentSchema } from '../protocol/intent.js';
 import { isWellFormed, NOT_WELL_FORMED } from '../protocol/unicode.js';
-import type { Policy } from './evaluate.js';
+import type { Bindings, Policy } from './evaluate.js';
 import { compileActions, compileGlob, compileResources } from '../protocol/match.js';
 import type { Rule } from './rules.js';
 
@@ -71,7 +71,9 @@ export function explain(policy: Policy, workload: ExplainWorkload, intent: Expla
     evidenceExpiresAt: Number.MAX_SAFE_INTEGER,
     ...(bindable ? { confirmation: { 'x5t#S256': 'explain' } } : {}),
   };
-  const decision = policy.evaluate(synthetic, { audience: intent.audience, actions, resources, purpose: 'explain' });
+  // Any evidence can come with a DPoP proof; only a client certificate binds over mTLS.
+  const bindings: Bindings = new Set(bindable ? ['mtls', 'dpop'] : ['dpop']);
+  const decision = policy.evaluate(synthetic, { audience: intent.audience, actions, resources, purpose: 'explain' }, bindings);
   const rules = policy.ruleList;
   const forWorkload = rules.filter((r) => r.workloads.some((p) => compileGlob(p)(workload.id)));
   const base = { workload: workload.id, evidence_kind: workload.evidenceKind ?? null, rules_for_workload: forWorkload.length };
@@ -87,7 +89,7 @@ export function explain(policy: Policy, workload: ExplainWorkload, intent: Expla
         resources: decision.resources,
         max_ttl_ms: decision.maxTtlMs ?? null,
         max_lifetime_ms: decision.maxLifetimeMs ?? null,
-        require_binding: decision.requireBinding,
+        require_binding: decision.requireBinding !== 'none',
       },
       reason: null,
       not_allowed: null,
@@ -126,7 +128,7 @@ function refusal(rule: Rule, workload: ExplainWorkload, audience: string, action
   if (!workloads.some((m) => m(workload.id))) r.workload = workload.id;
   if (!rule.audiences.includes(audience)) r.audience = audience;
   if (rule.resources.length > 0 && resources.length === 0) r.resources_required = true;
-  if (rule.require_binding && workload.evidenceKind === 'oidc') r.evidence_kind = { required: 'x509', presented: 'oidc' };
+  if (rule.require_binding === 'mtls' && workload.evidenceKind === 'oidc') r.evidence_kind = { required: 'x509', presented: 'oidc' };
   r.parts = partsOf(r);
   return r;
 }

@@ -32,6 +32,9 @@ const resourcePattern = pattern.superRefine((value, ctx) => {
     ctx.addIssue({ code: 'custom', message: `can never match: requests may not name a resource with a "${dots.trim()}" path segment; write the path it stands for` });
 });
 
+export const BINDING_REQUIREMENTS = ['mtls', 'dpop', 'any', 'none'] as const;
+export type BindingRequirement = (typeof BINDING_REQUIREMENTS)[number];
+
 /** One policy rule: which workloads may ask for which intents, with which caps. */
 export const ruleSchema = z
   .object({
@@ -50,8 +53,15 @@ export const ruleSchema = z
       .refine((ms) => ms <= TTL_CAP_MS, 'must be <= 15m')
       .optional(),
     max_lifetime: duration.refine((ms) => ms >= TTL_FLOOR_MS, 'must be >= 30s').optional(),
-    /** Tokens under this rule must be bound (cnf) to a key the workload holds. */
-    require_binding: z.boolean().default(false),
+    /**
+     * Which proof-of-possession binding (cnf) tokens under this rule need: `mtls` (a client
+     * certificate, RFC 8705), `dpop` (a DPoP key, RFC 9449), `any` of the two, or `none`. The
+     * boolean of earlier configs keeps its meaning: true is `mtls`, false is `none`.
+     */
+    require_binding: z
+      .union([z.enum(BINDING_REQUIREMENTS), z.boolean()])
+      .default('none')
+      .transform((v): BindingRequirement => (v === true ? 'mtls' : v === false ? 'none' : v)),
   })
   .strict();
 

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 
-/** Error codes on the wire (RFC 6749 §5.2, RFC 6750 §3.1, RFC 8693 §2.2.2, RFC 9396 §5, RFC 7009 §2.2.1). */
+/** Error codes on the wire (RFC 6749 §5.2, RFC 6750 §3.1, RFC 8693 §2.2.2, RFC 9396 §5, RFC 7009 §2.2.1, RFC 9449 §12.2). */
 export const ERROR_CODES = [
   'invalid_request',
   'invalid_client',
@@ -13,6 +13,8 @@ export const ERROR_CODES = [
   'unsupported_grant_type',
   'unsupported_token_type',
   'invalid_authorization_details',
+  'invalid_dpop_proof',
+  'use_dpop_nonce',
   'not_found',
   'request_too_large',
   'rate_limited',

@@ -36,7 +36,7 @@ const time = z.iso.datetime({ offset: true });
 /** 201 response of POST /v1/tasks. */
 export const taskStartResponseSchema = z.object({
   access_token: z.string().describe('The task token (a JWT, RFC 9068)'),
-  token_type: z.literal('Bearer'),
+  token_type: z.enum(['Bearer', 'DPoP']).describe('DPoP when the token is bound to a DPoP key (RFC 9449 §5), else Bearer'),
   issued_token_type: z.literal('urn:ietf:params:oauth:token-type:access_token'),
   grant: z.string().describe('The grant id: renew and end the task with it'),
   workload: z.string().describe('The attested workload id'),
@@ -106,7 +106,7 @@ export const introspectionResponseSchema = z.union([
     aud: z.string(),
     client_id: z.string(),
     scope: z.string(),
-    token_type: z.literal('Bearer'),
+    token_type: z.enum(['Bearer', 'DPoP']),
     iat: z.number().int(),
     nbf: z.number().int(),
     exp: z.number().int(),

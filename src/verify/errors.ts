@@ -4,6 +4,8 @@
  * token or a secret, so a resource server may send them back as `error_description`.
  */
 
+import { DPOP_ALGORITHMS } from '../protocol/dpop.js';
+
 export type VerifyErrorCode =
   | 'token_missing'
   | 'token_malformed'
@@ -18,6 +20,8 @@ export type VerifyErrorCode =
   | 'bad_claims'
   | 'binding_required'
   | 'binding_mismatch'
+  | 'dpop_proof_invalid'
+  | 'dpop_replay_table_full'
   | 'action_not_granted'
   | 'resource_not_granted'
   | 'grant_inactive'
@@ -25,17 +29,20 @@ export type VerifyErrorCode =
   | 'jwks_unavailable';
 
 /** The RFC 6750 §3.1 error code of an answer, or `temporarily_unavailable` for 503. */
-export type BearerErrorCode = 'invalid_request' | 'invalid_token' | 'insufficient_scope' | 'temporarily_unavailable';
+export type BearerErrorCode = 'invalid_request' | 'invalid_token' | 'insufficient_scope' | 'temporarily_unavailable' | 'invalid_dpop_proof';
 
 export abstract class TaskTokenError extends Error {
   abstract readonly status: 401 | 403 | 503;
   abstract readonly error: BearerErrorCode;
+  /** The scheme of the challenge: `DPoP` (RFC 9449 §7.1) when the failure is about a DPoP-bound token. */
+  readonly scheme: 'Bearer' | 'DPoP';
   constructor(
     readonly code: VerifyErrorCode,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; scheme?: 'Bearer' | 'DPoP' },
   ) {
     super(message, options);
+    this.scheme = options?.scheme ?? 'Bearer';
   }
 }
 
@@ -44,6 +51,16 @@ export class InvalidTaskToken extends TaskTokenError {
   override readonly name = 'InvalidTaskToken';
   readonly status = 401 as const;
   readonly error = 'invalid_token' as const;
+}
+
+/** 401 `invalid_dpop_proof` (RFC 9449 §7.1, §12.2): the DPoP proof sent with a DPoP-bound token does not hold. */
+export class InvalidDpopProof extends TaskTokenError {
+  override readonly name = 'InvalidDpopProof';
+  readonly status = 401 as const;
+  readonly error = 'invalid_dpop_proof' as const;
+  constructor(message: string) {
+    super('dpop_proof_invalid', message, { scheme: 'DPoP' });
+  }
 }
 
 /** 403 `insufficient_scope`: a valid token whose granted intent does not cover this request. */
@@ -93,6 +110,8 @@ export function challenge(err: unknown, opts: { realm?: string } = {}): Challeng
     return { status: 401, headers: { 'www-authenticate': ['Bearer', realm.join(', ')].filter(Boolean).join(' ') }, body };
   }
   if (err instanceof VerifierUnavailable) return { status: 503, headers: { 'retry-after': '5' }, body };
-  const params = [...realm, `error=${quoted(err.error)}`, `error_description=${quoted(err.message)}`];
-  return { status: err.status, headers: { 'www-authenticate': `Bearer ${params.join(', ')}` }, body };
+  // RFC 9449 §7.1: a DPoP challenge names the proof algorithms accepted.
+  const algs = err.scheme === 'DPoP' ? [`algs=${quoted(DPOP_ALGORITHMS.join(' '))}`] : [];
+  const params = [...realm, `error=${quoted(err.error)}`, `error_description=${quoted(err.message)}`, ...algs];
+  return { status: err.status, headers: { 'www-authenticate': `${err.scheme} ${params.join(', ')}` }, body };
 }

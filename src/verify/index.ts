@@ -10,11 +10,12 @@ export {
   IntentNotGranted,
   VerifierUnavailable,
   MissingTaskToken,
+  InvalidDpopProof,
   challenge,
   type Challenge,
   type VerifyErrorCode,
   type BearerErrorCode,
 } from './errors.js';
-export { createNodeVerifier, bearerToken, peerCertificate, sendChallenge, type NodeVerifyOptions } from './node.js';
+export { createNodeVerifier, bearerToken, authorizationToken, dpopRequest, peerCertificate, sendChallenge, type NodeVerifyOptions } from './node.js';
 export type { TlsOptions } from './http.js';
 export type { Confirmation, TaskTokenClaims } from '../protocol/claims.js';

@@ -19,6 +19,33 @@ export function bearerToken(header: string | string[] | undefined | null): strin
   return m[1];
 }
 
+/**
+ * The task token of an `Authorization` header and its scheme: `Bearer` (RFC 6750 §2.1) or `DPoP`
+ * (RFC 9449 §7.1); undefined when there is none. Throws InvalidTaskToken when the header is not
+ * one well-formed credential of either scheme.
+ */
+export function authorizationToken(header: string | string[] | undefined | null): { scheme: 'Bearer' | 'DPoP'; token: string } | undefined {
+  if (typeof header === 'string' && /^DPoP(\s|$)/i.test(header)) {
+    const m = /^DPoP +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header);
+    if (!m) throw new InvalidTaskToken('token_malformed', 'the Authorization header is not a well-formed DPoP credential', { scheme: 'DPoP' });
+    return { scheme: 'DPoP', token: m[1]! };
+  }
+  const token = bearerToken(header);
+  return token === undefined ? undefined : { scheme: 'Bearer', token };
+}
+
+/**
+ * What a DPoP-bound token is checked against (RFC 9449 §4.3): the one `DPoP` header, the method,
+ * and the URL as clients address this server: `publicOrigin` (e.g. https://api.example.com) and
+ * the request's path, never the Host header. Without `publicOrigin`, DPoP-bound tokens are refused.
+ */
+export function dpopRequest(proof: string | string[] | undefined, method: string, path: string, publicOrigin: string | undefined): VerifyOptions['dpop'] {
+  if (publicOrigin === undefined) return undefined;
+  if (Array.isArray(proof) || proof?.includes(',')) throw new InvalidTaskToken('token_malformed', 'more than one DPoP header', { scheme: 'DPoP' });
+  // Concatenated, not resolved: a path such as //other.example/x must not name another host.
+  return { proof, method, url: `${new URL(publicOrigin).origin}${path.startsWith('/') ? path : `/${path}`}` };
+}
+
 /** The TLS peer's certificate on a node:http(s) request, when the connection is TLS and one was presented. */
 export function peerCertificate(req: IncomingMessage): ClientCertificate | undefined {
   const socket = req.socket as Partial<TLSSocket>;
@@ -36,6 +63,8 @@ export interface NodeVerifyOptions {
    * TLS-terminating proxy, give a function that reads what the proxy forwards (and trust only it).
    */
   clientCertificate?: (req: IncomingMessage) => ClientCertificate | undefined | null;
+  /** This server's origin as clients address it (e.g. https://api.example.com): the base of a DPoP proof's `htu`. */
+  publicOrigin?: string;
 }
 
 /**
@@ -44,11 +73,14 @@ export interface NodeVerifyOptions {
  */
 export function createNodeVerifier(verifier: Verifier, opts: NodeVerifyOptions = {}): (req: IncomingMessage) => Promise<VerifiedTask> {
   return async (req) => {
-    const token = bearerToken(req.headers.authorization);
-    if (token === undefined) throw new MissingTaskToken();
+    const credential = authorizationToken(req.headers.authorization);
+    if (credential === undefined) throw new MissingTaskToken();
     const resource = typeof opts.resource === 'function' ? await opts.resource(req) : opts.resource;
     const clientCertificate = opts.clientCertificate ? opts.clientCertificate(req) : peerCertificate(req);
-    return verifier.verify(token, {
+    const dpop = dpopRequest(req.headers.dpop, req.method ?? 'GET', req.url ?? '/', opts.publicOrigin);
+    return verifier.verify(credential.token, {
+      scheme: credential.scheme,
+      ...(dpop ? { dpop } : {}),
       ...(opts.action !== undefined ? { action: opts.action } : {}),
       ...(resource !== undefined ? { resource } : {}),
       ...(clientCertificate ? { clientCertificate } : {}),

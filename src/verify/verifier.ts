@@ -1,12 +1,13 @@
 import { verify as verifySignature } from 'node:crypto';
 import { TASK_TOKEN_TYP, taskTokenClaimsSchema, type Confirmation, type TaskTokenClaims } from '../protocol/claims.js';
 import { JoseParseError, parseCompactJws } from '../protocol/jose-strict.js';
+import { checkDpopProof, DpopProofError } from '../protocol/dpop.js';
 import { resourceProblem } from '../protocol/intent.js';
 import { MAX_TASK_TOKEN_BYTES } from '../protocol/limits.js';
 import { compileActions, compileGlob, type Matcher } from '../protocol/match.js';
 import { certificateDer, x5tS256, type ClientCertificate } from './binding.js';
 import { durationMs, type Duration } from './duration.js';
-import { IntentNotGranted, InvalidTaskToken, VerifierUnavailable } from './errors.js';
+import { IntentNotGranted, InvalidDpopProof, InvalidTaskToken, VerifierUnavailable } from './errors.js';
 import { HttpClient, type TlsOptions } from './http.js';
 import { Introspector } from './introspection.js';
 import { JwksCache, TASK_TOKEN_ALGORITHMS, type TaskTokenAlgorithm } from './jwks.js';
@@ -50,6 +51,13 @@ export interface VerifierOptions {
   clock?: () => number;
   /** Timeout of each outbound request: default 5 s. */
   timeout?: Duration;
+  /** DPoP proofs (RFC 9449) sent with DPoP-bound tokens. */
+  dpop?: {
+    /** How far a proof's `iat` may be from now, either way: default 60 s, at most 5 min. */
+    iatWindow?: Duration;
+    /** Proofs (jti) remembered against replay, for as long as each is acceptable: default 100,000. */
+    maxTrackedProofs?: number;
+  };
 }
 
 export interface VerifyOptions {
@@ -59,6 +67,13 @@ export interface VerifyOptions {
   resource?: string | readonly string[];
   /** The TLS peer's certificate: required to use a bound token (cnf.x5t#S256). */
   clientCertificate?: ClientCertificate | null;
+  /** The `Authorization` scheme the token came with: `DPoP` for a DPoP-bound token (RFC 9449 §7.1), default `Bearer`. */
+  scheme?: 'Bearer' | 'DPoP';
+  /**
+   * What a DPoP-bound token is checked against: the request's `DPoP` header, its method, and its
+   * URL as clients address it (derive it from this server's configured public origin, not the Host header).
+   */
+  dpop?: { proof: string | undefined; method: string; url: string };
 }
 
 /** The granted intent a token carries (authorization_details of type jit_task). */
@@ -134,6 +149,9 @@ export function createVerifier(options: VerifierOptions): Verifier {
   const refreshMs = Math.min(options.jwksRefresh === undefined ? 5 * 60_000 : durationMs(options.jwksRefresh, 'jwksRefresh'), maxStaleMs);
   const cooldownMs = options.jwksCooldown === undefined ? 30_000 : durationMs(options.jwksCooldown, 'jwksCooldown');
   const timeoutMs = options.timeout === undefined ? 5_000 : durationMs(options.timeout, 'timeout');
+  const dpopWindowMs = options.dpop?.iatWindow === undefined ? 60_000 : durationMs(options.dpop.iatWindow, 'dpop.iatWindow');
+  if (dpopWindowMs > 300_000) throw new TypeError('createVerifier: dpop.iatWindow must be at most 5 min');
+  const usedProofs = new UsedProofs(options.dpop?.maxTrackedProofs ?? 100_000);
   const jwksUri = options.jwksUri ?? `${options.issuer.replace(/\/+$/, '')}/.well-known/jwks.json`;
 
   const jwksHttp = new HttpClient({ ...(options.tls?.ca !== undefined ? { ca: options.tls.ca } : {}) }, timeoutMs);
@@ -213,10 +231,16 @@ export function createVerifier(options: VerifierOptions): Verifier {
       throw new InvalidTaskToken('bad_claims', "the token's granted intent is inconsistent");
     }
 
-    // 4. Binding (RFC 8705 §3): the TLS peer must hold the certificate the token names.
+    // 4. Binding: the TLS peer must hold the certificate the token names (RFC 8705 §3), or the
+    // request must carry a proof by its DPoP key (RFC 9449 §7), whose jti is recorded on success.
     const cnf = claims.cnf;
-    if (cnf) {
-      if (!('x5t#S256' in cnf)) throw new InvalidTaskToken('binding_mismatch', 'the token is bound to a proof-of-possession key this verifier does not check (DPoP)');
+    const dpopScheme = opts.scheme === 'DPoP';
+    let proofJti: { key: string; until: number } | undefined;
+    if (cnf && 'jkt' in cnf) {
+      proofJti = checkProof(token, cnf.jkt, opts, now);
+    } else if (dpopScheme) {
+      throw new InvalidTaskToken('binding_mismatch', 'the token is not DPoP-bound: send it as "Authorization: Bearer"', { scheme: 'DPoP' });
+    } else if (cnf) {
       const der = certificateDer(opts.clientCertificate);
       if (!der) throw new InvalidTaskToken('binding_mismatch', 'the token is bound to a client certificate: present it over mTLS');
       if (x5tS256(der) !== cnf['x5t#S256']) throw new InvalidTaskToken('binding_mismatch', 'the token is bound to another client certificate');
@@ -251,6 +275,11 @@ export function createVerifier(options: VerifierOptions): Verifier {
       introspected = active === true;
     }
 
+    if (proofJti) {
+      const use = usedProofs.use(proofJti.key, proofJti.until, clock());
+      if (use === 'replay') throw new InvalidDpopProof('this DPoP proof was already used: make a fresh proof for every request');
+      if (use === 'full') throw new VerifierUnavailable('dpop_replay_table_full', 'too many DPoP proofs to remember: try again shortly');
+    }
     return {
       workload: claims.sub,
       task: claims.txn,
@@ -263,6 +292,22 @@ export function createVerifier(options: VerifierOptions): Verifier {
       introspected,
       claims,
     };
+  }
+
+  /** RFC 9449 §7.1 and §4.3 for a DPoP-bound token: the DPoP scheme, and a proof by its key for this request and token. */
+  function checkProof(token: string, jkt: string, opts: VerifyOptions, now: number): { key: string; until: number } {
+    if (opts.scheme !== 'DPoP') throw new InvalidTaskToken('binding_mismatch', 'the token is DPoP-bound: send it as "Authorization: DPoP" with a DPoP proof', { scheme: 'DPoP' });
+    const d = opts.dpop;
+    if (!d?.proof) throw new InvalidDpopProof('the token is DPoP-bound: send a DPoP proof by its key in the DPoP header');
+    let proof;
+    try {
+      proof = checkDpopProof({ proof: d.proof, htm: d.method, htu: d.url, now, windowMs: dpopWindowMs, accessToken: token });
+    } catch (e) {
+      if (e instanceof DpopProofError) throw new InvalidDpopProof(e.message);
+      throw e;
+    }
+    if (proof.jkt !== jkt) throw new InvalidDpopProof('the DPoP proof is signed by another key than the one the token is bound to');
+    return { key: `${proof.jkt} ${proof.jti}`, until: proof.acceptableUntil };
   }
 
   return {
@@ -285,3 +330,19 @@ export function createVerifier(options: VerifierOptions): Verifier {
 
 /** Request values echoed in an error are the caller's own, but clipped. */
 const clip = (s: string): string => (s.length > 100 ? `${s.slice(0, 100)}…` : s);
+
+/** DPoP proofs already used (RFC 9449 §11.1), each until it would be refused as stale anyway. In memory: per verifier instance. */
+class UsedProofs {
+  private readonly until = new Map<string, number>();
+  constructor(private readonly max: number) {}
+
+  /** `ok` the first time; `replay` for a proof used before; `full` when the table holds only live proofs (fail closed). */
+  use(key: string, until: number, now: number): 'ok' | 'replay' | 'full' {
+    const known = this.until.get(key);
+    if (known !== undefined && known > now) return 'replay';
+    if (this.until.size >= this.max) for (const [k, t] of this.until) if (t <= now) this.until.delete(k);
+    if (this.until.size >= this.max) return 'full';
+    this.until.set(key, until);
+    return 'ok';
+  }
+}

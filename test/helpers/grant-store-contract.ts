@@ -1100,6 +1100,16 @@ export function describeGrantStoreContract(
       });
     });
 
+    it('useProofJti: a DPoP proof is used once per workload and key, until it stops being acceptable', async () => {
+      const w = uniqueWorkload();
+      const proof = { jkt: '0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I', jti: `jti-${t0}-${Math.random()}` };
+      const window = { now: t0, until: t0 + 60_000 };
+      expect(await store.useProofJti(w, proof, window)).toBe(true);
+      expect(await store.useProofJti(w, proof, { ...window, now: t0 + 1 })).toBe(false);
+      expect(await store.useProofJti(uniqueWorkload(), proof, window)).toBe(true);
+      expect(await store.useProofJti(w, { ...proof, jkt: 'another-key-thumbprint' }, window)).toBe(true);
+    });
+
     it('ping resolves on a healthy store', async () => {
       await expect(store.ping()).resolves.toBeUndefined();
     });

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import type { BrokerRuntime } from '../../src/server.js';
@@ -151,6 +152,17 @@ describe('deploy/redis/users.acl', () => {
 
     // Nothing the broker did was refused by Redis.
     expect(logLines.filter((l) => /NOPERM|no permissions/i.test(l))).toEqual([]);
+  });
+
+  it('is sufficient for DPoP: the jti of a proof is recorded once (SET NX PX in the workload slot)', async () => {
+    const { privateKey, publicKey } = await generateKeyPair('ES256');
+    const proof = await new SignJWT({ jti: `acl-${randomBytes(8).toString('hex')}`, htm: 'POST', htu: 'https://broker.test/v1/tasks' })
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: await exportJWK(publicKey) })
+      .setIssuedAt()
+      .sign(privateKey);
+    const body = { attestation: { kind: 'oidc', token: await saToken() }, intent: { ...intent, task: 'acl-dpop' } };
+    expect((await postJson(`${broker.url}/v1/tasks`, body, { dpop: proof })).json.token_type).toBe('DPoP');
+    expect((await postJson(`${broker.url}/v1/tasks`, { ...body, attestation: { kind: 'oidc', token: await saToken() } }, { dpop: proof })).json.error).toBe('invalid_dpop_proof');
   });
 
   it('is least privilege: other commands, other keys and the default user are refused', async () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Workload } from '../../src/attestation/attestor.js';
 import { compileGlob } from '../../src/protocol/match.js';
-import { Policy } from '../../src/policy/evaluate.js';
+import { bindingsOf, Policy } from '../../src/policy/evaluate.js';
 import { policySchema } from '../../src/policy/rules.js';
 import { intentSchema } from '../../src/protocol/intent.js';
 
@@ -63,7 +63,7 @@ describe('policy evaluation', () => {
       resources: ['db://payments/orders'],
       purpose: 'p',
     });
-    expect(d).toMatchObject({ allowed: true, rule: 'payments-read', actions: ['read'], maxTtlMs: 600_000, requireBinding: false });
+    expect(d).toMatchObject({ allowed: true, rule: 'payments-read', actions: ['read'], maxTtlMs: 600_000, requireBinding: 'none' });
   });
 
   it('default-denies a workload no rule names', () => {
@@ -216,5 +216,33 @@ describe('requested resources and actions at the boundary', () => {
       expect(d.reason).toContain('and 7 more');
       expect(d.refused.resources).toHaveLength(10);
     }
+  });
+});
+
+describe('require_binding', () => {
+  const rule = (require_binding?: unknown) => ({ name: 'r', workloads: ['k8s://prod/ns/a/sa/*'], audiences: ['aud'], actions: ['read'], require_binding });
+
+  it('keeps the meaning of the boolean of earlier configs: true is mtls, false and absent are none', () => {
+    expect(policySchema.parse([rule(true)])[0]!.require_binding).toBe('mtls');
+    expect(policySchema.parse([rule(false)])[0]!.require_binding).toBe('none');
+    expect(policySchema.parse([rule()])[0]!.require_binding).toBe('none');
+    for (const v of ['mtls', 'dpop', 'any', 'none']) expect(policySchema.parse([rule(v)])[0]!.require_binding).toBe(v);
+    expect(policySchema.safeParse([rule('yes')]).success).toBe(false);
+  });
+
+  it('meets each requirement only with the binding it names', () => {
+    const intent = { audience: 'aud', actions: ['read'], resources: [], purpose: 'p' };
+    const w = workload('k8s://prod/ns/a/sa/x');
+    const mtls = bindingsOf({ 'x5t#S256': 'abc' });
+    const dpop = bindingsOf({ jkt: 'def' });
+    const none = bindingsOf(undefined);
+    const allowed = (req: string, b: ReturnType<typeof bindingsOf>) => new Policy(policySchema.parse([rule(req)])).evaluate(w, intent, b).allowed;
+    expect([allowed('mtls', mtls), allowed('mtls', dpop), allowed('mtls', none)]).toEqual([true, false, false]);
+    expect([allowed('dpop', mtls), allowed('dpop', dpop), allowed('dpop', none)]).toEqual([false, true, false]);
+    expect([allowed('any', mtls), allowed('any', dpop), allowed('any', none)]).toEqual([true, true, false]);
+    expect([allowed('none', mtls), allowed('none', dpop), allowed('none', none)]).toEqual([true, true, true]);
+    const denied = new Policy(policySchema.parse([rule('dpop')])).evaluate(w, intent, none);
+    expect(denied).toMatchObject({ allowed: false, refused: { binding: 'dpop' } });
+    if (!denied.allowed) expect(denied.reason).toContain('a bound token is required (send a DPoP proof)');
   });
 });
