@@ -136,6 +136,8 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
   let auditSeq = 0;
   let lastAuditMs = 0;
   let closed = false;
+  /** useOnce keys and when each is forgotten. */
+  const usedOnce = new Map<string, number>();
 
   const see = (now: number) => {
     if (now > latestNow) latestNow = now;
@@ -569,6 +571,14 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
         else if (!revokedKeys.has(kid)) out.push(clone(k));
       }
       return out;
+    },
+
+    async useOnce(key: string, o: { now: number; ttlMs: number }): Promise<boolean> {
+      check();
+      for (const [k, until] of usedOnce) if (until <= o.now) usedOnce.delete(k);
+      if (usedOnce.has(key)) return false;
+      usedOnce.set(key, o.now + Math.max(1, o.ttlMs));
+      return true;
     },
 
     async ping(): Promise<void> {

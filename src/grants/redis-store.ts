@@ -1027,6 +1027,13 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       });
     },
 
+    async useOnce(key: string, o: { now: number; ttlMs: number }): Promise<boolean> {
+      const ttl = Math.max(1, Math.ceil(o.ttlMs));
+      // A write: a reply lost after sending may have recorded it, and then the value is spent (fail closed).
+      const reply = await guarded('useOnce', () => redis.set(`${prefix}once:${key}`, '1', 'PX', ttl, 'NX'), { write: true });
+      return reply === 'OK';
+    },
+
     async ping(): Promise<void> {
       await guarded(
         'ping',

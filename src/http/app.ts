@@ -10,7 +10,7 @@ import { oauthRoutes } from './routes/oauth.js';
 import { taskRoutes } from './routes/tasks.js';
 import { operatorRoutes } from './routes/operator.js';
 import type { OperatorDeps } from '../operator/deps.js';
-import { wellKnownRoutes } from './routes/well-known.js';
+import { issuerPath, wellKnownRoutes } from './routes/well-known.js';
 import { healthRoutes, type ReadinessCheck } from './routes/health.js';
 import type { Keyring } from '../tokens/keyring.js';
 import { trustedProxyList, type ClientCertSource } from './client-cert.js';
@@ -47,14 +47,22 @@ export function createApp(deps: AppDeps): Hono {
   const callContext = callContextOf(deps.clientCerts, proxyList);
   app.use('*', requestLog({ log, ...(deps.metrics ? { metrics: deps.metrics } : {}), clientAddress: (c) => clientAddressOfContext(c, proxyList) }));
   const routeDeps = { broker, maxBodyBytes: config.http.max_body_bytes, callContext };
-  taskRoutes(app, routeDeps);
-  oauthRoutes(app, routeDeps);
-  if (deps.operator) operatorRoutes(app, routeDeps, deps.operator);
+  // Every route is served under the issuer's path, where the metadata says the endpoints are
+  // (https://host/tenant → /tenant/oauth2/introspect); at the root when it has none.
+  const path = issuerPath(config.issuer);
+  const api = path ? app.basePath(path) : app;
+  taskRoutes(api, routeDeps);
+  oauthRoutes(api, routeDeps);
+  if (deps.operator) operatorRoutes(api, routeDeps, deps.operator);
 
-  wellKnownRoutes(app, { config, keyring: deps.keyring, boundTokens: Boolean(deps.clientCerts) });
-  healthRoutes(app, deps.readiness, log);
-  const metrics = deps.metrics;
-  if (metrics) app.get('/metrics', async (c) => c.body(await metrics.scrape(), 200, { 'content-type': metrics.contentType }));
-  deps.extend?.(app);
+  wellKnownRoutes(api, { config, keyring: deps.keyring, boundTokens: Boolean(deps.clientCerts), root: app });
+  // Health and metrics are the platform's, not the issuer's: at the root too (probes and scrapers
+  // do not know the issuer's path).
+  for (const at of path ? [api, app] : [app]) {
+    healthRoutes(at, deps.readiness, log);
+    const metrics = deps.metrics;
+    if (metrics) at.get('/metrics', async (c) => c.body(await metrics.scrape(), 200, { 'content-type': metrics.contentType }));
+  }
+  deps.extend?.(api);
   return app;
 }
