@@ -421,8 +421,9 @@ export class Broker {
   /**
    * The resource server revoking, or undefined for a token's holder. Client credentials that are
    * present decide: wrong ones are 401 invalid_client, never the holder path. Only a client
-   * certificate sent without client_id that is no resource server's is left to the holder path
-   * (a bound token's holder presents its own certificate).
+   * certificate that is no resource server's, sent without a resource server's client_id, is
+   * left to the holder path: a bound token's holder presents its own certificate (and, as a
+   * public client, may name itself by the token's client_id).
    */
   private async revokingClient(params: unknown, ctx: CallContext): Promise<ResourceServer | undefined> {
     const client = presentedClient(params, ctx);
@@ -430,7 +431,8 @@ export class Broker {
     try {
       return (await this.resourceServers.authenticate(client, this.assertionContext(OAUTH_PATHS.revocation))).rs;
     } catch (e) {
-      if (client.method === 'tls_client_auth' && client.clientId === undefined && e instanceof InvalidClient) return undefined;
+      const namesResourceServer = client.method === 'tls_client_auth' && client.clientId !== undefined && this.resourceServers.has(client.clientId);
+      if (client.method === 'tls_client_auth' && !namesResourceServer && e instanceof InvalidClient) return undefined;
       throw e;
     }
   }

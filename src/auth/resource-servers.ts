@@ -59,6 +59,11 @@ export class ResourceServers {
     });
   }
 
+  /** Whether `clientId` is a resource server's name. */
+  has(clientId: string): boolean {
+    return this.byName.has(clientId);
+  }
+
   /**
    * The resource server `client` authenticates as, or 401 invalid_client. Credentials that are
    * present but wrong are always refused: never read as no credentials.

@@ -68,7 +68,10 @@ beforeAll(async () => {
       client_ca_bundles: { 'example.org': files.write('bundle.pem', pki.example.certPem) },
     },
     attestation: { oidc: { issuers: [issuerEntry(oidc)] }, x509: {} },
-    policies: [{ name: 'payments', workloads: ['k8s://test/ns/payments/sa/*'], audiences: ['db.payments'], actions: ['read'], resources: ['db://payments/**'] }],
+    policies: [
+      { name: 'payments', workloads: ['k8s://test/ns/payments/sa/*'], audiences: ['db.payments'], actions: ['read'], resources: ['db://payments/**'] },
+      { name: 'payments-svid', workloads: ['spiffe://example.org/ns/payments/sa/*'], audiences: ['db.payments'], actions: ['read'], resources: ['db://payments/**'], require_binding: true },
+    ],
     resource_servers: [{ name: RS, audiences: ['db.payments'], credential_sha256: sha256(RS_SECRET), workload: RS_SPIFFE, jwks_file: jwksFile }],
   });
 }, 60_000);
@@ -115,9 +118,10 @@ const assertion = (key: CryptoKey | Uint8Array, over: { alg?: string; aud?: stri
     .setExpirationTime(over.exp ?? Math.floor(Date.now() / 1000) + 60)
     .sign(key);
 
-async function startTask(): Promise<string> {
-  const token = await oidc.mintServiceAccountToken({ cluster: 'test', namespace: 'payments', serviceAccount: 'api', audience: AUDIENCE, ttlSeconds: 600 });
-  const res = await httpsJson(`${ISSUER}/v1/tasks`, { ca: pki.example.certPem, body: { attestation: { kind: 'oidc', token }, intent } });
+/** A task token: on a platform token (unbound), or on a client certificate (bound to it, cnf.x5t#S256). */
+async function startTask(cert?: Credential): Promise<string> {
+  const evidence = cert ? {} : { attestation: { kind: 'oidc', token: await oidc.mintServiceAccountToken({ cluster: 'test', namespace: 'payments', serviceAccount: 'api', audience: AUDIENCE, ttlSeconds: 600 }) } };
+  const res = await httpsJson(`${ISSUER}/v1/tasks`, { ...tls(cert), body: { ...evidence, intent } });
   expect(res.status, JSON.stringify(res.json)).toBe(201);
   return res.json.access_token as string;
 }
@@ -219,6 +223,15 @@ describe('openid-client interop', () => {
     await client.tokenRevocation(await discover(client.None(), { clientId: 'k8s://test/ns/payments/sa/batch' }), token).catch(() => undefined);
     expect(await active(token)).toBe(true);
     await client.tokenRevocation(await discover(client.None(), { clientId: WORKLOAD }), token);
+    expect(await active(token)).toBe(false);
+  });
+
+  it("lets a bound token's holder revoke it as a public client with its certificate, and not without it", async () => {
+    const svid = 'spiffe://example.org/ns/payments/sa/batch';
+    const token = await startTask(otherCert);
+    expect(await refusal(client.tokenRevocation(await discover(client.None(), { clientId: svid }), token))).toMatchObject({ status: 401, error: 'invalid_client' });
+    expect(await active(token)).toBe(true);
+    await client.tokenRevocation(await discover(client.None(), { clientId: svid, cert: otherCert }), token);
     expect(await active(token)).toBe(false);
   });
 });
