@@ -16,6 +16,7 @@ import { freePort } from '../../src/util/net.js';
 import { AUDIENCE, issuerEntry, startTestBroker } from '../helpers/broker.js';
 import { createTestPki, httpsJson, scratchDir, type TestPki } from '../helpers/pki.js';
 import { httpsFetch } from './https-fetch.js';
+import { BrokerClient, platformToken } from '../../src/sdk/index.js';
 
 const RS = 'rs-db';
 const RS_SECRET = 'rs-db-secret-0123456789abcdefghijklmnop';
@@ -304,5 +305,18 @@ describe('routes under the issuer path', () => {
     const form = { ca: pki.example.certPem, method: 'POST', body: 'token=x', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Bearer ${RS_SECRET}` } };
     expect((await httpsJson(`${ORIGIN}/oauth2/introspect`, form)).status).toBe(404);
     expect((await httpsJson(`${ORIGIN}/tenant/oauth2/introspect`, form)).json).toEqual({ active: false });
+  });
+
+  it("lets the SDK start and end a task with the issuer's URL (with its path) as its broker URL", async () => {
+    const sdk = new BrokerClient({
+      url: ISSUER,
+      ca: pki.example.certPem,
+      attestation: platformToken(() => oidc.mintServiceAccountToken({ cluster: 'test', namespace: 'payments', serviceAccount: 'api', audience: AUDIENCE, ttlSeconds: 600 })),
+    });
+    const task = await sdk.startTask(intent);
+    const token = await task.token();
+    expect(await active(token)).toBe(true);
+    await task.end();
+    expect(await active(token)).toBe(false);
   });
 });
