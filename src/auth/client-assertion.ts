@@ -63,6 +63,8 @@ export async function verifyClientAssertion(assertion: string, formClientId: str
     });
     exp = verified.exp!;
     jti = verified.jti;
+    // jose checks iat only against a maximum age: one from the future is refused here.
+    if (verified.iat !== undefined && verified.iat * 1000 > check.now + check.leewayMs) throw refuse('iat is in the future');
   } catch (e) {
     if (e instanceof joseErrors.JOSEError) throw refuse(joseReason(e));
     throw e;

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, createPublicKey, timingSafeEqual, type JsonWebKey } from 'node:crypto';
 import { createLocalJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import type { Attestor } from '../attestation/attestor.js';
 import type { X509Evidence } from '../attestation/x509.js';
@@ -50,7 +50,8 @@ export class ResourceServers {
     servers.forEach((rs, i) => {
       if (rs.credential_sha256) this.byCredential.add(rs.credential_sha256, rs);
       if (rs.workload) this.byWorkload.set(rs.workload, rs);
-      const jwks = rs.jwks ?? (rs.jwks_file !== undefined ? readJwksFile(rs.jwks_file, i) : undefined);
+      const jwks = rs.jwks_file !== undefined ? readJwksFile(rs.jwks_file, i) : rs.jwks;
+      if (jwks) checkImportable(jwks, rs.jwks_file !== undefined ? `resource_servers.${i}.jwks_file: ${rs.jwks_file}` : `resource_servers.${i}.jwks`);
       this.byName.set(rs.name, {
         rs,
         ...(rs.credential_sha256 ? { secretHash: Buffer.from(rs.credential_sha256, 'hex') } : {}),
@@ -103,8 +104,19 @@ export class ResourceServers {
 
 const DUMMY_HASH = Buffer.alloc(32);
 
+/** Every key of a client JWK set must be a usable public key: found at start, not at the first assertion. */
+function checkImportable(jwks: { keys: object[] }, where: string): void {
+  jwks.keys.forEach((jwk, k) => {
+    try {
+      createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' });
+    } catch {
+      throw new ConfigError([`${where}: keys.${k}: not a valid public JWK`]);
+    }
+  });
+}
+
 /** A resource server's jwks_file, read once at start: a file that is not a client JWK set stops the start. */
-function readJwksFile(path: string, index: number): unknown {
+function readJwksFile(path: string, index: number): { keys: object[] } {
   const where = `resource_servers.${index}.jwks_file`;
   let text: string;
   try {
