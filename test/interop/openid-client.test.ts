@@ -5,7 +5,7 @@
  * every request here also checks that the routes are served where the metadata says they are.
  */
 import 'reflect-metadata';
-import { createHash } from 'node:crypto';
+import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -32,6 +32,21 @@ const intent = { audience: 'db.payments', actions: ['read'], resources: ['db://p
  */
 const IANA_AUTH_METHODS = ['none', 'client_secret_post', 'client_secret_basic', 'client_secret_jwt', 'private_key_jwt', 'tls_client_auth', 'self_signed_tls_client_auth'];
 const IANA_ACCESS_TOKEN_TYPES = ['Bearer', 'N_A', 'PoP', 'DPoP'];
+/** JWS `alg` values of the IANA "JSON Web Signature and Encryption Algorithms" registry that jose signs with. */
+const IANA_JWS_ALGS = ['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'none', 'EdDSA', 'Ed25519'];
+/** Grant types: RFC 6749's and the IANA "OAuth URI" registry's grant-type URNs (and CIBA's). */
+const IANA_GRANT_TYPES = [
+  'authorization_code',
+  'implicit',
+  'password',
+  'client_credentials',
+  'refresh_token',
+  'urn:ietf:params:oauth:grant-type:jwt-bearer',
+  'urn:ietf:params:oauth:grant-type:saml2-bearer',
+  'urn:ietf:params:oauth:grant-type:device_code',
+  'urn:ietf:params:oauth:grant-type:token-exchange',
+  'urn:openid:params:grant-type:ciba',
+];
 
 let oidc: OidcIssuer;
 let pki: TestPki;
@@ -40,6 +55,9 @@ let otherCert: Credential;
 let selfSigned: Credential;
 let rsKey: CryptoKey;
 let strangerKey: CryptoKey;
+/** One key per key type, registered without `alg` for resource server rs-algs: which algs it may use is the broker's to say. */
+const algKeys = new Map<string, KeyObject>();
+const keyFor = (alg: string) => (alg.startsWith('RS') || alg.startsWith('PS') ? 'rsa' : alg.startsWith('ES') ? `p${alg.slice(2)}` : 'okp');
 let broker: BrokerRuntime;
 let ISSUER: string;
 let ORIGIN: string;
@@ -57,6 +75,20 @@ beforeAll(async () => {
   strangerKey = (await generateKeyPair('ES256')).privateKey;
   const jwksFile = files.write('rs-db.jwks.json', JSON.stringify({ keys: [{ ...(await exportJWK(rsPair.publicKey)), kid: 'rs-db-1', alg: 'ES256', use: 'sig' }] }));
 
+  // node:crypto KeyObjects (a WebCrypto key is bound to one alg; these serve every alg of their type).
+  const algJwks: { kty: 'EC' | 'RSA' | 'OKP'; kid: string }[] = [];
+  for (const [kid, pair] of [
+    ['rsa', generateKeyPairSync('rsa', { modulusLength: 2048 })],
+    ['p256', generateKeyPairSync('ec', { namedCurve: 'P-256' })],
+    ['p384', generateKeyPairSync('ec', { namedCurve: 'P-384' })],
+    ['p512', generateKeyPairSync('ec', { namedCurve: 'P-521' })],
+    ['okp', generateKeyPairSync('ed25519')],
+  ] as const) {
+    algKeys.set(kid, pair.privateKey);
+    const jwk = pair.publicKey.export({ format: 'jwk' });
+    algJwks.push({ ...jwk, kty: jwk.kty as 'EC' | 'RSA' | 'OKP', kid });
+  }
+
   const port = await freePort();
   ORIGIN = `https://127.0.0.1:${port}`;
   ISSUER = `${ORIGIN}/tenant`;
@@ -73,7 +105,10 @@ beforeAll(async () => {
       { name: 'payments', workloads: ['k8s://test/ns/payments/sa/*'], audiences: ['db.payments'], actions: ['read'], resources: ['db://payments/**'] },
       { name: 'payments-svid', workloads: ['spiffe://example.org/ns/payments/sa/*'], audiences: ['db.payments'], actions: ['read'], resources: ['db://payments/**'], require_binding: true },
     ],
-    resource_servers: [{ name: RS, audiences: ['db.payments'], credential_sha256: sha256(RS_SECRET), workload: RS_SPIFFE, jwks_file: jwksFile }],
+    resource_servers: [
+      { name: RS, audiences: ['db.payments'], credential_sha256: sha256(RS_SECRET), workload: RS_SPIFFE, jwks_file: jwksFile },
+      { name: 'rs-algs', audiences: ['db.payments'], jwks: { keys: algJwks } },
+    ],
   });
 }, 60_000);
 
@@ -289,6 +324,44 @@ describe('metadata lists exactly what is accepted', () => {
         expect({ endpoint, method, accepted }).toEqual({ endpoint, method, accepted: listed.includes(method) });
       }
     }
+  });
+});
+
+describe('metadata lists exactly what is accepted: algorithms, grant types, bound tokens', () => {
+  it('accepts a client assertion in every listed alg and in no other registered one', async () => {
+    const md = (await httpsJson(`${ORIGIN}/.well-known/oauth-authorization-server/tenant`, { ca: pki.example.certPem })).json;
+    const listed = md.introspection_endpoint_auth_signing_alg_values_supported as string[];
+    expect(md.revocation_endpoint_auth_signing_alg_values_supported).toEqual(listed);
+    const token = await startTask();
+    for (const alg of IANA_JWS_ALGS) {
+      const claims = { iss: 'rs-algs', sub: 'rs-algs', aud: ISSUER, jti: crypto.randomUUID(), exp: Math.floor(Date.now() / 1000) + 60 };
+      let signed: string;
+      if (alg === 'none') signed = `${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.`;
+      else if (alg.startsWith('HS')) signed = await new SignJWT(claims).setProtectedHeader({ alg }).sign(new TextEncoder().encode(RS_SECRET.repeat(2)));
+      else signed = await new SignJWT(claims).setProtectedHeader({ alg, kid: keyFor(alg) }).sign(algKeys.get(keyFor(alg))!);
+      const form = new URLSearchParams({ token, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: signed });
+      const res = await httpsJson(`${ISSUER}/oauth2/introspect`, { ca: pki.example.certPem, method: 'POST', body: form.toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+      expect({ alg, accepted: res.status === 200 && res.json.active === true }).toEqual({ alg, accepted: listed.includes(alg) });
+    }
+  });
+
+  it('accepts no grant type, as it lists none (no token endpoint is served yet)', async () => {
+    const md = (await httpsJson(`${ORIGIN}/.well-known/oauth-authorization-server/tenant`, { ca: pki.example.certPem })).json;
+    const listed = (md.grant_types_supported as string[] | undefined) ?? [];
+    const endpoint = (md.token_endpoint as string | undefined) ?? `${ISSUER}/oauth2/token`;
+    for (const grantType of IANA_GRANT_TYPES) {
+      const form = new URLSearchParams({ grant_type: grantType });
+      const res = await httpsJson(endpoint, { ...tls(rsCert), method: 'POST', body: form.toString(), headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${RS}:${RS_SECRET}`).toString('base64')}` } });
+      expect({ grantType, accepted: res.status === 200 }).toEqual({ grantType, accepted: listed.includes(grantType) });
+    }
+  });
+
+  it('binds tokens issued on a client certificate, as tls_client_certificate_bound_access_tokens says', async () => {
+    const md = (await httpsJson(`${ORIGIN}/.well-known/oauth-authorization-server/tenant`, { ca: pki.example.certPem })).json;
+    expect(md.tls_client_certificate_bound_access_tokens).toBe(true);
+    const token = await startTask(otherCert);
+    const answer = await client.tokenIntrospection(await discover(client.ClientSecretBasic(RS_SECRET)), token);
+    expect(answer.cnf?.['x5t#S256']).toBe(createHash('sha256').update(otherCert.der).digest('base64url'));
   });
 });
 
