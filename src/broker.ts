@@ -1,7 +1,9 @@
 import type { Attestor, Evidence, Workload } from './attestation/attestor.js';
 import type { X509Evidence } from './attestation/x509.js';
 import { Operators, requireRole, type Operator, type OperatorRole } from './auth/operators.js';
-import { ResourceServers } from './auth/resource-servers.js';
+import { presentedClient, publicClientId } from './auth/client-auth.js';
+import { ResourceServers, type AssertionContext, type ResourceServer } from './auth/resource-servers.js';
+import { endpointUrl, OAUTH_PATHS } from './protocol/endpoints.js';
 import type { Config } from './config/schema.js';
 import { AccessDenied, AttestationFailed, InvalidClient, InvalidGrant, InvalidRequest, InvalidToken, OutcomeUnknown, TokenMissing, Unavailable, UnreadableGrant } from './errors.js';
 import { UndeliveredGrants } from './grants/undelivered.js';
@@ -60,6 +62,8 @@ export interface CallContext {
   bearer?: string;
   /** The `DPoP` header: a proof of possession of the key the token is (to be) bound to (RFC 9449). */
   dpop?: string;
+  /** The client id and secret of `Authorization: Basic` (a resource server's client_secret_basic). */
+  basic?: { clientId: string; secret: string };
 }
 
 const INACTIVE: IntrospectionResponse = Object.freeze({ active: false });
@@ -344,7 +348,12 @@ export class Broker {
    * `active: false` and nothing else. One store read.
    */
   async introspect(params: unknown, ctx: CallContext = {}): Promise<IntrospectionResponse> {
-    const rs = await this.authenticated(ctx, () => this.resourceServers.authenticate(ctx));
+    const { rs } = await this.authenticated(ctx, async () => {
+      const client = presentedClient(params, ctx);
+      if (!client)
+        throw new InvalidClient('authenticate as a resource server: client_secret_basic, client_secret_post, private_key_jwt, a client certificate or a bearer credential');
+      return this.resourceServers.authenticate(client, this.assertionContext(OAUTH_PATHS.introspection));
+    });
     const { token } = parse(tokenParamsSchema, params);
     const claims = await unlessInvalid(this.verifier.verify(token));
     if (!claims || !rs.audiences.includes(claims.aud)) return INACTIVE;
@@ -393,8 +402,8 @@ export class Broker {
   async revoke(params: unknown, ctx: CallContext = {}): Promise<void> {
     const { store, clock, log } = this.deps;
     const { token } = parse(tokenParamsSchema, params);
-    const rs = await this.authenticated(ctx, () => this.resourceServers.find(ctx));
-    const claims = await (rs ? unlessInvalid(this.verifier.verify(token)) : this.holderToken(token, ctx));
+    const rs = await this.authenticated(ctx, () => this.revokingClient(params, ctx));
+    const claims = await (rs ? unlessInvalid(this.verifier.verify(token)) : this.holderToken(token, ctx, publicClientId(params)));
     if (!claims || (rs && !rs.audiences.includes(claims.aud))) return;
     // A token its record does not vouch for changes nothing (and, as any invalid token, gets 200).
     const recorded = await store.getGrant(claims.grant);
@@ -441,7 +450,7 @@ export class Broker {
     return verifyDpopProof({
       proof,
       htm: 'POST',
-      htu: `${config.issuer.replace(/\/+$/, '')}${path}`,
+      htu: endpointUrl(config.issuer, path),
       now,
       windowMs: config.dpop.iat_window,
       ...(accessToken !== undefined ? { accessToken } : {}),
@@ -462,6 +471,38 @@ export class Broker {
     if (!first) throw new InvalidDpopProof('this DPoP proof was already used: make a fresh proof (new jti) for every request');
   }
 
+  /**
+   * The resource server revoking, or undefined for a token's holder. Client credentials that are
+   * present decide: wrong ones are 401 invalid_client, never the holder path. Only a client
+   * certificate that is no resource server's, sent without a resource server's client_id, is
+   * left to the holder path: a bound token's holder presents its own certificate (and, as a
+   * public client, may name itself by the token's client_id).
+   */
+  private async revokingClient(params: unknown, ctx: CallContext): Promise<ResourceServer | undefined> {
+    const client = presentedClient(params, ctx);
+    if (!client) return undefined;
+    try {
+      return (await this.resourceServers.authenticate(client, this.assertionContext(OAUTH_PATHS.revocation))).rs;
+    } catch (e) {
+      const namesResourceServer = client.method === 'tls_client_auth' && client.clientId !== undefined && this.resourceServers.has(client.clientId);
+      if (client.method === 'tls_client_auth' && !namesResourceServer && e instanceof InvalidClient) return undefined;
+      throw e;
+    }
+  }
+
+  /** What checking a client assertion at `path` needs (auth/client-assertion.ts). */
+  private assertionContext(path: string): AssertionContext {
+    const { config, clock, store } = this.deps;
+    const now = clock();
+    return {
+      issuer: config.issuer,
+      endpoint: endpointUrl(config.issuer, path),
+      now,
+      leewayMs: config.tokens.leeway,
+      useOnce: (key, ttlMs) => store.useOnce(key, { now, ttlMs }),
+    };
+  }
+
   /** The bearer task token, verified and issued for this grant. */
   private async presentedToken(grantId: string, ctx: CallContext): Promise<TaskTokenClaims> {
     if (!isGrantId(grantId)) throw new InvalidRequest('not a grant id');
@@ -476,11 +517,13 @@ export class Broker {
    * counts against the caller's address (the answer is still 200), and a bound one needs its
    * certificate (401 invalid_client without it).
    */
-  private holderToken(token: string, ctx: CallContext): Promise<TaskTokenClaims | undefined> {
+  private holderToken(token: string, ctx: CallContext, clientId: string | undefined): Promise<TaskTokenClaims | undefined> {
     return unlessInvalid(
       this.authenticated(ctx, async () => {
         const claims = await this.verifier.verify(token);
         checkBinding(claims, ctx.certificate, (m) => new InvalidClient(m));
+        // A public client (auth method none) names itself: the holder's client_id is the token's.
+        if (clientId !== undefined && clientId !== claims.client_id) throw new InvalidClient('client_id is not the client of this token');
         return claims;
       }),
     );

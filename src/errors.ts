@@ -39,10 +39,15 @@ export class InvalidRequest extends BrokerError {
   }
 }
 
-/** The caller could not be authenticated (RFC 6749 §5.2 `invalid_client`). */
+/**
+ * The caller could not be authenticated (RFC 6749 §5.2 `invalid_client`). `challenge: 'Basic'`
+ * after a failed HTTP Basic attempt: §5.2 wants the challenge of the scheme the client used.
+ */
 export class InvalidClient extends BrokerError {
-  constructor(description: string, opts?: Opts) {
+  readonly challenge: 'Basic' | undefined;
+  constructor(description: string, opts?: Opts & { challenge?: 'Basic' }) {
     super('invalid_client', 401, description, opts);
+    this.challenge = opts?.challenge;
   }
 }
 

@@ -8,6 +8,8 @@ import { MAX_TASK_TOKEN_BYTES, MIN_BODY_BYTES } from '../protocol/limits.js';
 import { MIN_PUBLICATION_SECRET_LENGTH } from '../grants/key-publication.js';
 import { durationField, formatDuration } from '../util/duration.js';
 import { parseSecureUrl } from '../util/url.js';
+import { SIGNING_ALGS } from '../tokens/algorithms.js';
+import { CLIENT_ASSERTION_ALGS } from '../auth/client-assertion-algs.js';
 
 export const MAX_LEEWAY_MS = 30_000;
 
@@ -61,11 +63,22 @@ const rateField = (d: { rate: number; per: string; burst: number }) =>
     .strict()
     .prefault({});
 
+/** A public JWK a resource server signs its client assertions with: asymmetric, never a private key. */
+const clientJwk = z
+  .object({ kty: z.enum(['EC', 'RSA', 'OKP']), kid: z.string().min(1).max(256).optional(), alg: z.enum(CLIENT_ASSERTION_ALGS).optional() })
+  .loose()
+  .refine((k) => !('d' in k) && !('p' in k) && !('q' in k), 'must be a public key (it has private members: never put a private key in the config)');
+
+/** A JWK set of client keys, inline (`jwks`) or in a file (`jwks_file`, read at start). */
+export const clientJwksSchema = z.object({ keys: z.array(clientJwk).min(1).max(16) }).loose();
+
 /**
  * A resource server that may introspect (RFC 7662) and revoke (RFC 7009) tokens of its
- * audiences. It authenticates with a client certificate whose attested workload id is
- * `workload`, or with a bearer credential whose SHA-256 (hex) is `credential_sha256`: the
- * credential itself never sits in the config file.
+ * audiences. Its `name` is its OAuth client_id. It authenticates with any of what is configured:
+ * - `credential_sha256`: the SHA-256 (hex) of its credential (the credential itself never sits
+ *   in the config file), sent as client_secret_basic, client_secret_post or a bearer credential;
+ * - `workload`: a client certificate whose attested workload id it is (tls_client_auth);
+ * - `jwks` or `jwks_file`: the public keys of its private_key_jwt client assertions.
  */
 const resourceServerSchema = z
   .object({
@@ -76,11 +89,14 @@ const resourceServerSchema = z
       .string()
       .regex(/^[0-9a-f]{64}$/, 'must be the SHA-256 of the credential, 64 lowercase hex digits (sha256sum)')
       .optional(),
+    jwks: clientJwksSchema.optional(),
+    jwks_file: z.string().min(1).optional(),
   })
   .strict()
   .superRefine((rs, ctx) => {
-    if ((rs.workload === undefined) === (rs.credential_sha256 === undefined))
-      ctx.addIssue({ code: 'custom', message: 'needs exactly one of workload (mTLS) or credential_sha256 (bearer)' });
+    if (rs.workload === undefined && rs.credential_sha256 === undefined && rs.jwks === undefined && rs.jwks_file === undefined)
+      ctx.addIssue({ code: 'custom', message: 'needs a way to authenticate: credential_sha256 (client secret or bearer), workload (mTLS), or jwks / jwks_file (private_key_jwt)' });
+    if (rs.jwks !== undefined && rs.jwks_file !== undefined) ctx.addIssue({ code: 'custom', path: ['jwks_file'], message: 'jwks and jwks_file are exclusive' });
   });
 
 /**
@@ -127,7 +143,8 @@ export const configSchema = z
     store: storeSchema,
     tokens: z
       .object({
-        algorithm: z.enum(['ES256', 'EdDSA']).default('ES256'),
+        /** ES256 by default; RS256 for verifiers that only know it (RFC 9068 §2.1: every server MUST support it). */
+        algorithm: z.enum(SIGNING_ALGS).default('ES256'),
         default_ttl: durationField('5m'),
         max_ttl: durationField('15m'),
         leeway: durationField('30s'),

@@ -132,12 +132,20 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
   /** The merged event log (every stream's events, in append order; GrantStore.readAuditLog). */
   let eventLog: { pos: LogPosition; event: LogEvent }[] = [];
   const EVENT_LOG_MAX = 100_000;
-  /** Used DPoP proofs (slot tag and digest) → when they stop being acceptable. */
-  const usedProofs = new Map<string, number>();
   let latestNow = 0;
   let auditSeq = 0;
   let lastAuditMs = 0;
   let closed = false;
+  /** Values used once (DPoP proofs, client assertion jtis) → when each is forgotten (Redis: SET NX PX). */
+  const usedOnce = new Map<string, number>();
+  const setOnce = (key: string, now: number, until: number): boolean => {
+    const held = usedOnce.get(key);
+    if (held !== undefined && held > now) return false;
+    // Forget the expired ones now and then, as Redis expires them.
+    if (usedOnce.size >= 10_000) for (const [k, t] of usedOnce) if (t <= now) usedOnce.delete(k);
+    usedOnce.set(key, Math.max(until, now + 1));
+    return true;
+  };
 
   const see = (now: number) => {
     if (now > latestNow) latestNow = now;
@@ -588,12 +596,12 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
 
     async useProofJti(workload: string, proof: { jkt: string; jti: string }, o: { now: number; until: number }): Promise<boolean> {
       check();
-      const key = `${tagOf(workload)}:${usedProofDigest(proof)}`;
-      const until = usedProofs.get(key);
-      if (until !== undefined && until > o.now) return false;
-      // Forget the proofs no longer acceptable now and then, as Redis expires them.
-      if (usedProofs.size >= 10_000) for (const [k, t] of usedProofs) if (t <= o.now) usedProofs.delete(k);
-      usedProofs.set(key, Math.max(o.until, o.now + 1));
+      return setOnce(`proof:${tagOf(workload)}:${usedProofDigest(proof)}`, o.now, o.until);
+    },
+
+    async useOnce(key: string, o: { now: number; ttlMs: number }): Promise<boolean> {
+      check();
+      return setOnce(`once:${key}`, o.now, o.now + o.ttlMs);
       return true;
     },
 

@@ -452,6 +452,15 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
    * Refreshes the workload's entry in the operators' hint index, best effort: it is never
    * awaited, and a failure is logged and forgotten by the memo so the next grant retries it.
    */
+  /**
+   * SET NX PX: true the first time a key is set within its ttl. A write: a reply lost after sending
+   * may have recorded it, and then the value is spent (fail closed).
+   */
+  async function setOnce(op: string, key: string, ttlMs: number): Promise<boolean> {
+    const ttl = Math.max(1, Math.ceil(ttlMs));
+    return guarded(op, async () => (await redis.set(key, '1', 'PX', ttl, 'NX')) === 'OK', { write: true });
+  }
+
   function refreshWorkloadHint(workload: string, now: number, retentionMs: number): void {
     const last = hinted.get(workload);
     if (last !== undefined && now - last < HINT_EVERY_MS && now >= last) return;
@@ -1046,9 +1055,12 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
 
     // DPoP proofs used (RFC 9449 §11.1): one SET NX PX in the workload's slot.
     async useProofJti(workload: string, proof: { jkt: string; jti: string }, o: { now: number; until: number }): Promise<boolean> {
-      const key = grantKeys(prefix, workloadTag(workload)).usedProof(usedProofDigest(proof));
-      const ttl = Math.max(1, Math.ceil(o.until - o.now));
-      return guarded('useProofJti', async () => (await redis.set(key, '1', 'PX', ttl, 'NX')) === 'OK', { write: true });
+      return setOnce('useProofJti', grantKeys(prefix, workloadTag(workload)).usedProof(usedProofDigest(proof)), o.until - o.now);
+    },
+
+    // Values used once (client assertion jtis): one SET NX PX of their own.
+    async useOnce(key: string, o: { now: number; ttlMs: number }): Promise<boolean> {
+      return setOnce('useOnce', `${prefix}once:${key}`, o.ttlMs);
     },
 
     async ping(): Promise<void> {

@@ -395,6 +395,12 @@ export interface GrantStore {
   useProofJti(workload: string, proof: { jkt: string; jti: string }, opts: { now: number; until: number }): Promise<boolean>;
 
   /** Throws Unavailable when the store cannot serve. */
+  /**
+   * Records that `key` (a one-time value: a client assertion's jti) was used, for `ttlMs`: true
+   * the first time, false while it is remembered. One key of its own (SET NX PX), in no
+   * workload's slot; the key is hashed by the caller, never a secret.
+   */
+  useOnce(key: string, opts: { now: number; ttlMs: number }): Promise<boolean>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }

@@ -12,7 +12,7 @@ import { oauthRoutes } from './routes/oauth.js';
 import { taskRoutes } from './routes/tasks.js';
 import { operatorRoutes } from './routes/operator.js';
 import type { OperatorDeps } from '../operator/deps.js';
-import { wellKnownRoutes } from './routes/well-known.js';
+import { issuerPath, wellKnownRoutes } from './routes/well-known.js';
 import { healthRoutes, type ReadinessCheck } from './routes/health.js';
 import type { Keyring } from '../tokens/keyring.js';
 import { trustedProxyList, type ClientCertSource } from './client-cert.js';
@@ -51,18 +51,26 @@ export function createApp(deps: AppDeps): Hono {
   const callContext = callContextOf(deps.clientCerts, proxyList);
   app.use('*', requestLog({ log, ...(deps.metrics ? { metrics: deps.metrics } : {}), clientAddress: (c) => clientAddressOfContext(c, proxyList) }));
   const routeDeps = { broker, maxBodyBytes: config.http.max_body_bytes, callContext };
-  taskRoutes(app, routeDeps);
-  oauthRoutes(app, routeDeps);
-  if (deps.operator) operatorRoutes(app, routeDeps, deps.operator);
+  // Every route is served under the issuer's path, where the metadata says the endpoints are
+  // (https://host/tenant → /tenant/oauth2/introspect); at the root when it has none.
+  const path = issuerPath(config.issuer);
+  const api = path ? app.basePath(path) : app;
+  taskRoutes(api, routeDeps);
+  oauthRoutes(api, routeDeps);
+  if (deps.operator) operatorRoutes(api, routeDeps, deps.operator);
 
-  wellKnownRoutes(app, { config, keyring: deps.keyring, boundTokens: Boolean(deps.clientCerts) });
-  healthRoutes(app, deps.readiness, log);
+  wellKnownRoutes(api, { config, keyring: deps.keyring, boundTokens: Boolean(deps.clientCerts), root: app });
+  // Health and metrics are the platform's, not the issuer's: at the root too (probes and scrapers
+  // do not know the issuer's path).
   const metrics = deps.metrics;
-  if (metrics && !deps.metricsElsewhere) app.get('/metrics', metricsHandler(metrics));
-  // The document describes the routes registered above, its own included: built once, here.
+  for (const at of path ? [api, app] : [app]) {
+    healthRoutes(at, deps.readiness, log);
+    if (metrics && !deps.metricsElsewhere) at.get('/metrics', metricsHandler(metrics));
+  }
+  // The document describes the routes registered here, its own included: built once, below.
   let openapi = '';
-  app.get('/openapi.json', () => new Response(openapi, { headers: { 'content-type': 'application/json', 'cache-control': 'public, max-age=300' } }));
-  deps.extend?.(app);
-  openapi = JSON.stringify(buildOpenApiDocument(app.routes, { version: packageVersion(), serverUrl: config.issuer }));
+  api.get('/openapi.json', () => new Response(openapi, { headers: { 'content-type': 'application/json', 'cache-control': 'public, max-age=300' } }));
+  deps.extend?.(api);
+  openapi = JSON.stringify(buildOpenApiDocument(app.routes, { version: packageVersion(), serverUrl: config.issuer, basePath: path }));
   return app;
 }

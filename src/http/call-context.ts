@@ -1,7 +1,7 @@
 import type { Context } from 'hono';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Broker, CallContext } from '../broker.js';
-import { InvalidRequest } from '../errors.js';
+import { InvalidClient, InvalidRequest } from '../errors.js';
 import { isIP, type BlockList } from 'node:net';
 import { isTrustedProxy, type ClientCertSource } from './client-cert.js';
 
@@ -23,6 +23,27 @@ export function bearerOf(header: string | undefined): string | undefined {
   const m = BEARER.exec(header);
   if (!m) throw new InvalidRequest('the Authorization header must be "Bearer <token>"');
   return m[1];
+}
+
+/**
+ * The client id and secret of an `Authorization: Basic` header (other schemes: none). RFC 6749
+ * §2.3.1: each is form-urlencoded before the base64, so both are decoded after it. A malformed
+ * one is a failed client authentication (401 with a Basic challenge, §5.2).
+ */
+export function basicOf(header: string | undefined): { clientId: string; secret: string } | undefined {
+  if (header === undefined || !/^Basic(\s|$)/i.test(header)) return undefined;
+  const bad = () => new InvalidClient('the Authorization header must be "Basic " and the base64 of client_id:client_secret, each form-urlencoded (RFC 6749 §2.3.1)', { challenge: 'Basic' });
+  const m = /^Basic +([A-Za-z0-9+/]+={0,2}) *$/i.exec(header);
+  if (!m) throw bad();
+  const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon < 0) throw bad();
+  try {
+    const unescape = (s: string) => decodeURIComponent(s.replace(/\+/g, ' '));
+    return { clientId: unescape(decoded.slice(0, colon)), secret: unescape(decoded.slice(colon + 1)) };
+  } catch {
+    throw bad();
+  }
 }
 
 /**
@@ -61,12 +82,14 @@ export function callContextOf(clientCerts: ClientCertSource | undefined, proxies
     const socket = (c.env as { incoming?: { socket?: unknown } } | undefined)?.incoming?.socket;
     const certificate = clientCerts?.evidence(socket, remoteAddress, (name) => c.req.header(name));
     const bearer = bearerOf(c.req.header('authorization'));
+    const basic = basicOf(c.req.header('authorization'));
     const clientAddress = clientAddressOf(remoteAddress, proxies, (name) => c.req.header(name));
     return {
       ...(remoteAddress ? { remoteAddress } : {}),
       ...(clientAddress ? { clientAddress } : {}),
       ...(certificate ? { certificate } : {}),
       ...(bearer !== undefined ? { bearer } : {}),
+      ...(basic ? { basic } : {}),
     };
   };
 }

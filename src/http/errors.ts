@@ -1,6 +1,6 @@
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
-import { BrokerError, TokenMissing } from '../errors.js';
+import { BrokerError, InvalidClient, TokenMissing } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ErrorBody } from '../protocol/errors.js';
 import { clip } from '../util/text.js';
@@ -19,8 +19,14 @@ export function errorResponse(err: unknown, c: Context, log: Logger): Response {
     // RFC 9110 §15.5.2: a 401 names a scheme. Only a bearer task token that does not verify gets
     // RFC 6750's error="invalid_token" (§3.1); no error when none was sent, nor for evidence and
     // client credentials (their invalid_client is in the JSON body).
+    // A failed HTTP Basic client authentication is challenged with Basic (RFC 6749 §5.2).
     if (err.status === 401)
-      headers['WWW-Authenticate'] = err.code === 'invalid_token' && !(err instanceof TokenMissing) ? 'Bearer realm="jit-broker", error="invalid_token"' : 'Bearer realm="jit-broker"';
+      headers['WWW-Authenticate'] =
+        err instanceof InvalidClient && err.challenge === 'Basic'
+          ? 'Basic realm="jit-broker", charset="UTF-8"'
+          : err.code === 'invalid_token' && !(err instanceof TokenMissing)
+            ? 'Bearer realm="jit-broker", error="invalid_token"'
+            : 'Bearer realm="jit-broker"';
     // The unread rest of an oversized body is not worth draining: close the connection after.
     if (err.status === 413) headers['Connection'] = 'close';
     return json(err.status, { error: err.code, error_description: err.description, ...(err.reason ? { error_reason: err.reason } : {}) }, headers);

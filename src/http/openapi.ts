@@ -419,18 +419,29 @@ export interface RegisteredRoute {
  * The document of the routes given (the app's, after every route is registered). A route no
  * operation describes throws: an undocumented route is a bug found at start-up and in tests.
  */
-export function buildOpenApiDocument(routes: readonly RegisteredRoute[], info: { version: string; serverUrl: string }): JsonObject {
+export function buildOpenApiDocument(routes: readonly RegisteredRoute[], info: { version: string; serverUrl: string; basePath?: string }): JsonObject {
   const { components, ref } = schemaConverter();
-  const paths: Record<string, Record<string, JsonObject>> = {};
+  const paths: Record<string, Record<string, unknown>> = {};
   const seen = new Set<string>();
+  // Under an issuer with a path, routes are served under it and documented relative to the
+  // server URL (the issuer); a route also served at the root (health, metrics) is documented
+  // once, and one served only at the root (RFC 8414 §3.1 metadata) gets the origin as its server.
+  const base = info.basePath ?? '';
+  const underBase = (p: string) => (base && p.startsWith(`${base}/`) ? p.slice(base.length) : undefined);
+  const basedKeys = new Set(routes.flatMap((r) => (underBase(r.path) !== undefined ? [`${r.method} ${underBase(r.path)}`] : [])));
+  const rootOnly = new Set<string>();
   for (const route of routes) {
     if (route.method === 'ALL') continue;
-    const key = `${route.method} ${route.path}`;
+    const relative = underBase(route.path);
+    if (base && relative === undefined && basedKeys.has(`${route.method} ${route.path}`)) continue;
+    const routePath = relative ?? route.path;
+    const key = `${route.method} ${routePath}`;
     if (seen.has(key)) continue;
     seen.add(key);
-    const op = operationFor(route.method, route.path);
-    if (!op) throw new Error(`no OpenAPI operation documents ${key} (add it to src/http/openapi.ts)`);
-    const { path, params } = openApiPath(route.path);
+    const op = operationFor(route.method, routePath);
+    if (!op) throw new Error(`no OpenAPI operation documents ${route.method} ${route.path} (add it to src/http/openapi.ts)`);
+    const { path, params } = openApiPath(routePath);
+    if (base && relative === undefined) rootOnly.add(path);
     const responses: Record<string, JsonObject> = {};
     for (const [status, answer] of Object.entries(op.responses)) {
       const type = answer.type ?? 'application/json';
@@ -439,7 +450,7 @@ export function buildOpenApiDocument(routes: readonly RegisteredRoute[], info: {
     }
     for (const status of op.errors) responses[String(status)] ??= { $ref: `#/components/responses/Error${status}` };
     const operation: JsonObject = {
-      operationId: route.path === op.path ? op.id : `${op.id}${path.slice(op.path.length).replace(/[^A-Za-z0-9]+/g, '_')}`,
+      operationId: routePath === op.path ? op.id : `${op.id}${path.slice(op.path.length).replace(/[^A-Za-z0-9]+/g, '_')}`,
       tags: [op.tag],
       summary: op.summary,
       ...(op.description ? { description: op.description } : {}),
@@ -455,6 +466,8 @@ export function buildOpenApiDocument(routes: readonly RegisteredRoute[], info: {
     };
     (paths[path] ??= {})[op.method] = operation;
   }
+  const origin = new URL(info.serverUrl).origin;
+  for (const path of rootOnly) paths[path] = { servers: [{ url: origin }], ...paths[path] };
   const errorResponses = Object.fromEntries(
     Object.entries(ERROR_STATUSES).map(([status, description]) => [
       `Error${status}`,

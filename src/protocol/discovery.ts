@@ -19,17 +19,18 @@ export const publicJwkSchema = z.looseObject({
 /** GET /.well-known/jwks.json: every published key of every broker instance. */
 export const jwksSchema = z.object({ keys: z.array(publicJwkSchema) });
 
-/** GET /.well-known/oauth-authorization-server (RFC 8414 §2): only what the broker implements. */
+/** GET /.well-known/oauth-authorization-server (RFC 8414 §2): only what the broker implements; no empty arrays (§3.2). */
 export const authorizationServerMetadataSchema = z.object({
   issuer: z.string(),
   jwks_uri: z.string(),
-  response_types_supported: z.array(z.string()),
-  grant_types_supported: z.array(z.string()),
-  token_endpoint_auth_methods_supported: z.array(z.string()),
-  authorization_details_types_supported: z.array(z.string()),
   introspection_endpoint: z.string(),
+  introspection_endpoint_auth_methods_supported: z.array(z.string()).optional(),
+  introspection_endpoint_auth_signing_alg_values_supported: z.array(z.string()).optional(),
   revocation_endpoint: z.string(),
+  revocation_endpoint_auth_methods_supported: z.array(z.string()).optional(),
+  revocation_endpoint_auth_signing_alg_values_supported: z.array(z.string()).optional(),
   tls_client_certificate_bound_access_tokens: z.boolean(),
+  dpop_signing_alg_values_supported: z.array(z.string()).optional(),
   task_endpoint: z.string().describe('jit-broker extension: where a workload starts a task'),
 });
 export type AuthorizationServerMetadata = z.infer<typeof authorizationServerMetadataSchema>;

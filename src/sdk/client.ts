@@ -154,7 +154,7 @@ export class BrokerClient {
       try {
         const res = await send({
           method,
-          url: new URL(path, this.url),
+          url: brokerEndpoint(this.url, path),
           headers: {
             accept: 'application/json',
             ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
@@ -518,4 +518,12 @@ function checkTokenResponse(r: TaskStartResponse): void {
     !Number.isNaN(Date.parse(r.grant_expires_at)) &&
     typeof r.intent === 'object';
   if (!ok) throw new BrokerResponseError(200, 'unexpected_response', 'the broker answered a token response without its required fields');
+}
+
+/**
+ * `path` (e.g. /v1/tasks) under the broker URL, keeping the URL's own path: a broker whose issuer
+ * has a path (https://host/tenant) serves its routes under it (new URL('/v1/tasks', base) would drop it).
+ */
+function brokerEndpoint(base: URL, path: string): URL {
+  return new URL(path.replace(/^\/+/, ''), base.href.endsWith('/') ? base : `${base.href}/`);
 }

@@ -1,14 +1,14 @@
 import { hostname } from 'node:os';
-import { generateKeyPair, type KeyObject } from 'node:crypto';
-import { promisify } from 'node:util';
+import type { KeyObject } from 'node:crypto';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import { Unavailable } from '../errors.js';
 import type { GrantStore, PublishedKey } from '../grants/store.js';
 import type { Logger } from '../log.js';
 import type { Clock } from '../util/clock.js';
 import { publicKeyFromJwk } from './verify.js';
+import { generateSigningKeyPair, type SigningAlg } from './algorithms.js';
 
-export type SigningAlg = 'ES256' | 'EdDSA';
+export type { SigningAlg } from './algorithms.js';
 
 export interface SigningKey {
   kid: string;
@@ -340,16 +340,10 @@ export class Keyring {
   private async generate(createdAt: number, retireAt: number): Promise<SigningKey> {
     // node:crypto KeyObjects, not WebCrypto: a synchronous OpenSSL sign costs a fraction of a
     // WebCrypto job on the hot path (bench/sign.ts measures both).
-    const { privateKey, publicKey } =
-      this.opts.alg === 'EdDSA' ? await generateKeyPairAsync('ed25519') : await generateKeyPairAsync('ec', { namedCurve: 'P-256' });
+    const { privateKey, publicKey } = await generateSigningKeyPair(this.opts.alg);
     const jwk = publicKey.export({ format: 'jwk' }) as JWK;
     const kid = await calculateJwkThumbprint(jwk);
     const publicJwk: JWK = { ...jwk, kid, alg: this.opts.alg, use: 'sig' };
     return { kid, alg: this.opts.alg, privateKey, publicKey, publicJwk, createdAt, retireAt, published: false };
   }
 }
-
-const generateKeyPairAsync = promisify(generateKeyPair) as (
-  type: 'ec' | 'ed25519',
-  options?: { namedCurve: string },
-) => Promise<{ privateKey: KeyObject; publicKey: KeyObject }>;

@@ -1,4 +1,3 @@
-import { sign } from 'node:crypto';
 import { randomBase64url } from '../util/random.js';
 import type { TaskTokenClaims } from '../protocol/claims.js';
 import { AUTHORIZATION_DETAILS_TYPE, type GrantedIntent } from '../protocol/intent.js';
@@ -6,6 +5,7 @@ import { TASK_TOKEN_TYP } from '../protocol/claims.js';
 import type { Confirmation } from '../protocol/claims.js';
 import { toSeconds } from '../util/clock.js';
 import type { SigningKey } from './keyring.js';
+import { signJws } from './algorithms.js';
 
 export const newTokenId = (): string => randomBase64url(16);
 
@@ -57,17 +57,13 @@ const b64url = (value: object): string => Buffer.from(JSON.stringify(value)).toS
 /** The JWS signing input (header.payload) of a task token, and how the key signs. */
 function signing(claims: TaskTokenClaims, key: SigningKey) {
   const input = `${b64url({ alg: key.alg, kid: key.kid, typ: TASK_TOKEN_TYP })}.${b64url(claims)}`;
-  const data = Buffer.from(input);
-  // ES256 signatures are the raw r||s form JWS requires (RFC 7518 §3.4), not DER.
-  return key.alg === 'ES256'
-    ? { input, data, digest: 'sha256', key: { key: key.privateKey, dsaEncoding: 'ieee-p1363' as const } }
-    : { input, data, digest: null, key: key.privateKey };
+  return { input, data: Buffer.from(input) };
 }
 
 /** Signs a task token (JWS compact, RFC 7515 §7.1) with header alg, kid and typ at+jwt, on this thread. */
 export function signTaskToken(claims: TaskTokenClaims, key: SigningKey): string {
   const s = signing(claims, key);
-  return `${s.input}.${sign(s.digest, s.data, s.key).toString('base64url')}`;
+  return `${s.input}.${signJws(key.alg, s.data, key.privateKey).toString('base64url')}`;
 }
 
 /**
@@ -77,6 +73,6 @@ export function signTaskToken(claims: TaskTokenClaims, key: SigningKey): string 
 export function signTaskTokenOffThread(claims: TaskTokenClaims, key: SigningKey): Promise<string> {
   const s = signing(claims, key);
   return new Promise((resolve, reject) => {
-    sign(s.digest, s.data, s.key, (err, signature) => (err ? reject(err) : resolve(`${s.input}.${signature.toString('base64url')}`)));
+    signJws(key.alg, s.data, key.privateKey, (err, signature) => (err ? reject(err) : resolve(`${s.input}.${signature.toString('base64url')}`)));
   });
 }

@@ -1,4 +1,4 @@
-import { createPublicKey, verify, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import type { JWK } from 'jose';
 import { InvalidToken } from '../errors.js';
 import { isGrantId } from '../grants/ids.js';
@@ -6,7 +6,7 @@ import { TASK_TOKEN_TYP, taskTokenClaimsSchema, type TaskTokenClaims } from '../
 import { MAX_TASK_TOKEN_BYTES } from '../protocol/limits.js';
 import type { Clock } from '../util/clock.js';
 import { timeClaimsProblem } from './time-claims.js';
-import type { SigningAlg } from './keyring.js';
+import { isSigningAlg, keyFitsAlg, verifyJws, type SigningAlg } from './algorithms.js';
 
 /** Where the verifier finds public keys by kid (the keyring: ours, then every instance's). */
 export interface VerificationKeys {
@@ -20,7 +20,6 @@ export interface TaskTokenVerifierOptions {
   keys: VerificationKeys;
 }
 
-const ALGS: ReadonlySet<string> = new Set<SigningAlg>(['ES256', 'EdDSA']);
 /** Verified task tokens remembered at most (about 1 KiB each). */
 export const VERIFIED_CACHE_MAX = 10_000;
 
@@ -68,7 +67,7 @@ export class TaskTokenVerifier {
     if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]*$/.test(p))) throw new InvalidToken('the token is not a compact JWS');
     const [h, p, s] = parts as [string, string, string];
     const header = decodeJson(h);
-    if (!header || typeof header.alg !== 'string' || !ALGS.has(header.alg)) throw new InvalidToken('the token is not signed with an accepted algorithm');
+    if (!header || typeof header.alg !== 'string' || !isSigningAlg(header.alg)) throw new InvalidToken('the token is not signed with an accepted algorithm');
     if (header.typ !== TASK_TOKEN_TYP) throw new InvalidToken('the token is not a task token (typ must be at+jwt)');
     if (typeof header.kid !== 'string' || header.kid.length === 0 || header.kid.length > 256) throw new InvalidToken('the token names no signing key');
     if (header.crit !== undefined) throw new InvalidToken('the token has critical header parameters we do not understand');
@@ -77,11 +76,7 @@ export class TaskTokenVerifier {
     if (found.alg !== header.alg) throw new InvalidToken('the token was not signed by this broker (algorithm differs from its key)');
     const data = Buffer.from(`${h}.${p}`);
     const signature = Buffer.from(s, 'base64url');
-    const ok =
-      found.alg === 'ES256'
-        ? signature.length === 64 && verify('sha256', data, { key: found.key, dsaEncoding: 'ieee-p1363' }, signature)
-        : verify(null, data, found.key, signature);
-    if (!ok) throw new InvalidToken('the token signature does not verify');
+    if (!verifyJws(found.alg, data, found.key, signature)) throw new InvalidToken('the token signature does not verify');
 
     const parsed = taskTokenClaimsSchema.safeParse(decodeJson(p));
     if (!parsed.success) throw new InvalidToken('the token does not carry task-token claims');
@@ -112,10 +107,11 @@ function decodeJson(segment: string): Record<string, unknown> | undefined {
 
 /** A public KeyObject from a published JWK, or undefined when it is not one of ours. */
 export function publicKeyFromJwk(jwk: JWK): { key: KeyObject; alg: SigningAlg } | undefined {
-  const alg: SigningAlg | undefined = jwk.alg === 'ES256' ? 'ES256' : jwk.alg === 'EdDSA' ? 'EdDSA' : undefined;
-  if (!alg) return undefined;
+  const alg = jwk.alg;
+  if (!isSigningAlg(alg)) return undefined;
   try {
-    return { key: createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' }), alg };
+    const key = createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' });
+    return keyFitsAlg(key, alg) ? { key, alg } : undefined;
   } catch {
     return undefined;
   }

@@ -320,7 +320,9 @@ describe('well-known and health', () => {
   it('serves RFC 8414 metadata whose issuer is ours', async () => {
     const res = await fetch(`${broker.url}/.well-known/oauth-authorization-server`);
     const meta = (await res.json()) as Record<string, unknown>;
-    expect(meta).toMatchObject({ issuer: 'https://broker.test', jwks_uri: 'https://broker.test/.well-known/jwks.json', authorization_details_types_supported: ['jit_task'] });
+    expect(meta).toMatchObject({ issuer: 'https://broker.test', jwks_uri: 'https://broker.test/.well-known/jwks.json', revocation_endpoint_auth_methods_supported: ['none'] });
+    // Nothing accepts authorization_details or serves a token endpoint yet: not advertised (test/interop).
+    expect(meta).not.toHaveProperty('authorization_details_types_supported');
   });
 
   it('serves metadata at the path-inserted well-known URL when the issuer has a path (RFC 8414 §3.1)', async () => {

@@ -1110,6 +1110,16 @@ export function describeGrantStoreContract(
       expect(await store.useProofJti(w, { ...proof, jkt: 'another-key-thumbprint' }, window)).toBe(true);
     });
 
+    it('useOnce: true the first time, false while remembered, true again once forgotten', async () => {
+      const key = `client_assertion:${randomBytes(8).toString('hex')}`;
+      expect(await store.useOnce(key, { now: t0, ttlMs: 200 })).toBe(true);
+      expect(await store.useOnce(key, { now: t0 + 1, ttlMs: 200 })).toBe(false);
+      expect(await store.useOnce(`${key}-other`, { now: t0 + 1, ttlMs: 200 })).toBe(true);
+      // Redis forgets by its own clock (PX), the memory store by the caller's `now`.
+      await sleep(250);
+      expect(await store.useOnce(key, { now: t0 + 250, ttlMs: 200 })).toBe(true);
+    });
+
     it('ping resolves on a healthy store', async () => {
       await expect(store.ping()).resolves.toBeUndefined();
     });

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import type { BrokerRuntime } from '../../src/server.js';
@@ -33,8 +33,13 @@ const password = randomBytes(24).toString('hex');
 const dir = mkdtempSync(join(tmpdir(), 'jit-acl-'));
 const logLines: string[] = [];
 
+/** The resource server's private_key_jwt key: an assertion's jti is recorded in Redis (SET NX PX). */
+let rsKey: CryptoKey;
+
 beforeAll(async () => {
   issuer = await startOidcIssuer({ alg: 'ES256' });
+  const rsPair = await generateKeyPair('ES256');
+  rsKey = rsPair.privateKey;
   const acl = readFileSync('deploy/redis/users.acl', 'utf8');
   expect(acl).toContain(PLACEHOLDER);
   const aclFile = join(dir, 'users.acl');
@@ -54,7 +59,7 @@ beforeAll(async () => {
       prefix: 'jit:',
       store: { kind: 'redis', url, key_prefix: 'jit:' },
       log: { level: 'warn' },
-      resource_servers: [{ name: 'rs', audiences: ['db.payments'], credential_sha256: sha256(RS_CREDENTIAL) }],
+      resource_servers: [{ name: 'rs', audiences: ['db.payments'], credential_sha256: sha256(RS_CREDENTIAL), jwks: { keys: [{ ...(await exportJWK(rsPair.publicKey)), kty: 'EC', alg: 'ES256' }] } }],
       operators: [{ name: 'root', role: 'admin', credential_sha256: sha256(OPERATOR_CREDENTIAL) }],
     },
     { destination: sink },
@@ -93,6 +98,13 @@ describe('deploy/redis/users.acl', () => {
     const grant = started.json.grant as string;
     const first = started.json.access_token as string;
     expect((await rsForm('/oauth2/introspect', first)).json).toMatchObject({ active: true, grant });
+    const assertion = await new SignJWT({}).setProtectedHeader({ alg: 'ES256' }).setIssuer('rs').setSubject('rs').setAudience('https://broker.test').setJti(randomBytes(16).toString('hex')).setExpirationTime('1m').sign(rsKey);
+    const byAssertion = await fetch(`${broker.url}/oauth2/introspect`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: first, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion }).toString(),
+    });
+    expect(await byAssertion.json()).toMatchObject({ active: true, grant });
 
     const renewed = await postJson(`${broker.url}/v1/tasks/${grant}/renew`, { attestation: { kind: 'oidc', token: await saToken() } }, { authorization: `Bearer ${first}` });
     expect(renewed.status).toBe(200);

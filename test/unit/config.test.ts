@@ -40,7 +40,7 @@ describe('config', () => {
         resource_servers: [
           { name: 'rs', audiences: ['api'], credential_sha256: hash },
           { name: 'rs', audiences: ['api'], credential_sha256: hash },
-          { name: 'both', audiences: ['api'], credential_sha256: 'b'.repeat(64), workload: 'spiffe://td/rs' },
+          { name: 'both', audiences: ['api'], jwks: { keys: [{ kty: 'EC', crv: 'P-256', x: 'x', y: 'y', d: 'private' }] }, jwks_file: 'rs.jwks.json' },
           { name: 'neither', audiences: ['api'] },
           { name: 'plain', audiences: [], credential_sha256: 'secret' },
           { name: 'mtls', audiences: ['api'], workload: 'spiffe://td/rs' },
@@ -50,8 +50,9 @@ describe('config', () => {
       'limits.issuance.rate: Too small: expected number to be >0',
       'limits.issuance.burst: Invalid input: expected int, received number',
       'limits.failed_attestations.per: invalid duration "soon" (use e.g. 90s, 5m, 1h)',
-      'resource_servers[2]: needs exactly one of workload (mTLS) or credential_sha256 (bearer)',
-      'resource_servers[3]: needs exactly one of workload (mTLS) or credential_sha256 (bearer)',
+      'resource_servers[2].jwks.keys[0]: must be a public key (it has private members: never put a private key in the config)',
+      'resource_servers[2].jwks_file: jwks and jwks_file are exclusive',
+      'resource_servers[3]: needs a way to authenticate: credential_sha256 (client secret or bearer), workload (mTLS), or jwks / jwks_file (private_key_jwt)',
       'resource_servers[4].audiences: Too small: expected array to have >=1 items',
       'resource_servers[4].credential_sha256: must be the SHA-256 of the credential, 64 lowercase hex digits (sha256sum)',
     ]);

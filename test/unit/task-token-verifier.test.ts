@@ -7,7 +7,7 @@ import { sign as nodeSign, createHmac } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createMemoryGrantStore } from '../../src/grants/memory-store.js';
 import { silentLogger } from '../../src/log.js';
-import { Keyring, type SigningKey } from '../../src/tokens/keyring.js';
+import { Keyring, type SigningAlg, type SigningKey } from '../../src/tokens/keyring.js';
 import { signTaskToken, taskTokenClaims } from '../../src/tokens/mint.js';
 import { InvalidToken } from '../../src/errors.js';
 import { TaskTokenVerifier } from '../../src/tokens/verify.js';
@@ -22,7 +22,7 @@ const store = createMemoryGrantStore({ log: silentLogger });
 const keyrings: Keyring[] = [];
 afterEach(() => keyrings.splice(0).forEach((k) => k.stop()));
 
-async function keyring(alg: 'ES256' | 'EdDSA' = 'ES256') {
+async function keyring(alg: SigningAlg = 'ES256') {
   const k = new Keyring({ alg, rotationMs: 60 * MIN, overlapMs: 20 * MIN, store, clock, log: silentLogger, jwksCacheMs: 0 });
   await k.start();
   keyrings.push(k);
@@ -50,8 +50,8 @@ function forge(key: SigningKey, header: Record<string, unknown>, payload: unknow
 }
 
 describe('TaskTokenVerifier', () => {
-  it('accepts a task token this keyring signed (ES256 and EdDSA)', async () => {
-    for (const alg of ['ES256', 'EdDSA'] as const) {
+  it('accepts a task token this keyring signed (ES256, EdDSA and RS256)', async () => {
+    for (const alg of ['ES256', 'EdDSA', 'RS256'] as const) {
       const k = await keyring(alg);
       const token = signTaskToken(claims(), k.signingKey());
       await expect(verifier(k).verify(token)).resolves.toMatchObject({ grant: GRANT, sub: 'spiffe://td/w', jti: 'jti-1' });
