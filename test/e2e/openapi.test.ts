@@ -23,6 +23,9 @@ import type { BrokerRuntime } from '../../src/server.js';
 import { AUDIENCE, startTestBroker } from '../helpers/broker.js';
 
 const OPERATOR = 'op-openapi-credential-0123456789';
+/** The issuer's path: every route is served under it, and documented relative to it. */
+const BASE = '/tenant-a';
+const relative = (path: string) => (path.startsWith(`${BASE}/`) ? path.slice(BASE.length) : path);
 const RS = 'rs-openapi-credential-0123456789';
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
@@ -38,11 +41,11 @@ beforeAll(async () => {
   issuer = await startOidcIssuer({ alg: 'ES256' });
   broker = await startTestBroker(issuer, {
     // An issuer with a path: its RFC 8414 §3.1 metadata route is registered too.
-    issuer: 'https://broker.test/tenant-a',
+    issuer: `https://broker.test${BASE}`,
     resource_servers: [{ name: 'rs', audiences: ['db.payments'], credential_sha256: sha256(RS) }],
     operators: [{ name: 'root', role: 'admin', credential_sha256: sha256(OPERATOR) }],
   });
-  const res = await fetch(`${broker.url}/openapi.json`);
+  const res = await fetch(`${broker.url}${BASE}/openapi.json`);
   expect(res.status).toBe(200);
   expect(res.headers.get('content-type')).toMatch(/^application\/json/);
   doc = (await res.json()) as Json;
@@ -101,17 +104,17 @@ describe('GET /openapi.json', () => {
 
     const routes = broker.app.routes.filter((r) => r.method !== 'ALL');
     expect(routes.length).toBeGreaterThanOrEqual(20);
-    for (const r of routes) expect(operation(r.method, openApiPath(r.path)), `${r.method} ${r.path}`).toBeDefined();
+    for (const r of routes) expect(operation(r.method, openApiPath(relative(r.path))), `${r.method} ${r.path}`).toBeDefined();
     expect(routes.map((r) => r.path)).toContain('/.well-known/oauth-authorization-server/tenant-a');
     // Nothing documented that is not served.
-    const served = new Set(routes.map((r) => `${r.method.toLowerCase()} ${openApiPath(r.path)}`));
-    for (const [path, ops] of Object.entries(doc.paths as Record<string, Json>)) for (const m of Object.keys(ops)) expect(served, `${m} ${path}`).toContain(`${m} ${path}`);
+    const served = new Set(routes.map((r) => `${r.method.toLowerCase()} ${openApiPath(relative(r.path))}`));
+    for (const [path, ops] of Object.entries(doc.paths as Record<string, Json>)) for (const m of Object.keys(ops).filter((k) => k !== 'servers')) expect(served, `${m} ${path}`).toContain(`${m} ${path}`);
 
     // Every operation that can fail says how, with the error body; credentials where needed.
     for (const r of routes) {
-      const op = operation(r.method, openApiPath(r.path))!;
+      const op = operation(r.method, openApiPath(relative(r.path)))!;
       const refs = Object.values(op.responses as Record<string, Json>).map((a) => a.$ref).filter(Boolean);
-      if (r.path.startsWith('/v1/') || r.path.startsWith('/oauth2/')) {
+      if (relative(r.path).startsWith('/v1/') || relative(r.path).startsWith('/oauth2/')) {
         expect(refs.length, `${r.method} ${r.path} documents its errors`).toBeGreaterThan(0);
         expect((op.security as unknown[]).length, `${r.method} ${r.path} names its credentials`).toBeGreaterThan(0);
       }
@@ -135,18 +138,18 @@ describe('GET /openapi.json', () => {
     const startBody = { attestation: { kind: 'oidc', token }, intent, ttl: '5m' };
     expect(problems(requestSchemaAt('POST', '/v1/tasks'), startBody)).toEqual([]);
     const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
-      fetch(`${broker.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+      fetch(`${broker.url}${BASE}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
     const started = await expectValidAnswer(await post('/v1/tasks', startBody), 'POST', '/v1/tasks');
     const grant = started.grant as string;
     const renewed = await expectValidAnswer(await post(`/v1/tasks/${grant}/renew`, { attestation: { kind: 'oidc', token } }, { authorization: `Bearer ${started.access_token as string}` }), 'POST', '/v1/tasks/{grant}/renew');
     const form = (path: string, t: string) =>
-      fetch(`${broker.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Bearer ${RS}` }, body: new URLSearchParams({ token: t }).toString() });
+      fetch(`${broker.url}${BASE}${path}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Bearer ${RS}` }, body: new URLSearchParams({ token: t }).toString() });
     expect(problems(requestSchemaAt('POST', '/oauth2/introspect', 'application/x-www-form-urlencoded'), { token: 'x' })).toEqual([]);
     expect(await expectValidAnswer(await form('/oauth2/introspect', renewed.access_token as string), 'POST', '/oauth2/introspect')).toMatchObject({ active: true });
     expect(await expectValidAnswer(await form('/oauth2/introspect', 'not-a-token'), 'POST', '/oauth2/introspect')).toEqual({ active: false });
 
     const op = { authorization: `Bearer ${OPERATOR}` };
-    const get = (path: string, headers: Record<string, string> = op) => fetch(`${broker.url}${path}`, { headers });
+    const get = (path: string, headers: Record<string, string> = op) => fetch(`${broker.url}${BASE}${path}`, { headers });
     await expectValidAnswer(await get('/v1/grants?status=active&limit=5'), 'GET', '/v1/grants');
     const detail = await expectValidAnswer(await get(`/v1/grants/${grant}`), 'GET', '/v1/grants/{id}');
     expect((detail.events as unknown[]).length).toBeGreaterThan(0);
@@ -168,7 +171,11 @@ describe('GET /openapi.json', () => {
     const jwks = await get('/.well-known/jwks.json', {});
     expect(problems(responseSchemaAt('GET', '/.well-known/jwks.json', 200, 'application/jwk-set+json'), await jwks.json())).toEqual([]);
     await expectValidAnswer(await get('/.well-known/oauth-authorization-server', {}), 'GET', '/.well-known/oauth-authorization-server');
-    await expectValidAnswer(await get('/.well-known/oauth-authorization-server/tenant-a', {}), 'GET', '/.well-known/oauth-authorization-server/tenant-a');
+    // RFC 8414 §3.1: at the root, so its path item names the origin as its server.
+    await expectValidAnswer(await fetch(`${broker.url}/.well-known/oauth-authorization-server${BASE}`), 'GET', `/.well-known/oauth-authorization-server${BASE}`);
+    expect((doc.paths as Record<string, Json>)[`/.well-known/oauth-authorization-server${BASE}`]!.servers).toEqual([{ url: 'https://broker.test' }]);
+    expect(doc.servers).toEqual([{ url: `https://broker.test${BASE}` }]);
+    await expectValidAnswer(await fetch(`${broker.url}/healthz`), 'GET', '/healthz');
     await expectValidAnswer(await get('/healthz', {}), 'GET', '/healthz');
     await expectValidAnswer(await get('/readyz', {}), 'GET', '/readyz');
 
