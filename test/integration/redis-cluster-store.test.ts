@@ -11,6 +11,7 @@ import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Operator } from '../../src/auth/operators.js';
 import { parseConfig } from '../../src/config/load.js';
+import { probeConfig } from '../../src/config/probe.js';
 import { grantKeys, workloadTag } from '../../src/grants/ids.js';
 import type { RedisConnectionSpec } from '../../src/grants/redis-connection.js';
 import { createRedisGrantStore, LUA_SCRIPTS, type RedisGrantStore } from '../../src/grants/redis-store.js';
@@ -287,5 +288,31 @@ describe('operators across every primary of the Cluster', () => {
     } finally {
       await store.close();
     }
+  });
+});
+
+describe('check-config --probe on the Cluster', () => {
+  it('reaches it through the same client as the store, as the ACL user, and names no password', async () => {
+    const config = parseConfig({
+      issuer: 'https://broker.example.com',
+      store: { kind: 'redis', cluster: { nodes: cluster.startupNodes.slice(0, 1).map((n) => `${n.host}:${n.port}`) }, username: 'jit-broker', key_prefix: FILE_PREFIX },
+      tokens: { key_publication_secret: TEST_KEY_PUBLICATION_SECRETS[0] },
+      policies: [],
+    });
+    const [node] = cluster.startupNodes;
+    const ok = await probeConfig(config);
+    // The password from the environment, as a deployment would give it.
+    const previous = process.env.JIT_REDIS_PASSWORD;
+    process.env.JIT_REDIS_PASSWORD = PASSWORD;
+    let results;
+    try {
+      results = await probeConfig(config);
+    } finally {
+      if (previous === undefined) delete process.env.JIT_REDIS_PASSWORD;
+      else process.env.JIT_REDIS_PASSWORD = previous;
+    }
+    expect(results).toEqual([{ target: `store cluster ${node!.host}:${node!.port}`, ok: true, detail: 'reachable (PONG)' }]);
+    expect(ok).toMatchObject([{ ok: false }]);
+    expect(JSON.stringify([ok, results])).not.toContain(PASSWORD);
   });
 });
