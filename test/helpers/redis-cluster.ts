@@ -25,6 +25,8 @@ export interface ClusterNode {
   readonly id: string;
   /** Its role when the cluster was made; a failover may change it (see `primaries()`). */
   readonly initialRole: 'primary' | 'replica';
+  /** Its TLS port, when the cluster was started with `tls` (the plain port stays open for the harness). */
+  readonly tlsPort?: number;
 }
 
 export interface RedisCluster {
@@ -34,6 +36,8 @@ export interface RedisCluster {
   readonly nodes: readonly ClusterNode[];
   /** For an ioredis `Cluster`: every node's address. */
   readonly startupNodes: readonly { host: string; port: number }[];
+  /** The same, TLS ports (when started with `tls`). */
+  readonly tlsStartupNodes: readonly { host: string; port: number }[];
   /** The current primaries, as a live node's CLUSTER NODES says (healthy ones only). */
   primaries(): Promise<ClusterNode[]>;
   /** One command on one node, over a short-lived connection of its own. */
@@ -55,6 +59,11 @@ export interface StartClusterOptions {
   args?: readonly string[];
   /** How long the whole start may take. Default 20 s. */
   readyTimeoutMs?: number;
+  /**
+   * TLS as well, with these PEM files: each node also listens on a TLS port, and the nodes talk
+   * to each other (cluster bus, replication) over TLS; clients are not asked for certificates.
+   */
+  tls?: { certFile: string; keyFile: string; caFile: string };
 }
 
 const PRIMARIES = 3;
@@ -78,9 +87,17 @@ export async function startRedisCluster(opts: StartClusterOptions = {}): Promise
 
   try {
     // Each node gets a bus port of its own (not port + 10000, which may be taken or past 65535).
+    const tlsPorts = new Map<RedisProcess, number>();
+    const tlsArgs = async (): Promise<string[]> => {
+      const t = opts.tls;
+      if (!t) return [];
+      const port = String(await freePort());
+      return ['--tls-port', port, '--tls-cert-file', t.certFile, '--tls-key-file', t.keyFile, '--tls-ca-cert-file', t.caFile, '--tls-auth-clients', 'no', '--tls-cluster', 'yes', '--tls-replication', 'yes'];
+    };
     const started = await group.startAll(
-      Array.from({ length: count }, async (_, i) =>
-        group.start(`node-${i}`, [
+      Array.from({ length: count }, async (_, i) => {
+        const tls = await tlsArgs();
+        const p = await group.start(`node-${i}`, [
           '--cluster-enabled', 'yes',
           '--cluster-config-file', join(dir, `node-${i}`, 'nodes.conf'),
           '--cluster-port', String(await freePort()),
@@ -89,9 +106,12 @@ export async function startRedisCluster(opts: StartClusterOptions = {}): Promise
           '--cluster-replica-validity-factor', '0',
           // A replica's first sync starts at once (Redis waits 5 s for more replicas by default).
           '--repl-diskless-sync-delay', '0',
+          ...tls,
           ...(opts.args ?? []),
-        ]),
-      ),
+        ]);
+        if (tls.length > 0) tlsPorts.set(p, Number(tls[1]));
+        return p;
+      }),
     );
     await run(
       CLI,
@@ -109,6 +129,7 @@ export async function startRedisCluster(opts: StartClusterOptions = {}): Promise
         url: p.url,
         id: String(ids[i]),
         initialRole: roles[i] === 'master' ? 'primary' : 'replica',
+        ...(tlsPorts.has(p) ? { tlsPort: tlsPorts.get(p)! } : {}),
       }))
       .sort((a, b) => (a.initialRole === b.initialRole ? 0 : a.initialRole === 'primary' ? -1 : 1));
     const killed = new Set<ClusterNode>();
@@ -132,6 +153,7 @@ export async function startRedisCluster(opts: StartClusterOptions = {}): Promise
       dir,
       nodes,
       startupNodes: nodes.map((n) => ({ host: LOOPBACK, port: n.port })),
+      tlsStartupNodes: nodes.flatMap((n) => (n.tlsPort ? [{ host: LOOPBACK, port: n.tlsPort }] : [])),
       async primaries() {
         let lastError: unknown;
         for (const n of nodes.filter(alive)) {
