@@ -7,13 +7,14 @@
  * the operators' grant query and kill switch across all primaries.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Operator } from '../../src/auth/operators.js';
 import { parseConfig } from '../../src/config/load.js';
 import { probeConfig } from '../../src/config/probe.js';
 import { grantKeys, workloadTag } from '../../src/grants/ids.js';
-import type { RedisConnectionSpec } from '../../src/grants/redis-connection.js';
+import { redisConnectionFromConfig, type RedisConnectionSpec } from '../../src/grants/redis-connection.js';
 import { createRedisGrantStore, LUA_SCRIPTS, type RedisGrantStore } from '../../src/grants/redis-store.js';
 import type { Grant } from '../../src/grants/store.js';
 import { silentLogger } from '../../src/log.js';
@@ -314,5 +315,75 @@ describe('check-config --probe on the Cluster', () => {
     expect(results).toEqual([{ target: `store cluster ${node!.host}:${node!.port}`, ok: true, detail: 'reachable (PONG)' }]);
     expect(ok).toMatchObject([{ ok: false }]);
     expect(JSON.stringify([ok, results])).not.toContain(PASSWORD);
+  });
+});
+
+describe('nat_map on the Cluster', () => {
+  /** A TCP forwarder to `port` on a free loopback port: what a NAT or a port forward does. */
+  async function forwarder(port: number): Promise<{ port: number; connections: () => number; close: () => Promise<void> }> {
+    const sockets = new Set<Socket>();
+    let count = 0;
+    const server: Server = createServer((inbound) => {
+      count++;
+      const outbound = createConnection({ host: '127.0.0.1', port });
+      for (const s of [inbound, outbound]) {
+        sockets.add(s);
+        s.on('close', () => sockets.delete(s));
+        s.on('error', () => s.destroy());
+      }
+      inbound.pipe(outbound).pipe(inbound);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const address = server.address();
+    if (address === null || typeof address === 'string') throw new Error('no port');
+    return {
+      port: address.port,
+      connections: () => count,
+      close: () =>
+        new Promise<void>((resolve) => {
+          for (const s of sockets) s.destroy();
+          server.close(() => resolve());
+        }),
+    };
+  }
+
+  it('reaches every primary at the address nat_map gives for the one it announces', async () => {
+    const primaries = await cluster.primaries();
+    const forwarders = await Promise.all(primaries.map((n) => forwarder(n.port)));
+    try {
+      const config = parseConfig({
+        issuer: 'https://broker.example.com',
+        store: {
+          kind: 'redis',
+          cluster: {
+            nodes: [`127.0.0.1:${forwarders[0]!.port}`],
+            nat_map: Object.fromEntries(primaries.map((n, i) => [`127.0.0.1:${n.port}`, `127.0.0.1:${forwarders[i]!.port}`])),
+          },
+          username: 'jit-broker',
+          key_prefix: `${FILE_PREFIX}nat:`,
+        },
+        tokens: { key_publication_secret: TEST_KEY_PUBLICATION_SECRETS[0] },
+        policies: [],
+      });
+      if (config.store.kind !== 'redis') throw new Error('redis store expected');
+      const store = createRedisGrantStore({
+        connection: redisConnectionFromConfig(config.store, { JIT_REDIS_PASSWORD: PASSWORD }),
+        keyPrefix: config.store.key_prefix,
+        keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS,
+        log: silentLogger,
+      });
+      try {
+        const groups = await workloadsOnEveryPrimary(1, 'nat');
+        const t0 = Date.now();
+        for (const w of groups.flat()) await store.createGrant(makeGrant(w, t0), opts(t0));
+        const used = store.redis instanceof Cluster ? store.redis.nodes('master').map((n) => n.options.port) : [];
+        expect(used.sort()).toEqual(forwarders.map((f) => f.port).sort());
+      } finally {
+        await store.close();
+      }
+      for (const f of forwarders) expect(f.connections()).toBeGreaterThan(0);
+    } finally {
+      await Promise.all(forwarders.map((f) => f.close()));
+    }
   });
 });
