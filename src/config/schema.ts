@@ -57,7 +57,7 @@ const redisStoreSchema = z
         /** The sentinels' own ACL user and password, when they require one. */
         username: z.string().min(1).max(256).optional(),
         password_file: filePath.optional(),
-        /** TLS to the sentinels as well (store.tls's CA and server name). */
+        /** TLS to the sentinels (store.tls's CA and server name if given, else Node's CAs). */
         tls: z.boolean().default(false),
       })
       .strict()
@@ -75,7 +75,7 @@ const redisStoreSchema = z
     username: z.string().min(1).max(256).optional(),
     /** A file holding the data nodes' password (or env JIT_REDIS_PASSWORD). */
     password_file: filePath.optional(),
-    /** TLS to the data nodes: required with sentinel or cluster TLS, implied by a rediss:// URL. */
+    /** TLS to the data nodes (with sentinel or cluster; a rediss:// URL turns it on for one server, this adds the CA). */
     tls: z
       .object({
         /** PEM bundle of the CAs that issue the servers' certificates; default: Node's CAs. */

@@ -223,7 +223,8 @@ export function connectRedis(spec: RedisConnectionSpec, o: ConnectOptions): Redi
       ...(t.sentinelUsername !== undefined ? { sentinelUsername: t.sentinelUsername } : {}),
       ...(t.sentinelPassword !== undefined ? { sentinelPassword: t.sentinelPassword } : {}),
       ...(tls ? { enableTLSForSentinelMode: true } : {}),
-      ...(tls && t.sentinelTls ? { sentinelTLS: tls } : {}),
+      // TLS to the sentinels when asked, with store.tls's CA and name if given, else Node's CAs: never plaintext instead.
+      ...(t.sentinelTls ? { sentinelTLS: tls ?? {} } : {}),
       sentinelCommandTimeout: o.commandTimeoutMs,
       sentinelRetryStrategy: o.reconnect ? backoff : () => null,
       // Hear of a failover from the sentinels (+switch-master) instead of waiting for the old primary's connection to fail.

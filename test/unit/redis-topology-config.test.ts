@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { applyEnv, parseConfig } from '../../src/config/load.js';
-import { describeRedis, redisConnectionFromConfig, type RedisConnectionSpec } from '../../src/grants/redis-connection.js';
+import { connectRedis, describeRedis, redisConnectionFromConfig, type RedisConnectionSpec } from '../../src/grants/redis-connection.js';
 import { configProblems as problems } from '../helpers/config.js';
 
 const SECRET = 'a-publication-secret-of-32-chars-or-more';
@@ -102,6 +102,16 @@ describe('redisConnectionFromConfig', () => {
     const empty = join(dir, 'empty');
     writeFileSync(empty, '\n');
     expect(() => redisConnectionFromConfig(redisStore({ cluster: { nodes: ['a:1'] }, password_file: empty }), {})).toThrow(`store.password_file: ${empty} is empty`);
+  });
+
+  it('asked for TLS to the sentinels, uses it even when the data nodes have no store.tls (never plaintext instead)', () => {
+    const spec = redisConnectionFromConfig(redisStore({ sentinel: { nodes: ['s1:26379'], master_name: 'jit', tls: true } }), {});
+    const client = connectRedis(spec, { commandTimeoutMs: 1000, connectTimeoutMs: 1000, reconnect: false });
+    try {
+      expect(client.options).toMatchObject({ sentinelTLS: {} });
+    } finally {
+      client.disconnect();
+    }
   });
 
   it('describes a URL without its password', () => {
