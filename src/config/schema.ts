@@ -39,8 +39,24 @@ const storeSchema = z.discriminatedUnion('kind', [
        * it costs (bench/): such brokers' grants are missing from those queries and revocations.
        */
       global_index: z.boolean().default(true),
+      /**
+       * WAIT after every grant write (start, renewal, end, revocation) until `min_replicas`
+       * replicas of its primary have it, at most `timeout`; fewer: 503 (docs/failover.md). Absent:
+       * no WAIT (a standalone Redis without replicas).
+       */
+      replication: z
+        .object({
+          min_replicas: z.number().int().min(1).max(16),
+          timeout: durationField('250ms'),
+        })
+        .strict()
+        .optional(),
     })
-    .strict(),
+    .strict()
+    .superRefine((store, ctx) => {
+      if (store.replication && store.replication.timeout >= store.command_timeout)
+        ctx.addIssue({ code: 'custom', path: ['replication', 'timeout'], message: `must be shorter than store.command_timeout (${formatDuration(store.command_timeout)}): WAIT blocks within a command's time` });
+    }),
   z.object({ kind: z.literal('memory') }).strict(),
 ]);
 
