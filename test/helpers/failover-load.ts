@@ -1,0 +1,176 @@
+import { decodeJwt } from 'jose';
+import { expect } from 'vitest';
+import type { OidcIssuer } from '../../src/dev/oidc-issuer.js';
+import type { Grant } from '../../src/grants/store.js';
+import { AUDIENCE } from './broker.js';
+
+/**
+ * A bounded issuance load for the failover tests (test/resilience/failover-*.test.ts): request
+ * loops of POST /v1/tasks, one workload each, that kill a Redis primary once enough requests are in
+ * flight, and run on until issuance has recovered. Every answer is kept, with when it came, for
+ * the per-answer checks and the failover window.
+ */
+
+/** One POST /v1/tasks: its status (or what happened instead of an answer), when, and the body. */
+export interface Answer {
+  /** The workload that asked. */
+  workload: string;
+  status: number | 'client-timeout' | 'network-error';
+  startedAt: number;
+  endedAt: number;
+  retryAfter: string | null;
+  body: Record<string, unknown>;
+  error?: string;
+}
+
+export interface LoadOptions {
+  brokerUrl: string;
+  issuer: OidcIssuer;
+  /** Request loops, each its own workload (service account `<name>-<i>`): more than minInFlight. */
+  loops: number;
+  /** Requests in flight when `kill` is called, at least. */
+  minInFlight: number;
+  /** Answers before the kill (warm-up: connections, keys, the JIT). */
+  warmAnswers: number;
+  /** Kills the primary (SIGKILL by PID). */
+  kill: () => Promise<void>;
+  /** 201s answered after the first failure that end the load. */
+  okAfterFailure: number;
+  /** The whole load's bound (a failover that never ends fails the test here). */
+  maxMs: number;
+  /** Each request's own client timeout: far above the store's, so a hang shows as one. */
+  clientTimeoutMs: number;
+  name: string;
+  /**
+   * The workloads the kill affects (a Cluster: those whose slot the killed primary served): the
+   * window and the end of the load are judged on their answers. Default: every workload.
+   */
+  affected?: (workload: string) => boolean;
+}
+
+export interface LoadResult {
+  answers: Answer[];
+  /** Requests in flight when the primary was killed. */
+  inFlightAtKill: number;
+  killedAt: number;
+  /** First failure after the kill to the first 201 after it (ms); undefined when either is missing. */
+  windowMs: number | undefined;
+  workloads: string[];
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const workloadOf = (serviceAccount: string) => `k8s://test/ns/payments/sa/${serviceAccount}`;
+
+async function startTask(url: string, workload: string, platformToken: string, clientTimeoutMs: number): Promise<Answer> {
+  const ctrl = new AbortController();
+  const timer = setTimeout(() => ctrl.abort(), clientTimeoutMs);
+  const startedAt = performance.now();
+  const done = (a: Omit<Answer, 'workload' | 'startedAt' | 'endedAt'>): Answer => ({ ...a, workload, startedAt, endedAt: performance.now() });
+  try {
+    const res = await fetch(`${url}/v1/tasks`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        attestation: { kind: 'oidc', token: platformToken },
+        intent: { audience: 'db.payments', actions: ['read'], resources: ['db://payments/orders'], purpose: 'failover under load' },
+      }),
+      signal: ctrl.signal,
+    });
+    const text = await res.text();
+    let body: Record<string, unknown>;
+    try {
+      body = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      body = { raw: text.slice(0, 200) };
+    }
+    return done({ status: res.status, retryAfter: res.headers.get('retry-after'), body });
+  } catch (e) {
+    return done({ status: ctrl.signal.aborted ? 'client-timeout' : 'network-error', retryAfter: null, body: {}, error: (e as Error).message });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Runs the load, kills the primary under it, and returns every answer once issuance recovered (or maxMs passed). */
+export async function issuanceLoadThroughFailover(o: LoadOptions): Promise<LoadResult> {
+  const accounts = Array.from({ length: o.loops }, (_, i) => `${o.name}-${i}`);
+  const tokens = await Promise.all(
+    accounts.map((serviceAccount) => o.issuer.mintServiceAccountToken({ cluster: 'test', namespace: 'payments', serviceAccount, audience: AUDIENCE, ttlSeconds: 3600 })),
+  );
+  const answers: Answer[] = [];
+  let inFlight = 0;
+  let running = true;
+  let killedAt = Number.POSITIVE_INFINITY;
+  const affected = o.affected ?? (() => true);
+  const loops = tokens.map(async (token, i) => {
+    while (running) {
+      inFlight++;
+      const a = await startTask(o.brokerUrl, workloadOf(accounts[i]!), token, o.clientTimeoutMs);
+      inFlight--;
+      answers.push(a);
+    }
+  });
+  const began = performance.now();
+  const firstFailure = () => answers.find((a) => a.endedAt >= killedAt && a.status !== 201 && affected(a.workload));
+  const okAfter = (t: number) => answers.filter((a) => a.status === 201 && a.endedAt > t && affected(a.workload));
+  let inFlightAtKill = 0;
+  try {
+    while (answers.length < o.warmAnswers || inFlight < o.minInFlight) {
+      if (performance.now() - began > o.maxMs) throw new Error(`load did not warm up: ${answers.length} answers, ${inFlight} in flight`);
+      await sleep(1);
+    }
+    inFlightAtKill = inFlight;
+    killedAt = performance.now();
+    await o.kill();
+    while (performance.now() - began < o.maxMs) {
+      const failed = firstFailure();
+      if (failed && okAfter(failed.endedAt).length >= o.okAfterFailure) break;
+      await sleep(20);
+    }
+  } finally {
+    running = false;
+    await Promise.all(loops);
+  }
+  const failed = firstFailure();
+  const recovered = failed ? okAfter(failed.endedAt).sort((a, b) => a.endedAt - b.endedAt)[0] : undefined;
+  return {
+    answers,
+    inFlightAtKill,
+    killedAt,
+    windowMs: failed && recovered ? recovered.endedAt - failed.endedAt : undefined,
+    workloads: accounts.map(workloadOf),
+  };
+}
+
+/** Every answer is a 201 with a token, or a 503 with Retry-After and a JSON error: nothing else, ever. */
+export function expectOnlyTokensOr503(answers: Answer[]): void {
+  const wrong = answers.filter((a) => {
+    if (a.status === 201) return typeof a.body.access_token !== 'string' || typeof a.body.grant !== 'string';
+    if (a.status !== 503) return true;
+    return !/^[1-9][0-9]*$/.test(a.retryAfter ?? '') || a.body.error !== 'temporarily_unavailable' || typeof a.body.error_description !== 'string';
+  });
+  expect(wrong.slice(0, 5).map((a) => ({ status: a.status, retryAfter: a.retryAfter, body: a.body, error: a.error }))).toEqual([]);
+}
+
+/**
+ * Every 201's grant, read by `read` (which goes to the primary now serving it, directly): there,
+ * for the token's workload, active, with the token's jti. Returns the grants found.
+ */
+export async function expectEveryTokenHasItsGrant(answers: Answer[], read: (grantId: string) => Promise<Grant | null>): Promise<Grant[]> {
+  const issued = answers.filter((a) => a.status === 201);
+  const missing: string[] = [];
+  const found: Grant[] = [];
+  for (let i = 0; i < issued.length; i += 50) {
+    await Promise.all(
+      issued.slice(i, i + 50).map(async (a) => {
+        const claims = decodeJwt(a.body.access_token as string);
+        const grant = await read(String(claims.grant));
+        if (!grant || grant.workload !== claims.sub || grant.status !== 'active' || grant.token_jti !== claims.jti) {
+          missing.push(`${String(claims.grant)}: ${grant ? `${grant.status} for ${grant.workload}` : 'no grant'}`);
+        } else found.push(grant);
+      }),
+    );
+  }
+  expect(missing).toEqual([]);
+  return found;
+}
