@@ -1,4 +1,4 @@
-import type { Cluster, Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import { OutcomeUnknown } from '../errors.js';
 import type { Logger } from '../log.js';
 
@@ -48,6 +48,11 @@ export class NotReplicated extends OutcomeUnknown {
  * slot, so WAIT counts that primary's replicas (a keyless WAIT sent alone would go to any node).
  * Without replication the script goes out as before (auto-pipelined with other requests' commands).
  * A script error rejects, as the command itself would; `replicas` is undefined when nothing waited.
+ *
+ * A Cluster client follows MOVED for a command sent alone, but not for a pipeline one of whose
+ * replies (WAIT's) is no error: with a slot map from before a failover, every such write would
+ * answer MOVED until the client's periodic refresh (seconds). So a write answered MOVED or ASK
+ * (Redis ran nothing) refreshes the slot map and is sent once more.
  */
 export async function runGrantWrite(
   redis: Redis | Cluster,
@@ -56,13 +61,24 @@ export async function runGrantWrite(
   args: readonly (string | number)[],
 ): Promise<{ reply: (string | number)[]; replicas: number | undefined }> {
   if (!replication) return { reply: await redis[script](...args), replicas: undefined };
-  const replies = await redis.pipeline([[script, ...args], ['wait', replication.minReplicas, replication.timeoutMs]]).exec();
-  const [written, waited] = replies ?? [];
-  if (!written || !waited) throw new Error(`${script}: the pipeline answered ${replies?.length ?? 0} of 2 replies`);
-  if (written[0]) throw written[0];
-  if (waited[0]) throw waited[0];
-  return { reply: written[1] as (string | number)[], replicas: Number(waited[1]) };
+  for (let attempt = 1; ; attempt++) {
+    const replies = await redis.pipeline([[script, ...args], ['wait', replication.minReplicas, replication.timeoutMs]]).exec();
+    const [written, waited] = replies ?? [];
+    if (!written || !waited) throw new Error(`${script}: the pipeline answered ${replies?.length ?? 0} of 2 replies`);
+    if (written[0]) {
+      if (attempt < 2 && redis instanceof Cluster && isRedirection(written[0])) {
+        await new Promise<void>((resolve) => redis.refreshSlotsCache(() => resolve()));
+        continue;
+      }
+      throw written[0];
+    }
+    if (waited[0]) throw waited[0];
+    return { reply: written[1] as (string | number)[], replicas: Number(waited[1]) };
+  }
 }
+
+/** MOVED or ASK: the node does not serve the key's slot (now), and ran nothing. */
+const isRedirection = (e: Error): boolean => /^(MOVED|ASK) /.test(e.message);
 
 /** Throws NotReplicated (carrying `value`) when WAIT counted fewer replicas than asked for. */
 export function requireReplicas(replication: Replication | undefined, replicas: number | undefined, op: string, value: unknown): void {

@@ -34,7 +34,7 @@ export interface LoadOptions {
   warmAnswers: number;
   /** Kills the primary (SIGKILL by PID). */
   kill: () => Promise<void>;
-  /** 201s answered after the first failure that end the load. */
+  /** 201s in a row after the last failure (the load settled) that end the load. */
   okAfterFailure: number;
   /** The whole load's bound (a failover that never ends fails the test here). */
   maxMs: number;
@@ -55,6 +55,12 @@ export interface LoadResult {
   killedAt: number;
   /** First failure after the kill to the first 201 after it (ms); undefined when either is missing. */
   windowMs: number | undefined;
+  /**
+   * First failure after the kill to the first 201 after the last failure (ms): the whole
+   * disturbance, when the client reconnects more than once (a Sentinel client reconnects again
+   * when the sentinels announce the new primary).
+   */
+  settledMs: number | undefined;
   workloads: string[];
 }
 
@@ -111,7 +117,9 @@ export async function issuanceLoadThroughFailover(o: LoadOptions): Promise<LoadR
     }
   });
   const began = performance.now();
-  const firstFailure = () => answers.find((a) => a.endedAt >= killedAt && a.status !== 201 && affected(a.workload));
+  const failuresAfterKill = () => answers.filter((a) => a.endedAt >= killedAt && a.status !== 201 && affected(a.workload));
+  const firstFailure = () => failuresAfterKill()[0];
+  const lastFailure = () => failuresAfterKill().at(-1);
   const okAfter = (t: number) => answers.filter((a) => a.status === 201 && a.endedAt > t && affected(a.workload));
   let inFlightAtKill = 0;
   try {
@@ -123,7 +131,7 @@ export async function issuanceLoadThroughFailover(o: LoadOptions): Promise<LoadR
     killedAt = performance.now();
     await o.kill();
     while (performance.now() - began < o.maxMs) {
-      const failed = firstFailure();
+      const failed = lastFailure();
       if (failed && okAfter(failed.endedAt).length >= o.okAfterFailure) break;
       await sleep(20);
     }
@@ -131,13 +139,16 @@ export async function issuanceLoadThroughFailover(o: LoadOptions): Promise<LoadR
     running = false;
     await Promise.all(loops);
   }
-  const failed = firstFailure();
-  const recovered = failed ? okAfter(failed.endedAt).sort((a, b) => a.endedAt - b.endedAt)[0] : undefined;
+  const [failed, lastFailed] = [firstFailure(), lastFailure()];
+  const firstOkAfter = (t: number) => okAfter(t).sort((a, b) => a.endedAt - b.endedAt)[0];
+  const recovered = failed && firstOkAfter(failed.endedAt);
+  const settled = lastFailed && firstOkAfter(lastFailed.endedAt);
   return {
     answers,
     inFlightAtKill,
     killedAt,
     windowMs: failed && recovered ? recovered.endedAt - failed.endedAt : undefined,
+    settledMs: failed && settled ? settled.endedAt - failed.endedAt : undefined,
     workloads: accounts.map(workloadOf),
   };
 }

@@ -41,6 +41,7 @@ const MIN_IN_FLIGHT = 32;
 const PREFIX = 'failover:';
 const RS_CREDENTIAL = 'failover-rs-credential-0123';
 const OPERATOR_CREDENTIAL = 'failover-operator-credential-0123';
+const ms = (v: number | undefined) => (v === undefined ? 'n/a' : `${Math.round(v)} ms`);
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -249,12 +250,14 @@ describe('Redis Cluster primary loss under load', () => {
     const issued = load.answers.filter((a) => a.status === 201);
     const failures = load.answers.filter((a) => a.status !== 201);
     console.log(
-      `cluster primary loss: window ${load.windowMs === undefined ? 'n/a' : Math.round(load.windowMs)} ms for the killed primary's ${onVictim.size} workloads ` +
+      `cluster primary loss: window ${ms(load.windowMs)}, settled ${ms(load.settledMs)} for the killed primary's ${onVictim.size} workloads ` +
         `(bound ${WINDOW_BOUND_MS} ms, cluster-node-timeout ${NODE_TIMEOUT_MS} ms); ${load.inFlightAtKill} in flight at the kill; ${issued.length} tokens, ${failures.length} 503s`,
     );
     expect(failures.length).toBeGreaterThan(0);
     expect(load.windowMs).toBeDefined();
     expect(load.windowMs!).toBeLessThan(WINDOW_BOUND_MS);
+    expect(load.settledMs).toBeDefined();
+    expect(load.settledMs!).toBeLessThan(WINDOW_BOUND_MS);
     // The killed primary's workloads got tokens again after the kill: the client follows the promotion.
     expect(issued.filter((a) => a.endedAt > load.killedAt && onVictim.has(a.workload)).length).toBeGreaterThan(0);
 
