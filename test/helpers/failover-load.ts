@@ -46,6 +46,12 @@ export interface LoadOptions {
    * window and the end of the load are judged on their answers. Default: every workload.
    */
   affected?: (workload: string) => boolean;
+  /**
+   * True once the topology has finished its failover (e.g. every sentinel names the new primary):
+   * the load runs on at least `quietMs` past then, so a client's late reconnect falls within it.
+   */
+  failedOver?: () => Promise<boolean>;
+  quietMs?: number;
 }
 
 export interface LoadResult {
@@ -130,10 +136,13 @@ export async function issuanceLoadThroughFailover(o: LoadOptions): Promise<LoadR
     inFlightAtKill = inFlight;
     killedAt = performance.now();
     await o.kill();
+    let failedOverAt: number | undefined;
     while (performance.now() - began < o.maxMs) {
+      if (failedOverAt === undefined && ((await o.failedOver?.().catch(() => false)) ?? true)) failedOverAt = performance.now();
       const failed = lastFailure();
-      if (failed && okAfter(failed.endedAt).length >= o.okAfterFailure) break;
-      await sleep(20);
+      const quiet = failedOverAt !== undefined && performance.now() - failedOverAt >= (o.quietMs ?? 0);
+      if (quiet && failed && okAfter(failed.endedAt).length >= o.okAfterFailure) break;
+      await sleep(50);
     }
   } finally {
     running = false;
@@ -151,6 +160,20 @@ export async function issuanceLoadThroughFailover(o: LoadOptions): Promise<LoadR
     settledMs: failed && settled ? settled.endedAt - failed.endedAt : undefined,
     workloads: accounts.map(workloadOf),
   };
+}
+
+/**
+ * What the affected workloads were answered after the kill, per half second: "1.5s 503 <reason> ×n".
+ * The message of the window assertions, so that a slow failover shows what it was waiting on.
+ */
+export function timeline(load: LoadResult, affected: (workload: string) => boolean = () => true): string {
+  const rows = new Map<string, number>();
+  for (const a of load.answers) {
+    if (a.endedAt < load.killedAt || !affected(a.workload)) continue;
+    const row = `${Math.floor((a.endedAt - load.killedAt) / 500) / 2}s ${a.status} ${String(a.body.error_description ?? '')}`.trim();
+    rows.set(row, (rows.get(row) ?? 0) + 1);
+  }
+  return [...rows].map(([row, n]) => `${row} ×${n}`).join('\n');
 }
 
 /** Every answer is a 201 with a token, or a 503 with Retry-After and a JSON error: nothing else, ever. */

@@ -29,13 +29,18 @@ import { silentLogger } from '../../src/log.js';
 import { NOT_REPLICATED } from '../../src/grants/replication.js';
 import type { BrokerRuntime } from '../../src/server.js';
 import { AUDIENCE, postJson, startTestBroker } from '../helpers/broker.js';
-import { expectEveryTokenHasItsGrant, expectOnlyTokensOr503, issuanceLoadThroughFailover, workloadOf } from '../helpers/failover-load.js';
+import { expectEveryTokenHasItsGrant, expectOnlyTokensOr503, issuanceLoadThroughFailover, timeline, workloadOf } from '../helpers/failover-load.js';
 import { freePort, startRedisServer, TEST_KEY_PUBLICATION_SECRETS, type RedisProcess } from '../helpers/redis.js';
 import { infoFields, LOOPBACK, redisCommand, startRedisCluster, type ClusterNode, type RedisCluster } from '../helpers/redis-cluster.js';
 
 const NODE_TIMEOUT_MS = 1000;
 /** node timeout (1 s) + election (~1 s) + slot refresh and reconnect (≤ 1 s), with slack for 2 busy cores. */
 const WINDOW_BOUND_MS = 10_000;
+/**
+ * First failure to the 201s after the last one: the window plus any later burst of 503s (a
+ * client's second reconnect, WAIT short while the remaining replicas resync with the new primary).
+ */
+const SETTLED_BOUND_MS = 20_000;
 const LOOPS = 40;
 const MIN_IN_FLIGHT = 32;
 const PREFIX = 'failover:';
@@ -251,13 +256,14 @@ describe('Redis Cluster primary loss under load', () => {
     const failures = load.answers.filter((a) => a.status !== 201);
     console.log(
       `cluster primary loss: window ${ms(load.windowMs)}, settled ${ms(load.settledMs)} for the killed primary's ${onVictim.size} workloads ` +
-        `(bound ${WINDOW_BOUND_MS} ms, cluster-node-timeout ${NODE_TIMEOUT_MS} ms); ${load.inFlightAtKill} in flight at the kill; ${issued.length} tokens, ${failures.length} 503s`,
+        `(bounds ${WINDOW_BOUND_MS} and ${SETTLED_BOUND_MS} ms, cluster-node-timeout ${NODE_TIMEOUT_MS} ms); ${load.inFlightAtKill} in flight at the kill; ${issued.length} tokens, ${failures.length} 503s`,
     );
     expect(failures.length).toBeGreaterThan(0);
-    expect(load.windowMs).toBeDefined();
-    expect(load.windowMs!).toBeLessThan(WINDOW_BOUND_MS);
-    expect(load.settledMs).toBeDefined();
-    expect(load.settledMs!).toBeLessThan(WINDOW_BOUND_MS);
+    const seen = timeline(load, (w) => onVictim.has(w));
+    expect(load.windowMs, seen).toBeDefined();
+    expect(load.windowMs!, seen).toBeLessThan(WINDOW_BOUND_MS);
+    expect(load.settledMs, seen).toBeDefined();
+    expect(load.settledMs!, seen).toBeLessThan(SETTLED_BOUND_MS);
     // The killed primary's workloads got tokens again after the kill: the client follows the promotion.
     expect(issued.filter((a) => a.endedAt > load.killedAt && onVictim.has(a.workload)).length).toBeGreaterThan(0);
 
