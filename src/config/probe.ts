@@ -4,7 +4,7 @@
  * does at start). One result per probe; none of them writes anything.
  */
 import { createOidcAttestor } from '../attestation/oidc/index.js';
-import { connectRedis, describeRedis, redisConnectionFromConfig } from '../grants/redis-connection.js';
+import { connectRedis, describeRedis, nodesConnecting, redisConnectionFromConfig } from '../grants/redis-connection.js';
 import { silentLogger } from '../log.js';
 import { systemClock } from '../util/clock.js';
 import type { Config } from './schema.js';
@@ -53,6 +53,7 @@ async function probeRedis(store: Extract<Config['store'], { kind: 'redis' }>): P
   });
   try {
     await redis.connect();
+    await nodesConnecting(redis); // a Cluster's node connections (settled either way)
     const answer = await redis.ping();
     return { target, ok: true, detail: `reachable (${answer})` };
   } catch (e) {

@@ -1,10 +1,10 @@
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { Redis } from 'ioredis';
-import { freePort, startRedisServer, type RedisProcess } from './redis.js';
+import { freePort, type RedisProcess } from './redis.js';
+import { infoFields, LOOPBACK, processGroup, redisCommand, until } from './redis-group.js';
+
+export { infoFields, LOOPBACK, redisCommand } from './redis-group.js';
 
 /**
  * A real Redis Cluster for tests: three primaries (optionally one replica each) from
@@ -15,8 +15,6 @@ import { freePort, startRedisServer, type RedisProcess } from './redis.js';
 
 const CLI = process.env.REDIS_CLI_BIN ?? 'redis-cli';
 const run = promisify(execFile);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-export const LOOPBACK = '127.0.0.1';
 
 export interface ClusterNode {
   /** The redis-server process (its `pid`, `kill()` and `stop()` signal exactly that PID). */
@@ -27,6 +25,8 @@ export interface ClusterNode {
   readonly id: string;
   /** Its role when the cluster was made; a failover may change it (see `primaries()`). */
   readonly initialRole: 'primary' | 'replica';
+  /** Its TLS port, when the cluster was started with `tls` (the plain port stays open for the harness). */
+  readonly tlsPort?: number;
 }
 
 export interface RedisCluster {
@@ -36,6 +36,8 @@ export interface RedisCluster {
   readonly nodes: readonly ClusterNode[];
   /** For an ioredis `Cluster`: every node's address. */
   readonly startupNodes: readonly { host: string; port: number }[];
+  /** The same, TLS ports (when started with `tls`). */
+  readonly tlsStartupNodes: readonly { host: string; port: number }[];
   /** The current primaries, as a live node's CLUSTER NODES says (healthy ones only). */
   primaries(): Promise<ClusterNode[]>;
   /** One command on one node, over a short-lived connection of its own. */
@@ -57,31 +59,14 @@ export interface StartClusterOptions {
   args?: readonly string[];
   /** How long the whole start may take. Default 20 s. */
   readyTimeoutMs?: number;
+  /**
+   * TLS as well, with these PEM files: each node also listens on a TLS port, and the nodes talk
+   * to each other (cluster bus, replication) over TLS; clients are not asked for certificates.
+   */
+  tls?: { certFile: string; keyFile: string; caFile: string };
 }
 
 const PRIMARIES = 3;
-
-/** One command over a connection of its own (no retries, no offline queue), then disconnects. */
-export async function redisCommand(port: number, args: (string | number)[]): Promise<unknown> {
-  const redis = new Redis({ host: LOOPBACK, port, lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null, connectTimeout: 1000 });
-  redis.on('error', () => undefined); // surfaced by the rejected command
-  try {
-    await redis.connect();
-    return await redis.call(String(args[0]), ...args.slice(1).map(String));
-  } finally {
-    redis.disconnect();
-  }
-}
-
-/** `key:value` lines of INFO / CLUSTER INFO as a map. */
-export function infoFields(text: unknown): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const line of String(text).split(/\r?\n/)) {
-    const i = line.indexOf(':');
-    if (i > 0) out.set(line.slice(0, i), line.slice(i + 1).trim());
-  }
-  return out;
-}
 
 /** Ids of the primaries a CLUSTER NODES reply names without a fail flag. */
 function healthyPrimaries(nodesReply: string): Set<string> {
@@ -94,65 +79,40 @@ function healthyPrimaries(nodesReply: string): Set<string> {
   );
 }
 
-async function until(what: string, timeoutMs: number, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  while (Date.now() < deadline) {
-    try {
-      if (await check()) return;
-      last = '';
-    } catch (e) {
-      last = ` (last error: ${(e as Error).message})`;
-    }
-    await sleep(100);
-  }
-  throw new Error(`${what} not reached within ${timeoutMs} ms${last}`);
-}
-
 export async function startRedisCluster(opts: StartClusterOptions = {}): Promise<RedisCluster> {
   const count = opts.replicas ? PRIMARIES * 2 : PRIMARIES;
   const readyTimeoutMs = opts.readyTimeoutMs ?? 20_000;
-  const dir = mkdtempSync(join(tmpdir(), 'jit-redis-cluster-'));
-  const processes: RedisProcess[] = [];
-  let stopped = false;
-  const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    try {
-      await Promise.all(processes.map((p) => p.stop()));
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  };
+  const group = processGroup('redis-cluster');
+  const { dir, stop } = group;
 
   try {
     // Each node gets a bus port of its own (not port + 10000, which may be taken or past 65535).
-    // allSettled: a node that fails to start must not leave the others running unrecorded.
-    const settled = await Promise.allSettled(
+    const tlsPorts = new Map<RedisProcess, number>();
+    const tlsArgs = async (): Promise<string[]> => {
+      const t = opts.tls;
+      if (!t) return [];
+      const port = String(await freePort());
+      return ['--tls-port', port, '--tls-cert-file', t.certFile, '--tls-key-file', t.keyFile, '--tls-ca-cert-file', t.caFile, '--tls-auth-clients', 'no', '--tls-cluster', 'yes', '--tls-replication', 'yes'];
+    };
+    const started = await group.startAll(
       Array.from({ length: count }, async (_, i) => {
-        const nodeDir = join(dir, `node-${i}`);
-        mkdirSync(nodeDir);
-        const p = await startRedisServer({
-          args: [
-            '--cluster-enabled', 'yes',
-            '--cluster-config-file', join(nodeDir, 'nodes.conf'),
-            '--cluster-port', String(await freePort()),
-            '--cluster-node-timeout', String(opts.nodeTimeoutMs ?? 2000),
-            // A replica takes over however long its link was down (tests kill primaries at will).
-            '--cluster-replica-validity-factor', '0',
-            '--dir', nodeDir,
-            // A replica's first sync starts at once (Redis waits 5 s for more replicas by default).
-            '--repl-diskless-sync-delay', '0',
-            ...(opts.args ?? []),
-          ],
-        });
-        processes.push(p);
+        const tls = await tlsArgs();
+        const p = await group.start(`node-${i}`, [
+          '--cluster-enabled', 'yes',
+          '--cluster-config-file', join(dir, `node-${i}`, 'nodes.conf'),
+          '--cluster-port', String(await freePort()),
+          '--cluster-node-timeout', String(opts.nodeTimeoutMs ?? 2000),
+          // A replica takes over however long its link was down (tests kill primaries at will).
+          '--cluster-replica-validity-factor', '0',
+          // A replica's first sync starts at once (Redis waits 5 s for more replicas by default).
+          '--repl-diskless-sync-delay', '0',
+          ...tls,
+          ...(opts.args ?? []),
+        ]);
+        if (tls.length > 0) tlsPorts.set(p, Number(tls[1]));
         return p;
       }),
     );
-    const failed = settled.find((r) => r.status === 'rejected');
-    if (failed) throw failed.reason;
-    const started = processes.slice();
     await run(
       CLI,
       ['--cluster', 'create', ...started.map((p) => `${LOOPBACK}:${p.port}`), '--cluster-replicas', opts.replicas ? '1' : '0', '--cluster-yes'],
@@ -169,6 +129,7 @@ export async function startRedisCluster(opts: StartClusterOptions = {}): Promise
         url: p.url,
         id: String(ids[i]),
         initialRole: roles[i] === 'master' ? 'primary' : 'replica',
+        ...(tlsPorts.has(p) ? { tlsPort: tlsPorts.get(p)! } : {}),
       }))
       .sort((a, b) => (a.initialRole === b.initialRole ? 0 : a.initialRole === 'primary' ? -1 : 1));
     const killed = new Set<ClusterNode>();
@@ -192,6 +153,7 @@ export async function startRedisCluster(opts: StartClusterOptions = {}): Promise
       dir,
       nodes,
       startupNodes: nodes.map((n) => ({ host: LOOPBACK, port: n.port })),
+      tlsStartupNodes: nodes.flatMap((n) => (n.tlsPort ? [{ host: LOOPBACK, port: n.tlsPort }] : [])),
       async primaries() {
         let lastError: unknown;
         for (const n of nodes.filter(alive)) {

@@ -1,8 +1,7 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { infoFields, LOOPBACK, redisCommand as commandOn } from './redis-cluster.js';
-import { startRedisServer, type RedisProcess } from './redis.js';
+import type { RedisProcess } from './redis.js';
+import { infoFields, LOOPBACK, processGroup, redisCommand as commandOn, until } from './redis-group.js';
 
 /**
  * A real Sentinel group for tests: one primary, two replicas and three sentinels
@@ -47,39 +46,10 @@ export interface StartSentinelOptions {
   readyTimeoutMs?: number;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 export async function startRedisSentinel(opts: StartSentinelOptions = {}): Promise<RedisSentinelGroup> {
   const readyTimeoutMs = opts.readyTimeoutMs ?? 20_000;
-  const dir = mkdtempSync(join(tmpdir(), 'jit-redis-sentinel-'));
-  const processes: RedisProcess[] = [];
-  let stopped = false;
-  const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    try {
-      await Promise.all(processes.map((p) => p.stop()));
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  };
-  const nodeDir = (name: string) => {
-    const d = join(dir, name);
-    mkdirSync(d);
-    return d;
-  };
-  const start = async (name: string, args: string[], configFile?: string) => {
-    const p = await startRedisServer({ args: [...args, '--dir', nodeDir(name)], ...(configFile ? { configFile } : {}) });
-    processes.push(p);
-    return p;
-  };
-  /** Starts all; records every one that started before rethrowing the first failure. */
-  const startAll = async (starts: Promise<RedisProcess>[]) => {
-    const settled = await Promise.allSettled(starts);
-    const failed = settled.find((r) => r.status === 'rejected');
-    if (failed) throw failed.reason;
-    return settled.map((r) => (r as PromiseFulfilledResult<RedisProcess>).value);
-  };
+  const group = processGroup('redis-sentinel');
+  const { dir, stop, start, startAll } = group;
 
   try {
     // A replica's first sync starts at once (Redis waits 5 s for more replicas by default).
@@ -100,31 +70,22 @@ export async function startRedisSentinel(opts: StartSentinelOptions = {}): Promi
             '',
           ].join('\n'),
         );
-        return start(`sentinel-${i}`, ['--sentinel'], conf);
+        return start(`sentinel-${i}`, ['--sentinel'], { configFile: conf });
       }),
     );
 
-    const deadline = Date.now() + readyTimeoutMs;
-    let last = '';
-    for (;;) {
-      try {
-        const agreed = await Promise.all(
-          sentinels.map(async (s) => {
-            const addr = (await commandOn(s.port, ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', MASTER_NAME])) as string[] | null;
-            const known = (await commandOn(s.port, ['SENTINEL', 'REPLICAS', MASTER_NAME])) as unknown[];
-            const peers = (await commandOn(s.port, ['SENTINEL', 'SENTINELS', MASTER_NAME])) as unknown[];
-            return addr?.[1] === String(primary.port) && known.length === 2 && peers.length === 2;
-          }),
-        );
-        const links = await Promise.all(replicas.map((r) => commandOn(r.port, ['INFO', 'replication']).then(infoFields)));
-        if (agreed.every(Boolean) && links.every((f) => f.get('master_link_status') === 'up')) break;
-        last = '';
-      } catch (e) {
-        last = ` (last error: ${(e as Error).message})`;
-      }
-      if (Date.now() > deadline) throw new Error(`sentinel group not ready within ${readyTimeoutMs} ms${last}`);
-      await sleep(100);
-    }
+    await until('sentinels agreeing on the primary, its replicas and each other', readyTimeoutMs, async () => {
+      const agreed = await Promise.all(
+        sentinels.map(async (s) => {
+          const addr = (await commandOn(s.port, ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', MASTER_NAME])) as string[] | null;
+          const known = (await commandOn(s.port, ['SENTINEL', 'REPLICAS', MASTER_NAME])) as unknown[];
+          const peers = (await commandOn(s.port, ['SENTINEL', 'SENTINELS', MASTER_NAME])) as unknown[];
+          return addr?.[1] === String(primary.port) && known.length === 2 && peers.length === 2;
+        }),
+      );
+      const links = await Promise.all(replicas.map((r) => commandOn(r.port, ['INFO', 'replication']).then(infoFields)));
+      return agreed.every(Boolean) && links.every((f) => f.get('master_link_status') === 'up');
+    });
 
     return {
       dir,

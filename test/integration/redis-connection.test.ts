@@ -2,8 +2,9 @@
  * The connection factory against a real redis-server over TLS with an ACL user: the store's
  * config (rediss:// URL, CA file, user name, password file) reaches it, a CA that did not issue
  * the server's certificate and a wrong password are refused (fail closed), and what is reported
- * carries no password.
+ * carries no password. And a Redis Cluster over TLS (its bus and replication too).
  */
+import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { probeConfig } from '../../src/config/probe.js';
@@ -11,8 +12,10 @@ import { createCA, issueCertificate } from '../../src/dev/dev-ca.js';
 import { connectRedis, redisConnectionFromConfig } from '../../src/grants/redis-connection.js';
 import { createRedisGrantStore } from '../../src/grants/redis-store.js';
 import { silentLogger } from '../../src/log.js';
+import { makeGrant } from '../helpers/grant-store-contract.js';
 import { scratchDir } from '../helpers/pki.js';
 import { freePort, startRedisServer, TEST_KEY_PUBLICATION_SECRETS, type RedisProcess } from '../helpers/redis.js';
+import { startRedisCluster, type RedisCluster } from '../helpers/redis-cluster.js';
 
 const PASSWORD = 'tls-acl-password-0123456789';
 const files = scratchDir('jit-redis-tls-');
@@ -20,6 +23,7 @@ let redis: RedisProcess;
 let tlsPort: number;
 let caFile: string;
 let otherCaFile: string;
+let serverCert: { certFile: string; keyFile: string };
 
 beforeAll(async () => {
   const ca = await createCA({ trustDomain: 'redis.test' });
@@ -28,11 +32,12 @@ beforeAll(async () => {
   caFile = files.write('ca.pem', ca.certPem);
   otherCaFile = files.write('other-ca.pem', other.certPem);
   tlsPort = await freePort();
+  serverCert = { certFile: files.write('server.pem', server.chainPem), keyFile: files.write('server-key.pem', server.keyPem) };
   redis = await startRedisServer({
     args: [
       '--tls-port', String(tlsPort),
-      '--tls-cert-file', files.write('server.pem', server.chainPem),
-      '--tls-key-file', files.write('server-key.pem', server.keyPem),
+      '--tls-cert-file', serverCert.certFile,
+      '--tls-key-file', serverCert.keyFile,
       '--tls-ca-cert-file', caFile,
       '--tls-auth-clients', 'no',
       '--user', 'jit-broker', 'on', `>${PASSWORD}`, '~jit:*', '+@all',
@@ -89,5 +94,39 @@ describe('redis connection: TLS with a CA file, ACL user and password file', () 
     expect(badPassword).toMatchObject({ ok: false });
     expect(badPassword!.detail).toMatch(/WRONGPASS/);
     expect(JSON.stringify([badCa, badPassword])).not.toContain('wrong-password');
+  });
+});
+
+describe('redis connection: a Cluster over TLS', () => {
+  let cluster: RedisCluster | undefined;
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('the store reaches every primary over TLS with the CA file, and refuses another CA', async () => {
+    cluster = await startRedisCluster({ tls: { ...serverCert, caFile } });
+    const nodes = cluster.tlsStartupNodes.map((n) => `${n.host}:${n.port}`);
+    const config = (ca: string) =>
+      parseConfig({
+        issuer: 'https://broker.example.com',
+        store: { kind: 'redis', cluster: { nodes }, tls: { ca_file: ca } },
+        tokens: { key_publication_secret: TEST_KEY_PUBLICATION_SECRETS[0] },
+        policies: [],
+      });
+    const good = config(caFile);
+    if (good.store.kind !== 'redis') throw new Error('redis store expected');
+    const store = createRedisGrantStore({ connection: redisConnectionFromConfig(good.store, {}), keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, log: silentLogger, keyPrefix: 'tls-cluster:' });
+    try {
+      const t0 = Date.now();
+      const workloads = Array.from({ length: 12 }, (_, i) => `spiffe://test.example/tls/${i}`);
+      for (const w of workloads) await store.createGrant(makeGrant(w, t0), { now: t0, maxActive: 10, retentionMs: 60_000 });
+      // Every connection the client made went to a TLS port: it learned the TLS ports from CLUSTER SLOTS.
+      const ports = new Set(store.redis instanceof Cluster ? store.redis.nodes('master').map((n) => n.options.port) : []);
+      expect([...ports].sort()).toEqual(cluster.nodes.filter((n) => n.initialRole === 'primary').map((n) => n.tlsPort).sort());
+    } finally {
+      await store.close();
+    }
+    const [refused] = await probeConfig(config(otherCaFile));
+    expect(refused).toMatchObject({ ok: false });
   });
 });
