@@ -1089,10 +1089,12 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       closed = true;
       try {
         if (redis.status === 'ready') await redis.quit();
-        else redis.disconnect();
       } catch {
-        redis.disconnect();
+        /* disconnected below all the same */
       }
+      // Always, after QUIT too: QUIT closes the command connection only, and a Sentinel client's
+      // failover listeners (one subscription per sentinel, reconnecting for ever) stayed open.
+      redis.disconnect();
     },
   };
   return store;

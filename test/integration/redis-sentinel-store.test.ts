@@ -14,6 +14,7 @@ import { silentLogger } from '../../src/log.js';
 import { brokerAclRules } from '../helpers/broker-acl.js';
 import { describeGrantStoreContract, makeGrant, uniqueWorkload } from '../helpers/grant-store-contract.js';
 import { redisPlants } from '../helpers/redis-plants.js';
+import { until } from '../helpers/redis-group.js';
 import { startRedisSentinel, type RedisSentinelGroup } from '../helpers/redis-sentinel.js';
 import { TEST_KEY_PUBLICATION_SECRETS, uniquePrefix } from '../helpers/redis.js';
 
@@ -69,5 +70,22 @@ describe('redis store through Sentinel', () => {
     }
     const refused = await Promise.all([...group.dataNodes, ...group.sentinels].map(async (n) => (await group.command(n, 'ACL', 'LOG')) as unknown[][]));
     expect(refused.flat().map((entry) => JSON.stringify(entry))).toEqual([]);
+  });
+});
+
+describe('closing a store on Sentinel', () => {
+  /** Connections subscribed on each sentinel (the store's failover listeners; sentinels subscribe to none of each other's). */
+  const subscribers = () =>
+    Promise.all(group.sentinels.map(async (s) => String(await group.command(s, 'CLIENT', 'LIST')).split('\n').filter((l) => / sub=[1-9]/.test(l)).length));
+
+  it('leaves no connection behind, the sentinels\' failover listeners included', async () => {
+    const before = await subscribers();
+    const store = makeStore();
+    const subscribed = new Promise<void>((resolve) => store.redis.once('failoverSubscribed', () => resolve()));
+    await store.ping();
+    await subscribed;
+    expect((await subscribers()).map((n, i) => n - before[i]!)).toEqual([1, 1, 1]);
+    await store.close();
+    await until('the failover listeners closed', 5000, async () => (await subscribers()).every((n, i) => n === before[i]));
   });
 });
