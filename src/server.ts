@@ -66,6 +66,7 @@ function buildStore(config: Config, log: Logger, metrics: Metrics): GrantStore {
     keyPrefix: config.store.key_prefix,
     commandTimeoutMs: config.store.command_timeout,
     globalIndex: config.store.global_index,
+    ...(config.store.replication ? { replication: { minReplicas: config.store.replication.min_replicas, timeoutMs: config.store.replication.timeout } } : {}),
     metrics,
     // Present with a redis store (config load checks it); createRedisGrantStore refuses none.
     keyPublicationSecrets: [config.tokens.key_publication_secret, config.tokens.key_publication_secret_accepted].filter((s): s is string => s !== undefined),

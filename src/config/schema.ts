@@ -95,9 +95,23 @@ const redisStoreSchema = z
      * it costs (bench/): such brokers' grants are missing from those queries and revocations.
      */
     global_index: z.boolean().default(true),
+    /**
+     * WAIT after every grant write (start, renewal, end, revocation) until `min_replicas`
+     * replicas of its primary have it, at most `timeout`; fewer: 503 (docs/failover.md). Absent:
+     * no WAIT (a standalone Redis without replicas).
+     */
+    replication: z
+      .object({
+        min_replicas: z.number().int().min(1).max(16),
+        timeout: durationField('250ms'),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
   .superRefine((s, ctx) => {
+    if (s.replication && s.replication.timeout >= s.command_timeout)
+      ctx.addIssue({ code: 'custom', path: ['replication', 'timeout'], message: `must be shorter than store.command_timeout (${formatDuration(s.command_timeout)}): WAIT blocks within a command's time` });
     const given = (['url', 'sentinel', 'cluster'] as const).filter((k) => s[k] !== undefined);
     if (given.length !== 1) {
       ctx.addIssue({

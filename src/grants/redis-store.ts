@@ -52,6 +52,7 @@ import { connectRedis, describeRedis, nodesConnecting, type RedisClient, type Re
 
 export { redactRedisUrl } from './redis-connection.js';
 import { redisAuditLog, validateKeyEvent, type AuditLogQuery, type KeyEvent } from './audit-log.js';
+import { NotReplicated, requireReplicas, runGrantWrite, untilReplicated, type Replication } from './replication.js';
 import { checkPublicationSecrets, isAuthenticKey, isAuthenticRevocation, publishedKeyMac, revokedKeyMac } from './key-publication.js';
 import {
   NOT_DELIVERED_REASON,
@@ -163,6 +164,8 @@ export interface RedisGrantStoreOptions {
   globalIndex?: boolean;
   /** Counts Redis failures and records that do not decode (metrics.ts). */
   metrics?: StoreMetrics;
+  /** WAIT for this many replicas after every grant write (replication.ts); none when absent. */
+  replication?: Replication;
 }
 
 export type RedisGrantStore = GrantStore & { readonly kind: 'redis'; readonly redis: RedisClient };
@@ -203,6 +206,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   if (!connection) throw new Error('grant store needs a Redis connection (or url)');
   const log = opts.log.child({ component: 'grant-store', redis: describeRedis(connection) });
   const metrics = opts.metrics;
+  const replication = opts.replication && opts.replication.minReplicas > 0 ? opts.replication : undefined;
 
   const redis = connectRedis(connection, { commandTimeoutMs, connectTimeoutMs, reconnect: true, keyCountFirst: ['jitReadGrants'] });
   redis.defineCommand('jitCreateGrant', { numberOfKeys: 6, lua: LUA_SCRIPTS.createGrant });
@@ -292,7 +296,8 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     try {
       await ready();
       sent = true;
-      return await (o.write || o.oneCommand ? withinCommandTimeout(fn()) : fn());
+      // A grant write waits for its replicas too (replication.ts): its bound includes the WAIT.
+      return await (o.write || o.oneCommand ? withinCommandTimeout(fn(), o.write ? (replication?.timeoutMs ?? 0) : 0) : fn());
     } catch (e) {
       if (e instanceof BrokerError || e instanceof DuplicateGrantId) {
         if (e instanceof Unavailable) {
@@ -315,9 +320,9 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
    * command's own timeout when it is written, and an auto-pipelined command can wait behind the
    * batch in flight: without this, a paused Redis answered 503 only after twice the timeout.
    */
-  function withinCommandTimeout<T>(reply: Promise<T>): Promise<T> {
+  function withinCommandTimeout<T>(reply: Promise<T>, extraMs = 0): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no reply within ${commandTimeoutMs} ms`)), commandTimeoutMs);
+      const timer = setTimeout(() => reject(new Error(`no reply within ${commandTimeoutMs + extraMs} ms`)), commandTimeoutMs + extraMs);
       reply.then(
         (value) => {
           clearTimeout(timer);
@@ -651,8 +656,10 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     const keys = keysOf(workload);
     const closing = auditToFields(event);
     const replay = auditToFields({ type: 'grant.replay_detected', at: now, workload, grant: id, reason: REPLAY_REASON });
-    return guarded(op, async (): Promise<['closed' | 'inactive' | 'replay', Grant] | ['marked' | 'unknown', undefined]> => {
-      const reply = await redis.jitCloseGrant(
+    type Closed = ['closed' | 'inactive' | 'replay', Grant] | ['marked' | 'unknown', undefined];
+    // Retried while its WAIT comes short: an acknowledged end or revocation is on the replicas.
+    return untilReplicated(log, id, () => guarded(op, async (): Promise<Closed> => {
+      const { reply: answer, replicas } = await runGrantWrite(redis, replication, 'jitCloseGrant', [
         keys.grant(id),
         keys.live,
         keys.audit,
@@ -670,20 +677,39 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         o.retryWindowMs ?? 0,
         ...closing,
         ...replay,
-      );
+      ]);
+      const reply = answer as string[];
       const [outcome, payload, lost] = reply;
       if (lost !== undefined) auditLost(op, id, outcome, lost);
       // Closing is not told the retention: its copies trim nothing (create and renew trim).
       if (outcome === 'closed') auditLog.copyToShard(workload, closing, now, undefined);
       else if (outcome === 'replay') auditLog.copyToShard(workload, replay, now, undefined);
-      if (outcome === 'marked' || outcome === 'unknown') return [outcome, undefined];
+      if (outcome === 'marked' || outcome === 'unknown') {
+        requireReplicas(replication, replicas, op, [outcome, undefined]);
+        return [outcome, undefined];
+      }
       if (outcome === 'unreadable') throw unreadable(id, 'close-grant.lua could not decode it; nothing changed');
       if ((outcome === 'closed' || outcome === 'inactive' || outcome === 'replay') && typeof payload === 'string') {
         const grant = ownRecord(id, payload, workload);
-        if (grant) return [outcome, grant];
+        if (grant) {
+          requireReplicas(replication, replicas, op, [outcome, grant]);
+          return [outcome, grant];
+        }
       }
       throw new Error(`unexpected close-grant reply ${JSON.stringify(reply)}`);
-    }, { write: true });
+    }, { write: true }));
+  }
+
+  /**
+   * A task start or renewal the replicas did not confirm: its token is never answered, and the
+   * grant is voided (closed, or barred if the write is yet to land) so that it is inactive wherever
+   * the write reached. A void that is not confirmed either is logged; the caller's 503 stands.
+   */
+  async function voidUnreplicated(op: string, id: string, workload: string, now: number): Promise<void> {
+    log.warn({ op, grant: id }, 'grant write not confirmed on enough replicas: answered 503 and voided');
+    await store.voidGrant(id, workload, { now }).catch((e: unknown) => {
+      log.error({ op, grant: id, err: e instanceof Error ? e.message : String(e) }, 'grant write not confirmed on replicas could not be voided now (the broker retries undelivered grants)');
+    });
   }
 
   /**
@@ -722,7 +748,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         actions: grant.actions,
         task: grant.task,
       });
-      return guarded('createGrant', async () => {
+      const created = guarded('createGrant', async () => {
         // Operators' hint index of workloads, outside the atomic script on purpose: it lives in
         // its own slot, and a cluster cannot run one script across slots. Sent first on the same
         // connection, so a workload is normally listed before its grants exist; a listed workload
@@ -730,7 +756,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         // refused or delayed over an operators' convenience. Refreshed at most once a minute per
         // workload per instance: it only has to say which workloads had grants within retention.
         refreshWorkloadHint(grant.workload, o.now, o.retentionMs);
-        const reply = await redis.jitCreateGrant(
+        const { reply, replicas } = await runGrantWrite(redis, replication, 'jitCreateGrant', [
           keys.grant(grant.id),
           keys.live,
           keys.all,
@@ -747,11 +773,12 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           ...rateArgs(o.rate),
           grantToRecord(grant),
           ...issued,
-        );
+        ]);
         const [status, count, earliest] = reply;
         if (status === 'ok') {
           auditLog.copyToShard(grant.workload, issued, o.now, o.retentionMs);
           if (globalIndex) indexGlobally(grant, o.now, o.retentionMs);
+          requireReplicas(replication, replicas, 'createGrant', grant);
           return grant;
         }
         if (status === 'dup') throw new DuplicateGrantId(grant.id);
@@ -763,6 +790,10 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         if (status === 'rate') throw rateExceeded(grant.workload, Number(count));
         throw new Error(`unexpected create-grant reply ${JSON.stringify(reply)}`);
       }, { write: true });
+      return created.catch(async (e: unknown) => {
+        if (e instanceof NotReplicated) await voidUnreplicated('createGrant', grant.id, grant.workload, o.now);
+        throw e;
+      });
     },
 
     async voidGrant(id: string, workload: string, o: { now: number }): Promise<VoidOutcome> {
@@ -777,7 +808,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       const keys = keysOf(r.workload);
       const renewed = auditToFields({ type: 'grant.renewed', at: o.now, workload: r.workload, grant: r.id });
       const replay = auditToFields({ type: 'grant.replay_detected', at: o.now, workload: r.workload, grant: r.id });
-      return guarded('renewGrant', async () => {
+      return guarded('renewGrant', async (): Promise<RenewOutcome> => {
         const args = [
           keys.grant(r.id),
           keys.live,
@@ -799,14 +830,14 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           ...renewed,
           ...replay,
         ];
-        const reply = await redis.jitRenewGrant(...args).catch(async (e: unknown) => {
+        const { reply, replicas } = await runGrantWrite(redis, replication, 'jitRenewGrant', args).catch(async (e: unknown) => {
           if (!isOutOfMemory(e)) throw e;
           // Redis refused the renewal for memory. A superseded token must still revoke its
           // grant: run the script again, allowed out of memory, to revoke a replay and nothing else.
           args[RENEW_NEW_JTI_ARG] = '';
-          const answer = await redis.jitRevokeReplay(...args);
+          const answer = await runGrantWrite(redis, replication, 'jitRevokeReplay', args);
           // A renewal it would have made: refused for memory (503). Anything else needed no write.
-          if (answer[0] === 'not_replay') throw e;
+          if (answer.reply[0] === 'not_replay') throw e;
           return answer;
         });
         const [outcome, payload, lost] = reply;
@@ -817,10 +848,22 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         if (outcome === 'rate') throw rateExceeded(r.workload, Number(payload));
         if ((outcome === 'renewed' || outcome === 'current' || outcome === 'inactive' || outcome === 'replay') && typeof payload === 'string') {
           const grant = ownRecord(r.id, payload, r.workload);
+          if (grant && (outcome === 'renewed' || outcome === 'replay')) requireReplicas(replication, replicas, 'renewGrant', { outcome, grant });
           if (grant) return { outcome, grant };
         }
         throw new Error(`unexpected renew-grant reply ${JSON.stringify(reply)}`);
-      }, { write: true });
+      }, { write: true }).catch(async (e: unknown) => {
+        if (!(e instanceof NotReplicated)) throw e;
+        const result = e.value as RenewOutcome;
+        // A renewal: its token is not answered (503), and the grant is voided.
+        if (result.outcome === 'renewed') {
+          await voidUnreplicated('renewGrant', r.id, r.workload, o.now);
+          throw e;
+        }
+        // A replay's revocation: confirmed by closing again (idempotent; no second event), or a 503.
+        await close('renewGrant', r.id, r.workload, o.now, 'revoked', { type: 'grant.revoked', at: o.now, workload: r.workload, grant: r.id, reason: REPLAY_REASON }, { by: 'replay_detected' });
+        return result;
+      });
     },
 
     async closeGrant(id: string, workload: string, options: CloseOptions): Promise<CloseOutcome> {

@@ -250,6 +250,8 @@ describe('deploy/redis/users.acl', () => {
     // The commands queued on a MULTI.
     for (const chain of store.matchAll(/\.multi\(\)((?:\s*\.\w+\([^)]*\))+)/g)) for (const m of chain[1]!.matchAll(/\.(\w+)\(/g)) used.add(m[1]!.toLowerCase());
     used.add('info'); // the client's ready check (enableReadyCheck)
+    // The WAIT a replicated grant write carries in its own pipeline (grants/replication.ts).
+    if (read('src/grants/replication.ts').includes("['wait', ")) used.add('wait');
     // A Cluster client's own (grants/redis-connection.ts): its slot map, read on a connection it names.
     used.add('cluster|slots');
     used.add('client|setname');
