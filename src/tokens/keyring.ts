@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { generateKeyPair, type KeyObject } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import { Unavailable } from '../errors.js';
@@ -53,6 +54,15 @@ export interface KeyringOptions {
 export const MAX_PUBLISHED_KEYS = 64;
 
 /**
+ * Shortest gap between two store reads of the published keys made on demand (an unknown kid, a
+ * JWKS request). Whatever the number of such requests, one instance makes at most
+ * 1000 / KEY_LOOKUP_INTERVAL_MS = 20 such reads a second (each: the revocation marks and the
+ * published keys, three HGETALLs of at most MAX_PUBLISHED_KEYS entries), and a request waits at
+ * most this long plus one read.
+ */
+export const KEY_LOOKUP_INTERVAL_MS = 50;
+
+/**
  * Per-instance signing keys. The private half lives only in this process; the public half is
  * published to the store so every instance serves the union as JWKS. The next key is published
  * one rotation ahead of its first use, so verifiers that cache the JWKS already know it.
@@ -70,6 +80,11 @@ export class Keyring {
   private retired: SigningKey[] = [];
   /** One store read at a time for the union JWKS, however many callers wait on it. */
   private jwksLoading: Promise<{ keys: JWK[] }> | undefined;
+  /** A store read of the union not started yet: whoever asks for a fresh union now joins it. */
+  private nextLookup: Promise<{ keys: JWK[] }> | undefined;
+  /** The last on-demand read (settled or not) and when it started (monotonic ms). */
+  private lastLookup: Promise<unknown> = Promise.resolve();
+  private lastLookupStart = Number.NEGATIVE_INFINITY;
   /** Public keys of other instances, by kid, built once from the union JWKS. */
   private foreignKeys = new Map<string, { key: KeyObject; alg: SigningAlg }>();
   /**
@@ -170,18 +185,26 @@ export class Keyring {
 
   /**
    * The public key for `kid` if it is in the JWKS we serve: our own keys first (no store read),
-   * then the union of every instance's (cached as jwks() caches it, so unknown kids cost at
-   * most one store read per cache period, never one per request).
+   * then the union of every instance's (cached as jwks() caches it). A kid found in neither may be
+   * a key published since that union was read (a replica that just started): it is looked up in
+   * the store, authenticated and checked against the revocation marks, before it is refused. Those
+   * lookups are shared and spaced (see KEY_LOOKUP_INTERVAL_MS): a flood of unknown kids costs a
+   * bounded number of store reads, never one per request.
    */
   async verificationKey(kid: string): Promise<{ key: KeyObject; alg: SigningAlg } | undefined> {
     // The union (and the revocation marks with it) at most a cache period old.
-    const { keys } = await this.jwks();
+    const cached = this.findKey(kid, (await this.jwks()).keys);
+    if (cached || this.revokedKids.has(kid)) return cached;
+    return this.findKey(kid, (await this.jwks({ fresh: true })).keys);
+  }
+
+  private findKey(kid: string, union: JWK[]): { key: KeyObject; alg: SigningAlg } | undefined {
     if (this.revokedKids.has(kid)) return undefined;
     const now = this.opts.clock();
     for (const k of [this.current, this.next, ...this.retired]) {
       if (k?.kid === kid && k.published && now < k.retireAt + this.opts.overlapMs) return { key: k.publicKey, alg: k.alg };
     }
-    const jwk = keys.find((k) => k.kid === kid);
+    const jwk = union.find((k) => k.kid === kid);
     if (!jwk) return undefined;
     let found = this.foreignKeys.get(kid);
     if (!found) {
@@ -197,8 +220,13 @@ export class Keyring {
    * The union JWKS of every instance's published keys, newest first (cached briefly). When the
    * store cannot answer, the last good union plus our own keys: a Redis blip must not make
    * verifiers fail on tokens that are still valid.
+   *
+   * `fresh`: read from the store after this call, so every key published before it is in the
+   * answer (a verifier that met a new kid and refetched must find it). Such reads are shared by
+   * every caller waiting on them and spaced KEY_LOOKUP_INTERVAL_MS apart.
    */
-  async jwks(): Promise<{ keys: JWK[] }> {
+  async jwks(opts: { fresh?: boolean } = {}): Promise<{ keys: JWK[] }> {
+    if (opts.fresh) return this.lookupAfterNow();
     const now = this.opts.clock();
     const ttl = this.opts.jwksCacheMs ?? 1000;
     if (this.jwksCache && now - this.jwksCache.at < ttl) return { keys: this.jwksCache.keys };
@@ -206,6 +234,25 @@ export class Keyring {
       this.jwksLoading = undefined;
     });
     return this.jwksLoading;
+  }
+
+  /**
+   * A store read that starts after this call: joins the one scheduled next if there is one, else
+   * schedules it once the previous one has settled and KEY_LOOKUP_INTERVAL_MS has passed since it
+   * started (monotonic time: the keyring's clock may be a test's frozen one).
+   */
+  private lookupAfterNow(): Promise<{ keys: JWK[] }> {
+    this.nextLookup ??= (async () => {
+      await this.lastLookup.catch(() => undefined);
+      const wait = this.lastLookupStart + KEY_LOOKUP_INTERVAL_MS - performance.now();
+      if (wait > 0) await sleep(wait);
+      this.nextLookup = undefined; // callers from now on need a read that starts after them
+      this.lastLookupStart = performance.now();
+      const read = this.loadJwks(this.opts.clock());
+      this.lastLookup = read;
+      return read;
+    })();
+    return this.nextLookup;
   }
 
   private async loadJwks(now: number): Promise<{ keys: JWK[] }> {

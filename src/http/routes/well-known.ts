@@ -26,10 +26,13 @@ export function authorizationServerMetadata(config: Config, opts: { boundTokens?
 
 export function wellKnownRoutes(app: Hono, deps: { config: Config; keyring: Keyring; boundTokens?: boolean }): void {
   const metadata = authorizationServerMetadata(deps.config, { boundTokens: deps.boundTokens ?? false });
+  // Read from the store after the request arrived (shared and spaced reads: Keyring.jwks), and
+  // not to be reused unchecked by HTTP caches: a verifier refetches after meeting a kid it does not
+  // know, and a replica that has just started signs with a key published a moment ago.
   app.get('/.well-known/jwks.json', async () => {
-    const jwks = await deps.keyring.jwks();
+    const jwks = await deps.keyring.jwks({ fresh: true });
     return new Response(JSON.stringify(jwks), {
-      headers: { 'content-type': 'application/jwk-set+json', 'cache-control': 'public, max-age=60' },
+      headers: { 'content-type': 'application/jwk-set+json', 'cache-control': 'public, no-cache' },
     });
   });
   const serveMetadata = () => json(200, metadata, { 'cache-control': 'public, max-age=300' });
