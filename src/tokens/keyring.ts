@@ -23,6 +23,8 @@ export interface SigningKey {
   retireAt: number;
   /** Set once the store confirmed publication; a key signs nothing before that. */
   published: boolean;
+  /** When the store first confirmed it (monotonic ms): it signs KEY_PUBLICATION_LEAD_MS later. */
+  publishedAt?: number;
 }
 
 export interface KeyringOptions {
@@ -54,13 +56,17 @@ export interface KeyringOptions {
 export const MAX_PUBLISHED_KEYS = 64;
 
 /**
- * Shortest gap between two store reads of the published keys made on demand (an unknown kid, a
- * JWKS request). Whatever the number of such requests, one instance makes at most
- * 1000 / KEY_LOOKUP_INTERVAL_MS = 20 such reads a second (each: the revocation marks and the
- * published keys, three HGETALLs of at most MAX_PUBLISHED_KEYS entries), and a request waits at
- * most this long plus one read.
+ * How replicas trust each other's new keys at once, without a store read per request:
+ * - a key signs nothing until this long after the store confirmed its publication (a new
+ *   instance is ready this much later; a rotation onto a key published a moment ago waits);
+ * - a JWKS answer, and the lookup of a kid not in the cached union, come from a store read that
+ *   started at most this long before the request arrived.
+ * So every key that signed a token before a request arrived is in the keys that answer it. On
+ * demand, an instance starts such a read only when none started within this period: at most
+ * 1000 / KEY_PUBLICATION_LEAD_MS = 20 reads a second (each: the revocation marks and the published
+ * keys, three HGETALLs of at most MAX_PUBLISHED_KEYS entries), however many requests ask.
  */
-export const KEY_LOOKUP_INTERVAL_MS = 50;
+export const KEY_PUBLICATION_LEAD_MS = 50;
 
 /**
  * Per-instance signing keys. The private half lives only in this process; the public half is
@@ -80,11 +86,8 @@ export class Keyring {
   private retired: SigningKey[] = [];
   /** One store read at a time for the union JWKS, however many callers wait on it. */
   private jwksLoading: Promise<{ keys: JWK[] }> | undefined;
-  /** A store read of the union not started yet: whoever asks for a fresh union now joins it. */
-  private nextLookup: Promise<{ keys: JWK[] }> | undefined;
-  /** The last on-demand read (settled or not) and when it started (monotonic ms). */
-  private lastLookup: Promise<unknown> = Promise.resolve();
-  private lastLookupStart = Number.NEGATIVE_INFINITY;
+  /** The latest store read of the union, in flight or done, and when it started (monotonic ms). */
+  private lastRead: { start: number; done: boolean; answer: Promise<{ keys: JWK[] }> } | undefined;
   /** Public keys of other instances, by kid, built once from the union JWKS. */
   private foreignKeys = new Map<string, { key: KeyObject; alg: SigningAlg }>();
   /**
@@ -101,6 +104,8 @@ export class Keyring {
     this.current = await this.generate(now, now + this.opts.rotationMs);
     this.next = await this.generate(now, now + 2 * this.opts.rotationMs);
     await this.maintain();
+    // Other instances read the union at most KEY_PUBLICATION_LEAD_MS before answering: sign after that.
+    if (this.current.published) await this.untilLead(this.current);
     const tick = Math.max(1000, Math.min(30_000, Math.floor(this.opts.rotationMs / 4)));
     this.timer = setInterval(() => void this.maintain(), tick);
     this.timer.unref();
@@ -135,7 +140,11 @@ export class Keyring {
     return key;
   }
 
-  /** Moves to the next key now (scheduled rotation calls this; tests may too). */
+  /**
+   * Moves to the next key now (scheduled rotation calls this; tests may too). A scheduled rotation
+   * finds its next key published a whole rotation ago; rotateNow and maintenance, which may move
+   * onto a key published a moment ago, wait for its publication lead first.
+   */
   rotate(now = this.opts.clock()): void {
     if (!this.next || !this.next.published || this.next.retireAt <= now) {
       if (now - this.lastPostponedLog >= 10_000) {
@@ -162,11 +171,20 @@ export class Keyring {
    * operator's `POST /v1/keys/rotate`. Returns the kid that signed before and the one that signs now
    * (the same when rotation had to be postponed: the next key is not published yet).
    */
-  rotateNow(): { previous: string | undefined; current: string | undefined } {
+  async rotateNow(): Promise<{ previous: string | undefined; current: string | undefined }> {
     const previous = this.current?.kid;
-    this.rotate();
+    // A next key being made (the previous rotation's) is waited for, then its publication lead.
+    if (this.maintaining) await this.maintaining;
+    if (this.next?.published) await this.untilLead(this.next);
+    if (this.current?.kid === previous) this.rotate();
     void this.maintain();
     return { previous, current: this.current?.kid };
+  }
+
+  /** Resolves once `key` may sign: KEY_PUBLICATION_LEAD_MS after its publication was confirmed. */
+  private async untilLead(key: SigningKey): Promise<void> {
+    const left = leadLeft(key);
+    if (left > 0) await sleep(left);
   }
 
   /** When the key this instance signs with was made (metrics: signing key age), if it has one. */
@@ -187,15 +205,15 @@ export class Keyring {
    * The public key for `kid` if it is in the JWKS we serve: our own keys first (no store read),
    * then the union of every instance's (cached as jwks() caches it). A kid found in neither may be
    * a key published since that union was read (a replica that just started): it is looked up in
-   * the store, authenticated and checked against the revocation marks, before it is refused. Those
-   * lookups are shared and spaced (see KEY_LOOKUP_INTERVAL_MS): a flood of unknown kids costs a
-   * bounded number of store reads, never one per request.
+   * a union read at most KEY_PUBLICATION_LEAD_MS before the request (authenticated, revocation
+   * marks applied) before it is refused. A flood of unknown kids costs a bounded number of store
+   * reads (see KEY_PUBLICATION_LEAD_MS), never one per request.
    */
   async verificationKey(kid: string): Promise<{ key: KeyObject; alg: SigningAlg } | undefined> {
     // The union (and the revocation marks with it) at most a cache period old.
     const cached = this.findKey(kid, (await this.jwks()).keys);
     if (cached || this.revokedKids.has(kid)) return cached;
-    return this.findKey(kid, (await this.jwks({ fresh: true })).keys);
+    return this.findKey(kid, (await this.jwks({ recent: true })).keys);
   }
 
   private findKey(kid: string, union: JWK[]): { key: KeyObject; alg: SigningAlg } | undefined {
@@ -221,38 +239,42 @@ export class Keyring {
    * store cannot answer, the last good union plus our own keys: a Redis blip must not make
    * verifiers fail on tokens that are still valid.
    *
-   * `fresh`: read from the store after this call, so every key published before it is in the
-   * answer (a verifier that met a new kid and refetched must find it). Such reads are shared by
-   * every caller waiting on them and spaced KEY_LOOKUP_INTERVAL_MS apart.
+   * `recent`: from a store read that started at most KEY_PUBLICATION_LEAD_MS before this call, so
+   * every key that has signed anything is in it (a verifier that met a new kid and refetched finds
+   * it). Every caller within that period shares one read.
    */
-  async jwks(opts: { fresh?: boolean } = {}): Promise<{ keys: JWK[] }> {
-    if (opts.fresh) return this.lookupAfterNow();
+  async jwks(opts: { recent?: boolean } = {}): Promise<{ keys: JWK[] }> {
+    if (opts.recent) return this.recentUnion();
     const now = this.opts.clock();
     const ttl = this.opts.jwksCacheMs ?? 1000;
     if (this.jwksCache && now - this.jwksCache.at < ttl) return { keys: this.jwksCache.keys };
-    this.jwksLoading ??= this.loadJwks(now).finally(() => {
+    this.jwksLoading ??= this.readUnion().finally(() => {
       this.jwksLoading = undefined;
     });
     return this.jwksLoading;
   }
 
   /**
-   * A store read that starts after this call: joins the one scheduled next if there is one, else
-   * schedules it once the previous one has settled and KEY_LOOKUP_INTERVAL_MS has passed since it
-   * started (monotonic time: the keyring's clock may be a test's frozen one).
+   * The union from a read that started at most KEY_PUBLICATION_LEAD_MS before this call: the last
+   * one (done or in flight) if it is that recent, else a new one once the one in flight (too old)
+   * has settled. New reads therefore start more than KEY_PUBLICATION_LEAD_MS apart.
    */
-  private lookupAfterNow(): Promise<{ keys: JWK[] }> {
-    this.nextLookup ??= (async () => {
-      await this.lastLookup.catch(() => undefined);
-      const wait = this.lastLookupStart + KEY_LOOKUP_INTERVAL_MS - performance.now();
-      if (wait > 0) await sleep(wait);
-      this.nextLookup = undefined; // callers from now on need a read that starts after them
-      this.lastLookupStart = performance.now();
-      const read = this.loadJwks(this.opts.clock());
-      this.lastLookup = read;
-      return read;
-    })();
-    return this.nextLookup;
+  private async recentUnion(): Promise<{ keys: JWK[] }> {
+    const asked = performance.now();
+    for (;;) {
+      const last = this.lastRead;
+      if (last && asked - last.start <= KEY_PUBLICATION_LEAD_MS) return last.answer;
+      if (!last || last.done) return this.readUnion();
+      await last.answer; // loadJwks never rejects
+    }
+  }
+
+  /** One store read of the union (loadJwks), recorded as the latest with its start time. */
+  private readUnion(): Promise<{ keys: JWK[] }> {
+    const read = { start: performance.now(), done: false, answer: this.loadJwks(this.opts.clock()) };
+    this.lastRead = read;
+    void read.answer.finally(() => (read.done = true));
+    return read.answer;
   }
 
   private async loadJwks(now: number): Promise<{ keys: JWK[] }> {
@@ -338,7 +360,10 @@ export class Keyring {
         if (round === 0) await this.refreshRevoked(now);
         // A next key whose own retire time passed during an outage would never sign: replace it.
         if (this.next && this.next.retireAt <= now) this.next = undefined;
-        if (now >= this.current.retireAt) this.rotate(now);
+        if (now >= this.current.retireAt) {
+          if (this.next?.published) await this.untilLead(this.next);
+          this.rotate(now);
+        }
         if (!this.next) this.next = await this.generate(now, Math.max(now, this.current.retireAt) + this.opts.rotationMs);
         for (const key of [this.current, this.next]) await this.publish(key);
         if (this.opts.clock() < this.current.retireAt) break;
@@ -367,6 +392,7 @@ export class Keyring {
       if (!key.published) {
         this.jwksCache = undefined;
         this.keyEvent('key.published', key);
+        key.publishedAt = performance.now();
       }
       key.published = true;
       this.lastError = undefined;
@@ -395,6 +421,9 @@ export class Keyring {
     return { kid, alg: this.opts.alg, privateKey, publicKey, publicJwk, createdAt, retireAt, published: false };
   }
 }
+
+/** Milliseconds until a published key may sign (0 when it may). */
+const leadLeft = (key: SigningKey): number => (key.publishedAt === undefined ? KEY_PUBLICATION_LEAD_MS : key.publishedAt + KEY_PUBLICATION_LEAD_MS - performance.now());
 
 const generateKeyPairAsync = promisify(generateKeyPair) as (
   type: 'ec' | 'ed25519',

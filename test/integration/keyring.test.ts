@@ -1,14 +1,15 @@
-import { createLocalJWKSet, jwtVerify } from 'jose';
+import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { createMemoryGrantStore } from '../../src/grants/memory-store.js';
 import { createRedisGrantStore } from '../../src/grants/redis-store.js';
 import { freePort } from '../../src/util/net.js';
 import { startRedisServer, TEST_KEY_PUBLICATION_SECRETS } from '../helpers/redis.js';
 import { silentLogger } from '../../src/log.js';
-import { Keyring, KEY_LOOKUP_INTERVAL_MS, MAX_PUBLISHED_KEYS, type SigningAlg } from '../../src/tokens/keyring.js';
+import { Keyring, KEY_PUBLICATION_LEAD_MS, MAX_PUBLISHED_KEYS, type SigningAlg } from '../../src/tokens/keyring.js';
 import { signTaskToken, taskTokenClaims } from '../../src/tokens/mint.js';
 
 const MIN = 60_000;
+const kidOf = (token: string) => decodeProtectedHeader(token).kid as string;
 
 function setup(alg: SigningAlg = 'ES256') {
   let now = Date.UTC(2026, 10, 28, 12);
@@ -278,7 +279,7 @@ describe('a kid this instance has not seen yet (a replica that just started or r
       const token = sign(b!, now);
       await expect(jwtVerify(token, found!.key, { currentDate: new Date(now) })).resolves.toBeTruthy();
       // And A's JWKS endpoint serves it too: a verifier that met the new kid and refetched finds it.
-      expect((await a!.jwks({ fresh: true })).keys.map((k) => k.kid)).toContain(kid);
+      expect((await a!.jwks({ recent: true })).keys.map((k) => k.kid)).toContain(kid);
 
       // A key revoked in the store (authenticated mark) is not found by the lookup.
       const c = new Keyring({ alg: 'ES256', rotationMs: 60 * MIN, overlapMs: 20 * MIN, store: stores[1]!, clock, log: silentLogger, jwksCacheMs: 1000 });
@@ -288,17 +289,49 @@ describe('a kid this instance has not seen yet (a replica that just started or r
       expect(await a!.verificationKey(revokedKid)).toBeUndefined();
       c.stop();
 
-      // A key written to Redis without the publication secret is not trusted by the lookup.
+      // A key written to Redis without the publication secret is not trusted by the lookup (past
+      // the lead, so the lookup reads the store again).
       const forged = new Keyring({ alg: 'ES256', rotationMs: 60 * MIN, overlapMs: 20 * MIN, store: createMemoryGrantStore({ log: silentLogger }), clock, log: silentLogger });
       await forged.start();
       const fk = forged.signingKey();
       await stores[0]!.redis.hset('kid:keys', fk.kid, JSON.stringify({ kid: fk.kid, jwk: fk.publicJwk, created_at: now, retire_at: now + MIN, expires_at: now + 2 * MIN, mac: 'A'.repeat(43) }));
+      await new Promise((r) => setTimeout(r, KEY_PUBLICATION_LEAD_MS + 1));
+      const readsBefore = await calls(stores[0]!.redis, 'hgetall');
       expect(await a!.verificationKey(fk.kid)).toBeUndefined();
+      expect(await calls(stores[0]!.redis, 'hgetall'), 'the lookup read the store').toBeGreaterThan(readsBefore);
       forged.stop();
     } finally {
       a?.stop();
       b?.stop();
       for (const s of stores) await s.close();
+      await redis.stop();
+    }
+  });
+
+  it('two rotations in quick succession: the key signing after them is in every instance’s JWKS at once', async () => {
+    const redis = await startRedisServer();
+    const now = Date.now();
+    const clock = () => now;
+    const stores = [0, 1].map(() => createRedisGrantStore({ url: redis.url, keyPrefix: 'rot:', keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, log: silentLogger }));
+    const [a, b] = stores.map((store) => new Keyring({ alg: 'ES256', rotationMs: 60 * MIN, overlapMs: 20 * MIN, store, clock, log: silentLogger, jwksCacheMs: 1000 }));
+    try {
+      await a!.start();
+      await b!.start();
+      for (let i = 0; i < 3; i++) {
+        await b!.jwks({ recent: true }); // B has just read the union
+        const first = await a!.rotateNow();
+        const second = await a!.rotateNow(); // onto the key the first one made and published
+        expect(second.previous).toBe(first.current);
+        expect(second.current).not.toBe(second.previous);
+        const token = sign(a!, now);
+        expect(kidOf(token)).toBe(second.current);
+        expect((await b!.jwks({ recent: true })).keys.map((k) => k.kid), 'B serves the key A signs with now').toContain(second.current);
+        expect(await b!.verificationKey(second.current!), 'B verifies it').toBeDefined();
+      }
+    } finally {
+      a?.stop();
+      b?.stop();
+      for (const st of stores) await st.close();
       await redis.stop();
     }
   });
@@ -313,15 +346,16 @@ describe('a kid this instance has not seen yet (a replica that just started or r
       await k.jwks();
       const before = await calls(store.redis, 'hgetall');
       const started = performance.now();
-      // 2,000 junk kids, 200 at a time in 10 waves: every one is refused.
+      // 2,000 junk kids, 200 at a time in 10 waves a lead apart: every one is refused.
       for (let wave = 0; wave < 10; wave++) {
         const answers = await Promise.all(Array.from({ length: 200 }, (_, i) => k.verificationKey(`junk-${wave}-${i}`)));
         expect(answers.every((x) => x === undefined)).toBe(true);
+        await new Promise((r) => setTimeout(r, KEY_PUBLICATION_LEAD_MS));
       }
       const elapsed = performance.now() - started;
       const reads = (await calls(store.redis, 'hgetall')) - before;
-      // One union read (3 HGETALLs: marks, keys, marks) per KEY_LOOKUP_INTERVAL_MS at most, plus one in flight.
-      const bound = 3 * (Math.ceil(elapsed / KEY_LOOKUP_INTERVAL_MS) + 1);
+      // New union reads (3 HGETALLs each: marks, keys, marks) start more than KEY_PUBLICATION_LEAD_MS apart.
+      const bound = 3 * (Math.ceil(elapsed / KEY_PUBLICATION_LEAD_MS) + 1);
       expect(reads).toBeGreaterThan(0);
       expect(reads).toBeLessThanOrEqual(bound);
       expect(reads).toBeLessThan(2000);

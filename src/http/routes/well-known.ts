@@ -26,11 +26,11 @@ export function authorizationServerMetadata(config: Config, opts: { boundTokens?
 
 export function wellKnownRoutes(app: Hono, deps: { config: Config; keyring: Keyring; boundTokens?: boolean }): void {
   const metadata = authorizationServerMetadata(deps.config, { boundTokens: deps.boundTokens ?? false });
-  // Read from the store after the request arrived (shared and spaced reads: Keyring.jwks), and
+  // From a store read at most KEY_PUBLICATION_LEAD_MS old (Keyring.jwks: shared, bounded reads), and
   // not to be reused unchecked by HTTP caches: a verifier refetches after meeting a kid it does not
-  // know, and a replica that has just started signs with a key published a moment ago.
+  // know (a replica that has just started) and must find it.
   app.get('/.well-known/jwks.json', async () => {
-    const jwks = await deps.keyring.jwks({ fresh: true });
+    const jwks = await deps.keyring.jwks({ recent: true });
     return new Response(JSON.stringify(jwks), {
       headers: { 'content-type': 'application/jwk-set+json', 'cache-control': 'public, no-cache' },
     });
