@@ -13,6 +13,7 @@ import { Broker } from './broker.js';
 import type { Config } from './config/schema.js';
 import { configWarnings } from './config/warnings.js';
 import { createMemoryGrantStore } from './grants/memory-store.js';
+import { redisConnectionFromConfig } from './grants/redis-connection.js';
 import { createRedisGrantStore } from './grants/redis-store.js';
 import type { GrantStore } from './grants/store.js';
 import { createApp } from './http/app.js';
@@ -58,7 +59,7 @@ export interface StartOptions {
 function buildStore(config: Config, log: Logger, metrics: Metrics): GrantStore {
   if (config.store.kind === 'memory') return createMemoryGrantStore({ log });
   return createRedisGrantStore({
-    url: config.store.url,
+    connection: redisConnectionFromConfig(config.store),
     keyPrefix: config.store.key_prefix,
     commandTimeoutMs: config.store.command_timeout,
     globalIndex: config.store.global_index,

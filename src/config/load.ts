@@ -70,7 +70,11 @@ export function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): 
     const path = name.slice(5).toLowerCase().split('__');
     set(path, coerceEnvValue(configSchema, path, name, value));
   }
-  if (env.REDIS_URL) set(['store'], { ...(out.store as object), kind: 'redis', url: env.REDIS_URL });
+  if (env.REDIS_URL) {
+    // One server replaces whatever topology the file names.
+    const { sentinel: _sentinel, cluster: _cluster, ...store } = (out.store ?? {}) as Record<string, unknown>;
+    set(['store'], { ...store, kind: 'redis', url: env.REDIS_URL });
+  }
   if (env.JIT_ISSUER) set(['issuer'], env.JIT_ISSUER);
   if (env.PORT) set(['listen', 'port'], coerceEnvValue(configSchema, ['listen', 'port'], 'PORT', env.PORT));
   if (env.LOG_LEVEL) set(['log', 'level'], env.LOG_LEVEL);

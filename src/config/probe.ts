@@ -3,9 +3,8 @@
  * store (a PING within store.command_timeout) and each OIDC issuer's keys (fetched once, as serve
  * does at start). One result per probe; none of them writes anything.
  */
-import { Redis } from 'ioredis';
 import { createOidcAttestor } from '../attestation/oidc/index.js';
-import { redactRedisUrl } from '../grants/redis-store.js';
+import { connectRedis, describeRedis, redisConnectionFromConfig } from '../grants/redis-connection.js';
 import { silentLogger } from '../log.js';
 import { systemClock } from '../util/clock.js';
 import type { Config } from './schema.js';
@@ -19,7 +18,7 @@ export interface ProbeResult {
 
 export async function probeConfig(config: Config): Promise<ProbeResult[]> {
   const results: ProbeResult[] = [];
-  if (config.store.kind === 'redis') results.push(await probeRedis(config.store.url, config.store.command_timeout));
+  if (config.store.kind === 'redis') results.push(await probeRedis(config.store));
   if (config.attestation.oidc && config.attestation.oidc.issuers.length > 0) {
     const oidc = createOidcAttestor(config.attestation.oidc, { clock: systemClock, log: silentLogger });
     try {
@@ -37,25 +36,27 @@ export async function probeConfig(config: Config): Promise<ProbeResult[]> {
   return results;
 }
 
-async function probeRedis(url: string, timeoutMs: number): Promise<ProbeResult> {
-  const target = `store ${redactRedisUrl(url)}`;
-  const redis = new Redis(url, {
-    lazyConnect: true,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    connectTimeout: Math.max(timeoutMs, 1000),
-    commandTimeout: timeoutMs,
-    disableClientInfo: true,
-    retryStrategy: () => null,
-    reconnectOnError: null,
+async function probeRedis(store: Extract<Config['store'], { kind: 'redis' }>): Promise<ProbeResult> {
+  let spec;
+  try {
+    spec = redisConnectionFromConfig(store);
+  } catch (e) {
+    return { target: 'store', ok: false, detail: (e as Error).message };
+  }
+  const target = `store ${describeRedis(spec)}`;
+  // The store's own client, one connection attempt: a cluster or sentinel answers as the broker would see it.
+  const redis = connectRedis(spec, { commandTimeoutMs: store.command_timeout, connectTimeoutMs: Math.max(store.command_timeout, 1000), reconnect: false });
+  // The connection's own error says why (a certificate, a refused password); connect() only that it closed.
+  let cause: string | undefined;
+  redis.on('error', (e: Error) => {
+    cause ??= e.message;
   });
-  redis.on('error', () => {}); // reported below, once
   try {
     await redis.connect();
     const answer = await redis.ping();
     return { target, ok: true, detail: `reachable (${answer})` };
   } catch (e) {
-    return { target, ok: false, detail: (e as Error).message || String(e) };
+    return { target, ok: false, detail: cause ?? ((e as Error).message || String(e)) };
   } finally {
     redis.disconnect();
   }

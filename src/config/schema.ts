@@ -26,23 +26,99 @@ export function issuerProblem(value: string): string | undefined {
   return undefined;
 }
 
-const storeSchema = z.discriminatedUnion('kind', [
-  z
-    .object({
-      kind: z.literal('redis'),
-      url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
-      key_prefix: z.string().max(64).default('jit:'),
-      command_timeout: durationField('1s'),
-      /**
-       * Write each grant to the global newest-first index (operator queries without a workload,
-       * the kill switch by anything but a workload id). Default true; false only to measure what
-       * it costs (bench/): such brokers' grants are missing from those queries and revocations.
-       */
-      global_index: z.boolean().default(true),
-    })
-    .strict(),
-  z.object({ kind: z.literal('memory') }).strict(),
-]);
+/** host:port of a Redis node or sentinel (an IPv6 address in brackets). */
+const redisAddress = z
+  .string()
+  .regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?):\d{1,5}$/, 'must be host:port (an IPv6 address in brackets)')
+  .refine((a) => {
+    const port = Number(a.slice(a.lastIndexOf(':') + 1));
+    return port >= 1 && port <= 65535;
+  }, 'must have a port from 1 to 65535');
+
+/** A file the broker reads at start (a password, a CA bundle): its path. */
+const filePath = z.string().min(1, 'must be a file path').max(4096);
+
+/**
+ * Where the grants live: one Redis server (`url`), a Sentinel group (`sentinel`) or a Redis
+ * Cluster (`cluster`), exactly one of them. Passwords come from `password_file` or the
+ * environment (JIT_REDIS_PASSWORD, JIT_REDIS_SENTINEL_PASSWORD; grants/redis-connection.ts), or
+ * for one server from its URL; they are never logged.
+ */
+const redisStoreSchema = z
+  .object({
+    kind: z.literal('redis'),
+    /** One server: redis://[user[:password]@]host:port[/db], rediss:// for TLS. */
+    url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
+    /** A Sentinel group: the client asks the sentinels for the primary and follows a failover. */
+    sentinel: z
+      .object({
+        nodes: z.array(redisAddress).min(1, 'must name at least one sentinel').max(32),
+        master_name: z.string().min(1).max(256),
+        /** The sentinels' own ACL user and password, when they require one. */
+        username: z.string().min(1).max(256).optional(),
+        password_file: filePath.optional(),
+        /** TLS to the sentinels as well (store.tls's CA and server name). */
+        tls: z.boolean().default(false),
+      })
+      .strict()
+      .optional(),
+    /** A Redis Cluster: any of its nodes (the client learns the rest from CLUSTER SLOTS). */
+    cluster: z
+      .object({
+        nodes: z.array(redisAddress).min(1, 'must name at least one node').max(64),
+        /** Addresses the nodes announce → addresses this broker reaches them at (NAT, port forwarding). */
+        nat_map: z.record(redisAddress, redisAddress).optional(),
+      })
+      .strict()
+      .optional(),
+    /** The data nodes' ACL user (deploy/redis/users.acl names it jit-broker). */
+    username: z.string().min(1).max(256).optional(),
+    /** A file holding the data nodes' password (or env JIT_REDIS_PASSWORD). */
+    password_file: filePath.optional(),
+    /** TLS to the data nodes: required with sentinel or cluster TLS, implied by a rediss:// URL. */
+    tls: z
+      .object({
+        /** PEM bundle of the CAs that issue the servers' certificates; default: Node's CAs. */
+        ca_file: filePath.optional(),
+        /** The name the servers' certificates carry, when it is not the host connected to. */
+        server_name: z.string().min(1).max(253).optional(),
+      })
+      .strict()
+      .optional(),
+    key_prefix: z.string().max(64).default('jit:'),
+    command_timeout: durationField('1s'),
+    /**
+     * Write each grant to the global newest-first index (operator queries without a workload,
+     * the kill switch by anything but a workload id). Default true; false only to measure what
+     * it costs (bench/): such brokers' grants are missing from those queries and revocations.
+     */
+    global_index: z.boolean().default(true),
+  })
+  .strict()
+  .superRefine((s, ctx) => {
+    const given = (['url', 'sentinel', 'cluster'] as const).filter((k) => s[k] !== undefined);
+    if (given.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        path: given.length === 0 ? [] : [given[1]!],
+        message:
+          given.length === 0
+            ? 'needs exactly one of url (one server), sentinel (nodes and master_name) or cluster (nodes)'
+            : `give exactly one of url, sentinel and cluster (found ${given.join(' and ')})`,
+      });
+      return;
+    }
+    if (s.url === undefined) return;
+    const url = URL.canParse(s.url) ? new URL(s.url) : undefined;
+    if (!url) ctx.addIssue({ code: 'custom', path: ['url'], message: 'is not a valid URL' });
+    else {
+      if (url.username && s.username !== undefined) ctx.addIssue({ code: 'custom', path: ['username'], message: 'is given in store.url too: give it once' });
+      if (url.password && s.password_file !== undefined) ctx.addIssue({ code: 'custom', path: ['password_file'], message: 'store.url carries a password too: give it once' });
+      if (s.tls !== undefined && url.protocol !== 'rediss:') ctx.addIssue({ code: 'custom', path: ['tls'], message: 'needs a rediss:// url (TLS)' });
+    }
+  });
+
+const storeSchema = z.discriminatedUnion('kind', [redisStoreSchema, z.object({ kind: z.literal('memory') }).strict()]);
 
 /** A key publication secret: long enough to be a key. Its problems never repeat its value. */
 const publicationSecret = z

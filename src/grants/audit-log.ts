@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import { isWellFormed, NOT_WELL_FORMED } from '../protocol/unicode.js';
 import { auditFromFields, deniedWorkload, operatorEventFromFields } from './codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from './ids.js';
+import type { RedisClient } from './redis-connection.js';
 import type { AuditEvent, AuditEventType, OperatorEvent } from './store.js';
 
 /**
@@ -288,7 +288,7 @@ export interface RedisAuditLog {
  * write, so a shard copy costs no round trip of its own). `enabled: false` skips the shard copies
  * (bench A/B only: the global log then misses workload events).
  */
-export function redisAuditLog(redis: Redis, prefix: string, log: Logger, enabled = true, denialShardMaxlen = DENIAL_SHARD_MAXLEN): RedisAuditLog {
+export function redisAuditLog(redis: RedisClient, prefix: string, log: Logger, enabled = true, denialShardMaxlen = DENIAL_SHARD_MAXLEN): RedisAuditLog {
   /** Pending copies by shard stream, and the trim horizon of each (the latest now - retention). */
   const pending = new Map<string, { n: number; denials: boolean; entries: string[][]; trimBefore: number }>();
   let pendingCount = 0;

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { Redis, type Result } from 'ioredis';
+import type { Result } from 'ioredis';
 import { BrokerError, InvalidRequest, OutcomeUnknown, Unavailable, UnreadableGrant } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { StoreMetrics } from '../metrics.js';
@@ -48,6 +48,9 @@ import {
   isAfter,
 } from './codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from './ids.js';
+import { connectRedis, describeRedis, type RedisClient, type RedisConnectionSpec } from './redis-connection.js';
+
+export { redactRedisUrl } from './redis-connection.js';
 import { redisAuditLog, validateKeyEvent, type AuditLogQuery, type KeyEvent } from './audit-log.js';
 import { checkPublicationSecrets, isAuthenticKey, isAuthenticRevocation, publishedKeyMac, revokedKeyMac } from './key-publication.js';
 import {
@@ -123,7 +126,10 @@ declare module 'ioredis' {
 }
 
 export interface RedisGrantStoreOptions {
-  url: string;
+  /** Which Redis, and how to reach it (redis-connection.ts; from config: redisConnectionFromConfig). */
+  connection?: RedisConnectionSpec;
+  /** Shorthand for one server: `{ target: { kind: 'standalone', url } }`. */
+  url?: string;
   /** Prefix of every key; default "jit:". Must not contain a hash tag brace. */
   keyPrefix?: string;
   /** A command without a reply after this long fails (503). Default 1000 ms. */
@@ -154,7 +160,7 @@ export interface RedisGrantStoreOptions {
   metrics?: StoreMetrics;
 }
 
-export type RedisGrantStore = GrantStore & { readonly kind: 'redis'; readonly redis: Redis };
+export type RedisGrantStore = GrantStore & { readonly kind: 'redis'; readonly redis: RedisClient };
 
 const UNAVAILABLE = 'grant store is unavailable';
 /**
@@ -175,22 +181,12 @@ const RENEW_NEW_JTI_ARG = 7;
 /** Script arguments of a rate limit: burst (0: unlimited) and ms per token. */
 const rateArgs = (rate: RateLimit | undefined): [number, number] => [rate?.burst ?? 0, rate?.intervalMs ?? 1];
 
-/** The URL without its password (for logs and error detail). */
-export function redactRedisUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(unparsable redis url)';
-  }
-}
-
 /**
- * The Redis grant store. It fails fast and closed: commands never wait in an offline queue (a
- * queued write could run after the caller was told it failed, leaving a grant without a token),
- * unfulfilled commands are never resent after a reconnect, and any Redis error is `Unavailable`.
- * The client reconnects for ever with a short capped backoff, so the service recovers by itself.
+ * The Redis grant store, on one server, a Sentinel group or a Cluster alike (redis-connection.ts).
+ * It fails fast and closed: commands never wait in an offline queue (a queued write could run
+ * after the caller was told it failed, leaving a grant without a token), unfulfilled commands are
+ * never resent, and any Redis error is `Unavailable`. The client reconnects for ever with a short
+ * capped backoff, so the service recovers by itself.
  */
 export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantStore {
   const prefix = opts.keyPrefix ?? 'jit:';
@@ -198,26 +194,12 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   const secrets = checkPublicationSecrets(opts.keyPublicationSecrets);
   const commandTimeoutMs = opts.commandTimeoutMs ?? 1000;
   const connectTimeoutMs = opts.connectTimeoutMs ?? 2000;
-  const log = opts.log.child({ component: 'grant-store', redis: redactRedisUrl(opts.url) });
+  const connection = opts.connection ?? (opts.url !== undefined ? { target: { kind: 'standalone' as const, url: opts.url } } : undefined);
+  if (!connection) throw new Error('grant store needs a Redis connection (or url)');
+  const log = opts.log.child({ component: 'grant-store', redis: describeRedis(connection) });
   const metrics = opts.metrics;
 
-  const redis = new Redis(opts.url, {
-    lazyConnect: true,
-    enableOfflineQueue: false,
-    autoResendUnfulfilledCommands: false,
-    maxRetriesPerRequest: 0,
-    commandTimeout: commandTimeoutMs,
-    connectTimeout: connectTimeoutMs,
-    enableReadyCheck: true,
-    // No CLIENT SETINFO on connect: one command fewer for the least-privilege ACL (deploy/redis/).
-    disableClientInfo: true,
-    // Commands issued in one event-loop turn go out in one write: under load the socket write,
-    // not Redis, was the largest cost of an issuance (bench/). Each command keeps its own reply and timeout.
-    enableAutoPipelining: true,
-    // Reconnect for ever: 50 ms, 100 ms, ... capped at 1 s.
-    retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 10), 1000),
-    reconnectOnError: null,
-  });
+  const redis = connectRedis(connection, { commandTimeoutMs, connectTimeoutMs, reconnect: true });
   redis.defineCommand('jitCreateGrant', { numberOfKeys: 6, lua: LUA_SCRIPTS.createGrant });
   redis.defineCommand('jitRenewGrant', { numberOfKeys: 4, lua: LUA_SCRIPTS.renewGrant });
   redis.defineCommand('jitRevokeReplay', { numberOfKeys: 4, lua: LUA_SCRIPTS.revokeReplay });

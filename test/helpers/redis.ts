@@ -48,6 +48,11 @@ export interface StartRedisOptions {
    * SIGKILL once acknowledged. Give persistent servers a private `--dir`.
    */
   args?: readonly string[];
+  /**
+   * A config file, passed first as redis-server wants it (a sentinel reads its monitors there and
+   * rewrites it, so give it a private writable one). The defaults and `args` still override it.
+   */
+  configFile?: string;
 }
 
 const BIN = process.env.REDIS_SERVER_BIN ?? 'redis-server';
@@ -98,10 +103,10 @@ interface Running {
   output: () => string;
 }
 
-function spawnServer(port: number, extraArgs: readonly string[]): Running {
+function spawnServer(port: number, extraArgs: readonly string[], configFile?: string): Running {
   const child = spawn(
     BIN,
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes', '--dir', tmpdir(), ...extraArgs],
+    [...(configFile ? [configFile] : []), '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes', '--dir', tmpdir(), ...extraArgs],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';
@@ -166,7 +171,7 @@ export async function startRedisServer(opts: StartRedisOptions = {}): Promise<Re
   let port = opts.port ?? (await freePort());
 
   const launch = async (p: number): Promise<Running> => {
-    const r = spawnServer(p, opts.args ?? []);
+    const r = spawnServer(p, opts.args ?? [], opts.configFile);
     track(r.child);
     try {
       await waitReady(r, p, readyTimeoutMs);

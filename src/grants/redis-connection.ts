@@ -1,0 +1,246 @@
+/**
+ * One place that turns the store's Redis config into an ioredis client, for the three
+ * topologies: one server (a redis:// or rediss:// URL), a Sentinel group (the client asks the
+ * sentinels for the primary and follows a failover), or a Redis Cluster (the client routes each
+ * key to the primary serving its slot). Every client is built with the same fail-fast options
+ * (see `connectRedis`). Passwords come from a file or the environment, never from logs: what
+ * `describeRedis` prints carries none.
+ */
+import { readFileSync } from 'node:fs';
+import type { ConnectionOptions } from 'node:tls';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import type { Config } from '../config/schema.js';
+import { ConfigError } from '../errors.js';
+
+/** A client of any topology; the store's commands are the same on each. */
+export type RedisClient = Redis | Cluster;
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export type RedisTarget =
+  | { kind: 'standalone'; url: string }
+  | {
+      kind: 'sentinel';
+      sentinels: HostPort[];
+      masterName: string;
+      /** The sentinels' own ACL user and password (they may differ from the data nodes'). */
+      sentinelUsername?: string;
+      sentinelPassword?: string;
+      /** TLS to the sentinels too (with the same CA and server name). */
+      sentinelTls: boolean;
+    }
+  | {
+      kind: 'cluster';
+      nodes: HostPort[];
+      /** Addresses the cluster announces → addresses this broker reaches them at. */
+      natMap?: Record<string, HostPort>;
+    };
+
+export interface RedisConnectionSpec {
+  target: RedisTarget;
+  /** ACL user and password of the data nodes (a standalone URL may carry its own instead). */
+  username?: string;
+  password?: string;
+  /** TLS to the data nodes (a rediss:// URL turns it on as well). */
+  tls?: { ca?: string; servername?: string };
+}
+
+export interface ConnectOptions {
+  /** A command without a reply after this long fails. */
+  commandTimeoutMs: number;
+  /** TCP (and TLS) connect timeout. */
+  connectTimeoutMs: number;
+  /** Reconnect for ever with a short capped backoff (the store); false: one attempt (a probe). */
+  reconnect: boolean;
+}
+
+/** Environment variables that carry Redis passwords (instead of a file). */
+export const REDIS_PASSWORD_ENV = 'JIT_REDIS_PASSWORD';
+export const REDIS_SENTINEL_PASSWORD_ENV = 'JIT_REDIS_SENTINEL_PASSWORD';
+
+type RedisStoreConfig = Extract<Config['store'], { kind: 'redis' }>;
+
+/** "host:port" (IPv6 in brackets) as host and port; the config schema has checked the form. */
+export function parseHostPort(address: string): HostPort {
+  const i = address.lastIndexOf(':');
+  const host = address.slice(0, i).replace(/^\[(.*)\]$/, '$1');
+  return { host, port: Number(address.slice(i + 1)) };
+}
+
+function readConfigFile(setting: string, path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError([`${setting}: cannot read ${path} (${(e as NodeJS.ErrnoException).code ?? 'error'})`]);
+  }
+  // A trailing newline is the editor's, not the password's.
+  const secret = text.replace(/\r?\n$/, '');
+  if (secret === '') throw new ConfigError([`${setting}: ${path} is empty`]);
+  return secret;
+}
+
+/** One password from a file or an environment variable (both at once is ambiguous: refused). */
+function password(setting: string, file: string | undefined, envName: string, env: NodeJS.ProcessEnv): string | undefined {
+  const fromEnv = env[envName];
+  if (file !== undefined && fromEnv) throw new ConfigError([`${setting} and ${envName} are both set: give the password once`]);
+  if (file !== undefined) return readConfigFile(setting, file);
+  return fromEnv || undefined;
+}
+
+/**
+ * The connection spec of a redis store config: reads the CA and password files and the password
+ * environment variables (at start, so a missing file stops the broker with its name).
+ */
+export function redisConnectionFromConfig(store: RedisStoreConfig, env: NodeJS.ProcessEnv = process.env): RedisConnectionSpec {
+  const pw = password('store.password_file', store.password_file, REDIS_PASSWORD_ENV, env);
+  let target: RedisTarget;
+  if (store.sentinel) {
+    const s = store.sentinel;
+    const sentinelPassword = password('store.sentinel.password_file', s.password_file, REDIS_SENTINEL_PASSWORD_ENV, env);
+    target = {
+      kind: 'sentinel',
+      sentinels: s.nodes.map(parseHostPort),
+      masterName: s.master_name,
+      ...(s.username !== undefined ? { sentinelUsername: s.username } : {}),
+      ...(sentinelPassword !== undefined ? { sentinelPassword } : {}),
+      sentinelTls: s.tls,
+    };
+  } else if (store.cluster) {
+    const c = store.cluster;
+    target = {
+      kind: 'cluster',
+      nodes: c.nodes.map(parseHostPort),
+      ...(c.nat_map ? { natMap: Object.fromEntries(Object.entries(c.nat_map).map(([from, to]) => [from, parseHostPort(to)])) } : {}),
+    };
+  } else if (store.url !== undefined) {
+    const url = new URL(store.url);
+    if (url.password && pw !== undefined) throw new ConfigError([`store.url carries a password and so does store.password_file or ${REDIS_PASSWORD_ENV}: give it once`]);
+    if (url.username && store.username !== undefined) throw new ConfigError(['store.url carries a user name and so does store.username: give it once']);
+    target = { kind: 'standalone', url: store.url };
+  } else {
+    throw new ConfigError(['store: give url, sentinel or cluster']);
+  }
+  const tls = store.tls
+    ? {
+        ...(store.tls.ca_file !== undefined ? { ca: readConfigFile('store.tls.ca_file', store.tls.ca_file) } : {}),
+        ...(store.tls.server_name !== undefined ? { servername: store.tls.server_name } : {}),
+      }
+    : undefined;
+  return {
+    target,
+    ...(store.username !== undefined ? { username: store.username } : {}),
+    ...(pw !== undefined ? { password: pw } : {}),
+    ...(tls ? { tls } : {}),
+  };
+}
+
+/** The URL without its password. */
+export function redactRedisUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparsable redis url)';
+  }
+}
+
+const address = (a: HostPort) => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
+
+/** What the client connects to, for logs and probes: never a password. */
+export function describeRedis(spec: RedisConnectionSpec): string {
+  const t = spec.target;
+  const tls = spec.tls ? ' (tls)' : '';
+  if (t.kind === 'standalone') return redactRedisUrl(t.url);
+  if (t.kind === 'sentinel') return `sentinel master ${t.masterName} via ${t.sentinels.map(address).join(',')}${tls}`;
+  return `cluster ${t.nodes.map(address).join(',')}${tls}`;
+}
+
+/** Reconnect for ever: 50 ms, 100 ms, ... capped at 1 s. */
+const backoff = (times: number) => Math.min(50 * 2 ** Math.min(times, 10), 1000);
+
+/**
+ * An ioredis client for the spec, not yet connected (`lazyConnect`). Fail-fast and closed, on
+ * every topology: commands never wait in an offline queue (a queued write could run after its
+ * caller was told it failed), a command that may have been sent is never resent (not after a
+ * reconnect, not after a cluster failover; MOVED/ASK/TRYAGAIN, which Redis answers without running
+ * the command, are followed), each command has `commandTimeoutMs`, and the client reconnects for
+ * ever (unless `reconnect` is false) so the service recovers by itself.
+ */
+export function connectRedis(spec: RedisConnectionSpec, o: ConnectOptions): RedisClient {
+  const tls: ConnectionOptions | undefined = spec.tls ? { ...(spec.tls.ca ? { ca: spec.tls.ca } : {}), ...(spec.tls.servername ? { servername: spec.tls.servername } : {}) } : undefined;
+  const node: RedisOptions = {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    autoResendUnfulfilledCommands: false,
+    maxRetriesPerRequest: 0,
+    commandTimeout: o.commandTimeoutMs,
+    connectTimeout: o.connectTimeoutMs,
+    enableReadyCheck: true,
+    // No CLIENT SETINFO on connect: one command fewer for the least-privilege ACL (deploy/redis/).
+    disableClientInfo: true,
+    reconnectOnError: null,
+    retryStrategy: o.reconnect ? backoff : () => null,
+    ...(spec.username !== undefined ? { username: spec.username } : {}),
+    ...(spec.password !== undefined ? { password: spec.password } : {}),
+    ...(tls ? { tls } : {}),
+  };
+  // Commands issued in one event-loop turn go out in one write: under load the socket write,
+  // not Redis, was the largest cost of an issuance (bench/). Each command keeps its own reply and timeout.
+  const enableAutoPipelining = true;
+  const t = spec.target;
+  if (t.kind === 'standalone') {
+    // The URL's credentials, unless the spec gives its own (ioredis would let the URL's win,
+    // an empty password included, so they are taken out of it). rediss:// turns TLS on.
+    const url = new URL(t.url);
+    const [user, pass] = [decodeURIComponent(url.username), decodeURIComponent(url.password)];
+    url.username = '';
+    url.password = '';
+    return new Redis(url.toString(), {
+      ...node,
+      ...(spec.username === undefined && user ? { username: user } : {}),
+      ...(spec.password === undefined && pass ? { password: pass } : {}),
+      enableAutoPipelining,
+    });
+  }
+  if (t.kind === 'sentinel') {
+    return new Redis({
+      ...node,
+      enableAutoPipelining,
+      sentinels: t.sentinels,
+      name: t.masterName,
+      role: 'master',
+      ...(t.sentinelUsername !== undefined ? { sentinelUsername: t.sentinelUsername } : {}),
+      ...(t.sentinelPassword !== undefined ? { sentinelPassword: t.sentinelPassword } : {}),
+      ...(tls ? { enableTLSForSentinelMode: true } : {}),
+      ...(tls && t.sentinelTls ? { sentinelTLS: tls } : {}),
+      sentinelCommandTimeout: o.commandTimeoutMs,
+      sentinelRetryStrategy: o.reconnect ? backoff : () => null,
+      // Hear of a failover from the sentinels (+switch-master) instead of waiting for the old primary's connection to fail.
+      failoverDetector: o.reconnect,
+    });
+  }
+  const cluster: ClusterOptions = {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    enableAutoPipelining,
+    enableReadyCheck: true,
+    scaleReads: 'master',
+    redisOptions: node,
+    // A command whose connection closed may have run: never resent (the caller gets a 503).
+    retryDelayOnFailover: 0,
+    // CLUSTERDOWN (a primary lost, no replica promoted yet) fails at once: 503 with Retry-After.
+    retryDelayOnClusterDown: 0,
+    retryDelayOnTryAgain: 50,
+    slotsRefreshTimeout: Math.max(o.connectTimeoutMs, o.commandTimeoutMs),
+    clusterRetryStrategy: o.reconnect ? backoff : () => null,
+    ...(t.natMap ? { natMap: t.natMap } : {}),
+    // With TLS, connect to the names given (certificates name hosts, not the addresses DNS returns).
+    ...(tls ? { dnsLookup: (host: string, callback: (err: null, address: string) => void) => callback(null, host) } : {}),
+  };
+  return new Cluster(t.nodes, cluster);
+}
