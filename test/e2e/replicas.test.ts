@@ -7,7 +7,7 @@
  *
  * The first part runs two brokers in-process with a frozen clock, so a broker's cached union JWKS
  * cannot run out between the two steps that matter; the second runs real `jit-broker serve`
- * processes, each stopped by PID whatever the outcome.
+ * processes, each stopped by PID whatever the outcome, on one Redis and on a Redis Cluster.
  */
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,6 +17,7 @@ import type { BrokerRuntime } from '../../src/server.js';
 import { freePort } from '../../src/util/net.js';
 import { AUDIENCE, issuerEntry, postJson, startTestBroker } from '../helpers/broker.js';
 import { configDir, spawnCli, stopChildren, type CliChild } from '../helpers/cli.js';
+import { startRedisCluster } from '../helpers/redis-cluster.js';
 import { redisUrl, TEST_KEY_PUBLICATION_SECRET, uniquePrefix } from '../helpers/redis.js';
 
 const ISSUER = 'https://broker.test';
@@ -53,11 +54,13 @@ const intent = () => ({ audience: RESOURCE_AUDIENCE, actions: ['read'], resource
 interface Replica {
   name: string;
   url: string;
+  /** Its log so far, for a failed assertion's message (processes only). */
+  logs?: () => string;
 }
 
 async function startTask(r: Replica, sa: string): Promise<{ grant: string; token: string }> {
   const res = await postJson(`${r.url}/v1/tasks`, { attestation: { kind: 'oidc', token: await saToken(sa) }, intent: intent() });
-  expect(res.status, `${r.name} POST /v1/tasks: ${JSON.stringify(res.json)}`).toBe(201);
+  expect(res.status, `${r.name} POST /v1/tasks: ${JSON.stringify(res.json)}\n${r.logs?.().slice(-4000) ?? ''}`).toBe(201);
   return { grant: res.json.grant as string, token: res.json.access_token as string };
 }
 
@@ -122,20 +125,40 @@ describe('a replica that has just started (in-process, frozen clock)', () => {
   });
 });
 
-describe('three replicas as processes, then a fourth', () => {
-  const prefix = uniquePrefix('replicas');
+/** Where the replicas' store lives: the harness's Redis, or a Cluster this file starts (and stops by PID). */
+const topologies = [
+  { where: "one Redis (the harness's)", key: 'standalone', start: () => Promise.resolve({ store: { kind: 'redis', url: redisUrl() }, stop: () => Promise.resolve() }) },
+  {
+    where: 'a 3-primary Redis Cluster',
+    key: 'cluster',
+    start: async () => {
+      const cluster = await startRedisCluster();
+      return { store: { kind: 'redis', cluster: { nodes: cluster.startupNodes.map((n) => `${n.host}:${n.port}`) } }, stop: () => cluster.stop() };
+    },
+  },
+];
+
+describe.each(topologies)('three replicas as processes, then a fourth, on $where', ({ key, start }) => {
+  const prefix = uniquePrefix(`replicas-${key}`);
+  let topology: Awaited<ReturnType<typeof start>> | undefined;
   /** Every replica this describe started: each is stopped by its PID in afterAll, whatever happened. */
   const running: Array<Replica & { proc: CliChild }> = [];
+  beforeAll(async () => {
+    topology = await start();
+  });
   afterAll(async () => {
     await Promise.all(running.map((r) => r.proc.stop()));
+    await topology?.stop();
   });
 
   async function startReplica(name: string): Promise<Replica & { proc: CliChild; pid: number }> {
     const port = await freePort();
-    const path = files.write(`${name}.yaml`, {
+    const path = files.write(`${key}-${name}.yaml`, {
       issuer: ISSUER,
       listen: { host: '127.0.0.1', port },
-      store: { kind: 'redis', url: redisUrl(), key_prefix: prefix },
+      // A generous command timeout: the machine running the suite may be loaded, and this file
+      // checks interchangeability, not how a slow store is answered (store-outage tests do).
+      store: { ...topology!.store, key_prefix: prefix, command_timeout: '5s' },
       log: { level: 'info' },
       // No scheduled rotation during the test: rotations come from the operator API and SIGUSR2.
       tokens: { key_rotation: '6h', key_overlap: '20m', key_publication_secret: TEST_KEY_PUBLICATION_SECRET },
@@ -146,8 +169,8 @@ describe('three replicas as processes, then a fourth', () => {
       policies: [POLICY],
     });
     const url = `http://127.0.0.1:${port}`;
-    const proc = await spawnCli(['serve', '--config', path], { label: `replica-${name}`, readyUrl: `${url}/readyz`, timeoutMs: 30_000 });
-    const r = { name, url, proc, pid: proc.child.pid! };
+    const proc = await spawnCli(['serve', '--config', path], { label: `replica-${key}-${name}`, readyUrl: `${url}/readyz`, timeoutMs: 30_000 });
+    const r = { name, url, proc, pid: proc.child.pid!, logs: () => proc.output() };
     running.push(r);
     return r;
   }
