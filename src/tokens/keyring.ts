@@ -58,13 +58,15 @@ export const MAX_PUBLISHED_KEYS = 64;
 /**
  * How replicas trust each other's new keys at once, without a store read per request:
  * - a key signs nothing until this long after the store confirmed its publication (a new
- *   instance is ready this much later; a rotation onto a key published a moment ago waits);
+ *   instance is ready this much later; a rotation onto a key published a moment ago waits; a
+ *   scheduled rotation moves onto a key published a rotation earlier);
  * - a JWKS answer, and the lookup of a kid not in the cached union, come from a store read that
  *   started at most this long before the request arrived.
  * So every key that signed a token before a request arrived is in the keys that answer it. On
  * demand, an instance starts such a read only when none started within this period: at most
  * 1000 / KEY_PUBLICATION_LEAD_MS = 20 reads a second (each: the revocation marks and the published
- * keys, three HGETALLs of at most MAX_PUBLISHED_KEYS entries), however many requests ask.
+ * keys, three HGETALLs of at most MAX_PUBLISHED_KEYS entries), however many requests ask, besides
+ * the cached union's one per jwksCacheMs.
  */
 export const KEY_PUBLICATION_LEAD_MS = 50;
 
@@ -104,8 +106,6 @@ export class Keyring {
     this.current = await this.generate(now, now + this.opts.rotationMs);
     this.next = await this.generate(now, now + 2 * this.opts.rotationMs);
     await this.maintain();
-    // Other instances read the union at most KEY_PUBLICATION_LEAD_MS before answering: sign after that.
-    if (this.current.published) await this.untilLead(this.current);
     const tick = Math.max(1000, Math.min(30_000, Math.floor(this.opts.rotationMs / 4)));
     this.timer = setInterval(() => void this.maintain(), tick);
     this.timer.unref();
@@ -244,10 +244,15 @@ export class Keyring {
    * it). Every caller within that period shares one read.
    */
   async jwks(opts: { recent?: boolean } = {}): Promise<{ keys: JWK[] }> {
-    if (opts.recent) return this.recentUnion();
+    const { keys } = await (opts.recent ? this.recentUnion() : this.cachedUnion());
+    // A key revoked here since that read is left out at once.
+    return { keys: keys.filter((k) => !this.revokedKids.has(k.kid ?? '')) };
+  }
+
+  private cachedUnion(): Promise<{ keys: JWK[] }> {
     const now = this.opts.clock();
     const ttl = this.opts.jwksCacheMs ?? 1000;
-    if (this.jwksCache && now - this.jwksCache.at < ttl) return { keys: this.jwksCache.keys };
+    if (this.jwksCache && now - this.jwksCache.at < ttl) return Promise.resolve({ keys: this.jwksCache.keys });
     this.jwksLoading ??= this.readUnion().finally(() => {
       this.jwksLoading = undefined;
     });
@@ -390,9 +395,12 @@ export class Keyring {
       }
       await this.opts.store.publishKey(record);
       if (!key.published) {
+        key.publishedAt = performance.now();
+        // A key that is to sign at once (the current one: at start, or after an outage) becomes
+        // usable only after its lead; a next key is published a rotation ahead.
+        if (key === this.current) await this.untilLead(key);
         this.jwksCache = undefined;
         this.keyEvent('key.published', key);
-        key.publishedAt = performance.now();
       }
       key.published = true;
       this.lastError = undefined;

@@ -336,6 +336,19 @@ describe('a kid this instance has not seen yet (a replica that just started or r
     }
   });
 
+  it('a key revoked here leaves the JWKS at once, even when the union was read a moment before', async () => {
+    const { make } = setup();
+    const k = make();
+    await k.start();
+    const kid = k.signingKey().kid;
+    expect((await k.jwks({ recent: true })).keys.map((j) => j.kid)).toContain(kid);
+    k.revoke(kid);
+    expect((await k.jwks({ recent: true })).keys.map((j) => j.kid)).not.toContain(kid);
+    expect((await k.jwks()).keys.map((j) => j.kid)).not.toContain(kid);
+    expect(await k.verificationKey(kid)).toBeUndefined();
+    k.stop();
+  });
+
   it('a flood of unknown kids costs a bounded number of store reads, never one per request', async () => {
     const redis = await startRedisServer();
     const store = createRedisGrantStore({ url: redis.url, keyPrefix: 'flood:', keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, log: silentLogger });
