@@ -55,6 +55,12 @@ export interface ConnectOptions {
   connectTimeoutMs: number;
   /** Reconnect for ever with a short capped backoff (the store); false: one attempt (a probe). */
   reconnect: boolean;
+  /**
+   * Defined commands whose first argument is not a key (a script with a variable number of keys
+   * takes the count first). A Cluster client must not auto-pipeline them: it groups an
+   * auto-pipelined command by its first argument, so one of these would join another slot's batch.
+   */
+  keyCountFirst?: readonly string[];
 }
 
 /** Environment variables that carry Redis passwords (instead of a file). */
@@ -228,7 +234,10 @@ export function connectRedis(spec: RedisConnectionSpec, o: ConnectOptions): Redi
     lazyConnect: true,
     enableOfflineQueue: false,
     enableAutoPipelining,
-    enableReadyCheck: true,
+    // Ready once the slot map is loaded (CLUSTER SLOTS). Its ready check (CLUSTER INFO, sent to
+    // any node) would be refused while the node connections below are still connecting; a
+    // cluster that is down answers CLUSTERDOWN, a 503, all the same.
+    enableReadyCheck: false,
     scaleReads: 'master',
     redisOptions: node,
     // A command whose connection closed may have run: never resent (the caller gets a 503).
@@ -238,9 +247,46 @@ export function connectRedis(spec: RedisConnectionSpec, o: ConnectOptions): Redi
     retryDelayOnTryAgain: 50,
     slotsRefreshTimeout: Math.max(o.connectTimeoutMs, o.commandTimeoutMs),
     clusterRetryStrategy: o.reconnect ? backoff : () => null,
+    autoPipeliningIgnoredCommands: [...(o.keyCountFirst ?? [])],
     ...(t.natMap ? { natMap: t.natMap } : {}),
     // With TLS, connect to the names given (certificates name hosts, not the addresses DNS returns).
     ...(tls ? { dnsLookup: (host: string, callback: (err: null, address: string) => void) => callback(null, host) } : {}),
   };
-  return new Cluster(t.nodes, cluster);
+  const client = new Cluster(t.nodes, cluster);
+  // Each node's first connection is made at once, and waited for (nodesConnecting): with no
+  // offline queue, a command for a node whose connection is still being made is refused.
+  const first = new Map<Redis, Promise<void>>();
+  client.on('+node', (node: Redis) => {
+    first.set(
+      node,
+      new Promise<void>((resolve) => {
+        const settle = () => {
+          node.off('ready', settle);
+          node.off('end', settle);
+          first.delete(node);
+          resolve();
+        };
+        node.once('ready', settle);
+        node.once('end', settle);
+      }),
+    );
+    if (node.status === 'wait') node.connect().catch(() => undefined); // a failure ends the node: settled
+  });
+  firstConnections.set(client, first);
+  return client;
+}
+
+/** A Cluster client's node connections still making their first connection (see connectRedis). */
+const firstConnections = new WeakMap<Cluster, Map<Redis, Promise<void>>>();
+
+/**
+ * Resolves when the node connections a Cluster client is making for the first time are made (or
+ * failed): at its start, and for a node it learns of later. Undefined when there are none (one
+ * server, Sentinel, or every node connected once already): a node reconnecting later is not
+ * waited for, so one lost node does not slow the slots the others serve.
+ */
+export function nodesConnecting(client: RedisClient): Promise<void> | undefined {
+  const pending = client instanceof Cluster ? firstConnections.get(client) : undefined;
+  if (!pending || pending.size === 0) return undefined;
+  return Promise.all(pending.values()).then(() => undefined);
 }

@@ -48,7 +48,7 @@ import {
   isAfter,
 } from './codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from './ids.js';
-import { connectRedis, describeRedis, type RedisClient, type RedisConnectionSpec } from './redis-connection.js';
+import { connectRedis, describeRedis, nodesConnecting, type RedisClient, type RedisConnectionSpec } from './redis-connection.js';
 
 export { redactRedisUrl } from './redis-connection.js';
 import { redisAuditLog, validateKeyEvent, type AuditLogQuery, type KeyEvent } from './audit-log.js';
@@ -95,6 +95,11 @@ const withLib = (name: string, flags?: string) => {
   return `${shebang ? `${shebang}\n` : ''}${lua('lib.lua')}\n${body}`;
 };
 
+/**
+ * Every script starts with a flags line (`#!lua`, Redis 7): on a Cluster, Redis then refuses any
+ * key a script reaches outside the slot of the keys it declares (a script without one may cross
+ * slots, for compatibility), so the one-slot discipline is enforced, not only followed.
+ */
 export const LUA_SCRIPTS = {
   createGrant: withLib('create-grant.lua'),
   renewGrant: withLib('renew-grant.lua'),
@@ -199,7 +204,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   const log = opts.log.child({ component: 'grant-store', redis: describeRedis(connection) });
   const metrics = opts.metrics;
 
-  const redis = connectRedis(connection, { commandTimeoutMs, connectTimeoutMs, reconnect: true });
+  const redis = connectRedis(connection, { commandTimeoutMs, connectTimeoutMs, reconnect: true, keyCountFirst: ['jitReadGrants'] });
   redis.defineCommand('jitCreateGrant', { numberOfKeys: 6, lua: LUA_SCRIPTS.createGrant });
   redis.defineCommand('jitRenewGrant', { numberOfKeys: 4, lua: LUA_SCRIPTS.renewGrant });
   redis.defineCommand('jitRevokeReplay', { numberOfKeys: 4, lua: LUA_SCRIPTS.revokeReplay });
@@ -236,7 +241,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   function ready(): Promise<void> {
     if (closed) return Promise.reject(new Unavailable(UNAVAILABLE, { detail: 'grant store is closed' }));
     const status = redis.status;
-    if (status === 'ready') return Promise.resolve();
+    if (status === 'ready') return nodesReady();
     if (status === 'wait') redis.connect().catch(() => undefined);
     if (status !== 'wait' && status !== 'connecting' && status !== 'connect') {
       return Promise.reject(new Unavailable(UNAVAILABLE, { detail: `redis connection is ${status}` }));
@@ -259,7 +264,23 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       redis.once('ready', onReady);
       redis.once('close', onClose);
     });
-    return pendingReady;
+    return pendingReady.then(nodesReady);
+  }
+
+  /**
+   * A Cluster's node connections still being made for the first time: waited for, within the
+   * command timeout (then the command goes out, and fails on its own if its node is not there).
+   */
+  function nodesReady(): Promise<void> {
+    const connecting = nodesConnecting(redis);
+    if (!connecting) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, commandTimeoutMs);
+      void connecting.then(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   /**

@@ -1,58 +1,21 @@
-import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Unavailable, UnreadableGrant } from '../../src/errors.js';
-import { auditToFields, globalShard, grantFromRecord, grantToRecord } from '../../src/grants/codec.js';
+import { auditToFields, globalShard, grantFromRecord } from '../../src/grants/codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from '../../src/grants/ids.js';
 import { AUDIT_SHARDS, shardKey, shardOfTag } from '../../src/grants/audit-log.js';
 import { createRedisGrantStore, redactRedisUrl, type RedisGrantStore } from '../../src/grants/redis-store.js';
-import type { Grant, GrantStore } from '../../src/grants/store.js';
+import type { GrantStore } from '../../src/grants/store.js';
 import { silentLogger } from '../../src/log.js';
 import { describeGrantStoreContract, makeGrant, uniqueWorkload } from '../helpers/grant-store-contract.js';
+import { redisPlants } from '../helpers/redis-plants.js';
 import { redisUrl, startRedisServer, TEST_KEY_PUBLICATION_SECRETS, uniquePrefix, type RedisProcess } from '../helpers/redis.js';
 
 const prefix = uniquePrefix('redis-store');
 
-/**
- * What a workload whose tag collides with the victim's would leave in the victim's slot, written
- * with a raw client: a live grant record (its id routes to the victim's slot), its index entries
- * and its audit event.
- */
-async function plantForeign(_store: GrantStore, victim: string, at: { now: number; task: string }): Promise<void> {
-  const raw = new Redis(redisUrl());
-  try {
-    const tag = workloadTag(victim);
-    const k = grantKeys(prefix, tag);
-    const id = `g_${tag}_${randomBytes(16).toString('base64url')}`;
-    const foreign = `${victim}#foreign`;
-    const g: Grant = { ...makeGrant(foreign, at.now, { task: at.task }), id, status: 'active', generation: 1 };
-    await raw
-      .multi()
-      .set(k.grant(id), grantToRecord(g))
-      .zadd(k.live, g.expires_at, id)
-      .zadd(k.all, g.created_at, id)
-      .xadd(k.audit, '*', ...auditToFields({ type: 'grant.issued', at: at.now, workload: foreign, grant: id, task: g.task }))
-      .exec();
-  } finally {
-    await raw.quit();
-  }
-}
-
-/** The record as a broker before issue 11 wrote it: a lone surrogate, escaped, that cjson cannot decode. */
-async function plantUnreadable(_store: GrantStore, id: string): Promise<void> {
-  const raw = new Redis(redisUrl());
-  try {
-    const key = grantKeys(prefix, tagOfGrantId(id)!).grant(id);
-    const record = (await raw.get(key)) ?? '';
-    const broken = record.replace('"ship release 1.2.3"', '"ship \\ud800release"');
-    expect(broken).not.toBe(record);
-    await raw.set(key, broken, 'KEEPTTL');
-  } finally {
-    await raw.quit();
-  }
-}
+const { plantForeign, plantUnreadable } = redisPlants(() => new Redis(redisUrl()), prefix);
 
 describeGrantStoreContract('redis', async () => createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url: redisUrl(), keyPrefix: prefix, log: silentLogger }), {
   plantForeign,

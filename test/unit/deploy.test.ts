@@ -156,9 +156,9 @@ describe('deploy/redis/users.acl', () => {
     // The commands queued on a MULTI.
     for (const chain of store.matchAll(/\.multi\(\)((?:\s*\.\w+\([^)]*\))+)/g)) for (const m of chain[1]!.matchAll(/\.(\w+)\(/g)) used.add(m[1]!.toLowerCase());
     used.add('info'); // the client's ready check (enableReadyCheck)
-    // A Cluster client's own (grants/redis-connection.ts): the slot map, and its ready check.
+    // A Cluster client's own (grants/redis-connection.ts): its slot map, read on a connection it names.
     used.add('cluster|slots');
-    used.add('cluster|info');
+    used.add('client|setname');
     expect([...used].sort()).toEqual([...allowed].sort());
   });
 });

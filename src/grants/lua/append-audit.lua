@@ -1,3 +1,4 @@
+#!lua
 -- append-audit.lua: append one audit event to a stream (jit-broker).
 --
 -- KEYS[1] the stream: a workload's lifecycle or denial stream, or an unmatched-denial partition

@@ -1,3 +1,4 @@
+#!lua
 -- append-shard.lua: append a batch of copied audit events to one shard stream of the global
 -- audit log (grants/audit-log.ts), then trim it by age and, for denials, by count (jit-broker).
 --

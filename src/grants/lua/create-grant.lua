@@ -1,3 +1,4 @@
+#!lua
 -- create-grant.lua: record one grant atomically (jit-broker). Prepended with lib.lua.
 --
 -- Every key below carries the same {w:<tag>} hash tag, so this runs on one node of a Redis

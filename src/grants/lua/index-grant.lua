@@ -1,3 +1,4 @@
+#!lua
 -- index-grant.lua: add a grant to its shard of the global newest-first index (jit-broker).
 --
 -- KEYS[1] one shard <prefix>{gi:N}:grants   member grant id, score created_at

@@ -1,3 +1,4 @@
+#!lua
 -- publish-key.lua: publish the public half of a signing key (jit-broker).
 --
 -- KEYS[1] keys hash <prefix>keys   field kid -> JSON of the PublishedKey

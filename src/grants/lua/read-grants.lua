@@ -1,5 +1,7 @@
+#!lua flags=allow-oom
 -- read-grants.lua: read one workload's grant records named by an index, pruning as it goes (jit-broker).
 -- Prepended with lib.lua.
+-- allow-oom: it only reads and deletes (prunes), so operators still list grants when Redis is at maxmemory.
 --
 -- All keys carry the same {w:<tag>} hash tag; the script touches only the keys passed in KEYS.
 --

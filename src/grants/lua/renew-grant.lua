@@ -1,3 +1,4 @@
+#!lua
 -- renew-grant.lua: replace a live grant's latest token atomically (jit-broker). Prepended with lib.lua.
 --
 -- The grant record's `token_jti` names its latest token and `generation` counts them. A renewal must
