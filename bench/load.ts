@@ -105,7 +105,7 @@ async function cannon(server: ServerProcess, l: Load, t: Traffic, connections: n
 }
 
 /** CONNECTIONS split as evenly as it goes over `n` servers. */
-const shares = (n: number) => Array.from({ length: n }, (_, i) => Math.floor(CONNECTIONS / n) + (i < CONNECTIONS % n ? 1 : 0));
+export const connectionShares = (n: number) => Array.from({ length: n }, (_, i) => Math.floor(CONNECTIONS / n) + (i < CONNECTIONS % n ? 1 : 0));
 
 const cpuOf = (parts: CpuPart[]) => parts.map((p) => p.pids.reduce((s, pid) => s + cpuSeconds(pid), 0));
 
@@ -120,7 +120,7 @@ function otherStatuses(result: autocannon.Result): string {
 
 /** Warm-up, then the measured run; every response counts (non-2xx, wrong bodies and connection errors are reported). */
 export async function load(l: Load): Promise<Measured> {
-  const each = shares(l.servers.length);
+  const each = connectionShares(l.servers.length);
   const all = (t: Traffic, duration: number) => Promise.all(l.servers.map((s, i) => cannon(s, l, t, each[i]!, duration)));
   await all(await l.traffic(), WARMUP_S);
   const traffic = await l.traffic();

@@ -49,7 +49,7 @@ function ratios(r: Results, top: string, bottom: string, f: (m: Measured) => num
 }
 
 /** One table row from the runs of one scenario: medians with min–max; failures summed over the runs. */
-function summarize(runs: Measured[]): Row {
+export function summarize(runs: Measured[]): Row {
   const of = (f: (m: Measured) => number) => runs.map(f);
   const sum = (f: (m: Measured) => number) => of(f).reduce((a, b) => a + b, 0);
   const first = runs[0]!;

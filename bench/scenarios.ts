@@ -11,7 +11,7 @@ import { freePort } from '../src/util/net.js';
 import { requestJson, withBroker, type BrokerProcess, type ClientTls } from './broker.js';
 import type { Reply } from './child.js';
 import { CONNECTIONS } from './config.js';
-import { JSON_HEADERS, fixed, load, type CpuPart, type Measured, type Traffic } from './load.js';
+import { JSON_HEADERS, connectionShares, fixed, load, type CpuPart, type Measured, type Traffic } from './load.js';
 import { SVID_ID, TRUST_DOMAIN, clientTls, type BenchPki, type BrokerTlsFiles } from './pki.js';
 
 const intent = { audience: 'db.bench', actions: ['read'], resources: ['db://bench/t'], purpose: 'bench', task: 'bench' };
@@ -50,11 +50,16 @@ export interface Env {
 }
 
 /** The bench broker's config; `issuer` defaults to its own URL (two processes of one fleet share one). */
-export function brokerConfig(env: Env, port: number, prefix: string, o: { tls?: Record<string, unknown>; issuer?: string; globalIndex?: boolean } = {}): Record<string, unknown> {
+export function brokerConfig(
+  env: Env,
+  port: number,
+  prefix: string,
+  o: { tls?: Record<string, unknown>; issuer?: string; globalIndex?: boolean; store?: Record<string, unknown> } = {},
+): Record<string, unknown> {
   return {
     issuer: o.issuer ?? `http://127.0.0.1:${port}`,
     listen: { host: '127.0.0.1', port },
-    store: { kind: 'redis', url: env.redis.url, key_prefix: prefix, ...(o.globalIndex === false ? { global_index: false } : {}) },
+    store: { ...(o.store ?? { kind: 'redis', url: env.redis.url }), key_prefix: prefix, ...(o.globalIndex === false ? { global_index: false } : {}) },
     operators,
     grants: { max_active_per_workload: 100_000 },
     tokens: { key_publication_secret: BENCH_KEY_PUBLICATION_SECRET },
@@ -68,9 +73,9 @@ export function brokerConfig(env: Env, port: number, prefix: string, o: { tls?: 
 }
 
 /** CPU counted for a broker load: the broker process(es), then Redis. */
-export const brokerCpu = (brokers: BrokerProcess[], redisPid: number): CpuPart[] => [
+export const brokerCpu = (brokers: BrokerProcess[], redisPids: number | number[]): CpuPart[] => [
   { who: brokers.length > 1 ? 'brokers' : 'broker', pids: brokers.map((b) => b.pid) },
-  { who: 'redis', pids: [redisPid] },
+  { who: 'redis', pids: typeof redisPids === 'number' ? [redisPids] : redisPids },
 ];
 
 /** A platform token of a service account in the bench namespace, valid for an hour. */
@@ -178,24 +183,40 @@ export async function httpScenarios(env: Env): Promise<{ measured: Measured[]; i
 }
 
 /**
- * Two broker processes of one fleet (same issuer, same Redis and key prefix; only the port
- * differs), loaded at the same time with half the connections each, by one workload: the
- * figure that says whether issuance scales out or Redis (or the machine) is the limit.
+ * Broker processes of one fleet (same issuer, store and key prefix; only the port differs), loaded
+ * at the same time with the connections split between them, by one workload (a service account
+ * named after the key, so fleets of one run do not share a per-workload grant cap): the figure
+ * that says whether issuance scales out or the store (or the machine) is the limit. `store`
+ * replaces the run's standalone Redis (a Cluster), whose processes `redisPids` name for the CPU count.
  */
-export async function twoBrokerScenario(env: Env): Promise<Measured> {
-  const ports = [await freePort(), await freePort()];
-  while (ports[1] === ports[0]) ports[1] = await freePort();
+export async function fleetScenario(
+  env: Env,
+  o: { count: number; key: string; where: string; prefix?: string; store?: Record<string, unknown>; redisPids?: number[] },
+): Promise<Measured> {
+  const ports: number[] = [];
+  while (ports.length < o.count) {
+    const port = await freePort();
+    if (!ports.includes(port)) ports.push(port);
+  }
   const issuer = `http://127.0.0.1:${ports[0]}`;
-  const issue = await issueTraffic(env.issuer, 'fleet');
-  const start = (i: number, fn: (b: BrokerProcess) => Promise<Measured>) =>
-    withBroker({ name: `fleet-${i + 1}`, dir: env.dir, url: `http://127.0.0.1:${ports[i]}`, config: brokerConfig(env, ports[i]!, BROKER_PREFIX, { issuer }) }, fn);
-  const split = `${Math.ceil(CONNECTIONS / 2)} + ${Math.floor(CONNECTIONS / 2)} connections`;
-  return start(0, (one) =>
-    start(1, (two) =>
-      load({ key: 'issue-2proc', label: `POST /v1/tasks on two broker processes, one Redis (${split}, summed)`, servers: [one, two], cpu: brokerCpu([one, two], env.redis.pid), traffic: fixed(issue) }),
-    ),
-  );
+  const issue = await issueTraffic(env.issuer, o.key);
+  const processes = o.count === 1 ? 'one broker process' : `${o.count} broker processes`;
+  const split = o.count === 1 ? `${CONNECTIONS} connections` : `${connectionShares(o.count).join(' + ')} connections, summed`;
+  const label = `POST /v1/tasks on ${processes}, ${o.where} (${split})`;
+  const brokers: BrokerProcess[] = [];
+  const startFrom = (i: number): Promise<Measured> => {
+    if (i === ports.length) return load({ key: o.key, label, servers: brokers, cpu: brokerCpu(brokers, o.redisPids ?? [env.redis.pid]), traffic: fixed(issue) });
+    const config = brokerConfig(env, ports[i]!, o.prefix ?? BROKER_PREFIX, { issuer, ...(o.store ? { store: o.store } : {}) });
+    return withBroker({ name: `${o.key}-${i + 1}`, dir: env.dir, url: `http://127.0.0.1:${ports[i]}`, config }, (b) => {
+      brokers.push(b);
+      return startFrom(i + 1);
+    });
+  };
+  return startFrom(0);
 }
+
+/** Two broker processes on the run's Redis (the main run's fleet row). */
+export const twoBrokerScenario = (env: Env): Promise<Measured> => fleetScenario(env, { count: 2, key: 'issue-2proc', where: 'one Redis' });
 
 /** One HTTPS broker with client CA bundles: platform token without a client certificate, then mTLS. */
 export async function httpsScenarios(env: Env, pki: BenchPki, files: BrokerTlsFiles): Promise<Measured[]> {

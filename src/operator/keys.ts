@@ -43,7 +43,7 @@ export async function rotateKey(deps: OperatorDeps, op: Operator): Promise<Rotat
   const before = deps.keyring.heldKeys().find((k) => k.state === 'current')?.kid;
   const next = deps.keyring.heldKeys().find((k) => k.state === 'next')?.kid;
   await auditOperator(deps, op, 'keys.rotate', { instance, ...(next ? { kid: next } : {}) });
-  const { previous, current } = deps.keyring.rotateNow();
+  const { previous, current } = await deps.keyring.rotateNow();
   const rotated = current !== undefined && current !== (previous ?? before);
   return {
     instance,

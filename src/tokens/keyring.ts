@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import type { KeyObject } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import { Unavailable } from '../errors.js';
 import type { GrantStore, PublishedKey } from '../grants/store.js';
@@ -22,6 +23,8 @@ export interface SigningKey {
   retireAt: number;
   /** Set once the store confirmed publication; a key signs nothing before that. */
   published: boolean;
+  /** When the store first confirmed it (monotonic ms): it signs KEY_PUBLICATION_LEAD_MS later. */
+  publishedAt?: number;
 }
 
 export interface KeyringOptions {
@@ -53,6 +56,21 @@ export interface KeyringOptions {
 export const MAX_PUBLISHED_KEYS = 64;
 
 /**
+ * How replicas trust each other's new keys at once, without a store read per request:
+ * - a key signs nothing until this long after the store confirmed its publication (a new
+ *   instance is ready this much later; a rotation onto a key published a moment ago waits; a
+ *   scheduled rotation moves onto a key published a rotation earlier);
+ * - a JWKS answer, and the lookup of a kid not in the cached union, come from a store read that
+ *   started at most this long before the request arrived.
+ * So every key that signed a token before a request arrived is in the keys that answer it. On
+ * demand, an instance starts such a read only when none started within this period: at most
+ * 1000 / KEY_PUBLICATION_LEAD_MS = 20 reads a second (each: the revocation marks and the published
+ * keys, three HGETALLs of at most MAX_PUBLISHED_KEYS entries), however many requests ask, besides
+ * the cached union's one per jwksCacheMs.
+ */
+export const KEY_PUBLICATION_LEAD_MS = 50;
+
+/**
  * Per-instance signing keys. The private half lives only in this process; the public half is
  * published to the store so every instance serves the union as JWKS. The next key is published
  * one rotation ahead of its first use, so verifiers that cache the JWKS already know it.
@@ -70,6 +88,8 @@ export class Keyring {
   private retired: SigningKey[] = [];
   /** One store read at a time for the union JWKS, however many callers wait on it. */
   private jwksLoading: Promise<{ keys: JWK[] }> | undefined;
+  /** The latest store read of the union, in flight or done, and when it started (monotonic ms). */
+  private lastRead: { start: number; done: boolean; answer: Promise<{ keys: JWK[] }> } | undefined;
   /** Public keys of other instances, by kid, built once from the union JWKS. */
   private foreignKeys = new Map<string, { key: KeyObject; alg: SigningAlg }>();
   /**
@@ -120,7 +140,11 @@ export class Keyring {
     return key;
   }
 
-  /** Moves to the next key now (scheduled rotation calls this; tests may too). */
+  /**
+   * Moves to the next key now (scheduled rotation calls this; tests may too). A scheduled rotation
+   * finds its next key published a whole rotation ago; rotateNow and maintenance, which may move
+   * onto a key published a moment ago, wait for its publication lead first.
+   */
   rotate(now = this.opts.clock()): void {
     if (!this.next || !this.next.published || this.next.retireAt <= now) {
       if (now - this.lastPostponedLog >= 10_000) {
@@ -147,11 +171,20 @@ export class Keyring {
    * operator's `POST /v1/keys/rotate`. Returns the kid that signed before and the one that signs now
    * (the same when rotation had to be postponed: the next key is not published yet).
    */
-  rotateNow(): { previous: string | undefined; current: string | undefined } {
+  async rotateNow(): Promise<{ previous: string | undefined; current: string | undefined }> {
     const previous = this.current?.kid;
-    this.rotate();
+    // A next key being made (the previous rotation's) is waited for, then its publication lead.
+    if (this.maintaining) await this.maintaining;
+    if (this.next?.published) await this.untilLead(this.next);
+    if (this.current?.kid === previous) this.rotate();
     void this.maintain();
     return { previous, current: this.current?.kid };
+  }
+
+  /** Resolves once `key` may sign: KEY_PUBLICATION_LEAD_MS after its publication was confirmed. */
+  private async untilLead(key: SigningKey): Promise<void> {
+    const left = leadLeft(key);
+    if (left > 0) await sleep(left);
   }
 
   /** When the key this instance signs with was made (metrics: signing key age), if it has one. */
@@ -170,18 +203,26 @@ export class Keyring {
 
   /**
    * The public key for `kid` if it is in the JWKS we serve: our own keys first (no store read),
-   * then the union of every instance's (cached as jwks() caches it, so unknown kids cost at
-   * most one store read per cache period, never one per request).
+   * then the union of every instance's (cached as jwks() caches it). A kid found in neither may be
+   * a key published since that union was read (a replica that just started): it is looked up in
+   * a union read at most KEY_PUBLICATION_LEAD_MS before the request (authenticated, revocation
+   * marks applied) before it is refused. A flood of unknown kids costs a bounded number of store
+   * reads (see KEY_PUBLICATION_LEAD_MS), never one per request.
    */
   async verificationKey(kid: string): Promise<{ key: KeyObject; alg: SigningAlg } | undefined> {
     // The union (and the revocation marks with it) at most a cache period old.
-    const { keys } = await this.jwks();
+    const cached = this.findKey(kid, (await this.jwks()).keys);
+    if (cached || this.revokedKids.has(kid)) return cached;
+    return this.findKey(kid, (await this.jwks({ recent: true })).keys);
+  }
+
+  private findKey(kid: string, union: JWK[]): { key: KeyObject; alg: SigningAlg } | undefined {
     if (this.revokedKids.has(kid)) return undefined;
     const now = this.opts.clock();
     for (const k of [this.current, this.next, ...this.retired]) {
       if (k?.kid === kid && k.published && now < k.retireAt + this.opts.overlapMs) return { key: k.publicKey, alg: k.alg };
     }
-    const jwk = keys.find((k) => k.kid === kid);
+    const jwk = union.find((k) => k.kid === kid);
     if (!jwk) return undefined;
     let found = this.foreignKeys.get(kid);
     if (!found) {
@@ -197,15 +238,48 @@ export class Keyring {
    * The union JWKS of every instance's published keys, newest first (cached briefly). When the
    * store cannot answer, the last good union plus our own keys: a Redis blip must not make
    * verifiers fail on tokens that are still valid.
+   *
+   * `recent`: from a store read that started at most KEY_PUBLICATION_LEAD_MS before this call, so
+   * every key that has signed anything is in it (a verifier that met a new kid and refetched finds
+   * it). Every caller within that period shares one read.
    */
-  async jwks(): Promise<{ keys: JWK[] }> {
+  async jwks(opts: { recent?: boolean } = {}): Promise<{ keys: JWK[] }> {
+    const { keys } = await (opts.recent ? this.recentUnion() : this.cachedUnion());
+    // A key revoked here since that read is left out at once.
+    return { keys: keys.filter((k) => !this.revokedKids.has(k.kid ?? '')) };
+  }
+
+  private cachedUnion(): Promise<{ keys: JWK[] }> {
     const now = this.opts.clock();
     const ttl = this.opts.jwksCacheMs ?? 1000;
-    if (this.jwksCache && now - this.jwksCache.at < ttl) return { keys: this.jwksCache.keys };
-    this.jwksLoading ??= this.loadJwks(now).finally(() => {
+    if (this.jwksCache && now - this.jwksCache.at < ttl) return Promise.resolve({ keys: this.jwksCache.keys });
+    this.jwksLoading ??= this.readUnion().finally(() => {
       this.jwksLoading = undefined;
     });
     return this.jwksLoading;
+  }
+
+  /**
+   * The union from a read that started at most KEY_PUBLICATION_LEAD_MS before this call: the last
+   * one (done or in flight) if it is that recent, else a new one once the one in flight (too old)
+   * has settled. New reads therefore start more than KEY_PUBLICATION_LEAD_MS apart.
+   */
+  private async recentUnion(): Promise<{ keys: JWK[] }> {
+    const asked = performance.now();
+    for (;;) {
+      const last = this.lastRead;
+      if (last && asked - last.start <= KEY_PUBLICATION_LEAD_MS) return last.answer;
+      if (!last || last.done) return this.readUnion();
+      await last.answer; // loadJwks never rejects
+    }
+  }
+
+  /** One store read of the union (loadJwks), recorded as the latest with its start time. */
+  private readUnion(): Promise<{ keys: JWK[] }> {
+    const read = { start: performance.now(), done: false, answer: this.loadJwks(this.opts.clock()) };
+    this.lastRead = read;
+    void read.answer.finally(() => (read.done = true));
+    return read.answer;
   }
 
   private async loadJwks(now: number): Promise<{ keys: JWK[] }> {
@@ -291,7 +365,10 @@ export class Keyring {
         if (round === 0) await this.refreshRevoked(now);
         // A next key whose own retire time passed during an outage would never sign: replace it.
         if (this.next && this.next.retireAt <= now) this.next = undefined;
-        if (now >= this.current.retireAt) this.rotate(now);
+        if (now >= this.current.retireAt) {
+          if (this.next?.published) await this.untilLead(this.next);
+          this.rotate(now);
+        }
         if (!this.next) this.next = await this.generate(now, Math.max(now, this.current.retireAt) + this.opts.rotationMs);
         for (const key of [this.current, this.next]) await this.publish(key);
         if (this.opts.clock() < this.current.retireAt) break;
@@ -318,6 +395,10 @@ export class Keyring {
       }
       await this.opts.store.publishKey(record);
       if (!key.published) {
+        key.publishedAt = performance.now();
+        // A key that is to sign at once (the current one: at start, or after an outage) becomes
+        // usable only after its lead; a next key is published a rotation ahead.
+        if (key === this.current) await this.untilLead(key);
         this.jwksCache = undefined;
         this.keyEvent('key.published', key);
       }
@@ -347,3 +428,6 @@ export class Keyring {
     return { kid, alg: this.opts.alg, privateKey, publicKey, publicJwk, createdAt, retireAt, published: false };
   }
 }
+
+/** Milliseconds until a published key may sign (0 when it may). */
+const leadLeft = (key: SigningKey): number => (key.publishedAt === undefined ? KEY_PUBLICATION_LEAD_MS : key.publishedAt + KEY_PUBLICATION_LEAD_MS - performance.now());

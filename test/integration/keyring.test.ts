@@ -1,14 +1,15 @@
-import { createLocalJWKSet, jwtVerify } from 'jose';
+import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { createMemoryGrantStore } from '../../src/grants/memory-store.js';
 import { createRedisGrantStore } from '../../src/grants/redis-store.js';
 import { freePort } from '../../src/util/net.js';
 import { startRedisServer, TEST_KEY_PUBLICATION_SECRETS } from '../helpers/redis.js';
 import { silentLogger } from '../../src/log.js';
-import { Keyring, MAX_PUBLISHED_KEYS, type SigningAlg } from '../../src/tokens/keyring.js';
+import { Keyring, KEY_PUBLICATION_LEAD_MS, MAX_PUBLISHED_KEYS, type SigningAlg } from '../../src/tokens/keyring.js';
 import { signTaskToken, taskTokenClaims } from '../../src/tokens/mint.js';
 
 const MIN = 60_000;
+const kidOf = (token: string) => decodeProtectedHeader(token).kid as string;
 
 function setup(alg: SigningAlg = 'ES256') {
   let now = Date.UTC(2026, 10, 28, 12);
@@ -250,6 +251,130 @@ describe('revoked signing keys (issue 13: the kill switch by key id)', () => {
       holder?.stop();
       other?.stop();
       for (const s of stores) await s.close();
+      await redis.stop();
+    }
+  });
+});
+
+describe('a kid this instance has not seen yet (a replica that just started or rotated)', () => {
+  /** Calls of one Redis command so far (INFO commandstats of a private server). */
+  async function calls(redis: { info(section: string): Promise<string> }, command: string): Promise<number> {
+    const m = new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(await redis.info('commandstats'));
+    return m ? Number(m[1]) : 0;
+  }
+
+  it('is looked up in the store before it is refused, inside the union JWKS cache period', async () => {
+    const redis = await startRedisServer();
+    const now = Date.now();
+    const clock = () => now; // frozen: A's 1 s union cache never runs out on its own here
+    const stores = [0, 1].map(() => createRedisGrantStore({ url: redis.url, keyPrefix: 'kid:', keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, log: silentLogger }));
+    const [a, b] = stores.map((store) => new Keyring({ alg: 'ES256', rotationMs: 60 * MIN, overlapMs: 20 * MIN, store, clock, log: silentLogger, jwksCacheMs: 1000 }));
+    try {
+      await a!.start();
+      expect((await a!.jwks()).keys).toHaveLength(2); // A's union is cached now, without B
+      await b!.start();
+      const kid = b!.signingKey().kid;
+      const found = await a!.verificationKey(kid);
+      expect(found, "A finds B's brand-new key in the store").toBeDefined();
+      const token = sign(b!, now);
+      await expect(jwtVerify(token, found!.key, { currentDate: new Date(now) })).resolves.toBeTruthy();
+      // And A's JWKS endpoint serves it too: a verifier that met the new kid and refetched finds it.
+      expect((await a!.jwks({ recent: true })).keys.map((k) => k.kid)).toContain(kid);
+
+      // A key revoked in the store (authenticated mark) is not found by the lookup.
+      const c = new Keyring({ alg: 'ES256', rotationMs: 60 * MIN, overlapMs: 20 * MIN, store: stores[1]!, clock, log: silentLogger, jwksCacheMs: 1000 });
+      await c.start();
+      const revokedKid = c.signingKey().kid;
+      await stores[1]!.revokeKey({ kid: revokedKid, revoked_at: now, by: 'root', until: now + 60 * MIN });
+      expect(await a!.verificationKey(revokedKid)).toBeUndefined();
+      c.stop();
+
+      // A key written to Redis without the publication secret is not trusted by the lookup (past
+      // the lead, so the lookup reads the store again).
+      const forged = new Keyring({ alg: 'ES256', rotationMs: 60 * MIN, overlapMs: 20 * MIN, store: createMemoryGrantStore({ log: silentLogger }), clock, log: silentLogger });
+      await forged.start();
+      const fk = forged.signingKey();
+      await stores[0]!.redis.hset('kid:keys', fk.kid, JSON.stringify({ kid: fk.kid, jwk: fk.publicJwk, created_at: now, retire_at: now + MIN, expires_at: now + 2 * MIN, mac: 'A'.repeat(43) }));
+      await new Promise((r) => setTimeout(r, KEY_PUBLICATION_LEAD_MS + 1));
+      const readsBefore = await calls(stores[0]!.redis, 'hgetall');
+      expect(await a!.verificationKey(fk.kid)).toBeUndefined();
+      expect(await calls(stores[0]!.redis, 'hgetall'), 'the lookup read the store').toBeGreaterThan(readsBefore);
+      forged.stop();
+    } finally {
+      a?.stop();
+      b?.stop();
+      for (const s of stores) await s.close();
+      await redis.stop();
+    }
+  });
+
+  it('two rotations in quick succession: the key signing after them is in every instance’s JWKS at once', async () => {
+    const redis = await startRedisServer();
+    const now = Date.now();
+    const clock = () => now;
+    const stores = [0, 1].map(() => createRedisGrantStore({ url: redis.url, keyPrefix: 'rot:', keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, log: silentLogger }));
+    const [a, b] = stores.map((store) => new Keyring({ alg: 'ES256', rotationMs: 60 * MIN, overlapMs: 20 * MIN, store, clock, log: silentLogger, jwksCacheMs: 1000 }));
+    try {
+      await a!.start();
+      await b!.start();
+      for (let i = 0; i < 3; i++) {
+        await b!.jwks({ recent: true }); // B has just read the union
+        const first = await a!.rotateNow();
+        const second = await a!.rotateNow(); // onto the key the first one made and published
+        expect(second.previous).toBe(first.current);
+        expect(second.current).not.toBe(second.previous);
+        const token = sign(a!, now);
+        expect(kidOf(token)).toBe(second.current);
+        expect((await b!.jwks({ recent: true })).keys.map((k) => k.kid), 'B serves the key A signs with now').toContain(second.current);
+        expect(await b!.verificationKey(second.current!), 'B verifies it').toBeDefined();
+      }
+    } finally {
+      a?.stop();
+      b?.stop();
+      for (const st of stores) await st.close();
+      await redis.stop();
+    }
+  });
+
+  it('a key revoked here leaves the JWKS at once, even when the union was read a moment before', async () => {
+    const { make } = setup();
+    const k = make();
+    await k.start();
+    const kid = k.signingKey().kid;
+    expect((await k.jwks({ recent: true })).keys.map((j) => j.kid)).toContain(kid);
+    k.revoke(kid);
+    expect((await k.jwks({ recent: true })).keys.map((j) => j.kid)).not.toContain(kid);
+    expect((await k.jwks()).keys.map((j) => j.kid)).not.toContain(kid);
+    expect(await k.verificationKey(kid)).toBeUndefined();
+    k.stop();
+  });
+
+  it('a flood of unknown kids costs a bounded number of store reads, never one per request', async () => {
+    const redis = await startRedisServer();
+    const store = createRedisGrantStore({ url: redis.url, keyPrefix: 'flood:', keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, log: silentLogger });
+    const now = Date.now();
+    const k = new Keyring({ alg: 'ES256', rotationMs: 60 * MIN, overlapMs: 20 * MIN, store, clock: () => now, log: silentLogger, jwksCacheMs: 1000 });
+    try {
+      await k.start();
+      await k.jwks();
+      const before = await calls(store.redis, 'hgetall');
+      const started = performance.now();
+      // 2,000 junk kids, 200 at a time in 10 waves a lead apart: every one is refused.
+      for (let wave = 0; wave < 10; wave++) {
+        const answers = await Promise.all(Array.from({ length: 200 }, (_, i) => k.verificationKey(`junk-${wave}-${i}`)));
+        expect(answers.every((x) => x === undefined)).toBe(true);
+        await new Promise((r) => setTimeout(r, KEY_PUBLICATION_LEAD_MS));
+      }
+      const elapsed = performance.now() - started;
+      const reads = (await calls(store.redis, 'hgetall')) - before;
+      // New union reads (3 HGETALLs each: marks, keys, marks) start more than KEY_PUBLICATION_LEAD_MS apart.
+      const bound = 3 * (Math.ceil(elapsed / KEY_PUBLICATION_LEAD_MS) + 1);
+      expect(reads).toBeGreaterThan(0);
+      expect(reads).toBeLessThanOrEqual(bound);
+      expect(reads).toBeLessThan(2000);
+    } finally {
+      k.stop();
+      await store.close();
       await redis.stop();
     }
   });

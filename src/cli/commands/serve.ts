@@ -39,7 +39,7 @@ exit: 0 stopped cleanly, 1 could not start, 2 usage, 78 config error`,
     const runtime = await startBroker(config, { log });
     onSignal(() => runtime.close());
     // `kill -USR2 <pid>`: rotate this instance's signing key now (its next key is already published).
-    process.on('SIGUSR2', () => runtime.keyring.rotateNow());
+    process.on('SIGUSR2', () => void runtime.keyring.rotateNow());
     return -1;
   },
 };

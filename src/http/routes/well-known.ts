@@ -64,10 +64,13 @@ const nonEmpty = <K extends string>(name: K, values: readonly string[]): Partial
  */
 export function wellKnownRoutes(app: Hono, deps: { config: Config; keyring: Keyring; boundTokens?: boolean; root?: Hono }): void {
   const metadata = authorizationServerMetadata(deps.config, { boundTokens: deps.boundTokens ?? false });
+  // From a store read at most KEY_PUBLICATION_LEAD_MS old (Keyring.jwks: shared, bounded reads), and
+  // not to be reused unchecked by HTTP caches: a verifier refetches after meeting a kid it does not
+  // know (a replica that has just started) and must find it.
   app.get(OAUTH_PATHS.jwks, async () => {
-    const jwks = await deps.keyring.jwks();
+    const jwks = await deps.keyring.jwks({ recent: true });
     return new Response(JSON.stringify(jwks), {
-      headers: { 'content-type': 'application/jwk-set+json', 'cache-control': 'public, max-age=60' },
+      headers: { 'content-type': 'application/jwk-set+json', 'cache-control': 'public, no-cache' },
     });
   });
   const serveMetadata = () => json(200, metadata, { 'cache-control': 'public, max-age=300' });
