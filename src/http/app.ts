@@ -10,6 +10,7 @@ import { buildOpenApiDocument } from './openapi.js';
 import { packageVersion } from '../util/package-version.js';
 import { oauthRoutes } from './routes/oauth.js';
 import { taskRoutes } from './routes/tasks.js';
+import { tokenRoutes } from './routes/token.js';
 import { operatorRoutes } from './routes/operator.js';
 import type { OperatorDeps } from '../operator/deps.js';
 import { wellKnownRoutes } from './routes/well-known.js';
@@ -53,6 +54,7 @@ export function createApp(deps: AppDeps): Hono {
   const routeDeps = { broker, maxBodyBytes: config.http.max_body_bytes, callContext };
   taskRoutes(app, routeDeps);
   oauthRoutes(app, routeDeps);
+  tokenRoutes(app, routeDeps);
   if (deps.operator) operatorRoutes(app, routeDeps, deps.operator);
 
   wellKnownRoutes(app, { config, keyring: deps.keyring, boundTokens: Boolean(deps.clientCerts) });
