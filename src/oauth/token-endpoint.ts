@@ -2,6 +2,7 @@ import { describeZodError, PolicyDenied, type Broker, type CallContext, type Tas
 import { AttestationFailed, BrokerError, InvalidAuthorizationDetails, InvalidClient, InvalidRequest, InvalidScope, InvalidTarget, UnsupportedGrantType } from '../errors.js';
 import { intentSchema, type Intent } from '../protocol/intent.js';
 import type { TaskStartResponse } from '../protocol/tasks.js';
+import { clip } from '../util/text.js';
 import {
   GRANT_TYPE_CLIENT_CREDENTIALS,
   GRANT_TYPE_TOKEN_EXCHANGE,
@@ -115,6 +116,9 @@ function tokenEndpointDenial(e: PolicyDenied): BrokerError {
  */
 function intentOf(req: TokenRequest): Intent {
   const detail = taskDetailOf(req.authorization_details);
+  // RFC 8707 §2: a resource parameter is an absolute URI without a fragment.
+  const relative = req.resource?.find((r) => !ABSOLUTE_URI.test(r) || r.includes('#'));
+  if (relative !== undefined) throw new InvalidTarget(`resource must be an absolute URI without a fragment (RFC 8707): "${clip(relative, 64)}" is not`);
   const resources = unique([...(req.resource ?? []), ...(detail?.resources ?? [])]);
   const named = unique([...(req.audience ?? []), ...(detail?.locations ?? [])]);
   const audiences = named.length > 0 ? named : unique(req.resource ?? []);
@@ -139,6 +143,8 @@ function intentOf(req: TokenRequest): Intent {
   if (field === 'purpose' || field === 'task') throw new InvalidAuthorizationDetails(description);
   throw new InvalidRequest(description);
 }
+
+const ABSOLUTE_URI = /^[A-Za-z][A-Za-z0-9+.-]*:/;
 
 /** Where each intent field comes from in the request, for error descriptions. */
 const PARAMETER_OF: Record<string, string> = { audience: 'audience', actions: 'scope', resources: 'resource', purpose: 'authorization_details.purpose', task: 'authorization_details.identifier' };
