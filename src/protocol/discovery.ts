@@ -23,6 +23,10 @@ export const jwksSchema = z.object({ keys: z.array(publicJwkSchema) });
 export const authorizationServerMetadataSchema = z.object({
   issuer: z.string(),
   jwks_uri: z.string(),
+  token_endpoint: z.string().optional(),
+  grant_types_supported: z.array(z.string()).optional(),
+  token_endpoint_auth_methods_supported: z.array(z.string()).optional(),
+  authorization_details_types_supported: z.array(z.string()).optional(),
   introspection_endpoint: z.string(),
   introspection_endpoint_auth_methods_supported: z.array(z.string()).optional(),
   introspection_endpoint_auth_signing_alg_values_supported: z.array(z.string()).optional(),

@@ -5,6 +5,7 @@
 export const OAUTH_PATHS = {
   introspection: '/oauth2/introspect',
   revocation: '/oauth2/revoke',
+  token: '/oauth2/token',
   jwks: '/.well-known/jwks.json',
   metadata: '/.well-known/oauth-authorization-server',
 } as const;

@@ -321,8 +321,8 @@ describe('well-known and health', () => {
     const res = await fetch(`${broker.url}/.well-known/oauth-authorization-server`);
     const meta = (await res.json()) as Record<string, unknown>;
     expect(meta).toMatchObject({ issuer: 'https://broker.test', jwks_uri: 'https://broker.test/.well-known/jwks.json', revocation_endpoint_auth_methods_supported: ['none'] });
-    // Nothing accepts authorization_details or serves a token endpoint yet: not advertised (test/interop).
-    expect(meta).not.toHaveProperty('authorization_details_types_supported');
+    // The token endpoint takes authorization_details of type jit_task (RFC 9396 §10).
+    expect(meta).toMatchObject({ token_endpoint: 'https://broker.test/oauth2/token', authorization_details_types_supported: ['jit_task'] });
   });
 
   it('serves metadata at the path-inserted well-known URL when the issuer has a path (RFC 8414 §3.1)', async () => {

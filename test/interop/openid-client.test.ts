@@ -213,9 +213,9 @@ describe('openid-client interop', () => {
     expect(md.introspection_endpoint_auth_signing_alg_values_supported).toContain('ES256');
     expect(md.tls_client_certificate_bound_access_tokens).toBe(true);
     for (const [name, value] of Object.entries(md)) if (Array.isArray(value)) expect(value.length, name).toBeGreaterThan(0);
-    // Not served yet, so not advertised (and no empty list in their place).
-    for (const name of ['token_endpoint', 'grant_types_supported', 'response_types_supported', 'authorization_endpoint', 'authorization_details_types_supported'])
-      expect(md, name).not.toHaveProperty(name);
+    // No authorization endpoint, so neither it nor response types are advertised (and no empty list in their place).
+    for (const name of ['response_types_supported', 'authorization_endpoint']) expect(md, name).not.toHaveProperty(name);
+    expect(md.token_endpoint).toBe(`${ISSUER}/oauth2/token`);
   });
 
   for (const [method, config] of Object.entries(methods)) {
@@ -345,14 +345,17 @@ describe('metadata lists exactly what is accepted: algorithms, grant types, boun
     }
   });
 
-  it('accepts no grant type, as it lists none (no token endpoint is served yet)', async () => {
+  it('accepts exactly the grant types it lists at its token endpoint (any other is unsupported_grant_type)', async () => {
     const md = (await httpsJson(`${ORIGIN}/.well-known/oauth-authorization-server/tenant`, { ca: pki.example.certPem })).json;
     const listed = (md.grant_types_supported as string[] | undefined) ?? [];
+    expect(listed).toEqual(['urn:ietf:params:oauth:grant-type:token-exchange', 'client_credentials']);
     const endpoint = (md.token_endpoint as string | undefined) ?? `${ISSUER}/oauth2/token`;
     for (const grantType of IANA_GRANT_TYPES) {
       const form = new URLSearchParams({ grant_type: grantType });
       const res = await httpsJson(endpoint, { ...tls(rsCert), method: 'POST', body: form.toString(), headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${RS}:${RS_SECRET}`).toString('base64')}` } });
-      expect({ grantType, accepted: res.status === 200 }).toEqual({ grantType, accepted: listed.includes(grantType) });
+      // A listed grant type without its parameters is refused for them; an unlisted one as unsupported (RFC 6749 §5.2).
+      const accepted = res.json.error !== 'unsupported_grant_type';
+      expect({ grantType, accepted }).toEqual({ grantType, accepted: listed.includes(grantType) });
     }
   });
 

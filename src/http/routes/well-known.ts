@@ -5,6 +5,8 @@ import { CLIENT_AUTH_METHODS } from '../../auth/client-auth.js';
 import type { Config } from '../../config/schema.js';
 import type { AuthorizationServerMetadata } from '../../protocol/discovery.js';
 import { DPOP_ALGORITHMS } from '../../protocol/dpop.js';
+import { AUTHORIZATION_DETAILS_TYPE } from '../../protocol/intent.js';
+import { GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_TOKEN_EXCHANGE } from '../../protocol/token.js';
 import { endpointUrl, OAUTH_PATHS } from '../../protocol/endpoints.js';
 import type { Keyring } from '../../tokens/keyring.js';
 import { json } from '../errors.js';
@@ -19,9 +21,10 @@ import { json } from '../errors.js';
  *   (no user-facing flow), and a response type is a parameter of that endpoint alone (RFC 6749
  *   §3.1.1). §2 makes the member REQUIRED, but the only true value is an empty list, which §3.2
  *   says MUST be omitted; advertising `none` or `code` would promise an endpoint that does not exist.
- * - `token_endpoint`, `grant_types_supported`, `token_endpoint_auth_methods_supported`: no token
- *   endpoint is served yet (tasks start at the `task_endpoint` extension).
- * - `authorization_details_types_supported`: no request accepts `authorization_details` yet.
+ *
+ * The token endpoint's grant types follow the attestation sources: the token exchange needs an
+ * OIDC issuer for its subject tokens, client credentials a client certificate (RFC 8705
+ * tls_client_auth). The exchange's client is public (`none`): its subject token is the credential.
  */
 export function authorizationServerMetadata(config: Config, opts: { boundTokens?: boolean } = {}): AuthorizationServerMetadata {
   const mtls = opts.boundTokens ?? false;
@@ -34,9 +37,17 @@ export function authorizationServerMetadata(config: Config, opts: { boundTokens?
   // client_secret_basic (§2) when no resource server is registered.
   const revocation = [...methods, 'none'];
   const jwtAlgs = methods.includes('private_key_jwt') ? [...CLIENT_ASSERTION_ALGS] : [];
+  const exchange = (config.attestation.oidc?.issuers.length ?? 0) > 0;
+  const grantTypes = [...(exchange ? [GRANT_TYPE_TOKEN_EXCHANGE] : []), ...(mtls ? [GRANT_TYPE_CLIENT_CREDENTIALS] : [])];
+  const tokenAuth = [...(exchange ? ['none'] : []), ...(mtls ? ['tls_client_auth'] : [])];
   return {
     issuer: config.issuer,
     jwks_uri: endpointUrl(config.issuer, OAUTH_PATHS.jwks),
+    // RFC 8693 token exchange and RFC 8705 client credentials, on the task-start pipeline.
+    ...(grantTypes.length > 0 ? { token_endpoint: endpointUrl(config.issuer, OAUTH_PATHS.token) } : {}),
+    ...nonEmpty('grant_types_supported', grantTypes),
+    ...nonEmpty('token_endpoint_auth_methods_supported', tokenAuth),
+    ...(grantTypes.length > 0 ? { authorization_details_types_supported: [AUTHORIZATION_DETAILS_TYPE] } : {}),
     // RFC 7662 / RFC 7009, for the resource servers listed in config.
     introspection_endpoint: endpointUrl(config.issuer, OAUTH_PATHS.introspection),
     ...nonEmpty('introspection_endpoint_auth_methods_supported', introspection),
@@ -46,7 +57,7 @@ export function authorizationServerMetadata(config: Config, opts: { boundTokens?
     ...nonEmpty('revocation_endpoint_auth_signing_alg_values_supported', jwtAlgs),
     // RFC 8705 §3.3: tokens issued on client-certificate evidence carry cnf.x5t#S256.
     tls_client_certificate_bound_access_tokens: mtls,
-    // RFC 9449 §5.1: DPoP proofs on the task routes bind the token to their key.
+    // RFC 9449 §5.1: DPoP proofs on the task routes and the token endpoint bind the token to their key.
     dpop_signing_alg_values_supported: [...DPOP_ALGORITHMS],
     // jit-broker extension: where a workload starts a task.
     task_endpoint: endpointUrl(config.issuer, '/v1/tasks'),
