@@ -5,7 +5,7 @@
  * (an independent implementation) where the test needs the key's thumbprint.
  */
 import { createHash } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, request, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { inspect } from 'node:util';
 import { calculateJwkThumbprint, decodeJwt, decodeProtectedHeader, type JWK } from 'jose';
@@ -71,9 +71,9 @@ afterAll(async () => {
 
 const saToken = () => issuer.mintServiceAccountToken({ cluster: 'test', namespace: 'payments', serviceAccount: 'api', audience: AUDIENCE, ttlSeconds: 600 });
 
-function client(opts: { dpop?: boolean; nonces?: boolean; clock?: ManualClock } = {}) {
+function client(opts: { dpop?: boolean; nonces?: boolean; url?: string; clock?: ManualClock } = {}) {
   return new BrokerClient({
-    url: (opts.nonces ? nonceBroker : broker).url,
+    url: opts.url ?? (opts.nonces ? nonceBroker : broker).url,
     ...(opts.nonces ? { issuer: PUBLIC_ISSUER } : {}),
     attestation: platformToken(saToken),
     ...(opts.dpop === false ? {} : { dpop: true }),
@@ -125,6 +125,31 @@ async function startResourceServer(v: Verifier, opts: { nonce?: string } = {}): 
   origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   verify = createNodeVerifier(v, { publicOrigin: origin, action: 'read' });
   return { origin, seen };
+}
+
+/** One exchange through the recording proxy: the route, the proof's nonce, the answer's status and DPoP-Nonce. */
+interface Exchange {
+  path: string;
+  nonce: unknown;
+  status: number;
+  issued: unknown;
+}
+
+/** A plain HTTP proxy in front of `target` that records each exchange, so a test sees every attempt. */
+async function startRecordingProxy(target: string): Promise<{ url: string; log: Exchange[] }> {
+  const log: Exchange[] = [];
+  const server = createServer((req, res) => {
+    const proof = req.headers.dpop;
+    const upstream = request(new URL(req.url ?? '/', target), { method: req.method, headers: req.headers }, (up) => {
+      log.push({ path: req.url ?? '', nonce: typeof proof === 'string' ? decodeJwt(proof).nonce : undefined, status: up.statusCode ?? 0, issued: up.headers['dpop-nonce'] });
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    });
+    req.pipe(upstream);
+  });
+  servers.push(server);
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, log };
 }
 
 /** The RFC 7638 thumbprint of a proof's key, computed by jose. */
@@ -211,7 +236,8 @@ describe('BrokerClient: DPoP-bound tasks', () => {
 
   it('with broker nonces (dpop.nonce_secret): retries with the DPoP-Nonce it is sent, then renews and ends', async () => {
     const clock = new ManualClock();
-    const c = client({ nonces: true, clock });
+    const proxy = await startRecordingProxy(nonceBroker.url);
+    const c = client({ nonces: true, url: proxy.url, clock });
     const task = await c.startTask(intent, { ttl: '30s' });
     const token = await task.token();
     expect(decodeJwt(token).cnf).toEqual({ jkt: task.dpopThumbprint });
@@ -223,9 +249,24 @@ describe('BrokerClient: DPoP-bound tasks', () => {
     expect((await task.fetch(`${rs.origin}/orders/3`)).status).toBe(200);
     await task.end();
     expect(await introspect(nonceBroker, renewed)).toMatchObject({ active: false });
-    // A second task of the same client starts with the nonce it remembers.
+    // A second task of the same client starts with the nonce it remembers: no refusal first.
     const again = await c.startTask(intent);
     await again.end();
+    // Refused once without a nonce, then sent again at once with the one the answer carried; every
+    // later proof carries the nonce of the answer before it.
+    expect(proxy.log.map((e) => [e.path, e.status])).toEqual([
+      ['/v1/tasks', 400],
+      ['/v1/tasks', 201],
+      [`/v1/tasks/${task.grant}/renew`, 200],
+      [`/v1/tasks/${task.grant}/end`, 200],
+      ['/v1/tasks', 201],
+      [`/v1/tasks/${again.grant}/end`, 200],
+    ]);
+    expect(proxy.log[0]!.nonce).toBeUndefined();
+    for (let i = 1; i < proxy.log.length; i++) {
+      expect(proxy.log[i]!.nonce).toEqual(expect.any(String));
+      expect(proxy.log[i]!.nonce).toBe(proxy.log[i - 1]!.issued);
+    }
   });
 
   it('a rule with require_binding: dpop grants through a DPoP client and refuses one without DPoP', async () => {
