@@ -135,12 +135,16 @@ interface Exchange {
   issued: unknown;
 }
 
-/** A plain HTTP proxy in front of `target` that records each exchange, so a test sees every attempt. */
-async function startRecordingProxy(target: string): Promise<{ url: string; log: Exchange[] }> {
+/**
+ * A plain HTTP proxy in front of `target` that records each exchange, so a test sees every
+ * attempt. `dropProof`: it does not pass the DPoP header on, as a proxy unaware of DPoP might.
+ */
+async function startRecordingProxy(target: string, opts: { dropProof?: boolean } = {}): Promise<{ url: string; log: Exchange[] }> {
   const log: Exchange[] = [];
   const server = createServer((req, res) => {
-    const proof = req.headers.dpop;
-    const upstream = request(new URL(req.url ?? '/', target), { method: req.method, headers: req.headers }, (up) => {
+    const { dpop: proof, ...rest } = req.headers;
+    const headers = opts.dropProof ? rest : req.headers;
+    const upstream = request(new URL(req.url ?? '/', target), { method: req.method, headers }, (up) => {
       log.push({ path: req.url ?? '', nonce: typeof proof === 'string' ? decodeJwt(proof).nonce : undefined, status: up.statusCode ?? 0, issued: up.headers['dpop-nonce'] });
       res.writeHead(up.statusCode ?? 502, up.headers);
       up.pipe(res);
@@ -277,6 +281,14 @@ describe('BrokerClient: DPoP-bound tasks', () => {
     expect(refused).toBeInstanceOf(BrokerResponseError);
     expect(refused).toMatchObject({ status: 403, code: 'access_denied' });
     expect((refused as BrokerResponseError).description).toMatch(/DPoP/);
+  });
+
+  it('fails closed when the broker answers a token not bound to the key (the proof was lost on the way)', async () => {
+    const proxy = await startRecordingProxy(broker.url, { dropProof: true });
+    const refused = await client({ url: proxy.url }).startTask(intent).catch((e: unknown) => e);
+    expect(proxy.log.map((e) => e.status)).toEqual([201]);
+    expect(refused).toBeInstanceOf(BrokerResponseError);
+    expect(refused).toMatchObject({ code: 'unexpected_response', message: expect.stringMatching(/not bound to the DPoP key/) });
   });
 
   it('the key never shows its private half, in inspect or JSON', async () => {
