@@ -13,6 +13,7 @@ import {
   ReplayDetectedError,
   TaskEndedError,
 } from './errors.js';
+import { DpopKey, type SdkDpopAlgorithm } from './dpop.js';
 import { NetworkError, retryAfterMs, send, type HttpResponse, type TlsOptions } from './http.js';
 
 /** A duration on the wire: seconds, or "90s", "5m", "1h". */
@@ -41,6 +42,17 @@ export interface BrokerClientOptions {
   clock?: SdkClock;
   /** Abandons one HTTP attempt with no answer after this long (default 30 s). */
   timeoutMs?: number;
+  /**
+   * DPoP-bound tasks (RFC 9449): each task makes its own key pair in memory and proves possession
+   * of it on start, renew, end and every `task.fetch`; its tokens are worthless without the key.
+   * `true` is ES256.
+   */
+  dpop?: boolean | { algorithm?: SdkDpopAlgorithm };
+  /**
+   * The broker's issuer URL, when the client reaches the broker by another one (a local proxy or
+   * sidecar): DPoP proofs name the issuer URL in `htu`. Default: `url`.
+   */
+  issuer?: string;
 }
 
 export interface StartTaskOptions {
@@ -75,6 +87,10 @@ export class BrokerClient {
   readonly url: URL;
   /** @internal */ readonly clock: SdkClock;
   private readonly retry: Required<RetryOptions>;
+  /** The base of DPoP proofs' `htu`: the broker's issuer URL. */
+  private readonly issuer: URL;
+  /** The broker's latest `DPoP-Nonce` (RFC 9449 §8), sent in every proof once the broker issued one. */
+  private dpopNonce: string | undefined;
 
   constructor(private readonly options: BrokerClientOptions) {
     this.url = new URL(options.url);
@@ -82,6 +98,8 @@ export class BrokerClient {
     this.clock = options.clock ?? systemClock;
     this.retry = { attempts: 4, baseDelayMs: 200, maxDelayMs: 5_000, maxRetryAfterMs: 30_000, ...options.retry };
     if (!(this.retry.attempts >= 1)) throw new TypeError('retry.attempts must be at least 1');
+    this.issuer = new URL(options.issuer ?? options.url);
+    if (this.issuer.protocol !== 'https:' && this.issuer.protocol !== 'http:') throw new TypeError('issuer must be http(s)');
   }
 
   /** Starts a task: attests (current evidence: a rotated certificate or token is used here), declares the intent, and returns the Task. */
@@ -90,8 +108,11 @@ export class BrokerClient {
     const source = this.options.attestation;
     const material = source.kind === 'mtls' ? await source.material() : undefined;
     if (material && material.notAfter <= this.clock.now()) throw new CertificateExpiredError('the client certificate has expired: renew it before starting a task');
+    const { dpop } = this.options;
+    const key = dpop ? await DpopKey.generate(typeof dpop === 'object' ? dpop.algorithm : undefined) : undefined;
     const res = await this.call<TaskStartResponse>('POST', '/v1/tasks', {
       signal,
+      dpop: key,
       tls: this.tlsFor(material),
       body: async () => ({
         intent,
@@ -101,8 +122,8 @@ export class BrokerClient {
       }),
       expect: 201,
     });
-    checkTokenResponse(res.json);
-    return new Task(this, res.json, res.firstSentAt, material, opts.ttl);
+    checkTokenResponse(res.json, key);
+    return new Task(this, res.json, res.firstSentAt, material, opts.ttl, key);
   }
 
   /** Runs `fn` with a new task, and ends the task when `fn` settles (also when it throws). */
@@ -134,18 +155,31 @@ export class BrokerClient {
    * @internal One broker call with bounded retries: network errors, 503 and 429 (Retry-After
    * honoured), backoff with full jitter; never another 4xx. `renewal`: a retry is sent only while
    * the broker's retry window (RENEW_RETRY_WINDOW_MS) covers every attempt that may have arrived.
+   * `dpop`: every attempt carries a fresh proof by this key (and the token as `Authorization:
+   * DPoP`); a `use_dpop_nonce` refusal is retried once at once with the nonce the broker sent.
    */
   async call<T>(
     method: string,
     path: string,
-    opts: { signal?: AbortSignal | undefined; tls: TlsOptions; bearer?: string; body?: () => Promise<unknown>; expect: number; renewal?: boolean },
+    opts: {
+      signal?: AbortSignal | undefined;
+      tls: TlsOptions;
+      bearer?: string;
+      dpop?: DpopKey | undefined;
+      body?: () => Promise<unknown>;
+      expect: number;
+      renewal?: boolean;
+    },
   ): Promise<{ json: T; firstSentAt: number }> {
     const { clock } = this;
     let firstSentAt: number | undefined;
     let uncertainSince: number | undefined;
+    let nonceRetried = false;
     for (let attempt = 1; ; attempt++) {
       if (opts.signal?.aborted) throw new AbortedError(opts.signal.reason);
       const body = opts.body ? JSON.stringify(await opts.body()) : undefined;
+      const sentNonce = this.dpopNonce;
+      const proof = opts.dpop ? await opts.dpop.proof(method, brokerEndpoint(this.issuer, path), { accessToken: opts.bearer, nonce: sentNonce }) : undefined;
       const sentAt = clock.now();
       firstSentAt ??= sentAt;
       let failure: BrokerClientError;
@@ -158,15 +192,24 @@ export class BrokerClient {
           headers: {
             accept: 'application/json',
             ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-            ...(opts.bearer ? { authorization: `Bearer ${opts.bearer}` } : {}),
+            ...(opts.bearer ? { authorization: `${opts.dpop ? 'DPoP' : 'Bearer'} ${opts.bearer}` } : {}),
+            ...(proof !== undefined ? { dpop: proof } : {}),
           },
           body,
           tls: opts.tls,
           signal: opts.signal,
           timeoutMs: opts.renewal ? Math.min(this.options.timeoutMs ?? 30_000, RENEWAL_ATTEMPT_TIMEOUT_MS) : (this.options.timeoutMs ?? 30_000),
         });
+        const nonce = res.headers['dpop-nonce'];
+        if (typeof nonce === 'string') this.dpopNonce = nonce;
         if (res.status === opts.expect) return { json: parseJson(res) as T, firstSentAt };
         failure = responseError(res, clock.now());
+        // RFC 9449 §8: refused before anything was written; once with the new nonce.
+        if (opts.dpop && failure.code === 'use_dpop_nonce' && typeof nonce === 'string' && nonce !== sentNonce && !nonceRetried) {
+          nonceRetried = true;
+          attempt--;
+          continue;
+        }
         // 429: refused before anything was written (rate and failure limits); 503: perhaps written.
         if (res.status === 429) outcome = 'not_arrived';
         else if (res.status === 503) outcome = 'uncertain';
@@ -219,6 +262,8 @@ export class Task {
   private stuck: BrokerClientError | undefined;
   private ending: Promise<void> | undefined;
   private agents: { http?: HttpAgent; https?: HttpsAgent } = {};
+  /** The latest `DPoP-Nonce` of each resource server's origin (RFC 9449 §9). */
+  private readonly resourceNonces = new Map<string, string>();
 
   /** @internal */
   constructor(
@@ -228,6 +273,8 @@ export class Task {
     /** The client certificate this task is bound to (its renewals and fetches use it, not a rotated one). */
     private readonly material: TlsMaterial | undefined,
     private readonly ttl: Duration | undefined,
+    /** The DPoP key the task's tokens are bound to: every call of the task proves it holds it. */
+    private readonly dpop: DpopKey | undefined,
   ) {
     this.grant = res.grant;
     this.workload = res.workload;
@@ -246,6 +293,11 @@ export class Task {
   /** When the grant ends: no token of this task lives past it. */
   get grantExpiresAt(): Date {
     return new Date(this.grantEnd);
+  }
+
+  /** The RFC 7638 thumbprint of the task's DPoP key (its tokens' `cnf.jkt`), when the task is DPoP-bound. */
+  get dpopThumbprint(): string | undefined {
+    return this.dpop?.thumbprint;
   }
 
   /** The generation of the current token (1 at start, +1 per renewal). */
@@ -277,29 +329,35 @@ export class Task {
 
   /**
    * fetch() with this task's token (`Authorization: Bearer`), over the task's client certificate
-   * when it attested by mTLS (a bound token is only good with it). Returns a standard Response.
+   * when it attested by mTLS (a bound token is only good with it). A DPoP-bound task sends
+   * `Authorization: DPoP` and a fresh proof for this request (`htm`, `htu`, `ath`), and answers a
+   * resource server's `use_dpop_nonce` challenge once with its `DPoP-Nonce` (RFC 9449 §9).
+   * Returns a standard Response.
    */
   async fetch(input: string | URL, init: { method?: string; headers?: ConstructorParameters<typeof Headers>[0]; body?: string | Uint8Array | URLSearchParams; signal?: AbortSignal } = {}): Promise<Response> {
     const token = await this.token(init.signal ? { signal: init.signal } : {});
     const url = new URL(input);
     const headers = new Headers(init.headers);
-    headers.set('authorization', `Bearer ${token}`);
+    headers.set('authorization', `${this.dpop ? 'DPoP' : 'Bearer'} ${token}`);
     let body = init.body;
     if (body instanceof URLSearchParams) {
       if (!headers.has('content-type')) headers.set('content-type', 'application/x-www-form-urlencoded');
       body = body.toString();
     }
+    const method = (init.method ?? (body === undefined ? 'GET' : 'POST')).toUpperCase();
     const https = url.protocol === 'https:';
     const agent = https ? (this.agents.https ??= new HttpsAgent({ keepAlive: true })) : (this.agents.http ??= new HttpAgent({ keepAlive: true }));
-    const res = await send({
-      method: init.method ?? (body === undefined ? 'GET' : 'POST'),
-      url,
-      headers: Object.fromEntries(headers),
-      body,
-      tls: this.client.tlsFor(this.material),
-      agent,
-      signal: init.signal,
-    });
+    const attempt = async () => {
+      const nonce = this.resourceNonces.get(url.origin);
+      if (this.dpop) headers.set('dpop', await this.dpop.proof(method, url, { accessToken: token, nonce }));
+      const res = await send({ method, url, headers: Object.fromEntries(headers), body, tls: this.client.tlsFor(this.material), agent, signal: init.signal });
+      const issued = res.headers['dpop-nonce'];
+      if (this.dpop && typeof issued === 'string') this.resourceNonces.set(url.origin, issued);
+      const retry = this.dpop && res.status === 401 && typeof issued === 'string' && issued !== nonce && /error="use_dpop_nonce"/.test(String(res.headers['www-authenticate']));
+      return { res, retry };
+    };
+    const first = await attempt();
+    const { res } = first.retry ? await attempt() : first;
     const out = new Headers();
     for (const [k, v] of Object.entries(res.headers)) {
       if (v === undefined) continue;
@@ -328,6 +386,7 @@ export class Task {
         signal,
         tls: this.client.tlsFor(this.material),
         bearer: this.accessToken,
+        dpop: this.dpop,
         expect: 200,
       });
     } finally {
@@ -389,6 +448,7 @@ export class Task {
       const res = await this.client.call<TaskRenewResponse>('POST', `/v1/tasks/${encodeURIComponent(this.grant)}/renew`, {
         tls: this.client.tlsFor(this.material),
         bearer: presented,
+        dpop: this.dpop,
         body: async () => ({
           ...(this.ttl !== undefined ? { ttl: this.ttl } : {}),
           ...(source.kind === 'platform' ? { attestation: { kind: 'oidc', token: await source.token() } } : {}),
@@ -396,7 +456,7 @@ export class Task {
         expect: 200,
         renewal: true,
       });
-      checkTokenResponse(res.json);
+      checkTokenResponse(res.json, this.dpop);
       if (this.failure) return; // ended meanwhile: end() presents the token it saw
       this.accessToken = res.json.access_token;
       this.gen = typeof res.json.generation === 'number' ? res.json.generation : this.gen + 1;
@@ -505,8 +565,8 @@ function responseError(res: HttpResponse, now: number): BrokerResponseError {
   return reason === 'replay_detected' ? new ReplayDetectedError(res.status, code, description, opts) : new BrokerResponseError(res.status, code, description, opts);
 }
 
-/** A token answer the client can rely on, or an error (fail closed). */
-function checkTokenResponse(r: TaskStartResponse): void {
+/** A token answer the client can rely on (bound to the key when it sent one), or an error (fail closed). */
+function checkTokenResponse(r: TaskStartResponse, dpop: DpopKey | undefined): void {
   const ok =
     r !== null &&
     typeof r === 'object' &&
@@ -518,6 +578,7 @@ function checkTokenResponse(r: TaskStartResponse): void {
     !Number.isNaN(Date.parse(r.grant_expires_at)) &&
     typeof r.intent === 'object';
   if (!ok) throw new BrokerResponseError(200, 'unexpected_response', 'the broker answered a token response without its required fields');
+  if (dpop && r.token_type !== 'DPoP') throw new BrokerResponseError(200, 'unexpected_response', 'the broker answered a token not bound to the DPoP key (token_type is not DPoP)');
 }
 
 /**

@@ -1,6 +1,7 @@
 // jit-broker/sdk: the workload client. Imports only src/protocol/ and its own modules.
 export { BrokerClient, Task, type BrokerClientOptions, type StartTaskOptions, type CallOptions, type RetryOptions, type Duration } from './client.js';
 export { mtls, platformToken, githubActions, type AttestationSource, type MtlsSource, type PlatformTokenSource, type TlsMaterial } from './attestation.js';
+export { DpopKey, SDK_DPOP_ALGORITHMS, type SdkDpopAlgorithm } from './dpop.js';
 export { ManualClock, systemClock, type SdkClock } from './clock.js';
 export {
   BrokerClientError,
