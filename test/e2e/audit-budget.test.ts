@@ -126,7 +126,11 @@ describe('denial audit budget', () => {
     const before = await usedMemory();
     await denyMany(100, () => 'memory', () => '203.0.113.9');
     const underBudget = await usedMemory();
-    expect(underBudget - before).toBeLessThanOrEqual(100 * 2048);
+    // Each denial is one clipped event in the workload's denial stream and its copy in the global
+    // log (about 1 KB each); each of those two streams may also open one more listpack node (at
+    // most stream-node-max-bytes, 4 KB) wherever its 100-entry node boundary falls, which depends
+    // on what it held before (a minute's summary, say).
+    expect(underBudget - before).toBeLessThanOrEqual(100 * 2048 + 2 * 4096);
     await denyMany(1000, () => 'memory', () => '203.0.113.9');
     const spent = await usedMemory();
     // No growth: 1,000 more denials recorded would add ~700 KB; allow 32 KB of allocator and client
