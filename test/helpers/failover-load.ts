@@ -67,6 +67,11 @@ export interface LoadResult {
    * when the sentinels announce the new primary).
    */
   settledMs: number | undefined;
+  /**
+   * Failures of requests sent after the first 201 that followed the first failure: a second burst
+   * (a client dropping a connection it had already made to the new primary). None is expected.
+   */
+  failuresAfterRecovery: Answer[];
   workloads: string[];
 }
 
@@ -158,6 +163,7 @@ export async function issuanceLoadThroughFailover(o: LoadOptions): Promise<LoadR
     killedAt,
     windowMs: failed && recovered ? recovered.endedAt - failed.endedAt : undefined,
     settledMs: failed && settled ? settled.endedAt - failed.endedAt : undefined,
+    failuresAfterRecovery: recovered ? failuresAfterKill().filter((a) => a.startedAt > recovered.endedAt) : [],
     workloads: accounts.map(workloadOf),
   };
 }
