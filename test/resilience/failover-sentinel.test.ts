@@ -30,8 +30,8 @@ const DOWN_AFTER_MS = 1000;
 /** down-after (1 s) + vote and promotion (~1 s) + reconnect backoff (≤ 1 s), with slack for 2 busy cores. */
 const WINDOW_BOUND_MS = 10_000;
 /**
- * First failure to the 201s after the last one: the window plus any later burst of 503s (a
- * client's second reconnect, WAIT short while the remaining replicas resync with the new primary).
+ * First failure to the 201s after the last one: the window plus any later burst of 503s (WAIT
+ * short while the remaining replica resyncs with the new primary).
  */
 const SETTLED_BOUND_MS = 20_000;
 const LOOPS = 40;
