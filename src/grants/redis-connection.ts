@@ -318,7 +318,9 @@ function followSwitchMaster(client: Redis, t: Extract<RedisTarget, { kind: 'sent
         ...(o.tls ? { tls: o.tls } : {}),
         connectTimeout: o.connectTimeoutMs,
         retryStrategy: backoff,
-        // SUBSCRIBE only: queued until connected, and sent again after every reconnect.
+        // SUBSCRIBE only: queued until connected however long a sentinel is down, and sent again
+        // after every reconnect.
+        maxRetriesPerRequest: null,
         enableReadyCheck: false,
         disableClientInfo: true,
         autoResubscribe: true,
