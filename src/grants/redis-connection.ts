@@ -214,7 +214,8 @@ export function connectRedis(spec: RedisConnectionSpec, o: ConnectOptions): Redi
     });
   }
   if (t.kind === 'sentinel') {
-    return new Redis({
+    const sentinelTLS = t.sentinelTls ? (tls ?? {}) : undefined;
+    const client = new Redis({
       ...node,
       enableAutoPipelining,
       sentinels: t.sentinels,
@@ -224,12 +225,16 @@ export function connectRedis(spec: RedisConnectionSpec, o: ConnectOptions): Redi
       ...(t.sentinelPassword !== undefined ? { sentinelPassword: t.sentinelPassword } : {}),
       ...(tls ? { enableTLSForSentinelMode: true } : {}),
       // TLS to the sentinels when asked, with store.tls's CA and name if given, else Node's CAs: never plaintext instead.
-      ...(t.sentinelTls ? { sentinelTLS: tls ?? {} } : {}),
+      ...(sentinelTLS ? { sentinelTLS } : {}),
       sentinelCommandTimeout: o.commandTimeoutMs,
       sentinelRetryStrategy: o.reconnect ? backoff : () => null,
-      // Hear of a failover from the sentinels (+switch-master) instead of waiting for the old primary's connection to fail.
-      failoverDetector: o.reconnect,
+      // Not ioredis's failoverDetector: it drops the connection on every +switch-master, and each
+      // sentinel sends its own, up to seconds apart, so a client already on the new primary was sent
+      // away again (a second burst of 503s). followSwitchMaster reconnects only when it is not there.
+      failoverDetector: false,
     });
+    if (o.reconnect) followSwitchMaster(client, t, { connectTimeoutMs: o.connectTimeoutMs, ...(sentinelTLS ? { tls: sentinelTLS } : {}) });
+    return client;
   }
   const cluster: ClusterOptions = {
     lazyConnect: true,
@@ -275,6 +280,62 @@ export function connectRedis(spec: RedisConnectionSpec, o: ConnectOptions): Redi
   });
   firstConnections.set(client, first);
   return client;
+}
+
+const SWITCH_MASTER = '+switch-master';
+
+/** The same address, whether Node reports an IPv4 peer plainly or IPv4-mapped. */
+const sameHost = (peer: string | undefined, announced: string) => peer !== undefined && peer.replace(/^::ffff:/, '') === announced.replace(/^::ffff:/, '');
+
+/**
+ * Hears of a failover from the sentinels instead of waiting for the old primary's connection to
+ * fail (a partitioned or demoted primary may never close it): each sentinel's `+switch-master`
+ * ("<master> <old ip> <old port> <new ip> <new port>") reconnects `client`, through the sentinels,
+ * unless it is connected to that new primary already. A client that is not connected is left to
+ * its own reconnect (it asks the sentinels then). An announced host name, never a peer address,
+ * counts as elsewhere: one reconnect more, never one fewer. The subscriptions (one per sentinel,
+ * reconnecting for ever, SUBSCRIBE only) start with the client's first connection and end with it;
+ * the client emits `failoverSubscribed` once all are made (as with ioredis's detector).
+ */
+function followSwitchMaster(client: Redis, t: Extract<RedisTarget, { kind: 'sentinel' }>, o: { connectTimeoutMs: number; tls?: ConnectionOptions }): void {
+  let subscribers: Redis[] | undefined;
+  const onMessage = (channel: string, message: string) => {
+    if (channel !== SWITCH_MASTER || client.status !== 'ready') return;
+    const [name, , , host, port] = message.split(' ');
+    if (name !== t.masterName || host === undefined) return;
+    const peer = client.stream;
+    if (sameHost(peer.remoteAddress, host) && String(peer.remotePort) === port) return;
+    client.disconnect(true);
+  };
+  client.once('connecting', () => {
+    if (subscribers || client.status === 'end') return;
+    subscribers = t.sentinels.map((s) => {
+      const sub = new Redis({
+        host: s.host,
+        port: s.port,
+        ...(t.sentinelUsername !== undefined ? { username: t.sentinelUsername } : {}),
+        ...(t.sentinelPassword !== undefined ? { password: t.sentinelPassword } : {}),
+        ...(o.tls ? { tls: o.tls } : {}),
+        connectTimeout: o.connectTimeoutMs,
+        retryStrategy: backoff,
+        // SUBSCRIBE only: queued until connected however long a sentinel is down, and sent again
+        // after every reconnect.
+        maxRetriesPerRequest: null,
+        enableReadyCheck: false,
+        disableClientInfo: true,
+        autoResubscribe: true,
+      });
+      sub.on('error', () => undefined); // a sentinel down is the others' to cover; its client reconnects
+      sub.on('message', onMessage);
+      return sub;
+    });
+    // The event ioredis's own detector emits: tests wait for it before failing a primary over.
+    void Promise.all(subscribers.map((sub) => sub.subscribe(SWITCH_MASTER).catch(() => undefined))).then(() => client.emit('failoverSubscribed'));
+  });
+  client.once('end', () => {
+    for (const sub of subscribers ?? []) sub.disconnect();
+    subscribers = [];
+  });
 }
 
 /** A Cluster client's node connections still making their first connection (see connectRedis). */

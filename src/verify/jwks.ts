@@ -9,6 +9,14 @@ export type TaskTokenAlgorithm = (typeof TASK_TOKEN_ALGORITHMS)[number];
 /** Keys one JWKS may hold at most (a broker publishes a few per instance). */
 const MAX_KEYS = 256;
 
+/**
+ * Least time between two refetches for an unknown `kid` while the JWKS answers. Short, because a
+ * broker replica that has just started signs with a key the cached set cannot know; bounded, so a
+ * flood of junk kids costs at most one fetch per second (the longer `cooldownMs` still paces
+ * attempts after a failed fetch).
+ */
+export const UNKNOWN_KID_REFETCH_MS = 1_000;
+
 export interface JwksCacheOptions {
   uri: string;
   http: HttpClient;
@@ -18,7 +26,11 @@ export interface JwksCacheOptions {
   refreshMs: number;
   /** Serve cached keys at most this long after the last successful fetch (ms); then fail closed. */
   maxStaleMs: number;
-  /** At most one fetch attempt per this interval (ms): unknown kids and outages cannot make a storm. */
+  /**
+   * At most one fetch attempt per this interval (ms) after a failed fetch, or to revive a stale set:
+   * an outage cannot make a storm. An unknown kid against a working JWKS waits UNKNOWN_KID_REFETCH_MS
+   * at most (or this, if shorter).
+   */
   cooldownMs: number;
 }
 
@@ -42,15 +54,20 @@ function fits(key: KeyObject, alg: TaskTokenAlgorithm): boolean {
  * - keys are fetched once and served from memory; never one fetch per verification;
  * - the set is refreshed in the background once it is `refreshMs` old (the call that notices
  *   does not wait);
- * - an unknown `kid` triggers a refetch (the caller waits), at most one per `cooldownMs`;
+ * - an unknown `kid` triggers a refetch (the caller waits), at most one per
+ *   UNKNOWN_KID_REFETCH_MS (a replica that has just started is trusted within a second), or per
+ *   `cooldownMs` after a failed fetch;
  * - with the JWKS unreachable, cached keys serve until `maxStaleMs` after the last successful
- *   fetch; after that every verification fails closed (503) until a fetch succeeds;
+ *   fetch; after that every verification fails closed (503) until a fetch succeeds, with at most
+ *   one attempt per `cooldownMs`;
  * - one fetch in flight at a time, however many callers wait; no timers.
  */
 export class JwksCache {
   private keys = new Map<string, CachedKey>();
   private fetchedAt: number | undefined;
   private attemptedAt: number | undefined;
+  /** Whether the last fetch attempt failed (then only `cooldownMs` paces attempts). */
+  private lastFailed = false;
   private inflight: Promise<void> | undefined;
   /** Fetch attempts so far (successful or not). */
   fetches = 0;
@@ -73,7 +90,7 @@ export class JwksCache {
       void this.refresh().catch(() => undefined);
     }
     let found = this.keys.get(kid);
-    if (!found && this.mayAttempt(now)) {
+    if (!found && this.mayAttempt(now, this.lastFailed ? this.opts.cooldownMs : Math.min(UNKNOWN_KID_REFETCH_MS, this.opts.cooldownMs))) {
       // The broker publishes its next key ahead: a kid we do not know may be one it just started to use.
       await this.refresh().catch(() => undefined);
       if (this.fresh(this.opts.clock())) found = this.keys.get(kid);
@@ -88,7 +105,17 @@ export class JwksCache {
     if (!this.inflight) {
       this.attemptedAt = this.opts.clock();
       this.fetches++;
-      this.inflight = this.load().finally(() => (this.inflight = undefined));
+      this.inflight = this.load().then(
+        () => {
+          this.lastFailed = false;
+          this.inflight = undefined;
+        },
+        (e: unknown) => {
+          this.lastFailed = true;
+          this.inflight = undefined;
+          throw e;
+        },
+      );
     }
     return this.inflight;
   }
@@ -97,8 +124,9 @@ export class JwksCache {
     return this.fetchedAt !== undefined && now - this.fetchedAt <= this.opts.maxStaleMs;
   }
 
-  private mayAttempt(now: number): boolean {
-    return this.inflight !== undefined || this.attemptedAt === undefined || now - this.attemptedAt >= this.opts.cooldownMs;
+  /** A fetch may start (or be joined) now, `intervalMs` after the last attempt. */
+  private mayAttempt(now: number, intervalMs = this.opts.cooldownMs): boolean {
+    return this.inflight !== undefined || this.attemptedAt === undefined || now - this.attemptedAt >= intervalMs;
   }
 
   private async load(): Promise<void> {

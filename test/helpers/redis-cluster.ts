@@ -7,7 +7,7 @@ import { infoFields, LOOPBACK, processGroup, redisCommand, until } from './redis
 export { infoFields, LOOPBACK, redisCommand } from './redis-group.js';
 
 /**
- * A real Redis Cluster for tests: three primaries (optionally one replica each) from
+ * A real Redis Cluster for tests: three primaries (optionally one or two replicas each) from
  * `redis-server --cluster-enabled yes` processes on free loopback ports, joined by
  * `redis-cli --cluster create`. Every process is stopped by its PID and the private directory
  * (nodes.conf files) removed by `stop()`, whatever happened; a failed start cleans up the same way.
@@ -51,8 +51,11 @@ export interface RedisCluster {
 }
 
 export interface StartClusterOptions {
-  /** One replica per primary (six nodes). Default false. */
-  replicas?: boolean;
+  /**
+   * Replicas per primary: true or 1 (six nodes), or 2 (nine nodes: once a replica is promoted it
+   * still has one of its own, which `WAIT 1` after a failover needs). Default none.
+   */
+  replicas?: boolean | 1 | 2;
   /** cluster-node-timeout: how long a node may be unreachable before it counts as failed. Default 2000 ms. */
   nodeTimeoutMs?: number;
   /** Extra redis-server arguments for every node (e.g. `--appendonly yes`, `--aclfile`). */
@@ -80,7 +83,8 @@ function healthyPrimaries(nodesReply: string): Set<string> {
 }
 
 export async function startRedisCluster(opts: StartClusterOptions = {}): Promise<RedisCluster> {
-  const count = opts.replicas ? PRIMARIES * 2 : PRIMARIES;
+  const perPrimary = opts.replicas === true ? 1 : opts.replicas || 0;
+  const count = PRIMARIES * (1 + perPrimary);
   const readyTimeoutMs = opts.readyTimeoutMs ?? 20_000;
   const group = processGroup('redis-cluster');
   const { dir, stop } = group;
@@ -115,7 +119,7 @@ export async function startRedisCluster(opts: StartClusterOptions = {}): Promise
     );
     await run(
       CLI,
-      ['--cluster', 'create', ...started.map((p) => `${LOOPBACK}:${p.port}`), '--cluster-replicas', opts.replicas ? '1' : '0', '--cluster-yes'],
+      ['--cluster', 'create', ...started.map((p) => `${LOOPBACK}:${p.port}`), '--cluster-replicas', String(perPrimary), '--cluster-yes'],
       { timeout: readyTimeoutMs },
     ).catch((e: Error & { stdout?: string; stderr?: string }) => {
       throw new Error(`redis-cli --cluster create failed: ${e.message}\n${e.stdout ?? ''}${e.stderr ?? ''}`);
