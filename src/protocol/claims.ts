@@ -15,10 +15,16 @@ export interface ActorClaim {
   sub: string;
   act?: ActorClaim;
 }
-const actorDepth = (a: ActorClaim | undefined): number => (a === undefined ? 0 : 1 + actorDepth(a.act));
-export const actorClaimSchema: z.ZodType<ActorClaim> = z
-  .lazy(() => z.object({ sub: z.string().min(1).max(2048), act: actorClaimSchema.optional() }).strict())
-  .refine((a) => actorDepth(a) <= MAX_ACTOR_CHAIN, `act nests at most ${MAX_ACTOR_CHAIN} actors`);
+/**
+ * Written out level by level, not as a recursive schema: the nesting bound is the shape itself
+ * (a deeper `act` is an unknown member), and the OpenAPI document needs no self-reference.
+ */
+const actorLevel = (inner: z.ZodType<ActorClaim> | undefined): z.ZodType<ActorClaim> =>
+  inner ? z.object({ sub: z.string().min(1).max(2048), act: inner.optional() }).strict() : z.object({ sub: z.string().min(1).max(2048) }).strict();
+export const actorClaimSchema: z.ZodType<ActorClaim> = Array.from({ length: MAX_ACTOR_CHAIN }).reduce<z.ZodType<ActorClaim> | undefined>(
+  (inner) => actorLevel(inner),
+  undefined,
+)!;
 
 /** The nested `act` claim of a chain of actor ids (the current actor first); undefined for none. */
 export function actorClaim(chain: readonly string[]): ActorClaim | undefined {

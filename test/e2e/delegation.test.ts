@@ -79,10 +79,7 @@ async function operatorGet(path: string) {
   return { status: res.status, json: (await res.json()) as Record<string, any> };
 }
 
-interface Holder {
-  privateKey: CryptoKey;
-  jwk: Awaited<ReturnType<typeof exportJWK>>;
-}
+type Holder = { privateKey: Awaited<ReturnType<typeof generateKeyPair>>['privateKey']; jwk: Awaited<ReturnType<typeof exportJWK>> };
 
 async function holder(): Promise<Holder> {
   const { privateKey, publicKey } = await generateKeyPair('ES256');
