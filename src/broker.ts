@@ -175,7 +175,7 @@ export class Broker {
 
     const decision = actor ? delegatedDecision(this.deps.policy, workload.id, actor.id, intent, cnf) : this.deps.policy.evaluate(workload, intent, bindingsOf(cnf));
     if (!decision.allowed) {
-      await this.auditDenial(workload, intent.audience, intent.actions, decision, ctx);
+      await this.auditDenial(workload, intent.audience, intent.actions, decision, ctx, undefined, actor?.id);
       throw new PolicyDenied(decision.reason, decision.refused, decision.closestRule);
     }
 
@@ -294,7 +294,7 @@ export class Broker {
       ? delegatedDecision(this.deps.policy, subject.id, actor.id, intent, grant.cnf, true)
       : this.deps.policy.evaluate(workload, intent, bindingsOf(grant.cnf));
     if (!decision.allowed) {
-      await this.auditDenial(subject, intent.audience, intent.actions, decision, ctx, grantId);
+      await this.auditDenial(subject, intent.audience, intent.actions, decision, ctx, grantId, actor?.id);
       throw new AccessDenied(`the policy no longer allows this grant: ${decision.reason}`, { detail: `closest rule: ${decision.closestRule ?? 'none'}` });
     }
     if (proof) await this.useProof(subject.id, proof, now);
@@ -701,7 +701,7 @@ export class Broker {
   }
 
   /** A policy refusal, audited within the denial budget (a failed write never turns it into success). */
-  private async auditDenial(workload: Workload, audience: string, actions: string[], decision: Extract<Decision, { allowed: false }>, ctx: CallContext, grant?: string) {
+  private async auditDenial(workload: Workload, audience: string, actions: string[], decision: Extract<Decision, { allowed: false }>, ctx: CallContext, grant?: string, actor?: string) {
     this.metrics.denied(policyDenialReason(decision), decision.closestRule);
     await this.denials.record(
       {
@@ -713,6 +713,7 @@ export class Broker {
         ...(decision.closestRule ? { rule: decision.closestRule } : {}),
         audience,
         actions,
+        ...(actor !== undefined ? { actor } : {}),
       },
       // No rule names this workload: the shared capped partitions, not a stream per attested id.
       this.denialSource(ctx, decision.closestRule === undefined),

@@ -465,7 +465,7 @@ export function operatorEventFromFields(id: string, fields: string[]): DecodeRes
 // ── denials: clipped, partitioned, merged ──
 
 /**
- * What a denial keeps of each field the caller chose: at most about 1.3 KB of text in all, so a
+ * What a denial keeps of each field the caller chose: at most about 1.4 KB of text in all, so a
  * recorded denial costs Redis well under 2 KB however long the request was.
  */
 export const DENIAL_CLIP = { workload: 256, rule: 64, reason: 256, audience: 128, action: 48, actions: 8, task: 64 } as const;
@@ -479,6 +479,7 @@ export const deniedWorkload = (workload: string): string => cut(workload, DENIAL
 /** A denial with its long fields clipped (`…` marks a cut; a cut list names how many it left out). */
 export function clipDenial(e: AuditEvent): AuditEvent {
   const out: AuditEvent = { ...e, workload: deniedWorkload(e.workload) };
+  if (e.actor !== undefined) out.actor = deniedWorkload(e.actor);
   if (e.rule !== undefined) out.rule = cut(e.rule, DENIAL_CLIP.rule);
   if (e.reason !== undefined) out.reason = cut(e.reason, DENIAL_CLIP.reason);
   if (e.audience !== undefined) out.audience = cut(e.audience, DENIAL_CLIP.audience);

@@ -145,6 +145,10 @@ describe('agent delegation (RFC 8693 actor tokens)', () => {
     const write = await exchange('payments', { ...payments, scope: 'write', actor_token: await saToken('agents'), actor_token_type: JWT_TYPE });
     expect(write.status).toBe(400);
     expect(write.json).toMatchObject({ error: 'invalid_scope', error_description: expect.stringContaining("the actor's own rules refuse") });
+    // The refusal's audit event names the actor.
+    const audit = await operatorGet(`/v1/audit?workload=${encodeURIComponent(id('payments'))}`);
+    const events = (audit.json.events ?? audit.json.entries) as Record<string, unknown>[];
+    expect(events.find((e) => e.type === 'grant.denied' && e.actor === id('agents'))).toMatchObject({ reason: expect.stringContaining("the actor's own rules refuse") });
     // An actor token without its type, or of a type the broker does not take.
     const untyped = await exchange('payments', { ...payments, scope: 'read', actor_token: await saToken('agents') });
     expect(untyped.json).toMatchObject({ error: 'invalid_request', error_description: expect.stringContaining('actor_token_type is required') });
