@@ -33,6 +33,8 @@ import { parseDuration } from './util/duration.js';
 import { issuesToProblems, type Issue } from './util/issues.js';
 import { clip } from './util/text.js';
 import { randomHex } from './util/random.js';
+import { actorClaim, type ActorClaim } from './protocol/claims.js';
+import { checkChain, delegatedDecision, verifyActor, type Actor, type ActorToken } from './oauth/delegation.js';
 
 export interface BrokerDeps {
   config: Config;
@@ -78,6 +80,8 @@ export interface TaskRequest {
   route: string;
   /** An OAuth client id the caller sent: it must be the attested workload's id (RFC 8705 §2). */
   clientId?: string;
+  /** Delegation (oauth/delegation.ts): the token of a workload acting for the attested one. */
+  actor?: ActorToken;
 }
 
 /** The policy refused the intent (403): what it refused, for adapters that answer in other codes. */
@@ -162,13 +166,16 @@ export class Broker {
       if (req.clientId !== undefined && req.clientId !== workload.id) throw new InvalidClient('client_id is not the workload the client certificate attests');
       return workload;
     });
+    // ── delegation: the actor's token, verified on its own path (oauth/delegation.ts) ──
+    const actor = req.actor === undefined ? undefined : await this.authenticated(ctx, () => this.actor(req.actor!, workload.id, proof, ctx));
     const intent = req.intent;
-    // A DPoP proof binds the token to its key (RFC 9449 §6.1); without one, a client certificate binds it (RFC 8705).
-    const cnf: Confirmation | undefined = proof ? { jkt: proof.jkt } : workload.confirmation;
+    // A DPoP proof binds the token to its key (RFC 9449 §6.1); without one, a client certificate binds it (RFC 8705);
+    // a delegated token keeps the binding of the actor's task token (its holder is the actor).
+    const cnf: Confirmation | undefined = proof ? { jkt: proof.jkt } : actor ? actor.confirmation : workload.confirmation;
 
-    const decision = this.deps.policy.evaluate(workload, intent, bindingsOf(cnf));
+    const decision = actor ? delegatedDecision(this.deps.policy, workload.id, actor.id, intent, cnf) : this.deps.policy.evaluate(workload, intent, bindingsOf(cnf));
     if (!decision.allowed) {
-      await this.auditDenial(workload, intent.audience, intent.actions, decision, ctx);
+      await this.auditDenial(workload, intent.audience, intent.actions, decision, ctx, undefined, actor?.id);
       throw new PolicyDenied(decision.reason, decision.refused, decision.closestRule);
     }
 
@@ -180,7 +187,7 @@ export class Broker {
     );
     if (lifetimeMs < TTL_FLOOR_MS) throw new InvalidRequest('lifetime must be at least 30s');
     const grantEnd = now + lifetimeMs;
-    const tokenExp = Math.min(now + Math.min(ttlMs, decision.maxTtlMs ?? Infinity), grantEnd, workload.evidenceExpiresAt);
+    const tokenExp = Math.min(now + Math.min(ttlMs, decision.maxTtlMs ?? Infinity), grantEnd, workload.evidenceExpiresAt, actor?.expiresAt ?? Infinity);
     if (tokenExp - now < TTL_FLOOR_MS) throw evidenceTooShort(workload, now);
 
     const granted: GrantedIntent = {
@@ -194,7 +201,8 @@ export class Broker {
     const grantId = newGrantId(workload.id);
     // Sign before recording: the token exists only in memory until its grant is written, and is
     // dropped if the write fails (no token without a grant).
-    const minted = await this.mint(workload.id, grantId, granted, now, tokenExp, cnf);
+    const act = actor ? actorClaim(actor.chain.map((a) => a.sub)) : undefined;
+    const minted = await this.mint(workload.id, grantId, granted, now, tokenExp, cnf, act);
     const grant = await store
       .createGrant(
         {
@@ -214,6 +222,7 @@ export class Broker {
           token_exp: minted.claims.exp * 1000,
           kid: minted.kid,
           ...(cnf ? { cnf } : {}),
+          ...(actor ? { act: actor.chain } : {}),
         },
         { now, maxActive: config.grants.max_active_per_workload, retentionMs: config.grants.audit_retention, rate: this.rate },
       )
@@ -229,7 +238,7 @@ export class Broker {
         if (e instanceof OutcomeUnknown) this.voider.add(grantId, workload.id);
         throw e;
       });
-    log.info({ grant: grant.id, workload: workload.id, rule: decision.rule, jti: minted.claims.jti, exp: minted.claims.exp }, 'task token issued');
+    log.info({ grant: grant.id, workload: workload.id, ...(actor ? { actor: actor.id } : {}), rule: decision.rule, jti: minted.claims.jti, exp: minted.claims.exp }, 'task token issued');
     this.metrics.issued(decision.rule);
     return taskResponse(minted, grant, granted, decision.rule);
   }
@@ -248,7 +257,9 @@ export class Broker {
     const { claims, workload, grant } = await this.authenticated(ctx, async () => {
       const claims = await this.presentedToken(grantId, ctx);
       const workload = await this.attest(req.attestation ?? ctx.certificate);
-      if (workload.id !== claims.sub) throw new AttestationFailed('the evidence does not attest the workload this grant was issued to');
+      // A delegated grant's holder is its actor: the actor renews it, with its own evidence and the grant's binding.
+      if (claims.act !== undefined && workload.id !== claims.act.sub) throw new AttestationFailed('this grant is delegated: its actor renews it, with the actor\'s own evidence');
+      if (claims.act === undefined && workload.id !== claims.sub) throw new AttestationFailed('the evidence does not attest the workload this grant was issued to');
       if (proof || (claims.cnf && 'jkt' in claims.cnf)) checkDpopBinding(claims, proof);
       else if (!sameConfirmation(workload.confirmation, claims.cnf)) {
         throw new AttestationFailed(
@@ -257,12 +268,13 @@ export class Broker {
             : 'this grant is not bound to a certificate: re-attest with a fresh platform token',
         );
       }
-      const grant = await this.liveGrant(grantId, workload.id, clock());
-      // Only the source that attested the grant may vouch for its renewal: config keeps sources'
+      const grant = await this.liveGrant(grantId, claims.sub, clock());
+      // Only the source that attested the grant (or its actor) may vouch for its renewal: config keeps sources'
       // ids apart, but a grant outlives a config change (or a broker with another config).
-      if (grant.issuer !== workload.issuer)
+      const vouching = grant.act?.[0]?.issuer ?? grant.issuer;
+      if (vouching !== workload.issuer)
         throw new AttestationFailed('the evidence comes from another issuer or trust domain than the one that attested this grant', {
-          detail: `grant ${grantId} was attested by ${grant.issuer}; the evidence by ${workload.issuer}`,
+          detail: `grant ${grantId} was attested by ${vouching}; the evidence by ${workload.issuer}`,
         });
       return { claims, workload, grant };
     });
@@ -275,13 +287,18 @@ export class Broker {
     // atomically that it still is the latest. Evidence, issuer and binding were checked above.
     const retry = claims.jti !== grant.token_jti && claims.jti === grant.prev_jti && grant.token_iat !== undefined && now - grant.token_iat <= RENEW_RETRY_WINDOW_MS;
     const intent: GrantedIntent = { audience: grant.audience, actions: grant.actions, resources: grant.resources, purpose: grant.purpose, task: grant.task };
-    const decision = this.deps.policy.evaluate(workload, intent, bindingsOf(grant.cnf));
+    // The subject's slot holds the grant, whoever renews it; a delegated grant needs the delegation to hold whole still.
+    const subject: Workload = grant.act ? { ...workload, id: grant.workload } : workload;
+    const actor = grant.act ? { id: workload.id, act: actorClaim(grant.act.map((a) => a.sub)) } : undefined;
+    const decision = actor
+      ? delegatedDecision(this.deps.policy, subject.id, actor.id, intent, grant.cnf, true)
+      : this.deps.policy.evaluate(workload, intent, bindingsOf(grant.cnf));
     if (!decision.allowed) {
-      await this.auditDenial(workload, intent.audience, intent.actions, decision, ctx, grantId);
+      await this.auditDenial(subject, intent.audience, intent.actions, decision, ctx, grantId, actor?.id);
       throw new AccessDenied(`the policy no longer allows this grant: ${decision.reason}`, { detail: `closest rule: ${decision.closestRule ?? 'none'}` });
     }
-    if (proof) await this.useProof(workload.id, proof, now);
-    if (retry) return this.renewRetried(grantId, workload, claims.jti, grant, intent, decision.rule, now);
+    if (proof) await this.useProof(subject.id, proof, now);
+    if (retry) return this.renewRetried(grantId, subject, claims.jti, grant, intent, decision.rule, now);
     const tokenExp = Math.min(now + Math.min(ttlMs, decision.maxTtlMs ?? Infinity), grant.expires_at, workload.evidenceExpiresAt);
     if (tokenExp - now < TTL_FLOOR_MS) {
       if (grant.expires_at - now < TTL_FLOOR_MS) {
@@ -289,22 +306,22 @@ export class Broker {
       }
       throw evidenceTooShort(workload, now);
     }
-    const minted = await this.mint(workload.id, grantId, intent, now, tokenExp, grant.cnf);
-    const renewal = { id: grantId, workload: workload.id, presentedJti: claims.jti, jti: minted.claims.jti, tokenExp: minted.claims.exp * 1000, kid: minted.kid };
+    const minted = await this.mint(subject.id, grantId, intent, now, tokenExp, grant.cnf, actor?.act);
+    const renewal = { id: grantId, workload: subject.id, presentedJti: claims.jti, jti: minted.claims.jti, tokenExp: minted.claims.exp * 1000, kid: minted.kid, ...(actor ? { actor: actor.id } : {}) };
     const result = await store.renewGrant(renewal, { now, retentionMs: config.grants.audit_retention, rate: this.rate }).catch(async (e: unknown) => {
       if (e instanceof GrantLimitExceeded) {
         this.metrics.denied(limitDenialReason(e.auditReason), grant.rule);
-        await this.denials.record({ type: 'grant.denied', at: now, workload: workload.id, grant: grantId, reason: e.auditReason }, this.denialSource(ctx, false));
+        await this.denials.record({ type: 'grant.denied', at: now, workload: subject.id, grant: grantId, reason: e.auditReason }, this.denialSource(ctx, false));
       }
       throw e;
     });
     switch (result.outcome) {
       case 'renewed':
-        log.info({ grant: grantId, workload: workload.id, jti: minted.claims.jti, generation: result.grant.generation }, 'task token renewed');
+        log.info({ grant: grantId, workload: subject.id, ...(actor ? { actor: actor.id } : {}), jti: minted.claims.jti, generation: result.grant.generation }, 'task token renewed');
         this.metrics.renewed();
         return { ...taskResponse(minted, result.grant, intent, decision.rule), generation: result.grant.generation };
       case 'replay':
-        log.warn({ grant: grantId, workload: workload.id, presented: claims.jti, generation: result.grant.generation }, 'replay detected: superseded token presented for renewal; grant revoked');
+        log.warn({ grant: grantId, workload: subject.id, presented: claims.jti, generation: result.grant.generation }, 'replay detected: superseded token presented for renewal; grant revoked');
         this.metrics.replayed('renew');
         throw new InvalidGrant(REPLAYED, { reason: 'replay_detected' });
       case 'current':
@@ -325,7 +342,8 @@ export class Broker {
    */
   private async renewRetried(grantId: string, workload: Workload, presentedJti: string, grant: Grant, intent: GrantedIntent, rule: string, now: number): Promise<TaskRenewResponse> {
     const { config, store, log } = this.deps;
-    const minted = await this.sign(workload.id, grantId, intent, grant.token_jti, grant.token_iat!, grant.token_exp, grant.cnf);
+    const act = grant.act ? actorClaim(grant.act.map((a) => a.sub)) : undefined;
+    const minted = await this.sign(workload.id, grantId, intent, grant.token_jti, grant.token_iat!, grant.token_exp, grant.cnf, act);
     const renewal = { id: grantId, workload: workload.id, presentedJti, jti: grant.token_jti, tokenExp: grant.token_exp, kid: minted.kid };
     const result = await store.renewGrant(renewal, { now, retentionMs: config.grants.audit_retention, retryWindowMs: RENEW_RETRY_WINDOW_MS });
     switch (result.outcome) {
@@ -406,7 +424,7 @@ export class Broker {
     // Only the grant's latest token is active: a renewed one is superseded.
     if (!grant || !isLive(grant, now) || grant.token_jti !== claims.jti || !this.matchesRecord(claims, grant, 'introspect')) return INACTIVE;
     // The answer is the record's: the token only named it.
-    const { sub, aud, client_id, scope, txn, authorization_details, cnf } = recordedClaims(grant);
+    const { sub, aud, client_id, scope, txn, authorization_details, cnf, act } = recordedClaims(grant);
     const exp = Math.floor(grant.token_exp / 1000);
     return {
       active: true,
@@ -427,6 +445,7 @@ export class Broker {
       rule: grant.rule,
       authorization_details,
       ...(cnf ? { cnf } : {}),
+      ...(act ? { act } : {}),
     };
   }
 
@@ -638,12 +657,27 @@ export class Broker {
     return workload;
   }
 
-  private mint(workloadId: string, grantId: string, intent: GrantedIntent, now: number, expiresAt: number, cnf: Confirmation | undefined): Promise<Minted> {
-    return this.sign(workloadId, grantId, intent, newTokenId(), now, expiresAt, cnf);
+  /** The verified actor of a delegated task start, acting for `subject` (oauth/delegation.ts). */
+  private async actor(token: ActorToken, subject: string, proof: VerifiedProof | undefined, ctx: CallContext): Promise<Actor> {
+    const { store, clock } = this.deps;
+    const actor = await verifyActor(token, {
+      attest: (e) => this.attest(e),
+      verifyTaskToken: (t) => this.verifier.verify(t),
+      getGrant: (id) => store.getGrant(id),
+      now: clock(),
+      ...(proof ? { proofJkt: proof.jkt } : {}),
+      ...(ctx.certificate ? { certificate: ctx.certificate } : {}),
+    });
+    checkChain(subject, actor.chain);
+    return actor;
+  }
+
+  private mint(workloadId: string, grantId: string, intent: GrantedIntent, now: number, expiresAt: number, cnf: Confirmation | undefined, act?: ActorClaim): Promise<Minted> {
+    return this.sign(workloadId, grantId, intent, newTokenId(), now, expiresAt, cnf, act);
   }
 
   /** Signs a task token with the current key: a new one (mint), or the grant's latest again (a retried renewal). */
-  private async sign(workloadId: string, grantId: string, intent: GrantedIntent, jti: string, now: number, expiresAt: number, cnf: Confirmation | undefined): Promise<Minted> {
+  private async sign(workloadId: string, grantId: string, intent: GrantedIntent, jti: string, now: number, expiresAt: number, cnf: Confirmation | undefined, act?: ActorClaim): Promise<Minted> {
     const key = this.deps.keyring.signingKey();
     const claims = taskTokenClaims({
       issuer: this.deps.config.issuer,
@@ -654,6 +688,7 @@ export class Broker {
       issuedAt: now,
       expiresAt,
       ...(cnf ? { cnf } : {}),
+      ...(act ? { act } : {}),
     });
     const token = await signTaskTokenOffThread(claims, key);
     // Before anything is recorded: a token one of its readers would refuse must never exist.
@@ -666,7 +701,7 @@ export class Broker {
   }
 
   /** A policy refusal, audited within the denial budget (a failed write never turns it into success). */
-  private async auditDenial(workload: Workload, audience: string, actions: string[], decision: Extract<Decision, { allowed: false }>, ctx: CallContext, grant?: string) {
+  private async auditDenial(workload: Workload, audience: string, actions: string[], decision: Extract<Decision, { allowed: false }>, ctx: CallContext, grant?: string, actor?: string) {
     this.metrics.denied(policyDenialReason(decision), decision.closestRule);
     await this.denials.record(
       {
@@ -678,6 +713,7 @@ export class Broker {
         ...(decision.closestRule ? { rule: decision.closestRule } : {}),
         audience,
         actions,
+        ...(actor !== undefined ? { actor } : {}),
       },
       // No rule names this workload: the shared capped partitions, not a stream per attested id.
       this.denialSource(ctx, decision.closestRule === undefined),

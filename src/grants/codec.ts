@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { InvalidRequest, LimitExceeded } from '../errors.js';
 import { isWellFormed, NOT_WELL_FORMED } from '../protocol/unicode.js';
+import { MAX_ACTOR_CHAIN } from '../protocol/claims.js';
 import { clip } from '../util/text.js';
 import { isGrantId, tagOfGrantId, workloadTag } from './ids.js';
 import type { AuditEvent, OperatorEvent, RevokedKey, CloseOptions, CloseStatus, CreateGrantOptions, Grant, NewGrant, PublishedKey, RenewGrant, RenewOptions } from './store.js';
@@ -69,6 +70,11 @@ const grantFields = {
   token_jti: text(256),
   token_exp: ms,
   cnf: confirmationSchema.optional(),
+  act: z
+    .array(z.object({ sub: text(2048), issuer: text(2048).optional() }).strict())
+    .min(1)
+    .max(MAX_ACTOR_CHAIN)
+    .optional(),
   kid: text(256).optional(),
 };
 
@@ -93,7 +99,7 @@ const createOptionsSchema = z.object({
 });
 
 const renewSchema = z
-  .object({ id: grantFields.id, workload: text(2048), presentedJti: text(256), jti: text(256), tokenExp: ms, kid: text(256).optional() })
+  .object({ id: grantFields.id, workload: text(2048), presentedJti: text(256), jti: text(256), tokenExp: ms, kid: text(256).optional(), actor: text(2048).optional() })
   .strict();
 const renewOptionsSchema = z.object({ now: ms, retentionMs: retentionSchema, rate: rateSchema.optional(), retryWindowMs: z.number().int().min(0).max(60_000).optional() });
 const closeOptionsSchema = z.object({
@@ -157,6 +163,7 @@ export function validateNewGrant(grant: NewGrant, opts: CreateGrantOptions): { g
   }
   const record: Grant = { ...g.data, status: 'active', generation: 1 };
   if (record.cnf === undefined) delete record.cnf;
+  if (record.act === undefined) delete record.act;
   if (record.kid === undefined) delete record.kid;
   return { grant: record, opts: o.data };
 }
@@ -205,8 +212,14 @@ export function capExceeded(workload: string, active: number, maxActive: number,
 // (bench/ measures memory per grant). Newlines are safe separators: every text field refuses
 // control characters, and JSON escapes them. The id is not stored: it is the key's own suffix.
 
-/** The parts of a grant that never change, in the order of the record's JSON array (cnf, optional, last). */
-const FIXED_FIELDS = ['workload_kind', 'issuer', 'rule', 'audience', 'actions', 'resources', 'purpose', 'task', 'created_at', 'cnf'] as const;
+/**
+ * The parts of a grant that never change, in the order of the record's JSON array. The optional
+ * ones come last: cnf, then act (a delegated grant's actors; cnf is `null` there when unbound).
+ * Records written before act existed end at cnf (or before it) and decode as they did.
+ */
+const FIXED_FIELDS = ['workload_kind', 'issuer', 'rule', 'audience', 'actions', 'resources', 'purpose', 'task', 'created_at', 'cnf', 'act'] as const;
+/** How many of FIXED_FIELDS every record has (the optional ones follow). */
+const REQUIRED_FIXED = FIXED_FIELDS.length - 2;
 /** The first lines of a record, in order; the JSON line follows them. */
 const RECORD_LINES = 6;
 /** Lines after the JSON line: kid, closed_by. */
@@ -215,8 +228,9 @@ const TRAILING_LINES = 2;
 const RENEWAL_LINES = 2;
 
 export function grantToRecord(grant: Grant): string {
-  const fixed = FIXED_FIELDS.map((k) => grant[k]);
-  if (grant.cnf === undefined) fixed.pop();
+  const fixed: unknown[] = FIXED_FIELDS.map((k) => grant[k] ?? null);
+  // Trailing absent optional fields are left out (the record of an undelegated grant is unchanged).
+  while (fixed.length > REQUIRED_FIXED && fixed[fixed.length - 1] === null) fixed.pop();
   const lines = [grant.status, String(grant.expires_at), String(grant.generation), grant.token_jti, String(grant.token_exp), grant.workload];
   const renewal = grant.prev_jti !== undefined && grant.token_iat !== undefined ? `\n${grant.prev_jti}\n${grant.token_iat}` : '';
   return `${lines.join('\n')}\n${JSON.stringify(fixed)}\n${grant.kid ?? ''}\n${grant.closed_by ?? ''}${renewal}`;
@@ -245,10 +259,11 @@ export function grantFromRecord(id: string, record: string): DecodeResult<Grant>
   // lib.lua grant_read agrees: both renewal lines or neither, and token_iat digits.
   if (prevJti !== undefined && (prevJti === '') !== (tokenIat === '')) return { ok: false, problem: 'prev_jti and token_iat must be both set or both empty' };
   const fixed = jsonOr(json);
-  if (!Array.isArray(fixed) || fixed.length < FIXED_FIELDS.length - 1 || fixed.length > FIXED_FIELDS.length)
-    return { ok: false, problem: `fixed fields are not a JSON array of ${FIXED_FIELDS.length - 1} or ${FIXED_FIELDS.length}` };
+  if (!Array.isArray(fixed) || fixed.length < REQUIRED_FIXED || fixed.length > FIXED_FIELDS.length)
+    return { ok: false, problem: `fixed fields are not a JSON array of ${REQUIRED_FIXED} to ${FIXED_FIELDS.length}` };
   const parsed = grantSchema.safeParse({
-    ...Object.fromEntries(fixed.map((v: unknown, i) => [FIXED_FIELDS[i], v])),
+    // An optional field written as null (cnf before act) is absent.
+    ...Object.fromEntries(fixed.map((v: unknown, i) => [FIXED_FIELDS[i], i >= REQUIRED_FIXED && v === null ? undefined : v])),
     id,
     workload,
     status,
@@ -263,6 +278,7 @@ export function grantFromRecord(id: string, record: string): DecodeResult<Grant>
   if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
   const g: Grant = parsed.data;
   if (g.cnf === undefined) delete g.cnf;
+  if (g.act === undefined) delete g.act;
   if (g.kid === undefined) delete g.kid;
   if (g.closed_by === undefined) delete g.closed_by;
   if (g.prev_jti === undefined) delete g.prev_jti;
@@ -324,6 +340,8 @@ const auditSchema = z
     /** A summary: how many denials past the audit budget it stands for. */
     count: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
     operator: str(64).optional(),
+    /** A delegated grant's current actor (RFC 8693 §4.1): who acted for `workload`. */
+    actor: str(2048).optional(),
   })
   .strict();
 
@@ -340,7 +358,7 @@ export function validateRetention(opts: { retentionMs: number }): number {
   return r;
 }
 
-const AUDIT_FIELD_ORDER = ['type', 'at', 'workload', 'grant', 'rule', 'reason', 'audience', 'actions', 'task', 'generation', 'count', 'operator'] as const;
+const AUDIT_FIELD_ORDER = ['type', 'at', 'workload', 'grant', 'rule', 'reason', 'audience', 'actions', 'task', 'generation', 'count', 'operator', 'actor'] as const;
 
 /** The event as XADD field/value pairs (absent members are left out). */
 export function auditToFields(e: AuditEvent): string[] {
@@ -370,6 +388,7 @@ export function auditFromFields(id: string, fields: string[]): DecodeResult<Audi
     generation: numOr(h.generation),
     count: numOr(h.count),
     operator: h.operator,
+    actor: h.actor,
   });
   if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
   const e: AuditEvent = parsed.data;
@@ -446,7 +465,7 @@ export function operatorEventFromFields(id: string, fields: string[]): DecodeRes
 // ── denials: clipped, partitioned, merged ──
 
 /**
- * What a denial keeps of each field the caller chose: at most about 1.3 KB of text in all, so a
+ * What a denial keeps of each field the caller chose: at most about 1.4 KB of text in all, so a
  * recorded denial costs Redis well under 2 KB however long the request was.
  */
 export const DENIAL_CLIP = { workload: 256, rule: 64, reason: 256, audience: 128, action: 48, actions: 8, task: 64 } as const;
@@ -460,6 +479,7 @@ export const deniedWorkload = (workload: string): string => cut(workload, DENIAL
 /** A denial with its long fields clipped (`…` marks a cut; a cut list names how many it left out). */
 export function clipDenial(e: AuditEvent): AuditEvent {
   const out: AuditEvent = { ...e, workload: deniedWorkload(e.workload) };
+  if (e.actor !== undefined) out.actor = deniedWorkload(e.actor);
   if (e.rule !== undefined) out.rule = cut(e.rule, DENIAL_CLIP.rule);
   if (e.reason !== undefined) out.reason = cut(e.reason, DENIAL_CLIP.reason);
   if (e.audience !== undefined) out.audience = cut(e.audience, DENIAL_CLIP.audience);

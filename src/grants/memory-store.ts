@@ -330,6 +330,7 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
           audience: grant.audience,
           actions: grant.actions,
           task: grant.task,
+          ...(grant.act ? { actor: grant.act[0]!.sub } : {}),
         },
         o.now,
         keep,
@@ -462,7 +463,7 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       const wait = take(w, o.rate, o.now);
       if (wait > 0) throw rateExceeded(r.workload, wait);
       g.generation += 1;
-      append(w, { type: 'grant.renewed', ...base, generation: g.generation }, o.now, keep, o.retentionMs);
+      append(w, { type: 'grant.renewed', ...base, generation: g.generation, ...(r.actor !== undefined ? { actor: r.actor } : {}) }, o.now, keep, o.retentionMs);
       g.prev_jti = g.token_jti;
       g.token_iat = o.now;
       g.token_jti = r.jti;

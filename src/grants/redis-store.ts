@@ -719,9 +719,10 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   function copyRenewal(workload: string, id: string, outcome: string, record: unknown, now: number, retentionMs: number): void {
     const decoded = typeof record === 'string' ? grantFromRecord(id, record) : undefined;
     const generation = decoded?.ok ? { generation: decoded.value.generation } : {};
+    const actor = decoded?.ok && decoded.value.act ? { actor: decoded.value.act[0]!.sub } : {};
     const event: AuditEvent =
       outcome === 'renewed'
-        ? { type: 'grant.renewed', at: now, workload, grant: id, ...generation }
+        ? { type: 'grant.renewed', at: now, workload, grant: id, ...generation, ...actor }
         : { type: 'grant.replay_detected', at: now, workload, grant: id, reason: REPLAY_REASON, ...generation };
     auditLog.copyToShard(workload, auditToFields(event), now, retentionMs);
   }
@@ -747,6 +748,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         audience: grant.audience,
         actions: grant.actions,
         task: grant.task,
+        ...(grant.act ? { actor: grant.act[0]!.sub } : {}),
       });
       const created = guarded('createGrant', async () => {
         // Operators' hint index of workloads, outside the atomic script on purpose: it lives in
@@ -806,7 +808,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     async renewGrant(input: RenewGrant, options: RenewOptions): Promise<RenewOutcome> {
       const { renewal: r, opts: o } = validateRenewal(input, options);
       const keys = keysOf(r.workload);
-      const renewed = auditToFields({ type: 'grant.renewed', at: o.now, workload: r.workload, grant: r.id });
+      const renewed = auditToFields({ type: 'grant.renewed', at: o.now, workload: r.workload, grant: r.id, ...(r.actor !== undefined ? { actor: r.actor } : {}) });
       const replay = auditToFields({ type: 'grant.replay_detected', at: o.now, workload: r.workload, grant: r.id });
       return guarded('renewGrant', async (): Promise<RenewOutcome> => {
         const args = [

@@ -28,6 +28,12 @@ export interface Grant {
   token_jti: string;
   token_exp: number;
   cnf?: Confirmation;
+  /**
+   * A delegated grant (RFC 8693 §4.1): the workloads acting for `workload`, the current actor
+   * first, then the actors it acted for in turn. The current actor renews it; `issuer` is who
+   * vouched for that actor (absent for the earlier ones, known only by their tokens' `act`).
+   */
+  act?: ActorLink[];
   /** The signing key of the latest token (absent in records written before it was recorded). */
   kid?: string;
   /** Who ended or revoked it (`holder`, `operator:<name>`, `resource_server:<name>`, `replay_detected`, `not_delivered`). */
@@ -39,6 +45,12 @@ export interface Grant {
    */
   prev_jti?: string;
   token_iat?: number;
+}
+
+/** One actor of a delegation chain. */
+export interface ActorLink {
+  sub: string;
+  issuer?: string;
 }
 
 export type NewGrant = Omit<Grant, 'status' | 'generation' | 'closed_by' | 'prev_jti' | 'token_iat'>;
@@ -71,6 +83,8 @@ export interface AuditEvent {
   count?: number;
   /** The operator who caused it (an operator's revocation). */
   operator?: string;
+  /** A delegated grant's current actor, on its issuance and renewals (RFC 8693 §4.1). */
+  actor?: string;
 }
 
 /** What an operator did (operator/): one event per action, naming the operator. */
@@ -164,6 +178,8 @@ export interface RenewGrant {
   tokenExp: number;
   /** The key that signed the new token. */
   kid?: string;
+  /** A delegated grant's actor, who renews it: named on the `grant.renewed` event. */
+  actor?: string;
 }
 
 export interface RenewOptions {

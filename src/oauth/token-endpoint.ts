@@ -4,6 +4,7 @@ import { AttestationFailed, BrokerError, InvalidAuthorizationDetails, InvalidCli
 import { intentSchema, type Intent } from '../protocol/intent.js';
 import type { TaskStartResponse } from '../protocol/tasks.js';
 import { clip } from '../util/text.js';
+import { ActorRefused, actorTokenOf, type ActorToken } from './delegation.js';
 import {
   GRANT_TYPE_CLIENT_CREDENTIALS,
   GRANT_TYPE_TOKEN_EXCHANGE,
@@ -47,10 +48,11 @@ export async function exchangeToken(broker: Broker, req: TokenRequest, ctx: Call
   if (!(SUBJECT_TOKEN_TYPES as readonly string[]).includes(req.subject_token_type)) {
     throw new InvalidRequest(`subject_token_type must be one of ${SUBJECT_TOKEN_TYPES.join(', ')}: the subject token is a platform identity token`);
   }
-  if (req.actor_token !== undefined || req.actor_token_type !== undefined) throw new InvalidRequest('actor_token is not supported: send the subject token alone');
+  // Delegation (RFC 8693 §1.1): an actor token names the workload acting for the subject (oauth/delegation.ts).
+  const actor = actorTokenOrRefusal(req);
   const intent = intentOf(req);
   const evidence = { kind: 'oidc' as const, token: req.subject_token };
-  const started = await issue(broker, { evidence, intent }, ctx, (e) => (e instanceof AttestationFailed ? new InvalidRequest(`subject_token: ${e.description}`) : e));
+  const started = await issue(broker, { evidence, intent, ...(actor ? { actor } : {}) }, ctx, (e) => (e instanceof AttestationFailed ? new InvalidRequest(`subject_token: ${e.description}`) : e));
   return tokenResponse(started, req);
 }
 
@@ -65,6 +67,15 @@ export async function clientCredentials(broker: Broker, req: TokenRequest, ctx: 
   const intent = intentOf(req);
   const started = await issue(broker, { evidence: ctx.certificate, intent, ...(req.client_id !== undefined ? { clientId: req.client_id } : {}) }, ctx, (e) => e);
   return tokenResponse(started, req);
+}
+
+function actorTokenOrRefusal(req: TokenRequest): ActorToken | undefined {
+  try {
+    return actorTokenOf(req.actor_token, req.actor_token_type);
+  } catch (e) {
+    if (e instanceof ActorRefused) throw new InvalidRequest(`actor_token: ${e.description}`);
+    throw e;
+  }
 }
 
 function readRequest(form: unknown): TokenRequest {
@@ -92,6 +103,8 @@ async function issue(
   try {
     return await broker.issue({ ...req, route: TOKEN_ROUTE }, ctx);
   } catch (e) {
+    // RFC 8693 §2.2.2: an actor token that is invalid or unacceptable is invalid_request.
+    if (e instanceof ActorRefused) throw new InvalidRequest(`actor_token: ${e.description}`);
     if (e instanceof AttestationFailed) throw evidenceError(e);
     if (e instanceof PolicyDenied) throw tokenEndpointDenial(e);
     throw e;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { actorClaim } from '../protocol/claims.js';
 import type { GrantPage, GrantRow, GrantRowStatus } from '../protocol/operator.js';
 import type { Operator } from '../auth/operators.js';
 import { InvalidRequest, NotFound } from '../errors.js';
@@ -30,6 +31,7 @@ export function grantRow(g: Grant, now: number): GrantRow {
     ...(g.closed_by ? { closed_by: g.closed_by } : {}),
     ...(g.kid ? { kid: g.kid } : {}),
     ...(g.cnf ? { binding: 'jkt' in g.cnf ? ('jkt' as const) : ('x5t#S256' as const) } : {}),
+    ...(g.act ? { act: actorClaim(g.act.map((a) => a.sub))! } : {}),
   };
 }
 

@@ -58,6 +58,17 @@ interface CompiledRule {
   resource: Matcher;
   action: Matcher;
   audiences: Set<string>;
+  actors: Matcher[];
+}
+
+/**
+ * How `evaluate` reads a request: `actor`, a workload acting for the evaluated one (only rules
+ * whose `actors` name it are candidates); `narrow`, grant the actions a rule allows of those asked
+ * for (at least one) instead of refusing the rest.
+ */
+export interface EvaluateOptions {
+  actor?: string;
+  narrow?: boolean;
 }
 
 /** Default deny: a request is allowed only when one rule covers all of it. */
@@ -72,6 +83,7 @@ export class Policy {
       resource: compileResources(rule.resources),
       action: compileActions(rule.actions),
       audiences: new Set(rule.audiences),
+      actors: rule.actors.map(compileGlob),
     }));
   }
 
@@ -88,17 +100,18 @@ export class Policy {
    * `bindings`: the binding the token would carry (default: the evidence's own, a client
    * certificate's); explain passes every binding the evidence could have.
    */
-  evaluate(workload: Workload, intent: Intent, bindings: Bindings = bindingsOf(workload.confirmation)): Decision {
-    const candidates = this.rules.filter((r) => r.workloads.some((m) => m(workload.id)));
+  evaluate(workload: Pick<Workload, 'id'> & Partial<Workload>, intent: Intent, bindings: Bindings = bindingsOf(workload.confirmation), opts: EvaluateOptions = {}): Decision {
+    const { actor } = opts;
+    const candidates = this.rules.filter((r) => r.workloads.some((m) => m(workload.id)) && (actor === undefined || r.actors.some((m) => m(actor))));
     if (candidates.length === 0) {
       return {
         allowed: false,
-        reason: `no policy rule allows workload ${workload.id}`,
+        reason: actor === undefined ? `no policy rule allows workload ${workload.id}` : `no policy rule lets workload ${actor} act for workload ${workload.id}`,
         refused: { audience: intent.audience, actions: [...intent.actions], resources: [...intent.resources] },
         closestRule: undefined,
       };
     }
-    let closest: { rule: Rule; refused: Refusal; weight: number } | undefined;
+    let closest: { rule: Rule; refused: Refusal; weight: number; compiled: CompiledRule } | undefined;
     for (const c of candidates) {
       const refused: Refusal = {
         actions: intent.actions.filter((a) => !c.action(a)),
@@ -115,23 +128,29 @@ export class Policy {
         (refused.resourcesRequired ? 1 : 0) +
         refused.actions.length +
         refused.resources.length;
-      if (weight === 0) {
-        return {
-          allowed: true,
-          rule: c.rule.name,
-          audience: intent.audience,
-          actions: dedupe(intent.actions),
-          resources: dedupe(intent.resources),
-          maxTtlMs: c.rule.max_ttl,
-          maxLifetimeMs: c.rule.max_lifetime,
-          requireBinding: c.rule.require_binding,
-        };
-      }
-      if (!closest || weight < closest.weight) closest = { rule: c.rule, refused, weight };
+      if (weight === 0) return allowedBy(c, intent);
+      if (!closest || weight < closest.weight) closest = { rule: c.rule, refused, weight, compiled: c };
     }
-    const { rule, refused } = closest!;
+    const { rule, refused, compiled } = closest!;
+    // Narrowing: the closest rule allows all but some of the actions (it refuses the fewest): it grants the rest.
+    const actionsOnly = closest!.weight === refused.actions.length && refused.actions.length < dedupe(intent.actions).length;
+    if (opts.narrow === true && actionsOnly) return allowedBy(compiled, intent);
     return { allowed: false, reason: describeRefusal(workload.id, refused), refused, closestRule: rule.name };
   }
+}
+
+/** What a rule grants of a request: the actions it allows of those asked for (all of them unless narrowing). */
+function allowedBy(c: CompiledRule, intent: Intent): Decision {
+  return {
+    allowed: true,
+    rule: c.rule.name,
+    audience: intent.audience,
+    actions: dedupe(intent.actions.filter((a) => c.action(a))),
+    resources: dedupe(intent.resources),
+    maxTtlMs: c.rule.max_ttl,
+    maxLifetimeMs: c.rule.max_lifetime,
+    requireBinding: c.rule.require_binding,
+  };
 }
 
 function dedupe(values: string[]): string[] {

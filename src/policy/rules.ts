@@ -48,6 +48,12 @@ export const ruleSchema = z
     actions: z.array(z.string().min(1).max(128).regex(SCOPE_TOKEN, 'must be a scope token (no spaces)')).min(1),
     /** Resource patterns this rule allows; requests may only name resources these cover. */
     resources: z.array(resourcePattern).default([]),
+    /**
+     * Workloads (same patterns as `workloads`) that may act for this rule's workloads by token
+     * exchange with an actor token (RFC 8693 §4.4, `may_act`). None by default: no delegation
+     * unless a rule names the actor. The actor's own rules must allow the intent too.
+     */
+    actors: z.array(workloadPattern).default([]),
     max_ttl: duration
       .refine((ms) => ms >= TTL_FLOOR_MS, 'must be >= 30s')
       .refine((ms) => ms <= TTL_CAP_MS, 'must be <= 15m')

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { actorClaimSchema } from './claims.js';
 
 /**
  * The answers of the operator API (GET /v1/grants, /v1/workloads, /v1/keys, /v1/audit,
@@ -46,6 +47,7 @@ export const grantRowSchema = z.object({
   closed_by: z.string().optional().describe('Who ended or revoked it: `holder`, `operator:<name>`, `resource_server:<name>`, `replay_detected`, `not_delivered`'),
   kid: z.string().optional().describe('The signing key of its latest token'),
   binding: z.enum(['x5t#S256', 'jkt']).optional().describe('The token is bound to a certificate (`x5t#S256`) or a DPoP key (`jkt`)'),
+  act: actorClaimSchema.optional().describe('A delegated grant: the workload acting for `workload` (it renews the grant), earlier actors nested, as the token\'s `act` claim (RFC 8693 §4.1)'),
 });
 export type GrantRow = z.infer<typeof grantRowSchema>;
 
@@ -68,6 +70,7 @@ const grantEventFields = {
   generation: z.number().int().optional(),
   count: z.number().int().optional().describe('A denial summary: how many denials past the audit budget it stands for'),
   operator: z.string().optional().describe('The operator who acted, or who revoked'),
+  actor: z.string().optional().describe('A delegated grant\'s actor, on its issuance and renewals'),
 };
 
 export const grantEventSchema = z.object({

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { confirmationSchema } from './claims.js';
+import { actorClaimSchema, confirmationSchema } from './claims.js';
 import { grantedIntentSchema, intentSchema, taskAuthorizationDetailSchema } from './intent.js';
 import { MAX_TASK_TOKEN_BYTES } from './limits.js';
 
@@ -118,6 +118,7 @@ export const introspectionResponseSchema = z.union([
     rule: z.string().describe('jit-broker: the policy rule that allowed the grant (from its record)'),
     authorization_details: z.array(taskAuthorizationDetailSchema),
     cnf: confirmationSchema.optional(),
+    act: actorClaimSchema.optional().describe('A delegated token: the workload acting for `sub`, earlier actors nested (RFC 8693 §4.1)'),
   }),
 ]);
 export type IntrospectionResponse = z.infer<typeof introspectionResponseSchema>;

@@ -38,8 +38,8 @@ export const tokenRequestSchema = z.object({
   resource: many(64).optional().describe('RFC 8707: resources of the intent; without `audience`, the one resource is the audience too'),
   scope: z.string().min(1).max(8192).optional().describe('The actions, space-separated'),
   authorization_details: z.string().min(1).optional().describe(`RFC 9396: a JSON array with one \`${AUTHORIZATION_DETAILS_TYPE}\` detail`),
-  actor_token: z.string().min(1).optional().describe('Not supported yet: refused'),
-  actor_token_type: z.string().min(1).max(128).optional(),
+  actor_token: z.string().min(1).optional().describe('Token exchange, delegation: the acting workload\'s platform token, or its own task token (with its proof of possession when bound)'),
+  actor_token_type: z.string().min(1).max(128).optional().describe(`With actor_token: \`${TOKEN_TYPE_JWT}\` or \`${TOKEN_TYPE_ID_TOKEN}\` (a platform token), or \`${TOKEN_TYPE_ACCESS_TOKEN}\` (a task token)`),
   client_id: z.string().min(1).max(2048).optional().describe('Client credentials: the workload id, if sent, must be the certificate\'s'),
 });
 export type TokenRequest = z.infer<typeof tokenRequestSchema>;

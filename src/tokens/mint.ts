@@ -2,7 +2,7 @@ import { randomBase64url } from '../util/random.js';
 import type { TaskTokenClaims } from '../protocol/claims.js';
 import { AUTHORIZATION_DETAILS_TYPE, type GrantedIntent } from '../protocol/intent.js';
 import { TASK_TOKEN_TYP } from '../protocol/claims.js';
-import type { Confirmation } from '../protocol/claims.js';
+import type { ActorClaim, Confirmation } from '../protocol/claims.js';
 import { toSeconds } from '../util/clock.js';
 import type { SigningKey } from './keyring.js';
 import { signJws } from './algorithms.js';
@@ -19,6 +19,8 @@ export interface TaskTokenInput {
   issuedAt: number;
   expiresAt: number;
   cnf?: Confirmation;
+  /** A delegated grant's actors (RFC 8693 §4.1). */
+  act?: ActorClaim;
 }
 
 /** The claims of a task token (DESIGN.md "Task token"; RFC 9068 §2.2, RFC 9396 §9.1). */
@@ -49,6 +51,7 @@ export function taskTokenClaims(input: TaskTokenInput): TaskTokenClaims {
     ],
   };
   if (input.cnf) claims.cnf = input.cnf;
+  if (input.act) claims.act = input.act;
   return claims;
 }
 

@@ -1,10 +1,10 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { Grant } from '../grants/store.js';
-import type { TaskTokenClaims } from '../protocol/claims.js';
+import { actorClaim, type TaskTokenClaims } from '../protocol/claims.js';
 import { taskTokenClaims } from './mint.js';
 
 /** The claims a task token carries that say what it may do: they must be its grant's record. */
-export type RecordedClaims = Pick<TaskTokenClaims, 'sub' | 'client_id' | 'grant' | 'aud' | 'scope' | 'txn' | 'authorization_details' | 'cnf'>;
+export type RecordedClaims = Pick<TaskTokenClaims, 'sub' | 'client_id' | 'grant' | 'aud' | 'scope' | 'txn' | 'authorization_details' | 'cnf' | 'act'>;
 
 /**
  * The intent claims of any token of this grant, built from the record the way minting builds
@@ -21,14 +21,15 @@ export function recordedClaims(grant: Grant): RecordedClaims {
     issuedAt: 0,
     expiresAt: grant.token_exp,
     ...(grant.cnf ? { cnf: grant.cnf } : {}),
+    ...(grant.act ? { act: actorClaim(grant.act.map((a) => a.sub)) } : {}),
   });
-  return { sub: c.sub, client_id: c.client_id, grant: c.grant, aud: c.aud, scope: c.scope, txn: c.txn, authorization_details: c.authorization_details, cnf: c.cnf };
+  return { sub: c.sub, client_id: c.client_id, grant: c.grant, aud: c.aud, scope: c.scope, txn: c.txn, authorization_details: c.authorization_details, cnf: c.cnf, act: c.act };
 }
 
 /**
  * Why a verified task token is not one its grant's record vouches for, or undefined when it is.
  * The grant record is the authority (DESIGN.md): a token whose intent claims (subject, client,
- * audience, scope, task, authorization details, binding) differ from the record is worth nothing,
+ * audience, scope, task, authorization details, binding, actors) differ from the record is worth nothing,
  * however it came to be signed. The grant's latest token must also carry the recorded expiry.
  * Superseded tokens (another jti) are the callers' business: renew and end treat them as replay.
  * Every operation of broker.ts that acts on a presented token asks this first.
