@@ -14,10 +14,10 @@ import type { Grant, GrantStore, RateLimit } from './grants/store.js';
 import { AddressLimiter, addressKey } from './limits/address-limiter.js';
 import type { Logger } from './log.js';
 import { limitDenialReason, NO_METRICS, policyDenialReason, type ServiceMetrics } from './metrics.js';
-import { bindingsOf, type Decision, type Policy } from './policy/evaluate.js';
+import { bindingsOf, type Decision, type Policy, type Refusal } from './policy/evaluate.js';
 import { TTL_CAP_MS, TTL_FLOOR_MS } from './policy/rules.js';
 import type { Confirmation, TaskTokenClaims } from './protocol/claims.js';
-import type { GrantedIntent } from './protocol/intent.js';
+import type { GrantedIntent, Intent } from './protocol/intent.js';
 import { MAX_TASK_TOKEN_BYTES } from './protocol/limits.js';
 import type { IntrospectionResponse, TaskEndResponse, TaskRenewResponse, TaskStartRequest, TaskStartResponse } from './protocol/tasks.js';
 import { RENEW_RETRY_WINDOW_MS, taskRenewRequestSchema, taskStartRequestSchema, tokenParamsSchema } from './protocol/tasks.js';
@@ -67,6 +67,31 @@ export interface CallContext {
 }
 
 const INACTIVE: IntrospectionResponse = Object.freeze({ active: false });
+/** What a task start asks for, as an adapter read it from its wire format. */
+export interface TaskRequest {
+  /** The workload's evidence: a platform token, or the client certificate of the connection. */
+  evidence: Evidence | undefined;
+  intent: Intent;
+  ttl?: TaskStartRequest['ttl'];
+  lifetime?: TaskStartRequest['lifetime'];
+  /** The route the request came to: a DPoP proof's `htu` must be the issuer followed by it. */
+  route: string;
+  /** An OAuth client id the caller sent: it must be the attested workload's id (RFC 8705 §2). */
+  clientId?: string;
+}
+
+/** The policy refused the intent (403): what it refused, for adapters that answer in other codes. */
+export class PolicyDenied extends AccessDenied {
+  constructor(
+    description: string,
+    readonly refused: Refusal,
+    /** The rule that came closest; undefined when no rule names the workload. */
+    readonly closestRule: string | undefined,
+  ) {
+    super(description, { detail: `closest rule: ${closestRule ?? 'none'}` });
+  }
+}
+
 const REPLAYED = 'this token was already renewed: a superseded token means two holders, so the grant has been revoked';
 
 /**
@@ -119,19 +144,32 @@ export class Broker {
 
   /** POST /v1/tasks: attest the workload, authorize its intent, record the grant, mint its token. */
   async startTask(body: unknown, ctx: CallContext = {}): Promise<TaskStartResponse> {
-    const { config, store, clock, log } = this.deps;
     const req = parse(taskStartRequestSchema, body);
+    return this.issue({ evidence: req.attestation ?? ctx.certificate, intent: req.intent, ttl: req.ttl, lifetime: req.lifetime, route: '/v1/tasks' }, ctx);
+  }
+
+  /**
+   * A task start, whichever adapter received it (POST /v1/tasks, the token endpoint): attest the
+   * evidence, authorize the intent, record the grant, mint its token. A DPoP proof in `ctx` binds
+   * the token; its `htu` must name `req.route`.
+   */
+  async issue(req: TaskRequest, ctx: CallContext = {}): Promise<TaskStartResponse> {
+    const { config, store, clock, log } = this.deps;
     const ttlMs = requestedTtl(req.ttl, config.tokens.default_ttl, config.tokens.max_ttl);
-    const proof = ctx.dpop === undefined ? undefined : this.dpopProof(ctx.dpop, '/v1/tasks');
-    const workload = await this.authenticated(ctx, () => this.attest(req.attestation ?? ctx.certificate));
-    const intent = { ...req.intent, resources: req.intent.resources ?? [] };
+    const proof = ctx.dpop === undefined ? undefined : this.dpopProof(ctx.dpop, req.route);
+    const workload = await this.authenticated(ctx, async () => {
+      const workload = await this.attest(req.evidence);
+      if (req.clientId !== undefined && req.clientId !== workload.id) throw new InvalidClient('client_id is not the workload the client certificate attests');
+      return workload;
+    });
+    const intent = req.intent;
     // A DPoP proof binds the token to its key (RFC 9449 §6.1); without one, a client certificate binds it (RFC 8705).
     const cnf: Confirmation | undefined = proof ? { jkt: proof.jkt } : workload.confirmation;
 
     const decision = this.deps.policy.evaluate(workload, intent, bindingsOf(cnf));
     if (!decision.allowed) {
       await this.auditDenial(workload, intent.audience, intent.actions, decision, ctx);
-      throw new AccessDenied(decision.reason, { detail: `closest rule: ${decision.closestRule ?? 'none'}` });
+      throw new PolicyDenied(decision.reason, decision.refused, decision.closestRule);
     }
 
     const now = clock();

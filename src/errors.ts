@@ -128,3 +128,31 @@ export class ConfigError extends Error {
     this.problems = problems;
   }
 }
+
+/** RFC 8693 §2.2.2 / RFC 8707 §2: the audience or resource is one no token can be issued for. */
+export class InvalidTarget extends BrokerError {
+  constructor(description: string, opts?: Opts) {
+    super('invalid_target', 400, description, opts);
+  }
+}
+
+/** RFC 6749 §5.2: the requested scope is missing, malformed or more than the policy grants. */
+export class InvalidScope extends BrokerError {
+  constructor(description: string, opts?: Opts) {
+    super('invalid_scope', 400, description, opts);
+  }
+}
+
+/** RFC 6749 §5.2: a grant type the token endpoint does not implement. */
+export class UnsupportedGrantType extends BrokerError {
+  constructor(description: string, opts?: Opts) {
+    super('unsupported_grant_type', 400, description, opts);
+  }
+}
+
+/** RFC 9396 §5: authorization_details that are malformed, of an unknown type or not as the type defines. */
+export class InvalidAuthorizationDetails extends BrokerError {
+  constructor(description: string, opts?: Opts) {
+    super('invalid_authorization_details', 400, description, opts);
+  }
+}

@@ -10,6 +10,7 @@ import { buildOpenApiDocument } from './openapi.js';
 import { packageVersion } from '../util/package-version.js';
 import { oauthRoutes } from './routes/oauth.js';
 import { taskRoutes } from './routes/tasks.js';
+import { tokenRoutes } from './routes/token.js';
 import { operatorRoutes } from './routes/operator.js';
 import type { OperatorDeps } from '../operator/deps.js';
 import { issuerPath, wellKnownRoutes } from './routes/well-known.js';
@@ -57,6 +58,7 @@ export function createApp(deps: AppDeps): Hono {
   const api = path ? app.basePath(path) : app;
   taskRoutes(api, routeDeps);
   oauthRoutes(api, routeDeps);
+  tokenRoutes(api, routeDeps);
   if (deps.operator) operatorRoutes(api, routeDeps, deps.operator);
 
   wellKnownRoutes(api, { config, keyring: deps.keyring, boundTokens: Boolean(deps.clientCerts), root: app });

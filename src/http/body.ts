@@ -86,14 +86,24 @@ export async function readJson(c: Context, maxBytes: number, opts: { optional?: 
  * A parameter without a value counts as omitted, and one sent twice is refused (RFC 6749 §3.1).
  */
 export async function readForm(c: Context, maxBytes: number): Promise<Record<string, string>> {
+  return (await readFormWith(c, maxBytes, [])) as Record<string, string>;
+}
+
+/**
+ * readForm, except that the `repeatable` parameters may be sent several times and are read as
+ * lists (RFC 8693 §2.1 `audience`, RFC 8707 §2 `resource`).
+ */
+export async function readFormWith(c: Context, maxBytes: number, repeatable: readonly string[]): Promise<Record<string, string | string[]>> {
   const type = c.req.header('content-type') ?? '';
   if (!/^application\/x-www-form-urlencoded\s*(;|$)/i.test(type)) throw new InvalidRequest('content-type must be application/x-www-form-urlencoded');
   const params = new URLSearchParams(await readText(c, maxBytes));
-  const out: Record<string, string> = Object.create(null) as Record<string, string>; // "__proto__" is just a name here
+  const out: Record<string, string | string[]> = Object.create(null) as Record<string, string>; // "__proto__" is just a name here
   for (const [name, value] of params) {
     if (value === '') continue;
-    if (Object.hasOwn(out, name)) throw new InvalidRequest(`parameter "${name}" is repeated`);
-    out[name] = value;
+    const seen = out[name];
+    if (repeatable.includes(name)) out[name] = [...((seen as string[] | undefined) ?? []), value];
+    else if (seen !== undefined) throw new InvalidRequest(`parameter "${name}" is repeated`);
+    else out[name] = value;
   }
   return out;
 }

@@ -17,6 +17,7 @@ import {
   taskStartResponseSchema,
   tokenParamsSchema,
 } from '../protocol/tasks.js';
+import { tokenRequestSchema, tokenResponseSchema } from '../protocol/token.js';
 import { authorizationServerMetadataSchema, jwksSchema, livenessSchema, readinessSchema } from '../protocol/discovery.js';
 import {
   auditLogEntrySchema,
@@ -123,6 +124,20 @@ const OPERATIONS: OperationSpec[] = [
     security: ['taskToken'],
     responses: { 200: { description: "The grant's state after the call", schema: taskEndResponseSchema } },
     errors: [400, 401, 403, 404, 503],
+  },
+  {
+    method: 'post',
+    path: '/oauth2/token',
+    id: 'token',
+    tag: 'oauth',
+    summary: 'OAuth token endpoint: RFC 8693 token exchange, or client credentials over mTLS (RFC 8705)',
+    description:
+      'The same pipeline as POST /v1/tasks. Token exchange: the platform token is the `subject_token` (a public client: the subject token is the credential). Client credentials: the client certificate is the evidence (`tls_client_auth`). A `DPoP` header binds the token.',
+    security: ['mutualTLS'],
+    anonymousToo: true,
+    body: { schema: tokenRequestSchema, type: 'application/x-www-form-urlencoded', required: true },
+    responses: { 200: { description: 'The task token (RFC 8693 §2.2.1; never a refresh token)', schema: tokenResponseSchema } },
+    errors: [400, 401, 413, 429, 503],
   },
   {
     method: 'post',

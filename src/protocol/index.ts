@@ -9,3 +9,4 @@ export * from './match.js';
 export * from './denials.js';
 export * from './discovery.js';
 export * from './operator.js';
+export * from './token.js';

@@ -38,9 +38,7 @@ export function taskRoutes(app: Hono, deps: RouteDeps): void {
 
 /** The `DPoP` proof header and a token sent as `Authorization: DPoP <token>` (RFC 9449 §4.1, §7.1). */
 function withDpop(c: Context, ctx: CallContext): CallContext {
-  const proof = c.req.header('dpop');
-  // Several DPoP headers arrive joined by commas, which no compact JWS contains (§4.3: exactly one).
-  if (proof !== undefined && proof.includes(',')) throw new InvalidRequest('send exactly one DPoP header');
+  const proof = dpopHeader(c);
   const authorization = c.req.header('authorization');
   let token: string | undefined;
   if (authorization !== undefined && /^DPoP(\s|$)/i.test(authorization)) {
@@ -48,4 +46,12 @@ function withDpop(c: Context, ctx: CallContext): CallContext {
     if (token === undefined) throw new InvalidRequest('the Authorization header must be "DPoP <token>"');
   }
   return { ...ctx, ...(proof !== undefined ? { dpop: proof } : {}), ...(token !== undefined ? { bearer: token } : {}) };
+}
+
+/** The `DPoP` proof header, if sent (RFC 9449 §4.1). */
+export function dpopHeader(c: Context): string | undefined {
+  const proof = c.req.header('dpop');
+  // Several DPoP headers arrive joined by commas, which no compact JWS contains (§4.3: exactly one).
+  if (proof !== undefined && proof.includes(',')) throw new InvalidRequest('send exactly one DPoP header');
+  return proof;
 }

@@ -1,0 +1,178 @@
+import { describeZodError, PolicyDenied, type Broker, type CallContext, type TaskRequest } from '../broker.js';
+import { AttestationFailed, BrokerError, InvalidAuthorizationDetails, InvalidClient, InvalidRequest, InvalidScope, InvalidTarget, UnsupportedGrantType } from '../errors.js';
+import { intentSchema, type Intent } from '../protocol/intent.js';
+import type { TaskStartResponse } from '../protocol/tasks.js';
+import { clip } from '../util/text.js';
+import {
+  GRANT_TYPE_CLIENT_CREDENTIALS,
+  GRANT_TYPE_TOKEN_EXCHANGE,
+  REQUESTED_TOKEN_TYPES,
+  requestedTaskDetailSchema,
+  SUBJECT_TOKEN_TYPES,
+  tokenRequestSchema,
+  type RequestedTaskDetail,
+  type TokenRequest,
+  type TokenResponse,
+} from '../protocol/token.js';
+
+/**
+ * The token endpoint (POST /oauth2/token) over the broker's one task-start pipeline: each grant
+ * type reads its evidence and intent from the form, then Broker.issue attests, authorizes,
+ * records and mints exactly as POST /v1/tasks does. Refusals are answered in the token
+ * endpoint's codes (RFC 6749 §5.2, RFC 8693 §2.2.2, RFC 9396 §5), always before anything is written.
+ */
+export const TOKEN_ROUTE = '/oauth2/token';
+
+/** Recorded as the task's purpose when the request states none (no `jit_task` detail with a purpose). */
+export const UNSTATED_PURPOSE = 'not stated (token exchange)';
+
+/** POST /oauth2/token: dispatches on `grant_type`. */
+export async function tokenRequest(broker: Broker, form: unknown, ctx: CallContext): Promise<TokenResponse> {
+  const grantType = (form as { grant_type?: unknown } | undefined)?.grant_type;
+  if (grantType === undefined) throw new InvalidRequest('grant_type is required');
+  if (grantType === GRANT_TYPE_TOKEN_EXCHANGE) return exchangeToken(broker, readRequest(form), ctx);
+  if (grantType === GRANT_TYPE_CLIENT_CREDENTIALS) return clientCredentials(broker, readRequest(form), ctx);
+  throw new UnsupportedGrantType(`grant_type must be "${GRANT_TYPE_TOKEN_EXCHANGE}" or "${GRANT_TYPE_CLIENT_CREDENTIALS}"`);
+}
+
+/**
+ * RFC 8693 token exchange: the subject token is a platform token, the same evidence as
+ * `{"kind":"oidc"}` at POST /v1/tasks, and the workload's only credential (a public client).
+ * Per §2.2.2, a subject token that does not verify is `invalid_request`.
+ */
+export async function exchangeToken(broker: Broker, req: TokenRequest, ctx: CallContext): Promise<TokenResponse> {
+  if (req.subject_token === undefined) throw new InvalidRequest('subject_token is required');
+  if (req.subject_token_type === undefined) throw new InvalidRequest('subject_token_type is required');
+  if (!(SUBJECT_TOKEN_TYPES as readonly string[]).includes(req.subject_token_type)) {
+    throw new InvalidRequest(`subject_token_type must be one of ${SUBJECT_TOKEN_TYPES.join(', ')}: the subject token is a platform identity token`);
+  }
+  if (req.actor_token !== undefined || req.actor_token_type !== undefined) throw new InvalidRequest('actor_token is not supported: send the subject token alone');
+  const intent = intentOf(req);
+  const evidence = { kind: 'oidc' as const, token: req.subject_token };
+  const started = await issue(broker, { evidence, intent }, ctx, (e) => (e instanceof AttestationFailed ? new InvalidRequest(`subject_token: ${e.description}`) : e));
+  return tokenResponse(started, req);
+}
+
+/**
+ * RFC 6749 §4.4 client credentials with RFC 8705 `tls_client_auth`: the client certificate of the
+ * connection (or a trusted proxy's header) is the evidence, as at POST /v1/tasks over mTLS.
+ * The client is the workload: a `client_id`, when sent, must be the attested workload id.
+ */
+export async function clientCredentials(broker: Broker, req: TokenRequest, ctx: CallContext): Promise<TokenResponse> {
+  if (req.subject_token !== undefined || req.actor_token !== undefined) throw new InvalidRequest('client_credentials takes no subject_token or actor_token');
+  if (!ctx.certificate) throw new InvalidClient('client_credentials authenticates with tls_client_auth: present the workload\'s client certificate');
+  const intent = intentOf(req);
+  const started = await issue(broker, { evidence: ctx.certificate, intent, ...(req.client_id !== undefined ? { clientId: req.client_id } : {}) }, ctx, (e) => e);
+  return tokenResponse(started, req);
+}
+
+function readRequest(form: unknown): TokenRequest {
+  const parsed = tokenRequestSchema.safeParse(form);
+  if (!parsed.success) throw new InvalidRequest(describeZodError(parsed.error));
+  const req = parsed.data;
+  if (req.requested_token_type !== undefined && !(REQUESTED_TOKEN_TYPES as readonly string[]).includes(req.requested_token_type)) {
+    throw new InvalidRequest(`requested_token_type "${req.requested_token_type}" is not supported: this broker issues ${REQUESTED_TOKEN_TYPES.join(', ')}`);
+  }
+  return req;
+}
+
+/**
+ * Runs the pipeline and answers a refusal in the token endpoint's terms: a policy refusal of the
+ * audience or a resource is `invalid_target` (RFC 8693 §2.2.2), of actions `invalid_scope`
+ * (RFC 6749 §5.2); a workload no rule names, or a binding the rule requires, makes the subject
+ * unacceptable by policy: `invalid_request` (RFC 8693 §2.2.2). `evidenceError` maps the attestor's refusals.
+ */
+async function issue(
+  broker: Broker,
+  req: Omit<TaskRequest, 'route'>,
+  ctx: CallContext,
+  evidenceError: (e: AttestationFailed) => BrokerError,
+): Promise<TaskStartResponse> {
+  try {
+    return await broker.issue({ ...req, route: TOKEN_ROUTE }, ctx);
+  } catch (e) {
+    if (e instanceof AttestationFailed) throw evidenceError(e);
+    if (e instanceof PolicyDenied) throw tokenEndpointDenial(e);
+    throw e;
+  }
+}
+
+function tokenEndpointDenial(e: PolicyDenied): BrokerError {
+  const { refused } = e;
+  if (e.closestRule === undefined) return new InvalidRequest(e.description);
+  if (refused.audience !== undefined || refused.resources.length > 0 || refused.resourcesRequired) return new InvalidTarget(e.description);
+  if (refused.actions.length > 0) return new InvalidScope(e.description);
+  return new InvalidRequest(e.description);
+}
+
+/**
+ * The intent a token request names (documented in docs/http-api.md, "Token exchange"):
+ * - audience: the one value among `audience` parameters and the detail's `locations`; without
+ *   either, the one `resource` (RFC 8707: the token is restricted to it). A task token has one
+ *   audience: two different values are `invalid_target`;
+ * - resources: the `resource` parameters and the detail's `resources`;
+ * - actions: the `scope` tokens and the detail's `actions`;
+ * - purpose and task id: the detail's `purpose` and `identifier`.
+ */
+function intentOf(req: TokenRequest): Intent {
+  const detail = taskDetailOf(req.authorization_details);
+  // RFC 8707 §2: a resource parameter is an absolute URI without a fragment.
+  const relative = req.resource?.find((r) => !ABSOLUTE_URI.test(r) || r.includes('#'));
+  if (relative !== undefined) throw new InvalidTarget(`resource must be an absolute URI without a fragment (RFC 8707): "${clip(relative, 64)}" is not`);
+  const resources = unique([...(req.resource ?? []), ...(detail?.resources ?? [])]);
+  const named = unique([...(req.audience ?? []), ...(detail?.locations ?? [])]);
+  const audiences = named.length > 0 ? named : unique(req.resource ?? []);
+  if (audiences.length === 0) throw new InvalidRequest('name the target: an audience or a resource parameter, or locations in authorization_details');
+  if (audiences.length > 1) {
+    throw new InvalidTarget(`a task token has exactly one audience; the request names ${audiences.length}${named.length > 0 ? '' : ' resources and no audience parameter to choose among them'}`);
+  }
+  const actions = unique([...(req.scope?.split(' ').filter((a) => a !== '') ?? []), ...(detail?.actions ?? [])]);
+  if (actions.length === 0) throw new InvalidScope('name the actions: a scope parameter, or actions in authorization_details');
+  const parsed = intentSchema.safeParse({
+    audience: audiences[0],
+    actions,
+    resources,
+    purpose: detail?.purpose ?? UNSTATED_PURPOSE,
+    ...(detail?.identifier !== undefined ? { task: detail.identifier } : {}),
+  });
+  if (parsed.success) return parsed.data;
+  const field = parsed.error.issues[0]?.path[0];
+  const description = describeZodError({ issues: parsed.error.issues.map((i) => ({ ...i, path: [PARAMETER_OF[String(i.path[0])] ?? String(i.path[0]), ...i.path.slice(1)] })) });
+  if (field === 'audience' || field === 'resources') throw new InvalidTarget(description);
+  if (field === 'actions') throw new InvalidScope(description);
+  if (field === 'purpose' || field === 'task') throw new InvalidAuthorizationDetails(description);
+  throw new InvalidRequest(description);
+}
+
+const ABSOLUTE_URI = /^[A-Za-z][A-Za-z0-9+.-]*:/;
+
+/** Where each intent field comes from in the request, for error descriptions. */
+const PARAMETER_OF: Record<string, string> = { audience: 'audience', actions: 'scope', resources: 'resource', purpose: 'authorization_details.purpose', task: 'authorization_details.identifier' };
+
+/** The one `jit_task` detail of RFC 9396 `authorization_details` (a JSON array), if sent. */
+function taskDetailOf(text: string | undefined): RequestedTaskDetail | undefined {
+  if (text === undefined) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new InvalidAuthorizationDetails('authorization_details is not valid JSON');
+  }
+  if (!Array.isArray(value) || value.length !== 1) throw new InvalidAuthorizationDetails('authorization_details must be a JSON array of exactly one jit_task detail');
+  const parsed = requestedTaskDetailSchema.safeParse(value[0]);
+  if (!parsed.success) throw new InvalidAuthorizationDetails(describeZodError({ issues: parsed.error.issues.map((i) => ({ ...i, path: ['authorization_details', 0, ...i.path] })) }));
+  return parsed.data;
+}
+
+/** RFC 8693 §2.2.1: `scope` only when it differs from what was asked for; never a refresh token. */
+function tokenResponse(started: TaskStartResponse, req: TokenRequest): TokenResponse {
+  return {
+    access_token: started.access_token,
+    issued_token_type: started.issued_token_type,
+    token_type: started.token_type,
+    expires_in: started.expires_in,
+    ...(started.scope !== req.scope ? { scope: started.scope } : {}),
+  };
+}
+
+const unique = (values: string[]): string[] => [...new Set(values)];
