@@ -93,6 +93,27 @@ describe('openid-client 6: token exchange', () => {
     expect(await introspect(res.access_token)).toMatchObject({ active: true, token_type: 'DPoP', cnf: { jkt } });
   });
 
+  it('retries with the server nonce when the broker requires one (RFC 9449 §8)', async () => {
+    const nonceBroker = await startTestBroker(issuer, {
+      issuer: ISSUER,
+      dpop: { nonce_secret: 'interop-nonce-secret-0123456789abcdef0123' },
+      resource_servers: [{ name: 'rs', audiences: ['db.payments'], credential_sha256: createHash('sha256').update(RS_CREDENTIAL).digest('hex') }],
+    });
+    try {
+      const viaNonceBroker = new client.Configuration(config.serverMetadata(), config.clientMetadata().client_id, undefined, client.None());
+      viaNonceBroker[client.customFetch] = (url, options) => fetch(url.replace(ISSUER, nonceBroker.url), options as RequestInit);
+      const res = await client.genericGrantRequest(
+        viaNonceBroker,
+        EXCHANGE,
+        { subject_token: await saToken(), subject_token_type: JWT_TYPE, audience: 'db.payments', resource: 'db://payments/orders', scope: 'read' },
+        { DPoP: client.getDPoPHandle(viaNonceBroker, await client.randomDPoPKeyPair('ES256')) },
+      );
+      expect(res.token_type).toBe('dpop');
+    } finally {
+      await nonceBroker.close();
+    }
+  });
+
   it('surfaces the RFC 8693 error of a refused exchange', async () => {
     const refused = client.genericGrantRequest(config, EXCHANGE, { subject_token: await saToken(), subject_token_type: JWT_TYPE, audience: 'db.hr', scope: 'read' });
     await expect(refused).rejects.toMatchObject({ error: 'invalid_target', status: 400 });
