@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Hono } from 'hono';
 import { Redis } from 'ioredis';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
@@ -8,7 +10,7 @@ import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import { requireTxnToken, type TxnVariables } from '../../src/hono/index.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import type { BrokerRuntime } from '../../src/server.js';
-import { createVerifier, txnTokenHeader, type TaskTokenError, type Verifier, type VerifierOptions } from '../../src/verify/index.js';
+import { createNodeTxnVerifier, createVerifier, sendChallenge, txnTokenHeader, type TaskTokenError, type Verifier, type VerifierOptions } from '../../src/verify/index.js';
 import { AUDIENCE, startTestBroker } from '../helpers/broker.js';
 import { grantState } from '../helpers/grant-state.js';
 import { redisUrl } from '../helpers/redis.js';
@@ -193,6 +195,17 @@ describe('Txn-Token request (token exchange, requested_token_type txn_token)', (
     expect(cc.json).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/token exchange/) });
   });
 
+  it('is no task token: renewing or ending its grant with it is refused', async () => {
+    const token = await txnToken();
+    const { grant } = decodeJwt(token) as { grant: string };
+    for (const op of ['renew', 'end']) {
+      const res = await fetch(`${broker.url}/v1/tasks/${grant}/${op}`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ attestation: { kind: 'oidc', token: await saToken() } }) });
+      expect(res.status).toBe(401);
+      expect(await res.json()).toMatchObject({ error: 'invalid_token', error_description: expect.stringMatching(/typ must be at\+jwt/) });
+    }
+    expect(await introspect(token)).toMatchObject({ active: true });
+  });
+
   it('config: a ttl beyond minutes is refused at load', () => {
     expect(() => parseConfig({ issuer: ISSUER, store: { kind: 'memory' }, txn_tokens: { trust_domain: TRUST_DOMAIN, ttl: '10m' } })).toThrow(/txn_tokens\.ttl/);
   });
@@ -249,5 +262,28 @@ describe('verifier: Txn-Tokens in the Txn-Token header', () => {
     expect(await missing.json()).toEqual({ error: 'invalid_request', error_description: 'a Transaction Token is required (Txn-Token header)' });
     expect(() => txnTokenHeader(`${token}, ${token}`)).toThrow(/more than one Txn-Token header/);
     expect(() => txnTokenHeader([token, token])).toThrow(/more than one Txn-Token header/);
+  });
+
+  it('createNodeTxnVerifier serves node:http over real HTTP', async () => {
+    const check = createNodeTxnVerifier(verifier());
+    const server = createServer((req, res) => {
+      check(req).then(
+        (txn) => res.end(JSON.stringify({ txn: txn.transaction, workload: txn.workload })),
+        (err: unknown) => sendChallenge(res, err),
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/refund`;
+      const token = await txnToken();
+      const ok = await fetch(url, { headers: { 'Txn-Token': token } });
+      expect([ok.status, await ok.json()]).toEqual([200, { txn: 'refund-42', workload: WORKLOAD }]);
+      const missing = await fetch(url);
+      expect(missing.status).toBe(401);
+      const task = await fetch(url, { headers: { 'Txn-Token': 'a.b.c' } });
+      expect([task.status, ((await task.json()) as { error: string }).error]).toEqual([401, 'invalid_token']);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });
