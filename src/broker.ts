@@ -78,10 +78,10 @@ export interface TaskRequest {
   lifetime?: TaskStartRequest['lifetime'];
   /** The route the request came to: a DPoP proof's `htu` must be the issuer followed by it. */
   route: string;
-  /** An OAuth client id the caller sent: it must be the attested workload's id (RFC 8705 §2). */
-  clientId?: string;
   /** Issue a Txn-Token (config txn_tokens) instead of a task token: never bound, its grant ends with it. */
   txnToken?: boolean;
+  /** An OAuth client id the caller sent: it must be the attested workload's id (RFC 8705 §2). */
+  clientId?: string;
 }
 
 /** The policy refused the intent (403): what it refused, for adapters that answer in other codes. */
@@ -170,8 +170,7 @@ export class Broker {
     });
     const intent = req.intent;
     // A DPoP proof binds the token to its key (RFC 9449 §6.1); without one, a client certificate binds it (RFC 8705).
-    // A Txn-Token is never bound (the draft defines no binding): rules requiring one refuse it.
-    const cnf: Confirmation | undefined = req.txnToken ? undefined : proof ? { jkt: proof.jkt } : workload.confirmation;
+    const cnf: Confirmation | undefined = proof ? { jkt: proof.jkt } : workload.confirmation;
 
     const decision = this.deps.policy.evaluate(workload, intent, bindingsOf(cnf));
     if (!decision.allowed) {
@@ -189,8 +188,10 @@ export class Broker {
     const grantEnd = now + lifetimeMs;
     const tokenExp = Math.min(now + Math.min(ttlMs, decision.maxTtlMs ?? Infinity), grantEnd, workload.evidenceExpiresAt);
     if (tokenExp - now < TTL_FLOOR_MS) throw evidenceTooShort(workload, now);
-    // A Txn-Token's grant lives as long as its one token: nothing renews it.
+    // A Txn-Token's grant lives as long as its one token: nothing renews it. It is never bound
+    // (the draft defines no binding; the token endpoint refuses a DPoP proof and a certificate).
     const recordedEnd = req.txnToken ? tokenExp : grantEnd;
+    if (req.txnToken && cnf) throw new InvalidRequest('a Transaction Token is never bound: request it with a platform token and no proof of possession');
 
     const granted: GrantedIntent = {
       audience: decision.audience,
@@ -238,7 +239,7 @@ export class Broker {
         if (e instanceof OutcomeUnknown) this.voider.add(grantId, workload.id);
         throw e;
       });
-    log.info({ grant: grant.id, workload: workload.id, rule: decision.rule, jti: minted.claims.jti, exp: minted.claims.exp }, req.txnToken ? 'Txn-Token issued' : 'task token issued');
+    log.info({ grant: grant.id, workload: workload.id, rule: decision.rule, jti: minted.claims.jti, exp: minted.claims.exp }, 'task token issued');
     this.metrics.issued(decision.rule);
     return taskResponse(minted, grant, granted, decision.rule);
   }

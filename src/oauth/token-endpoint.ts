@@ -1,9 +1,9 @@
 import { describeZodError, PolicyDenied, type Broker, type CallContext, type TaskRequest } from '../broker.js';
 import { AttestationFailed, BrokerError, InvalidAuthorizationDetails, InvalidClient, InvalidRequest, InvalidScope, InvalidTarget, UnsupportedGrantType } from '../errors.js';
+import { TOKEN_TYPE_NOT_APPLICABLE, TOKEN_TYPE_TXN_TOKEN } from '../protocol/txn-token.js';
 import { intentSchema, type Intent } from '../protocol/intent.js';
 import type { TaskStartResponse } from '../protocol/tasks.js';
 import { clip } from '../util/text.js';
-import { TOKEN_TYPE_NOT_APPLICABLE, TOKEN_TYPE_TXN_TOKEN } from '../protocol/txn-token.js';
 import {
   GRANT_TYPE_CLIENT_CREDENTIALS,
   GRANT_TYPE_TOKEN_EXCHANGE,
@@ -159,6 +159,8 @@ async function txnTokenExchange(broker: Broker, req: TokenRequest, ctx: CallCont
   const settings = broker.txnTokens();
   if (!settings) throw new InvalidRequest(`requested_token_type "${TOKEN_TYPE_TXN_TOKEN}" is not enabled on this broker`);
   if (ctx.dpop !== undefined) throw new InvalidRequest('a Transaction Token is never bound: send no DPoP proof');
+  // The requester is the subject: a Txn-Token names no actor (req_wl is the subject's workload).
+  if (req.actor_token !== undefined || req.actor_token_type !== undefined) throw new InvalidRequest('a Transaction Token request takes no actor_token');
   if (req.audience === undefined) throw new InvalidRequest(`audience is required: the trust domain "${settings.trust_domain}"`);
   if (req.audience.length !== 1 || req.audience[0] !== settings.trust_domain) throw new InvalidTarget(`a Transaction Token's audience is the trust domain "${settings.trust_domain}"`);
   if (req.scope === undefined) throw new InvalidRequest('scope is required: the purpose of the transaction');

@@ -186,6 +186,12 @@ describe('Txn-Token request (token exchange, requested_token_type txn_token)', (
     expect(await grantState(redis, broker.prefix)).toEqual(before);
   });
 
+  it('refuses an actor_token: the requester is the subject', async () => {
+    const res = await requestTxn({ actor_token: await saToken(), actor_token_type: JWT_TYPE });
+    expect(res.status).toBe(400);
+    expect(res.json).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/actor_token/) });
+  });
+
   it('refuses a DPoP proof (a Txn-Token is never bound) and client_credentials', async () => {
     const dpop = await requestTxn({}, { dpop: 'x.y.z' });
     expect(dpop.status).toBe(400);
