@@ -27,7 +27,9 @@ import { newTokenId, signTaskTokenOffThread, taskTokenClaims } from './tokens/mi
 import { checkBinding, sameConfirmation } from './tokens/binding.js';
 import { DpopNonces, InvalidDpopProof, verifyDpopProof, type VerifiedProof } from './tokens/dpop.js';
 import { recordedClaims, recordMismatch } from './tokens/record-match.js';
-import { TaskTokenVerifier } from './tokens/verify.js';
+import { headerType, TaskTokenVerifier } from './tokens/verify.js';
+import { signTxnToken, txnRecordMismatch, txnTokenClaims, TxnTokenVerifier } from './tokens/txn-token.js';
+import { TOKEN_TYPE_NOT_APPLICABLE, TXN_TOKEN_TYP } from './protocol/txn-token.js';
 import type { Clock } from './util/clock.js';
 import { parseDuration } from './util/duration.js';
 import { issuesToProblems, type Issue } from './util/issues.js';
@@ -78,6 +80,8 @@ export interface TaskRequest {
   lifetime?: TaskStartRequest['lifetime'];
   /** The route the request came to: a DPoP proof's `htu` must be the issuer followed by it. */
   route: string;
+  /** Issue a Txn-Token (config txn_tokens) instead of a task token: never bound, its grant ends with it. */
+  txnToken?: boolean;
   /** An OAuth client id the caller sent: it must be the attested workload's id (RFC 8705 §2). */
   clientId?: string;
   /** Delegation (oauth/delegation.ts): the token of a workload acting for the attested one. */
@@ -105,6 +109,7 @@ const REPLAYED = 'this token was already renewed: a superseded token means two h
 export class Broker {
   private readonly voider: UndeliveredGrants;
   private readonly verifier: TaskTokenVerifier;
+  private readonly txnVerifier: TxnTokenVerifier;
   private readonly failures: AddressLimiter;
   private readonly resourceServers: ResourceServers;
   private readonly operators: Operators;
@@ -118,6 +123,7 @@ export class Broker {
     this.metrics = deps.metrics ?? NO_METRICS;
     this.voider = new UndeliveredGrants(deps.store, clock, deps.log);
     this.verifier = new TaskTokenVerifier({ issuer: config.issuer, leewayMs: config.tokens.leeway, clock, keys: keyring });
+    this.txnVerifier = new TxnTokenVerifier({ issuer: config.issuer, leewayMs: config.tokens.leeway, clock, keys: keyring });
     this.failures = new AddressLimiter({
       ...rateLimit(config.limits.failed_attestations),
       maxAddresses: config.limits.tracked_addresses,
@@ -189,6 +195,10 @@ export class Broker {
     const grantEnd = now + lifetimeMs;
     const tokenExp = Math.min(now + Math.min(ttlMs, decision.maxTtlMs ?? Infinity), grantEnd, workload.evidenceExpiresAt, actor?.expiresAt ?? Infinity);
     if (tokenExp - now < TTL_FLOOR_MS) throw evidenceTooShort(workload, now);
+    // A Txn-Token's grant lives as long as its one token: nothing renews it. It is never bound
+    // (the draft defines no binding; the token endpoint refuses a DPoP proof and a certificate).
+    const recordedEnd = req.txnToken ? tokenExp : grantEnd;
+    if (req.txnToken && cnf) throw new InvalidRequest('a Transaction Token is never bound: request it with a platform token and no proof of possession');
 
     const granted: GrantedIntent = {
       audience: decision.audience,
@@ -202,7 +212,7 @@ export class Broker {
     // Sign before recording: the token exists only in memory until its grant is written, and is
     // dropped if the write fails (no token without a grant).
     const act = actor ? actorClaim(actor.chain.map((a) => a.sub)) : undefined;
-    const minted = await this.mint(workload.id, grantId, granted, now, tokenExp, cnf, act);
+    const minted = req.txnToken ? await this.mintTxn(workload, grantId, granted, now, tokenExp, ctx) : await this.mint(workload.id, grantId, granted, now, tokenExp, cnf, act);
     const grant = await store
       .createGrant(
         {
@@ -217,7 +227,7 @@ export class Broker {
           purpose: granted.purpose,
           task: granted.task,
           created_at: now,
-          expires_at: grantEnd,
+          expires_at: recordedEnd,
           token_jti: minted.claims.jti,
           token_exp: minted.claims.exp * 1000,
           kid: minted.kid,
@@ -411,6 +421,7 @@ export class Broker {
       return this.resourceServers.authenticate(client, this.assertionContext(OAUTH_PATHS.introspection));
     });
     const { token } = parse(tokenParamsSchema, params);
+    if (headerType(token) === TXN_TOKEN_TYP) return this.introspectTxn(token, rs);
     const claims = await unlessInvalid(this.verifier.verify(token));
     if (!claims || !rs.audiences.includes(claims.aud)) return INACTIVE;
     const now = this.deps.clock();
@@ -450,6 +461,46 @@ export class Broker {
   }
 
   /**
+   * Introspection of a Txn-Token, for a resource server of its trust domain (one of its
+   * audiences): active while its grant is live and the record vouches for it; answered from the record.
+   */
+  private async introspectTxn(token: string, rs: ResourceServer): Promise<IntrospectionResponse> {
+    const claims = await unlessInvalid(this.txnVerifier.verify(token));
+    if (!claims || !rs.audiences.includes(claims.aud)) return INACTIVE;
+    const now = this.deps.clock();
+    if (claims.exp * 1000 <= now) return INACTIVE;
+    const grant = await this.deps.store.getGrant(claims.grant).catch((e: unknown) => {
+      if (e instanceof UnreadableGrant) return null;
+      throw e;
+    });
+    if (!grant || !isLive(grant, now)) return INACTIVE;
+    const mismatch = txnRecordMismatch(claims, grant);
+    if (mismatch) {
+      this.deps.log.warn({ grant: grant.id, jti: claims.jti, op: 'introspect', mismatch }, 'Txn-Token does not match its grant record; ignored');
+      return INACTIVE;
+    }
+    const exp = Math.floor(grant.token_exp / 1000);
+    return {
+      active: true,
+      iss: claims.iss,
+      sub: grant.workload,
+      aud: grant.audience,
+      scope: grant.purpose,
+      token_type: TOKEN_TYPE_NOT_APPLICABLE,
+      iat: claims.iat,
+      exp,
+      jti: grant.token_jti,
+      grant: grant.id,
+      txn: grant.task,
+      req_wl: grant.workload,
+      tctx: { actions: grant.actions, resources: grant.resources },
+      expires_in: Math.max(0, exp - Math.floor(now / 1000)),
+      grant_exp: Math.floor(grant.expires_at / 1000),
+      rule: grant.rule,
+    };
+  }
+
+  /**
    * POST /oauth2/revoke (RFC 7009): the token's grant expires now. Callers are a resource server
    * of the token's audience, or the token's holder (with its binding, when it is bound). Unknown,
    * invalid or already dead tokens change nothing and are not an error (§2.2), nor is a verified
@@ -460,6 +511,8 @@ export class Broker {
     const { store, clock, log } = this.deps;
     const { token } = parse(tokenParamsSchema, params);
     const rs = await this.authenticated(ctx, () => this.revokingClient(params, ctx));
+    // A Txn-Token travels the whole call chain: only a resource server of its trust domain revokes it.
+    if (headerType(token) === TXN_TOKEN_TYP) return rs ? this.revokeTxn(token, rs) : undefined;
     const claims = await (rs ? unlessInvalid(this.verifier.verify(token)) : this.holderToken(token, ctx, publicClientId(params)));
     if (!claims || (rs && !rs.audiences.includes(claims.aud))) return;
     // A token its record does not vouch for changes nothing (and, as any invalid token, gets 200).
@@ -479,6 +532,21 @@ export class Broker {
     else if (result.outcome === 'unknown') log.info({ grant: claims.grant, workload: claims.sub, by }, 'revoked token has no grant record; nothing changed');
   }
 
+  /** RFC 7009 for a Txn-Token, by a resource server of its trust domain: its grant expires now. */
+  private async revokeTxn(token: string, rs: ResourceServer): Promise<void> {
+    const { store, clock, log } = this.deps;
+    const claims = await unlessInvalid(this.txnVerifier.verify(token));
+    if (!claims || !rs.audiences.includes(claims.aud)) return;
+    const recorded = await store.getGrant(claims.grant);
+    if (!recorded || txnRecordMismatch(claims, recorded) !== undefined) return;
+    const by = `resource server ${rs.name}`;
+    const result = await store.closeGrant(claims.grant, claims.sub, { now: clock(), status: 'revoked', reason: `revoked by ${by} (RFC 7009)`, by: `resource_server:${rs.name}` });
+    if (result.outcome === 'closed') {
+      log.info({ grant: claims.grant, workload: claims.sub, by }, 'grant revoked');
+      this.metrics.revoked('resource_server');
+    }
+  }
+
   /**
    * Operator routes: the calling operator (auth/operators.ts), under the same per-address failure
    * limit as every other credential; 401 invalid_client when the caller is no operator, 403
@@ -488,6 +556,16 @@ export class Broker {
     const op = await this.authenticated(ctx, () => this.operators.authenticate(ctx));
     requireRole(op, role);
     return op;
+  }
+
+  /** Transaction Tokens' settings (config txn_tokens), or undefined when they are not enabled. */
+  txnTokens(): Config['txn_tokens'] {
+    return this.deps.config.txn_tokens;
+  }
+
+  /** Longest task-token TTL this broker issues (config tokens.max_ttl), in ms. */
+  maxTtlMs(): number {
+    return this.deps.config.tokens.max_ttl;
   }
 
   /** The `DPoP-Nonce` to send with task route responses, when nonces are configured (RFC 9449 §8). */
@@ -676,6 +754,21 @@ export class Broker {
     return this.sign(workloadId, grantId, intent, newTokenId(), now, expiresAt, cnf, act);
   }
 
+  /** Signs a Txn-Token for the grant; `rctx` names the requester's address and its evidence kind. */
+  private async mintTxn(workload: Workload, grantId: string, intent: GrantedIntent, now: number, expiresAt: number, ctx: CallContext): Promise<Minted> {
+    const { config, keyring } = this.deps;
+    const trustDomain = config.txn_tokens?.trust_domain;
+    if (trustDomain === undefined) throw new InvalidRequest('Transaction Tokens are not enabled on this broker');
+    const key = keyring.signingKey();
+    const rctx = { ...(ctx.clientAddress !== undefined ? { req_ip: ctx.clientAddress } : {}), authn: workload.kind };
+    const claims = txnTokenClaims({ issuer: config.issuer, trustDomain, workloadId: workload.id, grantId, jti: newTokenId(), intent, issuedAt: now, expiresAt, rctx });
+    const token = await signTxnToken(claims, key);
+    if (token.length > MAX_TASK_TOKEN_BYTES) {
+      throw new InvalidRequest(`the Txn-Token for this intent would be ${token.length} bytes, over the ${MAX_TASK_TOKEN_BYTES}-byte limit: name fewer or shorter resources, actions or purpose`);
+    }
+    return { token, claims, kid: key.kid };
+  }
+
   /** Signs a task token with the current key: a new one (mint), or the grant's latest again (a retried renewal). */
   private async sign(workloadId: string, grantId: string, intent: GrantedIntent, jti: string, now: number, expiresAt: number, cnf: Confirmation | undefined, act?: ActorClaim): Promise<Minted> {
     const key = this.deps.keyring.signingKey();
@@ -729,7 +822,8 @@ export class Broker {
 
 interface Minted {
   token: string;
-  claims: TaskTokenClaims;
+  /** What the grant records and the response reports: a task token's or a Txn-Token's claims. */
+  claims: { jti: string; iat: number; exp: number; scope: string; cnf?: Confirmation };
   /** The key that signed it (recorded in the grant). */
   kid: string;
 }

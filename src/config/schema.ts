@@ -268,6 +268,18 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * Transaction Tokens (draft-ietf-oauth-transaction-tokens) from the token endpoint. Off unless
+     * set: `trust_domain` is every Txn-Token's `aud`, the only audience a Txn-Token request may
+     * name; `ttl` its lifetime (capped by tokens.max_ttl).
+     */
+    txn_tokens: z
+      .object({
+        trust_domain: z.string().min(1).max(256).regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces (a URI or name of the trust domain)'),
+        ttl: durationField('1m').refine((ms) => ms >= TTL_FLOOR_MS && ms <= 5 * 60_000, 'must be between 30s and 5m (Txn-Tokens live minutes or less)'),
+      })
+      .strict()
+      .optional(),
     grants: z
       .object({
         max_active_per_workload: z.number().int().min(1).max(100_000).default(50),

@@ -3,8 +3,8 @@ import type { Context, MiddlewareHandler } from 'hono';
 import type { TLSSocket } from 'node:tls';
 import type { ClientCertificate } from '../verify/binding.js';
 import { challenge, MissingTaskToken } from '../verify/errors.js';
-import { authorizationToken, dpopRequest } from '../verify/node.js';
-import type { Verifier, VerifiedTask, VerifyOptions } from '../verify/verifier.js';
+import { authorizationToken, dpopRequest, txnTokenHeader } from '../verify/node.js';
+import type { Verifier, VerifiedTask, VerifiedTxn, VerifyOptions } from '../verify/verifier.js';
 
 /** The context variables requireTask sets: `c.get('task')`. */
 export interface TaskVariables {
@@ -70,4 +70,30 @@ export function requireTask(opts: RequireTaskOptions): MiddlewareHandler<{ Varia
   };
 }
 
-export type { VerifiedTask, Verifier } from '../verify/verifier.js';
+/** The context variables requireTxnToken sets: `c.get('txn')`. */
+export interface TxnVariables {
+  txn: VerifiedTxn;
+}
+
+/**
+ * Verifies the request's Transaction Token (the `Txn-Token` header; the verifier needs its
+ * `trustDomain`) and sets it on the context (`c.get('txn')`). Refuses with 401 and a JSON error,
+ * or 503 when the verifier cannot decide; the handler never runs then.
+ */
+export function requireTxnToken(opts: { verifier: Verifier; realm?: string }): MiddlewareHandler<{ Variables: TxnVariables }> {
+  return async (c, next) => {
+    let txn: VerifiedTxn;
+    try {
+      const token = txnTokenHeader(c.req.header('txn-token'));
+      if (token === undefined) throw new MissingTaskToken('a Transaction Token is required (Txn-Token header)');
+      txn = await opts.verifier.verifyTxnToken(token);
+    } catch (err) {
+      const answer = challenge(err, opts.realm !== undefined ? { realm: opts.realm } : {});
+      return c.json(answer.body, answer.status, { ...answer.headers, 'cache-control': 'no-store' });
+    }
+    c.set('txn', txn);
+    await next();
+  };
+}
+
+export type { VerifiedTask, VerifiedTxn, Verifier } from '../verify/verifier.js';

@@ -1,6 +1,7 @@
 import { OAUTH_PATHS } from '../protocol/endpoints.js';
 import { describeZodError, PolicyDenied, type Broker, type CallContext, type TaskRequest } from '../broker.js';
 import { AttestationFailed, BrokerError, InvalidAuthorizationDetails, InvalidClient, InvalidRequest, InvalidScope, InvalidTarget, UnsupportedGrantType } from '../errors.js';
+import { TOKEN_TYPE_NOT_APPLICABLE, TOKEN_TYPE_TXN_TOKEN } from '../protocol/txn-token.js';
 import { intentSchema, type Intent } from '../protocol/intent.js';
 import type { TaskStartResponse } from '../protocol/tasks.js';
 import { clip } from '../util/text.js';
@@ -48,6 +49,8 @@ export async function exchangeToken(broker: Broker, req: TokenRequest, ctx: Call
   if (!(SUBJECT_TOKEN_TYPES as readonly string[]).includes(req.subject_token_type)) {
     throw new InvalidRequest(`subject_token_type must be one of ${SUBJECT_TOKEN_TYPES.join(', ')}: the subject token is a platform identity token`);
   }
+  // Transaction Tokens refuse an actor token themselves (txnTokenExchange).
+  if (req.requested_token_type === TOKEN_TYPE_TXN_TOKEN) return txnTokenExchange(broker, req, ctx);
   // Delegation (RFC 8693 §1.1): an actor token names the workload acting for the subject (oauth/delegation.ts).
   const actor = actorTokenOrRefusal(req);
   const intent = intentOf(req);
@@ -63,6 +66,7 @@ export async function exchangeToken(broker: Broker, req: TokenRequest, ctx: Call
  */
 export async function clientCredentials(broker: Broker, req: TokenRequest, ctx: CallContext): Promise<TokenResponse> {
   if (req.subject_token !== undefined || req.actor_token !== undefined) throw new InvalidRequest('client_credentials takes no subject_token or actor_token');
+  if (req.requested_token_type === TOKEN_TYPE_TXN_TOKEN) throw new InvalidRequest('a Transaction Token is requested by token exchange (a subject_token), not client_credentials');
   if (!ctx.certificate) throw new InvalidClient('client_credentials authenticates with tls_client_auth: present the workload\'s client certificate');
   const intent = intentOf(req);
   const started = await issue(broker, { evidence: ctx.certificate, intent, ...(req.client_id !== undefined ? { clientId: req.client_id } : {}) }, ctx, (e) => e);
@@ -128,7 +132,7 @@ function tokenEndpointDenial(e: PolicyDenied): BrokerError {
  * - actions: the `scope` tokens and the detail's `actions`;
  * - purpose and task id: the detail's `purpose` and `identifier`.
  */
-function intentOf(req: TokenRequest): Intent {
+function intentOf(req: TokenRequest, purpose?: string): Intent {
   const detail = taskDetailOf(req.authorization_details);
   // RFC 8707 §2: a resource parameter is an absolute URI without a fragment.
   const relative = req.resource?.find((r) => !ABSOLUTE_URI.test(r) || r.includes('#'));
@@ -146,7 +150,7 @@ function intentOf(req: TokenRequest): Intent {
     audience: audiences[0],
     actions,
     resources,
-    purpose: detail?.purpose ?? UNSTATED_PURPOSE,
+    purpose: purpose ?? detail?.purpose ?? UNSTATED_PURPOSE,
     ...(detail?.identifier !== undefined ? { task: detail.identifier } : {}),
   });
   if (parsed.success) return parsed.data;
@@ -157,6 +161,37 @@ function intentOf(req: TokenRequest): Intent {
   if (field === 'purpose' || field === 'task') throw new InvalidAuthorizationDetails(description);
   throw new InvalidRequest(description);
 }
+
+// --- Transaction Tokens (draft-ietf-oauth-transaction-tokens, "Txn-Token Request") ---
+
+/**
+ * A token exchange with `requested_token_type` txn_token: the same subject, pipeline, policy,
+ * grant and audit as a task token, but the `audience` is the configured trust domain (REQUIRED),
+ * `scope` is the transaction's purpose (REQUIRED), and the actions come from the
+ * `authorization_details` jit_task detail. The grant lives as long as the token; never bound.
+ */
+async function txnTokenExchange(broker: Broker, req: TokenRequest, ctx: CallContext): Promise<TokenResponse> {
+  const settings = broker.txnTokens();
+  if (!settings) throw new InvalidRequest(`requested_token_type "${TOKEN_TYPE_TXN_TOKEN}" is not enabled on this broker`);
+  if (ctx.dpop !== undefined) throw new InvalidRequest('a Transaction Token is never bound: send no DPoP proof');
+  // The requester is the subject: a Txn-Token names no actor (req_wl is the subject's workload).
+  if (req.actor_token !== undefined || req.actor_token_type !== undefined) throw new InvalidRequest('a Transaction Token request takes no actor_token');
+  if (req.audience === undefined) throw new InvalidRequest(`audience is required: the trust domain "${settings.trust_domain}"`);
+  if (req.audience.length !== 1 || req.audience[0] !== settings.trust_domain) throw new InvalidTarget(`a Transaction Token's audience is the trust domain "${settings.trust_domain}"`);
+  if (req.scope === undefined) throw new InvalidRequest('scope is required: the purpose of the transaction');
+  const detail = taskDetailOf(req.authorization_details);
+  if (detail?.purpose !== undefined) throw new InvalidAuthorizationDetails('the purpose of a Transaction Token is its scope parameter: send no purpose in authorization_details');
+  if (detail?.locations !== undefined) throw new InvalidAuthorizationDetails('the audience of a Transaction Token is the trust domain: send no locations in authorization_details');
+  if (!detail?.actions?.length) throw new InvalidAuthorizationDetails('name the actions of the transaction: actions in an authorization_details jit_task detail');
+  const intent = intentOf({ ...req, scope: undefined }, req.scope);
+  const ttl = Math.floor(Math.min(settings.ttl, broker.maxTtlMs()) / 1000);
+  const evidence = { kind: 'oidc' as const, token: req.subject_token! };
+  const started = await issue(broker, { evidence, intent, ttl, txnToken: true }, ctx, (e) => (e instanceof AttestationFailed ? new InvalidRequest(`subject_token: ${e.description}`) : e));
+  // RFC 8693 §2.2.1: not an OAuth access token, so token_type N_A. The scope (the purpose) is as asked.
+  return { access_token: started.access_token, issued_token_type: TOKEN_TYPE_TXN_TOKEN, token_type: TOKEN_TYPE_NOT_APPLICABLE, expires_in: started.expires_in };
+}
+
+// --- end Transaction Tokens ---
 
 const ABSOLUTE_URI = /^[A-Za-z][A-Za-z0-9+.-]*:/;
 

@@ -10,3 +10,4 @@ export * from './denials.js';
 export * from './discovery.js';
 export * from './operator.js';
 export * from './token.js';
+export * from './txn-token.js';

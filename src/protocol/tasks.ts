@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { actorClaimSchema, confirmationSchema } from './claims.js';
 import { grantedIntentSchema, intentSchema, taskAuthorizationDetailSchema } from './intent.js';
 import { MAX_TASK_TOKEN_BYTES } from './limits.js';
+import { TOKEN_TYPE_NOT_APPLICABLE, txnContextSchema } from './txn-token.js';
 
 /** Durations on the wire: integer seconds, or a string like "90s", "5m", "1h". */
 export const durationInputSchema = z.union([
@@ -119,6 +120,25 @@ export const introspectionResponseSchema = z.union([
     authorization_details: z.array(taskAuthorizationDetailSchema),
     cnf: confirmationSchema.optional(),
     act: actorClaimSchema.optional().describe('A delegated token: the workload acting for `sub`, earlier actors nested (RFC 8693 §4.1)'),
+  }),
+  // A Transaction Token (protocol/txn-token.ts): its grant's record, in the Txn-Token's claims.
+  z.object({
+    active: z.literal(true),
+    iss: z.string(),
+    sub: z.string(),
+    aud: z.string().describe('The trust domain'),
+    scope: z.string().describe('The purpose of the transaction'),
+    token_type: z.literal(TOKEN_TYPE_NOT_APPLICABLE),
+    iat: z.number().int(),
+    exp: z.number().int(),
+    jti: z.string(),
+    grant: z.string(),
+    txn: z.string(),
+    req_wl: z.string(),
+    tctx: txnContextSchema,
+    expires_in: z.number().int(),
+    grant_exp: z.number().int(),
+    rule: z.string(),
   }),
 ]);
 export type IntrospectionResponse = z.infer<typeof introspectionResponseSchema>;

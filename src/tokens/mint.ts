@@ -57,15 +57,15 @@ export function taskTokenClaims(input: TaskTokenInput): TaskTokenClaims {
 
 const b64url = (value: object): string => Buffer.from(JSON.stringify(value)).toString('base64url');
 
-/** The JWS signing input (header.payload) of a task token, and how the key signs. */
-function signing(claims: TaskTokenClaims, key: SigningKey) {
-  const input = `${b64url({ alg: key.alg, kid: key.kid, typ: TASK_TOKEN_TYP })}.${b64url(claims)}`;
+/** The JWS signing input (header.payload) of a token of type `typ`, and how the key signs. */
+function signing(claims: object, key: SigningKey, typ: string) {
+  const input = `${b64url({ alg: key.alg, kid: key.kid, typ })}.${b64url(claims)}`;
   return { input, data: Buffer.from(input) };
 }
 
 /** Signs a task token (JWS compact, RFC 7515 §7.1) with header alg, kid and typ at+jwt, on this thread. */
 export function signTaskToken(claims: TaskTokenClaims, key: SigningKey): string {
-  const s = signing(claims, key);
+  const s = signing(claims, key, TASK_TOKEN_TYP);
   return `${s.input}.${signJws(key.alg, s.data, key.privateKey).toString('base64url')}`;
 }
 
@@ -74,7 +74,12 @@ export function signTaskToken(claims: TaskTokenClaims, key: SigningKey): string 
  * OpenSSL signs (a sixth of an issuance's CPU: bench/).
  */
 export function signTaskTokenOffThread(claims: TaskTokenClaims, key: SigningKey): Promise<string> {
-  const s = signing(claims, key);
+  return signOffThread(claims, key, TASK_TOKEN_TYP);
+}
+
+/** Signs a JWT of header type `typ` on libuv's thread pool (task tokens, Txn-Tokens). */
+export function signOffThread(claims: object, key: SigningKey, typ: string): Promise<string> {
+  const s = signing(claims, key, typ);
   return new Promise((resolve, reject) => {
     signJws(key.alg, s.data, key.privateKey, (err, signature) => (err ? reject(err) : resolve(`${s.input}.${signature.toString('base64url')}`)));
   });

@@ -62,29 +62,44 @@ export class TaskTokenVerifier {
   }
 
   private async verifyUncached(token: string): Promise<TaskTokenClaims> {
-    if (token.length > MAX_TASK_TOKEN_BYTES) throw new InvalidToken('the token is too long');
-    const parts = token.split('.');
-    if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]*$/.test(p))) throw new InvalidToken('the token is not a compact JWS');
-    const [h, p, s] = parts as [string, string, string];
-    const header = decodeJson(h);
-    if (!header || typeof header.alg !== 'string' || !isSigningAlg(header.alg)) throw new InvalidToken('the token is not signed with an accepted algorithm');
-    if (header.typ !== TASK_TOKEN_TYP) throw new InvalidToken('the token is not a task token (typ must be at+jwt)');
-    if (typeof header.kid !== 'string' || header.kid.length === 0 || header.kid.length > 256) throw new InvalidToken('the token names no signing key');
-    if (header.crit !== undefined) throw new InvalidToken('the token has critical header parameters we do not understand');
-    const found = await this.opts.keys.verificationKey(header.kid);
-    if (!found) throw new InvalidToken('the token was not signed by this broker (unknown key)');
-    if (found.alg !== header.alg) throw new InvalidToken('the token was not signed by this broker (algorithm differs from its key)');
-    const data = Buffer.from(`${h}.${p}`);
-    const signature = Buffer.from(s, 'base64url');
-    if (!verifyJws(found.alg, data, found.key, signature)) throw new InvalidToken('the token signature does not verify');
-
-    const parsed = taskTokenClaimsSchema.safeParse(decodeJson(p));
+    const payload = await verifiedPayload(token, TASK_TOKEN_TYP, 'task token', this.opts.keys);
+    const parsed = taskTokenClaimsSchema.safeParse(payload);
     if (!parsed.success) throw new InvalidToken('the token does not carry task-token claims');
     const claims: TaskTokenClaims = parsed.data;
     if (claims.iss !== this.opts.issuer) throw new InvalidToken('the token was issued by another issuer');
     if (!isGrantId(claims.grant)) throw new InvalidToken('the token does not name a grant');
     return deepFreeze(claims);
   }
+}
+
+/**
+ * The payload of a JWT this broker (or another instance) signed, of header type `typ`: compact
+ * JWS only; `alg` from our allow-list and equal to the key's; `typ` exact; `kid` known; no `crit`;
+ * signature. The claims are the caller's to check.
+ */
+export async function verifiedPayload(token: string, typ: string, kind: string, keys: VerificationKeys): Promise<Record<string, unknown> | undefined> {
+  if (token.length > MAX_TASK_TOKEN_BYTES) throw new InvalidToken('the token is too long');
+  const parts = token.split('.');
+  if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]*$/.test(p))) throw new InvalidToken('the token is not a compact JWS');
+  const [h, p, s] = parts as [string, string, string];
+  const header = decodeJson(h);
+  if (!header || typeof header.alg !== 'string' || !isSigningAlg(header.alg)) throw new InvalidToken('the token is not signed with an accepted algorithm');
+  if (header.typ !== typ) throw new InvalidToken(`the token is not a ${kind} (typ must be ${typ})`);
+  if (typeof header.kid !== 'string' || header.kid.length === 0 || header.kid.length > 256) throw new InvalidToken('the token names no signing key');
+  if (header.crit !== undefined) throw new InvalidToken('the token has critical header parameters we do not understand');
+  const found = await keys.verificationKey(header.kid);
+  if (!found) throw new InvalidToken('the token was not signed by this broker (unknown key)');
+  if (found.alg !== header.alg) throw new InvalidToken('the token was not signed by this broker (algorithm differs from its key)');
+  const data = Buffer.from(`${h}.${p}`);
+  const signature = Buffer.from(s, 'base64url');
+  if (!verifyJws(found.alg, data, found.key, signature)) throw new InvalidToken('the token signature does not verify');
+  return decodeJson(p);
+}
+
+/** The JWT header type of a compact token, read without verifying anything (to pick its verifier). */
+export function headerType(token: string): unknown {
+  const dot = token.indexOf('.');
+  return dot > 0 && dot <= 4096 ? decodeJson(token.slice(0, dot))?.typ : undefined;
 }
 
 /** Cached claims are shared by every caller: nothing may change them. */

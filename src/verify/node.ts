@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { ClientCertificate } from './binding.js';
 import { challenge, InvalidTaskToken, MissingTaskToken } from './errors.js';
-import type { Verifier, VerifiedTask, VerifyOptions } from './verifier.js';
+import type { Verifier, VerifiedTask, VerifiedTxn, VerifyOptions } from './verifier.js';
 
 /**
  * The bearer token of an `Authorization` header (RFC 6750 §2.1), or undefined when there is
@@ -85,6 +85,28 @@ export function createNodeVerifier(verifier: Verifier, opts: NodeVerifyOptions =
       ...(resource !== undefined ? { resource } : {}),
       ...(clientCertificate ? { clientCertificate } : {}),
     });
+  };
+}
+
+/**
+ * The Transaction Token of a `Txn-Token` header (exactly one, a bare JWT), or undefined when
+ * there is none. Throws InvalidTaskToken when there are several or it is not a compact token.
+ */
+export function txnTokenHeader(header: string | string[] | undefined | null): string | undefined {
+  if (header === undefined || header === null || header === '') return undefined;
+  // node joins repeated unknown headers with ", ".
+  if (Array.isArray(header) || header.includes(',')) throw new InvalidTaskToken('token_malformed', 'more than one Txn-Token header');
+  const token = header.trim();
+  if (!/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token)) throw new InvalidTaskToken('token_malformed', 'the Txn-Token header does not hold a compact JWT');
+  return token;
+}
+
+/** For node:http and Express: `(req) => Promise<VerifiedTxn>` reading the `Txn-Token` header. Rejects with a TaskTokenError; `sendChallenge` answers it. */
+export function createNodeTxnVerifier(verifier: Verifier): (req: IncomingMessage) => Promise<VerifiedTxn> {
+  return async (req) => {
+    const token = txnTokenHeader(req.headers['txn-token']);
+    if (token === undefined) throw new MissingTaskToken('a Transaction Token is required (Txn-Token header)');
+    return verifier.verifyTxnToken(token);
   };
 }
 

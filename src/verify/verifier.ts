@@ -1,15 +1,14 @@
-import { verify as verifySignature } from 'node:crypto';
 import { TASK_TOKEN_TYP, taskTokenClaimsSchema, type Confirmation, type TaskTokenClaims } from '../protocol/claims.js';
-import { JoseParseError, parseCompactJws } from '../protocol/jose-strict.js';
 import { checkDpopProof, DpopProofError } from '../protocol/dpop.js';
 import { resourceProblem } from '../protocol/intent.js';
-import { MAX_TASK_TOKEN_BYTES } from '../protocol/limits.js';
 import { compileActions, compileGlob, type Matcher } from '../protocol/match.js';
 import { certificateDer, x5tS256, type ClientCertificate } from './binding.js';
 import { durationMs, type Duration } from './duration.js';
 import { IntentNotGranted, InvalidDpopProof, InvalidTaskToken, VerifierUnavailable } from './errors.js';
 import { HttpClient, type TlsOptions } from './http.js';
 import { Introspector } from './introspection.js';
+import { verifiedJwsPayload } from './jws.js';
+import { TXN_TOKEN_TYP, txnTokenClaimsSchema, type TxnContext, type TxnRequestContext, type TxnTokenClaims } from '../protocol/txn-token.js';
 import { JwksCache, TASK_TOKEN_ALGORITHMS, type TaskTokenAlgorithm } from './jwks.js';
 
 export interface IntrospectionOptions {
@@ -47,6 +46,8 @@ export interface VerifierOptions {
   jwksRefresh?: Duration;
   /** At most one JWKS fetch per this interval (unknown kid, outage): default 30 s. */
   jwksCooldown?: Duration;
+  /** The trust domain whose Transaction Tokens `verifyTxnToken` accepts (their `aud`); without it, it refuses to run. */
+  trustDomain?: string;
   /** Milliseconds since the epoch; default Date.now. For tests and simulations. */
   clock?: () => number;
   /** Timeout of each outbound request: default 5 s. */
@@ -103,8 +104,33 @@ export interface VerifiedTask {
   claims: Readonly<TaskTokenClaims>;
 }
 
+/** A verified Transaction Token (draft-ietf-oauth-transaction-tokens), as received in the `Txn-Token` header. */
+export interface VerifiedTxn {
+  /** The workload the transaction runs for (`sub`). */
+  workload: string;
+  /** The workload that requested the token (`req_wl`). */
+  requester: string;
+  /** The transaction id (`txn`): the task id. */
+  transaction: string;
+  /** The purpose (`scope`). */
+  purpose: string;
+  /** The granted actions and resources the call chain works under (`tctx`). */
+  context: TxnContext;
+  /** The requester's address and evidence kind at issuance (`rctx`). */
+  requestContext: TxnRequestContext;
+  /** The grant id. */
+  grant: string;
+  issuedAt: Date;
+  expiresAt: Date;
+  /** True when introspection answered that the grant is live (false: not configured, or allowed on error). */
+  introspected: boolean;
+  claims: Readonly<TxnTokenClaims>;
+}
+
 export interface Verifier {
   verify(token: string, options?: VerifyOptions): Promise<VerifiedTask>;
+  /** A Transaction Token from the `Txn-Token` header: typ txntoken+jwt, aud the trust domain (options.trustDomain), signature, time, liveness. */
+  verifyTxnToken(token: string): Promise<VerifiedTxn>;
   /** Fetch the JWKS now (e.g. at start, to fail early). Rejects when it cannot. */
   warmUp(): Promise<void>;
   /** Drop keep-alive connections. */
@@ -116,7 +142,6 @@ export interface Verifier {
 const DEFAULT_LEEWAY_MS = 30_000;
 const MAX_LEEWAY_MS = 60_000;
 const MAX_INTROSPECTION_CACHE_MS = 30_000;
-const FORBIDDEN_HEADER = ['jku', 'x5u', 'jwk', 'x5c', 'b64', 'crit'];
 
 const globs = new Map<string, Matcher>();
 /** Compiled globs are reused (a regex per pattern); the cache is bounded. */
@@ -171,44 +196,8 @@ export function createVerifier(options: VerifierOptions): Verifier {
   }
 
   async function verify(token: string, opts: VerifyOptions = {}): Promise<VerifiedTask> {
-    // 1. Strict JOSE parsing before any key lookup (DESIGN.md "Standards to follow").
-    if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TASK_TOKEN_BYTES) {
-      throw new InvalidTaskToken('token_malformed', 'the token is not a task token (empty or too long)');
-    }
-    let header: Record<string, unknown>;
-    let payload: Record<string, unknown>;
-    try {
-      ({ header, payload } = parseCompactJws(token));
-    } catch (e) {
-      if (e instanceof JoseParseError) throw new InvalidTaskToken('token_malformed', `the token is not a well-formed JWS: ${e.message}`);
-      throw e;
-    }
-    const alg = algorithms.find((a) => a === header.alg);
-    if (!alg) throw new InvalidTaskToken('algorithm_not_allowed', 'the token is not signed with an accepted algorithm');
-    if (typeof header.typ !== 'string' || header.typ.toLowerCase().replace(/^application\//, '') !== TASK_TOKEN_TYP) {
-      throw new InvalidTaskToken('wrong_type', 'the token is not a task token (typ must be at+jwt)');
-    }
-    for (const name of FORBIDDEN_HEADER) {
-      if (name in header) throw new InvalidTaskToken('token_malformed', `the token header carries "${name}", which task tokens never do`);
-    }
-    if (typeof header.kid !== 'string' || header.kid.length === 0 || header.kid.length > 256) throw new InvalidTaskToken('unknown_key', 'the token names no signing key');
-
-    // 2. Signature, with the published key for kid (the key's alg must be the header's).
-    const key = await jwks.key(header.kid, alg);
-    // node:crypto, synchronously (as the broker's own verifier): the segments are canonical base64url already.
-    const dot = token.lastIndexOf('.');
-    const data = Buffer.from(token.slice(0, dot));
-    const signature = Buffer.from(token.slice(dot + 1), 'base64url');
-    let ok: boolean;
-    try {
-      ok =
-        alg === 'ES256'
-          ? signature.length === 64 && verifySignature('sha256', data, { key, dsaEncoding: 'ieee-p1363' }, signature)
-          : verifySignature(alg === 'EdDSA' ? null : 'sha256', data, key, signature);
-    } catch {
-      ok = false;
-    }
-    if (!ok) throw new InvalidTaskToken('bad_signature', 'the token signature does not verify');
+    // 1–2. Strict JOSE parsing, header checks and signature (jws.ts).
+    const payload = await verifiedJwsPayload(token, { typ: TASK_TOKEN_TYP, kind: 'task token', algorithms, jwks });
 
     // 3. Claims: shape, issuer, audience, time.
     const parsed = taskTokenClaimsSchema.safeParse(payload);
@@ -263,17 +252,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
     }
 
     // 6. The grant is still live (RFC 7662), when introspection is configured.
-    let introspected = false;
-    if (introspector) {
-      let active: boolean | undefined;
-      try {
-        active = await introspector.active(token, claims.exp * 1000);
-      } catch (e) {
-        if (onIntrospectionError === 'fail') throw new VerifierUnavailable('introspection_unavailable', 'the grant could not be checked (introspection failed)', { cause: e });
-      }
-      if (active === false) throw new InvalidTaskToken('grant_inactive', 'the grant has ended or was revoked');
-      introspected = active === true;
-    }
+    const introspected = await live(token, claims.exp);
 
     if (proofJti) {
       const use = usedProofs.use(proofJti.key, proofJti.until, clock());
@@ -294,6 +273,56 @@ export function createVerifier(options: VerifierOptions): Verifier {
     };
   }
 
+  /** Whether introspection (when configured) says the token's grant is live; throws when it says not, or fails and must not be allowed. */
+  async function live(token: string, exp: number): Promise<boolean> {
+    if (!introspector) return false;
+    let active: boolean | undefined;
+    try {
+      active = await introspector.active(token, exp * 1000);
+    } catch (e) {
+      if (onIntrospectionError === 'fail') throw new VerifierUnavailable('introspection_unavailable', 'the grant could not be checked (introspection failed)', { cause: e });
+    }
+    if (active === false) throw new InvalidTaskToken('grant_inactive', 'the grant has ended or was revoked');
+    return active === true;
+  }
+
+  // --- Transaction Tokens ---
+  const trustDomain = options.trustDomain;
+
+  /**
+   * The draft's "Txn-Token Validation": the JOSE checks of task tokens with `typ` txntoken+jwt,
+   * `iss` exact, `aud` this trust domain, not expired nor issued in the future, and the grant
+   * live when introspection is configured. A task token is refused here (its typ), as a
+   * Txn-Token is by `verify`.
+   */
+  async function verifyTxnToken(token: string): Promise<VerifiedTxn> {
+    if (trustDomain === undefined) throw new TypeError('createVerifier: set trustDomain to verify Txn-Tokens');
+    const payload = await verifiedJwsPayload(token, { typ: TXN_TOKEN_TYP, kind: 'Txn-Token', algorithms, jwks });
+    const parsed = txnTokenClaimsSchema.safeParse(payload);
+    if (!parsed.success) throw new InvalidTaskToken('bad_claims', 'the token does not carry Txn-Token claims');
+    const claims = parsed.data;
+    if (claims.iss !== options.issuer) throw new InvalidTaskToken('wrong_issuer', 'the token was issued by another issuer');
+    if (claims.aud !== trustDomain) throw new InvalidTaskToken('wrong_audience', 'the Txn-Token is meant for another trust domain');
+    const now = clock();
+    if (now >= claims.exp * 1000 + leewayMs) throw new InvalidTaskToken('token_expired', 'the token has expired');
+    if (claims.iat * 1000 > now + leewayMs) throw new InvalidTaskToken('token_not_yet_valid', 'the token is not valid yet');
+    const introspected = await live(token, claims.exp);
+    return {
+      workload: claims.sub,
+      requester: claims.req_wl,
+      transaction: claims.txn,
+      purpose: claims.scope,
+      context: claims.tctx,
+      requestContext: claims.rctx,
+      grant: claims.grant,
+      issuedAt: new Date(claims.iat * 1000),
+      expiresAt: new Date(claims.exp * 1000),
+      introspected,
+      claims,
+    };
+  }
+  // --- end Transaction Tokens ---
+
   /** RFC 9449 §7.1 and §4.3 for a DPoP-bound token: the DPoP scheme, and a proof by its key for this request and token. */
   function checkProof(token: string, jkt: string, opts: VerifyOptions, now: number): { key: string; until: number } {
     if (opts.scheme !== 'DPoP') throw new InvalidTaskToken('binding_mismatch', 'the token is DPoP-bound: send it as "Authorization: DPoP" with a DPoP proof', { scheme: 'DPoP' });
@@ -312,6 +341,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
 
   return {
     verify,
+    verifyTxnToken,
     warmUp: () => jwks.refresh(),
     close() {
       jwksHttp.close();
