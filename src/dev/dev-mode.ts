@@ -14,6 +14,10 @@ import { startOidcIssuer, type OidcIssuer } from './oidc-issuer.js';
 export const DEV_AUDIENCE = 'jit-broker';
 export const DEV_CLUSTER = 'dev';
 export const DEV_TRUST_DOMAIN = 'example.org';
+/** The demo workload's and the demo agent's service accounts (GET /dev/platform-token, `?as=agent`). */
+const DEV_WORKLOAD = { namespace: 'demo', serviceAccount: 'report-builder', pod: 'report-builder-7d9f' };
+const DEV_AGENT = { namespace: 'agents', serviceAccount: 'report-agent', pod: 'report-agent-5c2a' };
+export const DEV_AGENT_ID = `k8s://${DEV_CLUSTER}/ns/${DEV_AGENT.namespace}/sa/${DEV_AGENT.serviceAccount}`;
 export const DEV_SPIFFE_ID = `spiffe://${DEV_TRUST_DOMAIN}/ns/demo/sa/report-builder`;
 export const DEV_OPERATOR = 'demo-operator';
 /** The demo resource server: may introspect and revoke tokens of the demo audience. */
@@ -83,6 +87,18 @@ export function devConfig(issuerUrl: string, port: number, certs: DevCertificate
         resources: ['reports://demo/**'],
         max_ttl: '10m',
         max_lifetime: '1h',
+        // The demo agent may act for the demo workloads (RFC 8693 delegation at /oauth2/token).
+        actors: [DEV_AGENT_ID],
+      },
+      {
+        name: 'demo-agent',
+        description: 'the demo agent itself may only read demo reports',
+        workloads: [DEV_AGENT_ID],
+        audiences: [DEV_RS_AUDIENCE],
+        actions: ['read'],
+        resources: ['reports://demo/**'],
+        max_ttl: '5m',
+        max_lifetime: '30m',
       },
     ],
   };
@@ -125,12 +141,12 @@ export async function startDevMode(opts: { port?: number; log: Logger }): Promis
   const resourceServer = newCredential();
   const config = parseConfig(devConfig(issuer.issuer, port, certs, operator.sha256, resourceServer.sha256));
   const extend = (app: Hono) => {
-    app.get('/dev/platform-token', async () => {
+    // ?as=agent: the demo agent's token instead of the demo workload's (for the delegation example).
+    app.get('/dev/platform-token', async (c) => {
+      const who = c.req.query('as') === 'agent' ? DEV_AGENT : DEV_WORKLOAD;
       const token = await issuer.mintServiceAccountToken({
         cluster: DEV_CLUSTER,
-        namespace: 'demo',
-        serviceAccount: 'report-builder',
-        pod: 'report-builder-7d9f',
+        ...who,
         audience: DEV_AUDIENCE,
         ttlSeconds: 600,
       });
