@@ -194,6 +194,8 @@ describe('denials: each a 4xx with an OAuth error, and no grant written', () => 
     const after = await grantState();
     // Streams that appear only to hold denials show up as empty lists.
     for (const [k, v] of Object.entries(after)) if (Array.isArray(v) && v.length === 0 && !(k in before)) delete after[k];
+    // A full rate bucket expires by itself (about 1 s with the test's huge rate): gone is not written.
+    for (const k of Object.keys(before)) if (k.endsWith(':rate') && !(k in after)) delete before[k];
     expect(after).toEqual(before);
   };
 

@@ -16,6 +16,7 @@
  * 2-core machine: a bound on never recovering, not a speed figure (bench/ measures speed).
  */
 import { createHash } from 'node:crypto';
+import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import { createRedisGrantStore, type RedisGrantStore } from '../../src/grants/redis-store.js';
@@ -47,6 +48,14 @@ let issuer: OidcIssuer;
 let group: RedisSentinelGroup;
 let broker: BrokerRuntime;
 let onNewPrimary: RedisGrantStore | undefined;
+/** When the broker's grant store said its connection went (warn lines, by performance.now()). */
+const connectionLosses: number[] = [];
+const logLines = new Writable({
+  write(chunk: Buffer, _encoding, done) {
+    for (const line of chunk.toString('utf8').split('\n')) if (/grant store connection (lost|failed); reconnecting/.test(line)) connectionLosses.push(performance.now());
+    done();
+  },
+});
 
 beforeAll(async () => {
   issuer = await startOidcIssuer({ alg: 'ES256' });
@@ -64,7 +73,8 @@ beforeAll(async () => {
     grants: { max_active_per_workload: 100_000 },
     resource_servers: [{ name: 'rs', audiences: ['db.payments'], credential_sha256: sha256(RS_CREDENTIAL) }],
     operators: [{ name: 'root', role: 'admin', credential_sha256: sha256(OPERATOR_CREDENTIAL) }],
-  });
+    log: { level: 'warn' },
+  }, { destination: logLines });
 }, 40_000);
 
 afterAll(async () => {
@@ -137,9 +147,12 @@ describe('Sentinel failover under load', () => {
     expect(load.windowMs!, seen).toBeLessThan(WINDOW_BOUND_MS);
     expect(load.settledMs, seen).toBeDefined();
     expect(load.settledMs!, seen).toBeLessThan(SETTLED_BOUND_MS);
-    // Once the broker is on the new primary it stays there: no second burst when the other
-    // sentinels announce the switch it has already followed.
-    expect(load.failuresAfterRecovery.length, seen).toBe(0);
+    // Once the broker is on the new primary it stays there: the connection is lost once, at the
+    // kill, and not again when the other sentinels announce the switch it has already followed.
+    // (Counted from the store's log rather than from failed requests: on a loaded machine the new
+    // primary can stall a moment later, when the other replica resyncs from it, and those 503s are
+    // the store failing closed, not a reconnect.)
+    expect(connectionLosses.filter((t) => t >= load.killedAt), seen).toHaveLength(1);
     expect(issued.filter((a) => a.endedAt > load.killedAt).length).toBeGreaterThan(0);
 
     // A replica is the primary now, and the broker (never restarted) issues there.
