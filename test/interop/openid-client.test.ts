@@ -111,6 +111,8 @@ beforeAll(async () => {
       { name: 'payments-svid', workloads: ['spiffe://example.org/ns/payments/sa/*'], audiences: ['db.payments'], actions: ['read'], resources: ['db://payments/**'], require_binding: true },
     ],
     txn_tokens: { trust_domain: TRUST_DOMAIN, ttl: '1m' },
+    // The probes start a task per registered value, all for one workload: more than the default cap of live grants.
+    grants: { max_active_per_workload: 1000 },
     resource_servers: [
       { name: RS, audiences: ['db.payments'], credential_sha256: sha256(RS_SECRET), workload: RS_SPIFFE, jwks_file: jwksFile },
       { name: 'rs-algs', audiences: ['db.payments'], jwks: { keys: algJwks } },
@@ -416,7 +418,7 @@ describe('metadata lists exactly what is accepted: the token endpoint', () => {
       body: new URLSearchParams(params).toString(),
       headers: { 'content-type': 'application/x-www-form-urlencoded', ...opts.headers },
     });
-    return { status: res.status, json: res.json as Record<string, unknown> };
+    return { status: res.status, json: res.json as Record<string, unknown>, challenge: res.headers['www-authenticate'] };
   }
 
   /** A token exchange of the workload's platform token for a task token. */
@@ -435,7 +437,7 @@ describe('metadata lists exactly what is accepted: the token endpoint', () => {
     for (const method of IANA_AUTH_METHODS) {
       // Each the grant it fits: the exchange for the credential-less and secret/assertion methods (the
       // workload's platform token is its evidence), client credentials for the certificate ones.
-      let res: { status: number; json: Record<string, unknown> };
+      let res: Awaited<ReturnType<typeof tokenRequest>>;
       switch (method) {
         case 'none':
           res = await tokenRequest(await exchange());
@@ -472,7 +474,12 @@ describe('metadata lists exactly what is accepted: the token endpoint', () => {
       }
       // Credentials the server cannot check must not be ignored: that would accept any secret.
       if (res.status === 200) accepted.push(method);
-      else expect({ method, status: res.status, error: res.json.error }).toEqual({ method, status: 401, error: 'invalid_client' });
+      else {
+        expect({ method, status: res.status, error: res.json.error }).toEqual({ method, status: 401, error: 'invalid_client' });
+        expect(res.json.error_description, method).toEqual(expect.any(String));
+        // RFC 6749 §5.2: a client that tried Basic is answered with a Basic challenge.
+        if (method === 'client_secret_basic') expect(res.challenge).toMatch(/^Basic /);
+      }
     }
     expect(accepted.sort()).toEqual([...listed].sort());
   });
@@ -533,31 +540,39 @@ describe('metadata lists exactly what is accepted: the token endpoint', () => {
     });
   });
 
-  it('accepts a DPoP proof in every listed alg and in no other registered one, at the token endpoint', async () => {
+  it('accepts a DPoP proof in every listed alg and in no other registered one, at the token endpoint and at task start', async () => {
     const md = await metadata();
     const listed = md.dpop_signing_alg_values_supported as string[];
-    const htu = `${ISSUER}/oauth2/token`;
-    const accepted: string[] = [];
-    for (const alg of IANA_JWS_ALGS) {
-      const claims = { htm: 'POST', htu, jti: crypto.randomUUID(), iat: Math.floor(Date.now() / 1000) };
-      let proof: string;
-      if (alg === 'none') {
-        proof = `${Buffer.from(JSON.stringify({ typ: 'dpop+jwt', alg })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.`;
-      } else if (alg.startsWith('HS')) {
-        const secret = new TextEncoder().encode(RS_SECRET.repeat(2));
-        proof = await new SignJWT(claims).setProtectedHeader({ typ: 'dpop+jwt', alg, jwk: { kty: 'oct', k: Buffer.from(secret).toString('base64url') } as JWK }).sign(secret);
-      } else {
-        const key = algKeys.get(keyFor(alg))!;
-        const jwk = createPublicKey(key).export({ format: 'jwk' });
-        proof = await new SignJWT(claims).setProtectedHeader({ typ: 'dpop+jwt', alg, jwk }).sign(key);
+    /** Each route's request carrying the proof: the token endpoint's exchange, and a task start. */
+    const routes = {
+      '/oauth2/token': async (dpop: string) => tokenRequest(await exchange(), { headers: { dpop } }),
+      '/v1/tasks': async (dpop: string) =>
+        httpsJson(`${ISSUER}/v1/tasks`, { ...tls(), headers: { dpop }, body: { attestation: { kind: 'oidc', token: await saToken() }, intent } }),
+    };
+    for (const [route, send] of Object.entries(routes)) {
+      const htu = `${ISSUER}${route}`;
+      const accepted: string[] = [];
+      for (const alg of IANA_JWS_ALGS) {
+        const claims = { htm: 'POST', htu, jti: crypto.randomUUID(), iat: Math.floor(Date.now() / 1000) };
+        let proof: string;
+        if (alg === 'none') {
+          proof = `${Buffer.from(JSON.stringify({ typ: 'dpop+jwt', alg })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.`;
+        } else if (alg.startsWith('HS')) {
+          const secret = new TextEncoder().encode(RS_SECRET.repeat(2));
+          proof = await new SignJWT(claims).setProtectedHeader({ typ: 'dpop+jwt', alg, jwk: { kty: 'oct', k: Buffer.from(secret).toString('base64url') } as JWK }).sign(secret);
+        } else {
+          const key = algKeys.get(keyFor(alg))!;
+          const jwk = createPublicKey(key).export({ format: 'jwk' });
+          proof = await new SignJWT(claims).setProtectedHeader({ typ: 'dpop+jwt', alg, jwk }).sign(key);
+        }
+        const res = await send(proof);
+        if (res.status === 200 || res.status === 201) {
+          expect(res.json.token_type, `${route} ${alg}`).toBe('DPoP');
+          accepted.push(alg);
+        } else expect(res.json.error, `${route} ${alg}`).toBe('invalid_dpop_proof');
       }
-      const res = await tokenRequest(await exchange(), { headers: { dpop: proof } });
-      if (res.status === 200) {
-        expect(res.json.token_type, alg).toBe('DPoP');
-        accepted.push(alg);
-      } else expect(res.json.error, alg).toBe('invalid_dpop_proof');
+      expect({ route, accepted: accepted.sort() }).toEqual({ route, accepted: [...listed].sort() });
     }
-    expect(accepted.sort()).toEqual([...listed].sort());
   });
 
   it('accepts the authorization_details type it lists and refuses another', async () => {
