@@ -33,9 +33,24 @@ export const UNSTATED_PURPOSE = 'not stated (token exchange)';
 export async function tokenRequest(broker: Broker, form: unknown, ctx: CallContext): Promise<TokenResponse> {
   const grantType = (form as { grant_type?: unknown } | undefined)?.grant_type;
   if (grantType === undefined) throw new InvalidRequest('grant_type is required');
-  if (grantType === GRANT_TYPE_TOKEN_EXCHANGE) return exchangeToken(broker, readRequest(form), ctx);
-  if (grantType === GRANT_TYPE_CLIENT_CREDENTIALS) return clientCredentials(broker, readRequest(form), ctx);
-  throw new UnsupportedGrantType(`grant_type must be "${GRANT_TYPE_TOKEN_EXCHANGE}" or "${GRANT_TYPE_CLIENT_CREDENTIALS}"`);
+  if (grantType !== GRANT_TYPE_TOKEN_EXCHANGE && grantType !== GRANT_TYPE_CLIENT_CREDENTIALS) {
+    throw new UnsupportedGrantType(`grant_type must be "${GRANT_TYPE_TOKEN_EXCHANGE}" or "${GRANT_TYPE_CLIENT_CREDENTIALS}"`);
+  }
+  refuseClientSecrets(form, ctx);
+  return grantType === GRANT_TYPE_TOKEN_EXCHANGE ? exchangeToken(broker, readRequest(form), ctx) : clientCredentials(broker, readRequest(form), ctx);
+}
+
+/**
+ * The token endpoint's client authentication is `none` (token exchange) or `tls_client_auth`
+ * (client credentials), as its metadata lists. Credentials of another method would go unchecked:
+ * ignoring them would accept any secret, so they are a failed client authentication
+ * (RFC 6749 §5.2: "unsupported authentication method").
+ */
+function refuseClientSecrets(form: unknown, ctx: CallContext): void {
+  const unsupported = 'the token endpoint authenticates no client by secret or assertion: a token exchange sends none (its subject_token is the evidence), client_credentials a client certificate (tls_client_auth)';
+  if (ctx.basic) throw new InvalidClient(unsupported, { challenge: 'Basic' });
+  const params = (form ?? {}) as Record<string, unknown>;
+  if (['client_secret', 'client_assertion', 'client_assertion_type'].some((p) => params[p] !== undefined)) throw new InvalidClient(unsupported);
 }
 
 /**

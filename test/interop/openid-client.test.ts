@@ -5,8 +5,8 @@
  * every request here also checks that the routes are served where the metadata says they are.
  */
 import 'reflect-metadata';
-import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
+import { createHash, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { decodeJwt, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCA, issueCertificate, type Credential } from '../../src/dev/dev-ca.js';
@@ -22,6 +22,9 @@ const RS = 'rs-db';
 const RS_SECRET = 'rs-db-secret-0123456789abcdefghijklmnop';
 const RS_SPIFFE = 'spiffe://example.org/rs/db';
 const WORKLOAD = 'k8s://test/ns/payments/sa/api';
+/** An agent the payments rule lets act for its workloads (RFC 8693 delegation). */
+const AGENT = 'k8s://test/ns/agents/sa/api';
+const TRUST_DOMAIN = 'payments.example.org';
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 const intent = { audience: 'db.payments', actions: ['read'], resources: ['db://payments/orders/*'], purpose: 'interop', task: 'interop-1' };
 
@@ -102,9 +105,14 @@ beforeAll(async () => {
     },
     attestation: { oidc: { issuers: [issuerEntry(oidc)] }, x509: {} },
     policies: [
-      { name: 'payments', workloads: ['k8s://test/ns/payments/sa/*'], audiences: ['db.payments'], actions: ['read'], resources: ['db://payments/**'] },
+      { name: 'payments', workloads: ['k8s://test/ns/payments/sa/*'], audiences: ['db.payments'], actions: ['read'], resources: ['db://payments/**'], actors: [AGENT] },
+      { name: 'payments-txn', workloads: ['k8s://test/ns/payments/sa/*'], audiences: [TRUST_DOMAIN], actions: ['read'], resources: ['db://payments/**'] },
+      { name: 'agents', workloads: [AGENT], audiences: ['db.payments'], actions: ['read'], resources: ['db://payments/**'] },
       { name: 'payments-svid', workloads: ['spiffe://example.org/ns/payments/sa/*'], audiences: ['db.payments'], actions: ['read'], resources: ['db://payments/**'], require_binding: true },
     ],
+    txn_tokens: { trust_domain: TRUST_DOMAIN, ttl: '1m' },
+    // The probes start a task per registered value, all for one workload: more than the default cap of live grants.
+    grants: { max_active_per_workload: 1000 },
     resource_servers: [
       { name: RS, audiences: ['db.payments'], credential_sha256: sha256(RS_SECRET), workload: RS_SPIFFE, jwks_file: jwksFile },
       { name: 'rs-algs', audiences: ['db.payments'], jwks: { keys: algJwks } },
@@ -394,5 +402,188 @@ describe('routes under the issuer path', () => {
     expect(await active(token)).toBe(true);
     await task.end();
     expect(await active(token)).toBe(false);
+  });
+});
+
+describe('metadata lists exactly what is accepted: the token endpoint', () => {
+  const metadata = async () => (await httpsJson(`${ORIGIN}/.well-known/oauth-authorization-server/tenant`, { ca: pki.example.certPem })).json;
+  const saToken = (namespace = 'payments') => oidc.mintServiceAccountToken({ cluster: 'test', namespace, serviceAccount: 'api', audience: AUDIENCE, ttlSeconds: 600 });
+  const target = { audience: 'db.payments', resource: 'db://payments/orders', scope: 'read' };
+
+  /** POST /oauth2/token with `params` as the form; `cert` is presented in the TLS handshake. */
+  async function tokenRequest(params: Record<string, string>, opts: { cert?: Credential; headers?: Record<string, string> } = {}) {
+    const res = await httpsJson(`${ISSUER}/oauth2/token`, {
+      ...tls(opts.cert),
+      method: 'POST',
+      body: new URLSearchParams(params).toString(),
+      headers: { 'content-type': 'application/x-www-form-urlencoded', ...opts.headers },
+    });
+    return { status: res.status, json: res.json as Record<string, unknown>, challenge: res.headers['www-authenticate'] };
+  }
+
+  /** A token exchange of the workload's platform token for a task token. */
+  const exchange = async (): Promise<Record<string, string>> => ({
+    grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+    subject_token: await saToken(),
+    subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+    ...target,
+  });
+
+  it('accepts every listed token endpoint auth method and refuses every other registered one', async () => {
+    const md = await metadata();
+    const listed = md.token_endpoint_auth_methods_supported as string[];
+    const svid = 'spiffe://example.org/ns/payments/sa/batch';
+    const accepted: string[] = [];
+    for (const method of IANA_AUTH_METHODS) {
+      // Each the grant it fits: the exchange for the credential-less and secret/assertion methods (the
+      // workload's platform token is its evidence), client credentials for the certificate ones.
+      let res: Awaited<ReturnType<typeof tokenRequest>>;
+      switch (method) {
+        case 'none':
+          res = await tokenRequest(await exchange());
+          break;
+        case 'client_secret_basic':
+          res = await tokenRequest(await exchange(), { headers: { authorization: `Basic ${Buffer.from(`${encodeURIComponent(WORKLOAD)}:a-secret`).toString('base64')}` } });
+          break;
+        case 'client_secret_post':
+          res = await tokenRequest({ ...(await exchange()), client_id: WORKLOAD, client_secret: 'a-secret' });
+          break;
+        case 'client_secret_jwt':
+        case 'private_key_jwt': {
+          const key = method === 'private_key_jwt' ? rsKey : new TextEncoder().encode(RS_SECRET);
+          const jwt = await new SignJWT({})
+            .setProtectedHeader({ alg: method === 'private_key_jwt' ? 'ES256' : 'HS256' })
+            .setIssuer(WORKLOAD)
+            .setSubject(WORKLOAD)
+            .setAudience(ISSUER)
+            .setJti(crypto.randomUUID())
+            .setIssuedAt()
+            .setExpirationTime('1m')
+            .sign(key);
+          res = await tokenRequest({ ...(await exchange()), client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: jwt });
+          break;
+        }
+        case 'tls_client_auth':
+          res = await tokenRequest({ grant_type: 'client_credentials', client_id: svid, ...target }, { cert: otherCert });
+          break;
+        case 'self_signed_tls_client_auth':
+          res = await tokenRequest({ grant_type: 'client_credentials', client_id: RS, ...target }, { cert: selfSigned });
+          break;
+        default:
+          throw new Error(`no probe for ${method}`);
+      }
+      // Credentials the server cannot check must not be ignored: that would accept any secret.
+      if (res.status === 200) accepted.push(method);
+      else {
+        expect({ method, status: res.status, error: res.json.error }).toEqual({ method, status: 401, error: 'invalid_client' });
+        expect(res.json.error_description, method).toEqual(expect.any(String));
+        // RFC 6749 §5.2: a client that tried Basic is answered with a Basic challenge.
+        if (method === 'client_secret_basic') expect(res.challenge).toMatch(/^Basic /);
+      }
+    }
+    expect(accepted.sort()).toEqual([...listed].sort());
+  });
+
+  /**
+   * The IANA "OAuth URI" registry's token-type URNs, and the Transaction Token one of
+   * draft-ietf-oauth-transaction-tokens. RFC 8414 defines no metadata member for the token types
+   * a token exchange accepts (RFC 8693 registers none either), so the set accepted is checked
+   * against docs/http-api.md, "Token exchange" and "Delegation", written out here.
+   */
+  const TOKEN_TYPES = ['access_token', 'refresh_token', 'id_token', 'saml1', 'saml2', 'jwt', 'txn_token'].map((t) => `urn:ietf:params:oauth:token-type:${t}`);
+  const DOCUMENTED = {
+    subject_token_type: ['urn:ietf:params:oauth:token-type:jwt', 'urn:ietf:params:oauth:token-type:id_token'],
+    requested_token_type: ['urn:ietf:params:oauth:token-type:access_token', 'urn:ietf:params:oauth:token-type:txn_token'],
+    actor_token_type: ['urn:ietf:params:oauth:token-type:jwt', 'urn:ietf:params:oauth:token-type:id_token', 'urn:ietf:params:oauth:token-type:access_token'],
+  };
+
+  it('accepts as subject_token_type, requested_token_type and actor_token_type exactly the registered token types it documents', async () => {
+    const accepted: Record<keyof typeof DOCUMENTED, string[]> = { subject_token_type: [], requested_token_type: [], actor_token_type: [] };
+    for (const type of TOKEN_TYPES) {
+      // The subject is always the workload's platform token: only its declared type changes.
+      if ((await tokenRequest({ ...(await exchange()), subject_token_type: type })).status === 200) accepted.subject_token_type.push(type);
+
+      // A token type is requested with a request right for a task token, or for a Transaction
+      // Token (audience the trust domain, scope its purpose, actions in a jit_task detail).
+      const asTask = await tokenRequest({ ...(await exchange()), requested_token_type: type });
+      const asTxn = await tokenRequest({
+        ...(await exchange()),
+        requested_token_type: type,
+        audience: TRUST_DOMAIN,
+        scope: 'reconcile orders',
+        authorization_details: JSON.stringify([{ type: 'jit_task', actions: ['read'] }]),
+      });
+      const issued = [asTask, asTxn].find((r) => r.status === 200);
+      if (issued) {
+        expect(issued.json.issued_token_type, type).toBe(type);
+        accepted.requested_token_type.push(type);
+      }
+
+      // The actor token as the agent's platform token, and as one of its own task tokens.
+      const agentTask = await tokenRequest({ ...(await exchange()), subject_token: await saToken('agents') });
+      expect(agentTask.status, JSON.stringify(agentTask.json)).toBe(200);
+      for (const actorToken of [await saToken('agents'), agentTask.json.access_token as string]) {
+        const res = await tokenRequest({ ...(await exchange()), actor_token: actorToken, actor_token_type: type });
+        if (res.status === 200) {
+          expect(decodeJwt(res.json.access_token as string).act, type).toEqual({ sub: AGENT });
+          accepted.actor_token_type.push(type);
+          break;
+        }
+        expect(res.json.error, type).toBe('invalid_request');
+      }
+    }
+    for (const list of Object.values(accepted)) list.sort();
+    expect(accepted).toEqual({
+      subject_token_type: [...DOCUMENTED.subject_token_type].sort(),
+      requested_token_type: [...DOCUMENTED.requested_token_type].sort(),
+      actor_token_type: [...DOCUMENTED.actor_token_type].sort(),
+    });
+  });
+
+  it('accepts a DPoP proof in every listed alg and in no other registered one, at the token endpoint and at task start', async () => {
+    const md = await metadata();
+    const listed = md.dpop_signing_alg_values_supported as string[];
+    /** Each route's request carrying the proof: the token endpoint's exchange, and a task start. */
+    const routes = {
+      '/oauth2/token': async (dpop: string) => tokenRequest(await exchange(), { headers: { dpop } }),
+      '/v1/tasks': async (dpop: string) =>
+        httpsJson(`${ISSUER}/v1/tasks`, { ...tls(), headers: { dpop }, body: { attestation: { kind: 'oidc', token: await saToken() }, intent } }),
+    };
+    for (const [route, send] of Object.entries(routes)) {
+      const htu = `${ISSUER}${route}`;
+      const accepted: string[] = [];
+      for (const alg of IANA_JWS_ALGS) {
+        const claims = { htm: 'POST', htu, jti: crypto.randomUUID(), iat: Math.floor(Date.now() / 1000) };
+        let proof: string;
+        if (alg === 'none') {
+          proof = `${Buffer.from(JSON.stringify({ typ: 'dpop+jwt', alg })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.`;
+        } else if (alg.startsWith('HS')) {
+          const secret = new TextEncoder().encode(RS_SECRET.repeat(2));
+          proof = await new SignJWT(claims).setProtectedHeader({ typ: 'dpop+jwt', alg, jwk: { kty: 'oct', k: Buffer.from(secret).toString('base64url') } as JWK }).sign(secret);
+        } else {
+          const key = algKeys.get(keyFor(alg))!;
+          const jwk = createPublicKey(key).export({ format: 'jwk' });
+          proof = await new SignJWT(claims).setProtectedHeader({ typ: 'dpop+jwt', alg, jwk }).sign(key);
+        }
+        const res = await send(proof);
+        if (res.status === 200 || res.status === 201) {
+          expect(res.json.token_type, `${route} ${alg}`).toBe('DPoP');
+          accepted.push(alg);
+        } else expect(res.json.error, `${route} ${alg}`).toBe('invalid_dpop_proof');
+      }
+      expect({ route, accepted: accepted.sort() }).toEqual({ route, accepted: [...listed].sort() });
+    }
+  });
+
+  it('accepts the authorization_details type it lists and refuses another', async () => {
+    const md = await metadata();
+    expect(md.authorization_details_types_supported).toEqual(['jit_task']);
+    const detail = (type: string) => JSON.stringify([{ type, actions: ['read'], locations: ['db.payments'], resources: ['db://payments/orders'] }]);
+    const { audience: _a, scope: _s, ...rest } = await exchange();
+    const listed = await tokenRequest({ ...rest, authorization_details: detail('jit_task') });
+    expect(listed.status, JSON.stringify(listed.json)).toBe(200);
+    // RFC 9396's own example type: registered by nobody here, so refused.
+    const other = await tokenRequest({ ...rest, authorization_details: detail('payment_initiation') });
+    expect(other).toMatchObject({ status: 400, json: { error: 'invalid_authorization_details' } });
   });
 });
