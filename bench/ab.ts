@@ -67,10 +67,16 @@ function removeBuild(b: Build): void {
   rmSync(b.dir, { recursive: true, force: true });
 }
 
-/** One measured load of `scenario` on `broker`. */
+let loads = 0;
+
+/**
+ * One measured load of `scenario` on `broker`. Each task-start load is a workload of its own
+ * (a service account named after it): a few rounds at saturation would reach one workload's cap
+ * on live grants.
+ */
 async function measure(scenario: (typeof SCENARIOS)[number], broker: BrokerProcess, env: Env, redisPid: number): Promise<Measured> {
   const common = { servers: [broker], cpu: brokerCpu([broker], redisPid), connections: scenario.connections, durationS: DURATION, key: scenario.name, label: scenario.name };
-  if (scenario.kind === 'issue') return load({ ...common, traffic: fixed(await issueTraffic(env.issuer)) });
+  if (scenario.kind === 'issue') return load({ ...common, traffic: fixed(await issueTraffic(env.issuer, `ab-${++loads}`)) });
   return load({ ...common, traffic: () => renewTraffic(broker, env.issuer, scenario.connections) });
 }
 
@@ -109,7 +115,7 @@ async function main() {
           for (const s of SCENARIOS) {
             for (const [label, broker] of order) {
               const m = await measure(s, broker, env, redis.pid);
-              if (m.non2xx || m.errors || m.wrongBodies) throw new Error(`${label} ${s.name}: ${m.non2xx} non-2xx, ${m.errors} errors, ${m.wrongBodies} wrong bodies`);
+              if (m.non2xx || m.errors || m.wrongBodies) throw new Error(`${label} ${s.name}: ${m.non2xx} non-2xx ${m.otherStatuses ?? ''}, ${m.errors} errors, ${m.wrongBodies} wrong bodies`);
               cpu[s.name]![label].push(m.cpuUs[0]!.us);
               cpu[s.name]![label === 'A' ? 'redisA' : 'redisB'].push(m.cpuUs[1]!.us);
               lines.push(`| ${round} | ${s.name} | ${label} | ${fmt(m.cpuUs[0]!.us)} µs | ${fmt(m.cpuUs[1]!.us)} µs | ${fmt(m.perSecond)}/s | ${m.p99} ms |`);
