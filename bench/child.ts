@@ -97,6 +97,8 @@ export interface NodeChild {
   readyPath: string;
   /** A TypeScript entry point and its arguments (run with tsx, as `npm run bench` runs this file). */
   args: string[];
+  /** A built JavaScript entry point instead: run with plain node, from `cwd` (the bench's A/B of two builds). */
+  compiled?: { cwd: string };
   env?: Record<string, string>;
   /** What the readiness probe trusts (HTTPS servers). */
   tls?: ClientTls;
@@ -108,9 +110,11 @@ const profileFlags = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] :
 
 /** Runs `fn` against a Node server started as a child process, and stops it afterwards whatever happens. */
 export async function withNodeChild<T>(opts: NodeChild, fn: (server: ServerProcess) => Promise<T>): Promise<T> {
-  const child = spawn(process.execPath, [...profileFlags, '--import', 'tsx', ...opts.args], {
+  const loader = opts.compiled ? [] : ['--import', 'tsx'];
+  const child = spawn(process.execPath, [...profileFlags, ...loader, ...opts.args], {
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, ...opts.env },
+    ...(opts.compiled ? { cwd: opts.compiled.cwd } : {}),
   });
   const spawnFailed = new Promise<never>((_, reject) => child.once('error', reject));
   spawnFailed.catch(() => undefined); // observed below; never an unhandled rejection

@@ -10,8 +10,23 @@ const num = (name: string, fallback: number, integer = true): number => {
 
 /** Seconds of each measured load (after the warm-up). */
 export const DURATION_S = num('BENCH_DURATION', 10, false);
-/** Keep-alive connections of each load (split evenly when one load drives several servers). */
-export const CONNECTIONS = num('BENCH_CONNECTIONS', 64);
+/** A comma-separated list of positive integers ("1,8,64"), ascending and without repeats. */
+const levels = (name: string, fallback: number[]): number[] => {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const xs = raw.split(',').map((x) => Number(x.trim()));
+  const ok = xs.every((n) => Number.isInteger(n) && n > 0) && xs.every((n, i) => i === 0 || n > xs[i - 1]!);
+  if (!ok) throw new Error(`${name} must be ascending positive integers separated by commas, e.g. "1,8,64", not "${raw}"`);
+  return xs;
+};
+
+/**
+ * The concurrencies (keep-alive connections) the task-start, renewal and peer loads run at, each
+ * in turn: one task start at a time is how most workloads call the broker, 64 is saturation.
+ */
+export const CONNECTION_LEVELS = levels('BENCH_CONNECTIONS', [1, 8, 64]);
+/** Keep-alive connections of every other load: the highest level (split evenly when one load drives several servers). */
+export const CONNECTIONS = CONNECTION_LEVELS[CONNECTION_LEVELS.length - 1]!;
 /** How many times the whole set of loads runs; the table gives the median and min–max. */
 export const RUNS = num('BENCH_RUNS', 3);
 export const WARMUP_S = 2;
@@ -19,3 +34,6 @@ export const WARMUP_S = 2;
 export const GROWTH_GRANTS = num('BENCH_GROWTH_GRANTS', 1_000_000);
 /** Grants per workload in the growth fill: a listing page's worth. */
 export const GROWTH_PER_WORKLOAD = 100;
+
+/** The key of a scenario run at `connections`: the plain key at CONNECTIONS, "key@N" at the lower levels. */
+export const atLevel = (key: string, connections: number): string => (connections === CONNECTIONS ? key : `${key}@${connections}`);

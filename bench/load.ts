@@ -43,12 +43,18 @@ export interface Load {
   traffic: () => Promise<Traffic>;
   /** For HTTPS: what the load generator trusts and presents. */
   tls?: ClientTls;
+  /** Keep-alive connections of this load, CONNECTIONS unless set. */
+  connections?: number;
+  /** Seconds measured, DURATION_S unless set. */
+  durationS?: number;
 }
 
 /** One measurement: throughput and latency of the successes, what went wrong, CPU µs per success. */
 export interface Measured {
   key: string;
   label: string;
+  /** Keep-alive connections of an HTTP load (summed over its servers). */
+  connections?: number;
   perSecond: number;
   p50: number;
   p99: number;
@@ -104,8 +110,9 @@ async function cannon(server: ServerProcess, l: Load, t: Traffic, connections: n
   return { raw, handshakes: counted?.handshakes };
 }
 
-/** CONNECTIONS split as evenly as it goes over `n` servers. */
-export const connectionShares = (n: number) => Array.from({ length: n }, (_, i) => Math.floor(CONNECTIONS / n) + (i < CONNECTIONS % n ? 1 : 0));
+/** `connections` (CONNECTIONS by default) split as evenly as it goes over `n` servers. */
+export const connectionShares = (n: number, connections = CONNECTIONS) =>
+  Array.from({ length: n }, (_, i) => Math.floor(connections / n) + (i < connections % n ? 1 : 0));
 
 const cpuOf = (parts: CpuPart[]) => parts.map((p) => p.pids.reduce((s, pid) => s + cpuSeconds(pid), 0));
 
@@ -120,20 +127,23 @@ function otherStatuses(result: autocannon.Result): string {
 
 /** Warm-up, then the measured run; every response counts (non-2xx, wrong bodies and connection errors are reported). */
 export async function load(l: Load): Promise<Measured> {
-  const each = connectionShares(l.servers.length);
+  const connections = l.connections ?? CONNECTIONS;
+  const each = connectionShares(l.servers.length, connections);
   const all = (t: Traffic, duration: number) => Promise.all(l.servers.map((s, i) => cannon(s, l, t, each[i]!, duration)));
   await all(await l.traffic(), WARMUP_S);
   const traffic = await l.traffic();
   const before = cpuOf(l.cpu);
-  const runs = await all(traffic, DURATION_S);
+  const duration = l.durationS ?? DURATION_S;
+  const runs = await all(traffic, duration);
   const after = cpuOf(l.cpu);
-  const result = aggregateResult(runs.map((r) => r.raw), { connections: CONNECTIONS, url: l.servers[0]!.url });
+  const result = aggregateResult(runs.map((r) => r.raw), { connections, url: l.servers[0]!.url });
   const ok = result['2xx'];
   const counted = runs.flatMap((r) => (r.handshakes ? [r.handshakes] : []));
   const m: Measured = {
     key: l.key,
     label: l.label,
-    perSecond: ok / DURATION_S,
+    connections,
+    perSecond: ok / duration,
     p50: result.latency.p50,
     p99: result.latency.p99,
     latencyUnit: 'ms',
@@ -147,6 +157,6 @@ export async function load(l: Load): Promise<Measured> {
     cpuUs: l.cpu.map((p, i) => ({ who: p.who, us: ok ? ((after[i]! - before[i]!) / ok) * 1e6 : NaN })),
   };
   const statuses = m.otherStatuses ? ` (${m.otherStatuses})` : '';
-  console.error(`${m.label}: ${Math.round(m.perSecond)}/s, p99 ${m.p99} ms, ${m.non2xx} non-2xx${statuses}, ${m.errors} errors, ${m.wrongBodies} wrong bodies`);
+  console.error(`${m.label}, ${connections} connections: ${Math.round(m.perSecond)}/s, p99 ${m.p99} ms, ${m.non2xx} non-2xx${statuses}, ${m.errors} errors, ${m.wrongBodies} wrong bodies`);
   return m;
 }

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { freePort } from '../src/util/net.js';
 import { requestJson, withNodeChild } from './child.js';
+import { CONNECTION_LEVELS, atLevel } from './config.js';
 import { fixed, load, type Measured } from './load.js';
 import { PEER_AUDIENCE, PEER_CLIENT_ID, PEER_RESOURCE, PEER_SCOPE } from './peer-shared.js';
 
@@ -26,7 +27,8 @@ async function checkToken(url: string, body: string): Promise<void> {
   }
 }
 
-export async function peerScenario(): Promise<Measured> {
+/** The peer's token endpoint at each of CONNECTION_LEVELS in turn (keys "peer@1", ..., "peer"), one peer process. */
+export async function peerScenario(): Promise<Measured[]> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const secret = randomBytes(24).toString('base64url');
@@ -34,12 +36,19 @@ export async function peerScenario(): Promise<Measured> {
   const child = { name: 'peer (oidc-provider)', url, readyPath: '/.well-known/openid-configuration', args: ['bench/peer-server.ts', String(port)], env: { PEER_CLIENT_SECRET: secret } };
   return withNodeChild(child, async (peer) => {
     await checkToken(url, body);
-    return load({
-      key: 'peer',
-      label: `peer: oidc-provider ${PEER_VERSION} POST /token (client_credentials, client_secret_post; JWT access token, ES256)`,
-      servers: [peer],
-      cpu: [{ who: 'oidc-provider', pids: [peer.pid] }],
-      traffic: fixed({ method: 'POST', path: '/token', headers: FORM, body, verifyBody: (b) => b.includes('"access_token"') }),
-    });
+    const measured: Measured[] = [];
+    for (const c of CONNECTION_LEVELS) {
+      measured.push(
+        await load({
+          key: atLevel('peer', c),
+          label: `peer: oidc-provider ${PEER_VERSION} POST /token (client_credentials, client_secret_post; JWT access token, ES256)`,
+          connections: c,
+          servers: [peer],
+          cpu: [{ who: 'oidc-provider', pids: [peer.pid] }],
+          traffic: fixed({ method: 'POST', path: '/token', headers: FORM, body, verifyBody: (b) => b.includes('"access_token"') }),
+        }),
+      );
+    }
+    return measured;
   });
 }

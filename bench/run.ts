@@ -68,7 +68,7 @@ async function measureRun(dir: string, pki: BenchPki, tlsFiles: BrokerTlsFiles):
     const https = await httpsScenarios(env, pki, tlsFiles);
     const floor = await floorScenario(dir, http.issuance);
     const peer = await peerScenario();
-    return [...writes, ...http.measured, fleet, ...https, floor, peer];
+    return [...writes, ...http.measured, fleet, ...https, floor, ...peer];
   } finally {
     await issuer?.close();
     await redis.stop();

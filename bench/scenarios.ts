@@ -10,7 +10,7 @@ import type { OidcIssuer } from '../src/dev/oidc-issuer.js';
 import { freePort } from '../src/util/net.js';
 import { requestJson, withBroker, type BrokerProcess, type ClientTls } from './broker.js';
 import type { Reply } from './child.js';
-import { CONNECTIONS } from './config.js';
+import { CONNECTIONS, CONNECTION_LEVELS, atLevel } from './config.js';
 import { JSON_HEADERS, connectionShares, fixed, load, type CpuPart, type Measured, type Traffic } from './load.js';
 import { SVID_ID, TRUST_DOMAIN, clientTls, type BenchPki, type BrokerTlsFiles } from './pki.js';
 
@@ -117,10 +117,10 @@ async function startTask(url: string, body: string): Promise<Held & { reply: Rep
  * in a closure per connection, not in autocannon's `context`: that is reset each time a
  * connection's request list wraps around, i.e. after every request here.
  */
-async function renewTraffic(broker: BrokerProcess, issuer: OidcIssuer): Promise<Traffic> {
+export async function renewTraffic(broker: BrokerProcess, issuer: OidcIssuer, connections = CONNECTIONS): Promise<Traffic> {
   const token = await platformToken(issuer, 'renewer');
   const startBody = JSON.stringify({ attestation: oidc(token), intent });
-  const held = await Promise.all(Array.from({ length: CONNECTIONS }, () => startTask(broker.url, startBody)));
+  const held = await Promise.all(Array.from({ length: connections }, () => startTask(broker.url, startBody)));
   return {
     method: 'POST',
     path: '/v1/tasks', // each connection's renewal sets its own
@@ -161,9 +161,23 @@ async function introspectTraffic(broker: BrokerProcess, issuer: OidcIssuer): Pro
 
 const jwksTraffic: Traffic = { method: 'GET', path: '/.well-known/jwks.json', verifyBody: (b) => b.startsWith('{"keys":[{') };
 
+/** Task start and renewal on `broker`, at each of CONNECTION_LEVELS in turn (keys "issue@1", ..., "issue"). */
+export async function startAndRenewLevels(broker: BrokerProcess, env: Env, issue: Traffic, redisPid: number): Promise<Measured[]> {
+  const common = { servers: [broker], cpu: brokerCpu([broker], redisPid) };
+  const measured: Measured[] = [];
+  for (const c of CONNECTION_LEVELS) {
+    measured.push(await load({ ...common, connections: c, key: atLevel('issue', c), label: 'POST /v1/tasks (platform token, reused)', traffic: fixed(issue) }));
+  }
+  for (const c of CONNECTION_LEVELS) {
+    const label = 'POST /v1/tasks/{grant}/renew (platform token, reused; a grant per connection)';
+    measured.push(await load({ ...common, connections: c, key: atLevel('renew', c), label, traffic: () => renewTraffic(broker, env.issuer, c) }));
+  }
+  return measured;
+}
+
 /**
- * The plain-HTTP broker: issuance (the original figure), then renewal, introspection and the
- * JWKS. Also returns one real issuance response, which the HTTP floor answers with.
+ * The plain-HTTP broker: issuance (the original figure) and renewal at each concurrency, then
+ * introspection and the JWKS. Also returns one real issuance response, which the HTTP floor answers with.
  */
 export async function httpScenarios(env: Env): Promise<{ measured: Measured[]; issuance: { request: string; response: string } }> {
   const port = await freePort();
@@ -173,8 +187,7 @@ export async function httpScenarios(env: Env): Promise<{ measured: Measured[]; i
     const { reply } = await startTask(url, issue.body!);
     const common = { servers: [broker], cpu: brokerCpu([broker], env.redis.pid) };
     const measured = [
-      await load({ ...common, key: 'issue', label: 'POST /v1/tasks (platform token, reused)', traffic: fixed(issue) }),
-      await load({ ...common, key: 'renew', label: 'POST /v1/tasks/{grant}/renew (platform token, reused; a grant per connection)', traffic: () => renewTraffic(broker, env.issuer) }),
+      ...(await startAndRenewLevels(broker, env, issue, env.redis.pid)),
       await load({ ...common, key: 'introspect', label: 'POST /oauth2/introspect (bearer credential, a live token)', traffic: () => introspectTraffic(broker, env.issuer) }),
       await load({ ...common, key: 'jwks', label: 'GET /.well-known/jwks.json', traffic: fixed(jwksTraffic) }),
     ];
