@@ -10,7 +10,7 @@ import { UndeliveredGrants } from './grants/undelivered.js';
 import { DuplicateGrantId, GrantLimitExceeded, isLive } from './grants/codec.js';
 import { DenialAudit, type DenialSource } from './grants/denial-audit.js';
 import { isGrantId, newGrantId } from './grants/ids.js';
-import type { Grant, GrantStore, RateLimit } from './grants/store.js';
+import type { Grant, GrantStore, RateLimit, RenewOutcome } from './grants/store.js';
 import { AddressLimiter, addressKey } from './limits/address-limiter.js';
 import type { Logger } from './log.js';
 import { limitDenialReason, NO_METRICS, policyDenialReason, type ServiceMetrics } from './metrics.js';
@@ -330,17 +330,11 @@ export class Broker {
         log.info({ grant: grantId, workload: subject.id, ...(actor ? { actor: actor.id } : {}), jti: minted.claims.jti, generation: result.grant.generation }, 'task token renewed');
         this.metrics.renewed();
         return { ...taskResponse(minted, result.grant, intent, decision.rule), generation: result.grant.generation };
-      case 'replay':
-        log.warn({ grant: grantId, workload: subject.id, presented: claims.jti, generation: result.grant.generation }, 'replay detected: superseded token presented for renewal; grant revoked');
-        this.metrics.replayed('renew');
-        throw new InvalidGrant(REPLAYED, { reason: 'replay_detected' });
       case 'current':
         // Only a retry asks for it (retryWindowMs is not passed here): a store answering it otherwise is a bug.
         throw new Error('renewGrant answered current to a renewal that was no retry');
-      case 'inactive':
-        throw new InvalidGrant(inactiveReason(result.grant, now));
-      case 'unknown':
-        throw new InvalidGrant('unknown grant');
+      default:
+        return this.renewalRefused(result, grantId, subject.id, claims.jti, now);
     }
   }
 
@@ -360,13 +354,21 @@ export class Broker {
       case 'current':
         log.info({ grant: grantId, workload: workload.id, jti: grant.token_jti, generation: result.grant.generation }, 'renewal retried: latest task token sent again');
         return { ...taskResponse(minted, result.grant, intent, rule), generation: result.grant.generation };
-      case 'replay':
-        log.warn({ grant: grantId, workload: workload.id, presented: presentedJti, generation: result.grant.generation }, 'replay detected: superseded token presented for renewal; grant revoked');
-        this.metrics.replayed('renew');
-        throw new InvalidGrant(REPLAYED, { reason: 'replay_detected' });
       case 'renewed':
         // A retry names the grant's latest token, never a new one: a store renewing it is a bug.
         throw new Error('renewGrant renewed a retried renewal');
+      default:
+        return this.renewalRefused(result, grantId, workload.id, presentedJti, now);
+    }
+  }
+
+  /** What every renewal answers a refusing store: a replay (the grant is revoked), an inactive or an unknown grant. */
+  private renewalRefused(result: Extract<RenewOutcome, { outcome: 'replay' | 'inactive' | 'unknown' }>, grantId: string, workloadId: string, presentedJti: string, now: number): never {
+    switch (result.outcome) {
+      case 'replay':
+        this.deps.log.warn({ grant: grantId, workload: workloadId, presented: presentedJti, generation: result.grant.generation }, 'replay detected: superseded token presented for renewal; grant revoked');
+        this.metrics.replayed('renew');
+        throw new InvalidGrant(REPLAYED, { reason: 'replay_detected' });
       case 'inactive':
         throw new InvalidGrant(inactiveReason(result.grant, now));
       case 'unknown':

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOidcIssuer, type OidcIssuer } from '../../src/dev/oidc-issuer.js';
 import type { BrokerRuntime } from '../../src/server.js';
 import { AUDIENCE, postJson, startTestBroker } from '../helpers/broker.js';
+import { grantState } from '../helpers/grant-state.js';
 import { redisUrl } from '../helpers/redis.js';
 
 /**
@@ -107,28 +108,8 @@ async function introspect(token: string) {
   return (await res.json()) as Record<string, unknown>;
 }
 
-/**
- * Every key the broker holds under its prefix with its value, denial events left out (a refusal
- * may add one), and the global audit shards too: they copy the workloads' own streams a few
- * milliseconds late.
- */
-async function state(prefix: string): Promise<Record<string, unknown>> {
-  const out: Record<string, unknown> = {};
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    for (const key of keys) {
-      if (key.includes('{ga:')) continue;
-      const type = await redis.type(key);
-      if (type === 'string') out[key] = await redis.get(key);
-      else if (type === 'hash') out[key] = await redis.hgetall(key);
-      else if (type === 'zset') out[key] = await redis.zrange(key, 0, -1, 'WITHSCORES');
-      else if (type === 'stream') out[key] = (await redis.xrange(key, '-', '+')).filter(([, f]) => f[f.indexOf('type') + 1] !== 'grant.denied');
-    }
-  } while (cursor !== '0');
-  return out;
-}
+/** The broker's grant state (records, indexes, lifecycle events): a refused proof must leave it as it was. */
+const state = (prefix: string) => grantState(redis, prefix);
 
 function expectProofError(res: { status: number; json: Record<string, unknown> }, description: string | RegExp) {
   expect(res.status).toBe(400);
