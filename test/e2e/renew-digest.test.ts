@@ -155,6 +155,21 @@ describe('renewal vouched for by the grant record', () => {
     expect((await renew(grant, foreignSigned(res.json.access_token as string))).json).toMatchObject({ error: 'invalid_token' });
   });
 
+  it('answers a bad token with its own error before any grant error (unknown grant, unreadable record), as before', async () => {
+    const { grant, token } = await startTask();
+    const forged = foreignSigned(token);
+    const unknownGrant = `${grant.slice(0, -22)}${'A'.repeat(22)}`;
+    expect((await renew(unknownGrant, forged)).json).toMatchObject({ error: 'invalid_token', error_description: 'the token signature does not verify' });
+    expect((await renew(unknownGrant, token)).json).toMatchObject({ error: 'invalid_grant', error_description: 'the token was not issued for this grant' });
+    // A record that does not decode: the token's error first; a good token then gets the record's (500).
+    const record = (await redis.get(recordKey(grant)))!;
+    await redis.set(recordKey(grant), record.replace('\n[', '\n[not json'), 'KEEPTTL');
+    expect((await renew(grant, forged)).json).toMatchObject({ error: 'invalid_token', error_description: 'the token signature does not verify' });
+    expect((await renew(grant, token)).status).toBe(500);
+    await redis.set(recordKey(grant), record, 'KEEPTTL');
+    expect((await renew(grant, token)).status).toBe(200);
+  });
+
   it('renews a chain of tokens, each vouched for in turn, and revokes the grant on a superseded one', async () => {
     const { grant, token: first } = await startTask();
     let token = first;
