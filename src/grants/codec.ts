@@ -205,10 +205,11 @@ export function capExceeded(workload: string, active: number, maxActive: number,
 //
 // One Redis string of lines: status, expires_at, generation, token_jti, token_exp, workload, then
 // the fields that never change as one JSON array in FIXED_FIELDS order, then kid and closed_by
-// ('' when none), then prev_jti and token_iat once renewed, then token_digest when recorded. The Lua scripts read and rewrite every line but the JSON (lib.lua
-// grant_read/grant_write) and pass the JSON through. Records written before kid and closed_by
-// were recorded end at the JSON line; they still decode (without them), and the scripts write
-// them back in the new shape. Not a hash: Redis keeps a hash compact only while every value is
+// ('' when none), then prev_jti and token_iat once renewed, then token_digest when recorded. The
+// Lua scripts read and rewrite every line but the JSON (lib.lua grant_read/grant_write) and pass
+// the JSON through. Records written before kid and closed_by were recorded end at the JSON
+// line; they still decode (without them), and the scripts write them back in the new shape.
+// Not a hash: Redis keeps a hash compact only while every value is
 // at most 64 bytes, and a grant's resources or workload id are often longer; as a hashtable the
 // record cost 1.3 KiB. An array, not an object: the names would add a third to the record
 // (bench/ measures memory per grant). Newlines are safe separators: every text field refuses
