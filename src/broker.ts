@@ -27,6 +27,7 @@ import { newTokenId, signTaskTokenOffThread, taskTokenClaims } from './tokens/mi
 import { checkBinding, sameConfirmation } from './tokens/binding.js';
 import { DpopNonces, InvalidDpopProof, verifyDpopProof, type VerifiedProof } from './tokens/dpop.js';
 import { recordedClaims, recordMismatch } from './tokens/record-match.js';
+import { TokenDigests } from './tokens/token-digest.js';
 import { headerType, TaskTokenVerifier } from './tokens/verify.js';
 import { signTxnToken, txnRecordMismatch, txnTokenClaims, TxnTokenVerifier } from './tokens/txn-token.js';
 import { TOKEN_TYPE_NOT_APPLICABLE, TXN_TOKEN_TYP } from './protocol/txn-token.js';
@@ -109,6 +110,8 @@ const REPLAYED = 'this token was already renewed: a superseded token means two h
 export class Broker {
   private readonly voider: UndeliveredGrants;
   private readonly verifier: TaskTokenVerifier;
+  /** Keyed digests of task tokens, recorded with their grant so a renewal need not verify our own signature again. */
+  private readonly digests: TokenDigests;
   private readonly txnVerifier: TxnTokenVerifier;
   private readonly failures: AddressLimiter;
   private readonly resourceServers: ResourceServers;
@@ -122,7 +125,8 @@ export class Broker {
     const { config, clock, keyring } = deps;
     this.metrics = deps.metrics ?? NO_METRICS;
     this.voider = new UndeliveredGrants(deps.store, clock, deps.log);
-    this.verifier = new TaskTokenVerifier({ issuer: config.issuer, leewayMs: config.tokens.leeway, clock, keys: keyring });
+    this.digests = new TokenDigests(config.tokens.key_publication_secret);
+    this.verifier = new TaskTokenVerifier({ issuer: config.issuer, leewayMs: config.tokens.leeway, clock, keys: keyring, digests: this.digests });
     this.txnVerifier = new TxnTokenVerifier({ issuer: config.issuer, leewayMs: config.tokens.leeway, clock, keys: keyring });
     this.failures = new AddressLimiter({
       ...rateLimit(config.limits.failed_attestations),
@@ -231,6 +235,8 @@ export class Broker {
           token_jti: minted.claims.jti,
           token_exp: minted.claims.exp * 1000,
           kid: minted.kid,
+          // A Txn-Token is never renewed (nor verified by TaskTokenVerifier): no digest.
+          ...(req.txnToken ? {} : { token_digest: this.digests.of(minted.token) }),
           ...(cnf ? { cnf } : {}),
           ...(actor ? { act: actor.chain } : {}),
         },
@@ -265,7 +271,12 @@ export class Broker {
     const ttlMs = requestedTtl(req.ttl, config.tokens.default_ttl, config.tokens.max_ttl);
     const proof = this.taskProof(grantId, 'renew', ctx);
     const { claims, workload, grant } = await this.authenticated(ctx, async () => {
-      const claims = await this.presentedToken(grantId, ctx);
+      const token = this.bearerFor(grantId, ctx);
+      // The record first: its digest of the grant's latest token stands in for the signature check
+      // when the token is that one (tokens/verify.ts). What reading it failed with waits for its
+      // turn (liveGrant), after the token's and the evidence's errors, as when it was read there.
+      const read = await this.readGrant(grantId);
+      const claims = await this.tokenFor(grantId, token, 'grant' in read ? read.grant?.token_digest : undefined);
       const workload = await this.attest(req.attestation ?? ctx.certificate);
       // A delegated grant's holder is its actor: the actor renews it, with its own evidence and the grant's binding.
       if (claims.act !== undefined && workload.id !== claims.act.sub) throw new AttestationFailed('this grant is delegated: its actor renews it, with the actor\'s own evidence');
@@ -278,7 +289,7 @@ export class Broker {
             : 'this grant is not bound to a certificate: re-attest with a fresh platform token',
         );
       }
-      const grant = await this.liveGrant(grantId, claims.sub, clock());
+      const grant = this.liveGrant(read, claims.sub, clock());
       // Only the source that attested the grant (or its actor) may vouch for its renewal: config keeps sources'
       // ids apart, but a grant outlives a config change (or a broker with another config).
       const vouching = grant.act?.[0]?.issuer ?? grant.issuer;
@@ -317,7 +328,16 @@ export class Broker {
       throw evidenceTooShort(workload, now);
     }
     const minted = await this.mint(subject.id, grantId, intent, now, tokenExp, grant.cnf, actor?.act);
-    const renewal = { id: grantId, workload: subject.id, presentedJti: claims.jti, jti: minted.claims.jti, tokenExp: minted.claims.exp * 1000, kid: minted.kid, ...(actor ? { actor: actor.id } : {}) };
+    const renewal = {
+      id: grantId,
+      workload: subject.id,
+      presentedJti: claims.jti,
+      jti: minted.claims.jti,
+      tokenExp: minted.claims.exp * 1000,
+      kid: minted.kid,
+      tokenDigest: this.digests.of(minted.token),
+      ...(actor ? { actor: actor.id } : {}),
+    };
     const result = await store.renewGrant(renewal, { now, retentionMs: config.grants.audit_retention, rate: this.rate }).catch(async (e: unknown) => {
       if (e instanceof GrantLimitExceeded) {
         this.metrics.denied(limitDenialReason(e.auditReason), grant.rule);
@@ -641,10 +661,20 @@ export class Broker {
   }
 
   /** The bearer task token, verified and issued for this grant. */
-  private async presentedToken(grantId: string, ctx: CallContext): Promise<TaskTokenClaims> {
+  private presentedToken(grantId: string, ctx: CallContext): Promise<TaskTokenClaims> {
+    return this.tokenFor(grantId, this.bearerFor(grantId, ctx));
+  }
+
+  /** The bearer task token sent to act on this grant, unverified. */
+  private bearerFor(grantId: string, ctx: CallContext): string {
     if (!isGrantId(grantId)) throw new InvalidRequest('not a grant id');
     if (ctx.bearer === undefined) throw new TokenMissing('present the task token as "Authorization: Bearer <token>"');
-    const claims = await this.verifier.verify(ctx.bearer);
+    return ctx.bearer;
+  }
+
+  /** The token, verified and issued for this grant; `recordedDigest` is the grant record's digest of its latest token. */
+  private async tokenFor(grantId: string, token: string, recordedDigest?: string): Promise<TaskTokenClaims> {
+    const claims = await this.verifier.verify(token, recordedDigest);
     if (claims.grant !== grantId) throw new InvalidGrant('the token was not issued for this grant');
     return claims;
   }
@@ -682,9 +712,19 @@ export class Broker {
     if (!this.matchesRecord(claims, grant, op)) throw new InvalidGrant('the token does not match its grant record');
   }
 
-  /** The grant, if it exists for this workload and is live; else invalid_grant. */
-  private async liveGrant(grantId: string, workload: string, now: number): Promise<Grant> {
-    const grant = await this.deps.store.getGrant(grantId);
+  /** The grant record, or what reading it failed with (thrown where the record is needed). */
+  private async readGrant(grantId: string): Promise<GrantRead> {
+    try {
+      return { grant: await this.deps.store.getGrant(grantId) };
+    } catch (error) {
+      return { error };
+    }
+  }
+
+  /** The grant read, if it exists for this workload and is live; else invalid_grant (or the read's error). */
+  private liveGrant(read: GrantRead, workload: string, now: number): Grant {
+    if ('error' in read) throw read.error;
+    const { grant } = read;
     if (!grant || grant.workload !== workload) throw new InvalidGrant('unknown grant');
     if (!isLive(grant, now)) throw new InvalidGrant(inactiveReason(grant, now));
     return grant;
@@ -821,6 +861,8 @@ export class Broker {
     return address === undefined ? { unmatched } : { unmatched, source: addressKey(address, this.deps.config.limits.ipv6_prefix) };
   }
 }
+
+type GrantRead = { grant: Grant | null } | { error: unknown };
 
 interface Minted {
   token: string;

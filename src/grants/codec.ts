@@ -76,6 +76,7 @@ const grantFields = {
     .max(MAX_ACTOR_CHAIN)
     .optional(),
   kid: text(256).optional(),
+  token_digest: z.string().regex(/^[A-Za-z0-9_-]{22}$/, 'must be a token digest').optional(),
 };
 
 const newGrantSchema = z.object(grantFields).strict();
@@ -99,7 +100,7 @@ const createOptionsSchema = z.object({
 });
 
 const renewSchema = z
-  .object({ id: grantFields.id, workload: text(2048), presentedJti: text(256), jti: text(256), tokenExp: ms, kid: text(256).optional(), actor: text(2048).optional() })
+  .object({ id: grantFields.id, workload: text(2048), presentedJti: text(256), jti: text(256), tokenExp: ms, kid: text(256).optional(), tokenDigest: grantFields.token_digest, actor: text(2048).optional() })
   .strict();
 const renewOptionsSchema = z.object({ now: ms, retentionMs: retentionSchema, rate: rateSchema.optional(), retryWindowMs: z.number().int().min(0).max(60_000).optional() });
 const closeOptionsSchema = z.object({
@@ -168,6 +169,7 @@ export function validateNewGrant(grant: NewGrant, opts: CreateGrantOptions): { g
   if ('cnf' in record && record.cnf === undefined) delete record.cnf;
   if ('act' in record && record.act === undefined) delete record.act;
   if ('kid' in record && record.kid === undefined) delete record.kid;
+  if ('token_digest' in record && record.token_digest === undefined) delete record.token_digest;
   return { grant: record, opts: o.data };
 }
 
@@ -206,10 +208,11 @@ export function capExceeded(workload: string, active: number, maxActive: number,
 //
 // One Redis string of lines: status, expires_at, generation, token_jti, token_exp, workload, then
 // the fields that never change as one JSON array in FIXED_FIELDS order, then kid and closed_by
-// ('' when none). The Lua scripts read and rewrite every line but the JSON (lib.lua
-// grant_read/grant_write) and pass the JSON through. Records written before kid and closed_by
-// were recorded end at the JSON line; they still decode (without them), and the scripts write
-// them back in the new shape. Not a hash: Redis keeps a hash compact only while every value is
+// ('' when none), then prev_jti and token_iat once renewed, then token_digest when recorded. The
+// Lua scripts read and rewrite every line but the JSON (lib.lua grant_read/grant_write) and pass
+// the JSON through. Records written before kid and closed_by were recorded end at the JSON
+// line; they still decode (without them), and the scripts write them back in the new shape.
+// Not a hash: Redis keeps a hash compact only while every value is
 // at most 64 bytes, and a grant's resources or workload id are often longer; as a hashtable the
 // record cost 1.3 KiB. An array, not an object: the names would add a third to the record
 // (bench/ measures memory per grant). Newlines are safe separators: every text field refuses
@@ -229,14 +232,22 @@ const RECORD_LINES = 6;
 const TRAILING_LINES = 2;
 /** Lines after those, once the grant was renewed: prev_jti, token_iat. */
 const RENEWAL_LINES = 2;
+/**
+ * The line after those, when the latest token's digest is recorded (the renewal lines are then
+ * written even when empty). Records without it still decode (a renewal verifies the signature).
+ * A broker older than this line reads neither shape with it (its decoders know 7, 9 and 11 lines).
+ */
+const DIGEST_LINES = 1;
 
 export function grantToRecord(grant: Grant): string {
   const fixed: unknown[] = FIXED_FIELDS.map((k) => grant[k] ?? null);
   // Trailing absent optional fields are left out (the record of an undelegated grant is unchanged).
   while (fixed.length > REQUIRED_FIXED && fixed[fixed.length - 1] === null) fixed.pop();
   const lines = [grant.status, String(grant.expires_at), String(grant.generation), grant.token_jti, String(grant.token_exp), grant.workload];
-  const renewal = grant.prev_jti !== undefined && grant.token_iat !== undefined ? `\n${grant.prev_jti}\n${grant.token_iat}` : '';
-  return `${lines.join('\n')}\n${JSON.stringify(fixed)}\n${grant.kid ?? ''}\n${grant.closed_by ?? ''}${renewal}`;
+  const renewed = grant.prev_jti !== undefined && grant.token_iat !== undefined;
+  const renewal = renewed ? `\n${grant.prev_jti}\n${grant.token_iat}` : grant.token_digest !== undefined ? '\n\n' : '';
+  const digest = grant.token_digest !== undefined ? `\n${grant.token_digest}` : '';
+  return `${lines.join('\n')}\n${JSON.stringify(fixed)}\n${grant.kid ?? ''}\n${grant.closed_by ?? ''}${renewal}${digest}`;
 }
 
 const jsonOr = (s: string | undefined): unknown => {
@@ -256,9 +267,9 @@ export type DecodeResult<T> = { ok: true; value: T } | { ok: false; problem: str
 /** Decodes a stored grant record (`id` is its key's); a record that does not decode is reported, never trusted. */
 export function grantFromRecord(id: string, record: string): DecodeResult<Grant> {
   const lines = record.split('\n');
-  const shapes = [RECORD_LINES + 1, RECORD_LINES + 1 + TRAILING_LINES, RECORD_LINES + 1 + TRAILING_LINES + RENEWAL_LINES];
+  const shapes = [RECORD_LINES + 1, RECORD_LINES + 1 + TRAILING_LINES, RECORD_LINES + 1 + TRAILING_LINES + RENEWAL_LINES, RECORD_LINES + 1 + TRAILING_LINES + RENEWAL_LINES + DIGEST_LINES];
   if (!shapes.includes(lines.length)) return { ok: false, problem: `record has ${lines.length} lines, not ${shapes.join(', ')}` };
-  const [status, expiresAt, generation, tokenJti, tokenExp, workload, json, kid, closedBy, prevJti, tokenIat] = lines;
+  const [status, expiresAt, generation, tokenJti, tokenExp, workload, json, kid, closedBy, prevJti, tokenIat, tokenDigest] = lines;
   // lib.lua grant_read agrees: both renewal lines or neither, and token_iat digits.
   if (prevJti !== undefined && (prevJti === '') !== (tokenIat === '')) return { ok: false, problem: 'prev_jti and token_iat must be both set or both empty' };
   const fixed = jsonOr(json);
@@ -285,6 +296,7 @@ export function grantFromRecord(id: string, record: string): DecodeResult<Grant>
     candidate.prev_jti = prevJti;
     candidate.token_iat = digitsOr(tokenIat);
   }
+  if (tokenDigest) candidate.token_digest = tokenDigest;
   const parsed = grantSchema.safeParse(candidate);
   if (!parsed.success) return { ok: false, problem: problems(parsed.error) };
   // No key of `candidate` holds undefined, and zod leaves an absent optional key absent.

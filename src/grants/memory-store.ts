@@ -469,6 +469,9 @@ export function createMemoryGrantStore(opts: MemoryGrantStoreOptions = {}): Gran
       g.token_jti = r.jti;
       g.token_exp = r.tokenExp;
       if (r.kid !== undefined) g.kid = r.kid;
+      // The digest names the latest token, or nothing (renew-grant.lua ARGV[15]).
+      if (r.tokenDigest !== undefined) g.token_digest = r.tokenDigest;
+      else delete g.token_digest;
       return { outcome: 'renewed', grant: clone(g) };
     },
 

@@ -829,6 +829,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
           r.kid ?? '',
           renewed.length,
           o.retryWindowMs ?? 0,
+          r.tokenDigest ?? '',
           ...renewed,
           ...replay,
         ];

@@ -45,6 +45,12 @@ export interface Grant {
    */
   prev_jti?: string;
   token_iat?: number;
+  /**
+   * A keyed digest of the whole latest token (tokens/token-digest.ts): a renewal presenting
+   * exactly these bytes skips only the signature check. Absent in records written before it was
+   * recorded, or by a broker without it; a retried renewal leaves it naming the original bytes.
+   */
+  token_digest?: string;
 }
 
 /** One actor of a delegation chain. */
@@ -178,6 +184,8 @@ export interface RenewGrant {
   tokenExp: number;
   /** The key that signed the new token. */
   kid?: string;
+  /** The new token's digest (Grant.token_digest); absent: the record keeps none. A retry leaves the recorded one. */
+  tokenDigest?: string;
   /** A delegated grant's actor, who renews it: named on the `grant.renewed` event. */
   actor?: string;
 }

@@ -7,6 +7,7 @@ import { MAX_TASK_TOKEN_BYTES } from '../protocol/limits.js';
 import type { Clock } from '../util/clock.js';
 import { timeClaimsProblem } from './time-claims.js';
 import { isSigningAlg, keyFitsAlg, verifyJws, type SigningAlg } from './algorithms.js';
+import type { TokenDigests } from './token-digest.js';
 
 /** Where the verifier finds public keys by kid (the keyring: ours, then every instance's). */
 export interface VerificationKeys {
@@ -18,6 +19,17 @@ export interface TaskTokenVerifierOptions {
   leewayMs: number;
   clock: Clock;
   keys: VerificationKeys;
+  /** The keyed digests grant records keep of their latest token (token-digest.ts); none: always verify signatures. */
+  digests?: TokenDigests;
+}
+
+/**
+ * A grant record's digest of its latest token, with the digests that keyed it: a presented token
+ * whose digest it is was minted by a broker, byte for byte, so its signature need not be verified.
+ */
+export interface RecordedDigest {
+  digests: TokenDigests;
+  recorded: string;
 }
 
 /** Verified task tokens remembered at most (about 1 KiB each). */
@@ -43,10 +55,19 @@ export class TaskTokenVerifier {
 
   constructor(private readonly opts: TaskTokenVerifierOptions) {}
 
-  async verify(token: string): Promise<TaskTokenClaims> {
+  /**
+   * The claims of `token`, or InvalidToken. `recordedDigest`: the token digest of the grant record
+   * the caller read (Grant.token_digest). When it is the presented token's keyed digest, the
+   * signature check alone is skipped: the record vouches for the bytes, and every other check
+   * (header, the key still trusted, issuer, claims, time) runs as for any token. Anything else
+   * (absent, another token's, not ours) verifies the signature, so the answer is the same either way.
+   */
+  async verify(token: string, recordedDigest?: string): Promise<TaskTokenClaims> {
     const known = this.verified.get(token);
     if (known) return this.timely(known);
-    const claims = this.timely(await this.verifyUncached(token));
+    const { digests } = this.opts;
+    const vouch = digests && recordedDigest !== undefined ? { digests, recorded: recordedDigest } : undefined;
+    const claims = this.timely(await this.verifyUncached(token, vouch));
     if (this.verified.size >= VERIFIED_CACHE_MAX) this.verified.delete(this.verified.keys().next().value!);
     this.verified.set(token, claims);
     return claims;
@@ -61,8 +82,8 @@ export class TaskTokenVerifier {
     return claims;
   }
 
-  private async verifyUncached(token: string): Promise<TaskTokenClaims> {
-    const payload = await verifiedPayload(token, TASK_TOKEN_TYP, 'task token', this.opts.keys);
+  private async verifyUncached(token: string, vouch: RecordedDigest | undefined): Promise<TaskTokenClaims> {
+    const payload = await verifiedPayload(token, TASK_TOKEN_TYP, 'task token', this.opts.keys, vouch);
     const parsed = taskTokenClaimsSchema.safeParse(payload);
     if (!parsed.success) throw new InvalidToken('the token does not carry task-token claims');
     const claims: TaskTokenClaims = parsed.data;
@@ -75,9 +96,10 @@ export class TaskTokenVerifier {
 /**
  * The payload of a JWT this broker (or another instance) signed, of header type `typ`: compact
  * JWS only; `alg` from our allow-list and equal to the key's; `typ` exact; `kid` known; no `crit`;
- * signature. The claims are the caller's to check.
+ * signature, unless `vouch` is the token's own keyed digest (then only the signature is skipped).
+ * The claims are the caller's to check.
  */
-export async function verifiedPayload(token: string, typ: string, kind: string, keys: VerificationKeys): Promise<Record<string, unknown> | undefined> {
+export async function verifiedPayload(token: string, typ: string, kind: string, keys: VerificationKeys, vouch?: RecordedDigest): Promise<Record<string, unknown> | undefined> {
   if (token.length > MAX_TASK_TOKEN_BYTES) throw new InvalidToken('the token is too long');
   const parts = token.split('.');
   if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]*$/.test(p))) throw new InvalidToken('the token is not a compact JWS');
@@ -90,6 +112,7 @@ export async function verifiedPayload(token: string, typ: string, kind: string, 
   const found = await keys.verificationKey(header.kid);
   if (!found) throw new InvalidToken('the token was not signed by this broker (unknown key)');
   if (found.alg !== header.alg) throw new InvalidToken('the token was not signed by this broker (algorithm differs from its key)');
+  if (vouch?.digests.matches(token, vouch.recorded)) return decodeJson(p);
   const data = Buffer.from(`${h}.${p}`);
   const signature = Buffer.from(s, 'base64url');
   if (!verifyJws(found.alg, data, found.key, signature)) throw new InvalidToken('the token signature does not verify');

@@ -681,6 +681,28 @@ export function describeGrantStoreContract(
         expect(audit[1]).toMatchObject({ at: t0 + 1000, workload: w, grant: g.id });
       });
 
+      it('keeps the latest token\'s digest: written at creation, moved by a renewal, kept by a retry and a closing, dropped by a renewal without one', async () => {
+        const w = uniqueWorkload();
+        const digest = (c: string) => c.repeat(22);
+        const g = makeGrant(w, t0, { token_digest: digest('a') });
+        await store.createGrant(g, opts(t0));
+        expect(await store.getGrant(g.id)).toMatchObject({ token_digest: digest('a') });
+        const r1 = renewal(g, { tokenDigest: digest('b') });
+        expect(await store.renewGrant(r1, ropts(t0 + 1000))).toMatchObject({ outcome: 'renewed', grant: { token_digest: digest('b') } });
+        // A retry re-signs the latest token: its bytes differ, and the recorded digest stays.
+        const retry = { ...renewal(g, { jti: r1.jti, tokenExp: r1.tokenExp, tokenDigest: digest('c') }), presentedJti: g.token_jti };
+        expect(await store.renewGrant(retry, { ...ropts(t0 + 2000), retryWindowMs: 10_000 })).toMatchObject({ outcome: 'current', grant: { token_digest: digest('b') } });
+        const r2 = renewal(g, { presentedJti: r1.jti });
+        const renewed = await store.renewGrant(r2, ropts(t0 + 3000));
+        expect(renewed.outcome).toBe('renewed');
+        expect(renewed.outcome === 'renewed' && 'token_digest' in renewed.grant).toBe(false);
+        await store.renewGrant(renewal(g, { presentedJti: r2.jti, tokenDigest: digest('d') }), ropts(t0 + 4000));
+        await store.closeGrant(g.id, w, { now: t0 + 5000, status: 'ended' });
+        expect(await store.getGrant(g.id)).toMatchObject({ status: 'ended', token_digest: digest('d') });
+        // A malformed digest is refused before anything is written.
+        await expect(store.createGrant(makeGrant(w, t0, { token_digest: 'short' }), opts(t0))).rejects.toMatchObject({ detail: expect.stringMatching(/token digest/) });
+      });
+
       it('a superseded token revokes the grant at once and records grant.replay_detected', async () => {
         const w = uniqueWorkload();
         const g = makeGrant(w, t0);

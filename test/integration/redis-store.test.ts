@@ -320,6 +320,33 @@ describe('redis grant store: Redis specifics', () => {
     expect(retry).toMatchObject({ outcome: 'replay', grant: { status: 'revoked' } });
   });
 
+  it('a token digest is a twelfth line (the renewal lines empty before one); both decoders refuse a malformed one, and records without it renew', async () => {
+    const w = uniqueWorkload();
+    const now = Date.now();
+    const k = grantKeys(prefix, workloadTag(w));
+    const digest = (c: string) => c.repeat(22);
+    const g = makeGrant(w, now, { token_digest: digest('a') });
+    await store.createGrant(g, { now, maxActive: 5, retentionMs: 60_000 });
+    const lines = ((await raw.get(k.grant(g.id))) as string).split('\n');
+    expect(lines.slice(9)).toEqual(['', '', digest('a')]);
+    for (const bad of ['short', `${digest('a')}b`, `${'a'.repeat(21)}=`]) {
+      const record = [...lines.slice(0, 11), bad].join('\n');
+      await raw.set(k.grant(g.id), record, 'KEEPTTL');
+      await expect(store.getGrant(g.id)).rejects.toBeInstanceOf(UnreadableGrant);
+      await expect(store.renewGrant({ id: g.id, workload: w, presentedJti: g.token_jti, jti: 'jti-x', tokenExp: now + 60_000 }, { now: now + 1, retentionMs: 60_000 })).rejects.toBeInstanceOf(UnreadableGrant);
+      expect(await raw.get(k.grant(g.id))).toBe(record);
+    }
+    await raw.set(k.grant(g.id), lines.join('\n'), 'KEEPTTL');
+    const r1 = { id: g.id, workload: w, presentedJti: g.token_jti, jti: 'jti-r1', tokenExp: now + 60_000, tokenDigest: digest('b') };
+    await store.renewGrant(r1, { now: now + 1, retentionMs: 60_000 });
+    expect(((await raw.get(k.grant(g.id))) as string).split('\n').slice(9)).toEqual([g.token_jti, String(now + 1), digest('b')]);
+    // Without the digest (as a broker before it wrote the record): renewed, and the digest is the new token's.
+    await raw.set(k.grant(g.id), ((await raw.get(k.grant(g.id))) as string).split('\n').slice(0, 11).join('\n'), 'KEEPTTL');
+    expect(await store.getGrant(g.id)).not.toHaveProperty('token_digest');
+    await store.renewGrant({ ...r1, presentedJti: 'jti-r1', jti: 'jti-r2', tokenDigest: digest('c') }, { now: now + 2, retentionMs: 60_000 });
+    expect(await store.getGrant(g.id)).toMatchObject({ token_jti: 'jti-r2', token_digest: digest('c') });
+  });
+
   it('never changes a record it would not decode: broken JSON, bad numbers or status, another type', async () => {
     const w = uniqueWorkload();
     const now = Date.now();

@@ -81,26 +81,35 @@ end
 -- then kid and closed_by ('' when none; records written before them end at the JSON line, and
 -- are written back in the new shape), then, once the grant has been renewed, prev_jti (the token
 -- the latest renewal superseded) and token_iat (ms: when the latest token was minted; a renewal
--- retried within the window gets the latest token again: renew-grant.lua). See codec.ts grantToRecord. Returns the record as a table; or nil, 'missing' when the key holds
+-- retried within the window gets the latest token again: renew-grant.lua), then token_digest (a
+-- keyed digest of the latest token; the renewal lines are then written even when empty). See
+-- codec.ts grantToRecord. Returns the record as a table; or nil, 'missing' when the key holds
 -- none; or nil, 'unreadable' when it holds anything the broker would not decode (another type, a
 -- field out of shape, JSON that cjson cannot parse): such a record is never trusted or changed,
 -- and the callers say so rather than answer as if there were no grant (issue 11).
 local RECORD = '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$'
 local RECORD_KID = '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$'
 local RECORD_PREV = '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$'
+local RECORD_DIGEST = '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$'
 local STATUSES = {active = true, ended = true, revoked = true}
 local function grant_read(key)
   local raw = redis.pcall('GET', key)
   if raw == false then return nil, 'missing' end
   if type(raw) ~= 'string' then return nil, 'unreadable' end
-  local status, expires_at, generation, token_jti, token_exp, workload, fixed, kid, closed_by, prev_jti, token_iat = string.match(raw, RECORD_PREV)
+  local status, expires_at, generation, token_jti, token_exp, workload, fixed, kid, closed_by, prev_jti, token_iat, token_digest = string.match(raw, RECORD_DIGEST)
+  if not status then
+    status, expires_at, generation, token_jti, token_exp, workload, fixed, kid, closed_by, prev_jti, token_iat = string.match(raw, RECORD_PREV)
+    token_digest = ''
+  end
   if not status then
     status, expires_at, generation, token_jti, token_exp, workload, fixed, kid, closed_by = string.match(raw, RECORD_KID)
     prev_jti, token_iat = '', ''
+    token_digest = ''
   end
   if not status then
     status, expires_at, generation, token_jti, token_exp, workload, fixed = string.match(raw, RECORD)
     kid, closed_by = '', ''
+    token_digest = ''
   end
   if not status or not STATUSES[status] or token_jti == '' or workload == '' then return nil, 'unreadable' end
   for _, n in ipairs({expires_at, generation, token_exp}) do
@@ -109,21 +118,26 @@ local function grant_read(key)
   -- Both or neither, as codec.ts writes them.
   if (prev_jti == '') ~= (token_iat == '') then return nil, 'unreadable' end
   if token_iat ~= '' and (not string.match(token_iat, '^%d+$') or #token_iat > 15) then return nil, 'unreadable' end
+  -- As codec.ts: 22 base64url characters, or none.
+  if token_digest ~= '' and (#token_digest ~= 22 or not string.match(token_digest, '^[%w_-]+$')) then return nil, 'unreadable' end
   local ok, decoded = pcall(cjson.decode, fixed)
   if not ok or type(decoded) ~= 'table' or tonumber(generation) < 1 then return nil, 'unreadable' end
   return {
     status = status, expires_at = tonumber(expires_at), generation = tonumber(generation),
     token_jti = token_jti, token_exp = token_exp, workload = workload, fixed = fixed, raw = raw,
-    kid = kid, closed_by = closed_by, prev_jti = prev_jti, token_iat = token_iat,
+    kid = kid, closed_by = closed_by, prev_jti = prev_jti, token_iat = token_iat, token_digest = token_digest,
   }
 end
 
 -- The record as stored (what the scripts return to the broker).
 local function grant_string(g)
   local lines = {g.status, num(g.expires_at), tostring(g.generation), g.token_jti, g.token_exp, g.workload, g.fixed, g.kid, g.closed_by}
-  if g.prev_jti ~= '' then
+  if g.prev_jti ~= '' or g.token_digest ~= '' then
     lines[#lines + 1] = g.prev_jti
     lines[#lines + 1] = g.token_iat
+  end
+  if g.token_digest ~= '' then
+    lines[#lines + 1] = g.token_digest
   end
   return table.concat(lines, '\n')
 end

@@ -20,7 +20,10 @@
 -- ARGV[10] reason recorded on a replay   ARGV[11] grant id   ARGV[12] kid of the new token's key
 -- ARGV[13] n1 = number of grant.renewed audit field/value strings (generation is added here)
 -- ARGV[14] retry window (ms; 0: none)
--- ARGV[15 .. 14+n1] grant.renewed fields   ARGV[15+n1 ..] grant.replay_detected fields
+-- ARGV[15] digest of the new token (codec.ts token_digest; '': none recorded). A retry keeps the
+--          recorded one: it names the latest token's first bytes, and the re-signed copy then
+--          renews by its signature.
+-- ARGV[16 .. 15+n1] grant.renewed fields   ARGV[16+n1 ..] grant.replay_detected fields
 -- A rate refusal writes nothing (the broker records the denial, within its audit budget).
 --
 -- Returns {'unknown'} | {'unreadable'} | {'inactive', record} | {'replay', record[, audit error]}
@@ -60,7 +63,7 @@ if g.token_jti ~= ARGV[3] and g.prev_jti ~= '' and g.prev_jti == ARGV[3] and win
   return {'current', g.raw}
 end
 if g.token_jti ~= ARGV[3] then
-  local replay = slice(15 + n1, #ARGV)
+  local replay = slice(16 + n1, #ARGV)
   replay[#replay + 1] = 'reason'
   replay[#replay + 1] = ARGV[10]
   replay[#replay + 1] = 'generation'
@@ -82,7 +85,7 @@ local wait, bucket = bucket_take(KEYS[4], tonumber(ARGV[8]), tonumber(ARGV[9]), 
 if wait > 0 then
   return {'rate', wait}
 end
-local fields = slice(15, 14 + n1)
+local fields = slice(16, 15 + n1)
 
 g.generation = g.generation + 1
 fields[#fields + 1] = 'generation'
@@ -94,4 +97,5 @@ g.token_iat = num(now)
 g.token_jti = ARGV[4]
 g.token_exp = ARGV[5]
 if ARGV[12] ~= '' then g.kid = ARGV[12] end
+g.token_digest = ARGV[15]
 return {'renewed', grant_write(KEYS[1], g)}
