@@ -4,6 +4,7 @@ import { isWellFormed, NOT_WELL_FORMED } from '../protocol/unicode.js';
 import { auditFromFields, deniedWorkload, operatorEventFromFields } from './codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from './ids.js';
 import type { RedisClient } from './redis-connection.js';
+import { shardBatches, type ShardBatches } from './shard-batches.js';
 import type { AuditEvent, AuditEventType, OperatorEvent } from './store.js';
 
 /**
@@ -23,7 +24,7 @@ import type { AuditEvent, AuditEventType, OperatorEvent } from './store.js';
  *
  * Order: by (entry id, stream code). Redis numbers each stream's entries from its own clock, so
  * entries of different streams are ordered by the time Redis appended them, to a few
- * milliseconds: shard copies are batched for SHARD_FLUSH_MS, and entries of different streams
+ * milliseconds: shard copies are batched for SHARD_FLUSH_MS (shard-batches.ts), and entries of different streams
  * with the same millisecond are ordered by their stream's code, not by which came first. One stream keeps its own order exactly, so a
  * workload's (and a grant's) events are always in the order they happened. An event's id `<ms>-<seq>:<code>` is therefore a complete position in the
  * merged log: a page, a cursor and an SSE Last-Event-ID all resume from one id. An oldest-first
@@ -174,16 +175,6 @@ export interface LogSource {
 
 const entryId = (p: { ms: number; seq: number }) => `${p.ms}-${p.seq}`;
 
-/**
- * Shard copies wait up to this long (ms), off the request's path, to share one script call per
- * shard. Flushing on the next turn instead (setImmediate) cost a sequential task start about
- * twice as much and 64 concurrent creates ~13% throughput (bench/audit-shard.ts); with 2 ms both
- * are within the bench's noise.
- */
-export const SHARD_FLUSH_MS = 2;
-/** ...or until this many are pending. */
-export const SHARD_BATCH_MAX = 256;
-
 /** Entries read per stream per round trip. */
 const BATCH_MAX = 200;
 
@@ -269,7 +260,7 @@ export interface RedisAuditLog {
    * shard stream of their own, capped by count like the streams they copy.
    */
   copyToShard(workload: string, fields: string[], now: number, retentionMs: number | undefined, kind?: 'lifecycle' | 'denial'): void;
-  /** Writes the pending copies now (reads do first, so this instance reads its own writes). */
+  /** Writes the pending copies now, with everything else pending in its batches (reads do first, so this instance reads its own writes). */
   flush(): Promise<void>;
   appendKeyEvent(e: KeyEvent, retentionMs: number): Promise<void>;
   read(q: AuditLogQuery): Promise<AuditLogPage>;
@@ -277,29 +268,38 @@ export interface RedisAuditLog {
 
 /**
  * The log over one Redis connection (the grant store's: commands of one event-loop turn share a
- * write, so a shard copy costs no round trip of its own). `enabled: false` skips the shard copies
- * (bench A/B only: the global log then misses workload events).
+ * write, so a shard copy costs no round trip of its own). Shard copies wait in `batches`, with the
+ * store's other off-path writes to shard keys (shard-batches.ts). `enabled: false` skips the shard
+ * copies (bench A/B only: the global log then misses workload events).
  */
-export function redisAuditLog(redis: RedisClient, prefix: string, log: Logger, enabled = true, denialShardMaxlen = DENIAL_SHARD_MAXLEN): RedisAuditLog {
-  /** Pending copies by shard stream, and the trim horizon of each (the latest now - retention). */
-  const pending = new Map<string, { n: number; denials: boolean; entries: string[][]; trimBefore: number }>();
-  let pendingCount = 0;
-  let timer: NodeJS.Timeout | undefined;
-  function flush(): Promise<void> {
-    if (timer) clearTimeout(timer);
-    timer = undefined;
-    if (pendingCount === 0) return Promise.resolve();
-    const batches = [...pending];
-    pending.clear();
-    pendingCount = 0;
-    return Promise.all(
-      batches.map(([key, b]) =>
-        redis.jitAppendShard(key, b.trimBefore, b.denials ? denialShardMaxlen : 0, b.entries.length, ...b.entries.flatMap((f) => [f.length, ...f])).catch((e: unknown) => {
-          log.warn({ op: 'auditShard', shard: b.n, events: b.entries.length, err: e instanceof Error ? e.message : String(e) }, 'events not copied to the global audit log (the workload streams have them)');
-        }),
-      ),
-    ).then(() => undefined);
-  }
+export function redisAuditLog(
+  redis: RedisClient,
+  prefix: string,
+  log: Logger,
+  enabled = true,
+  denialShardMaxlen = DENIAL_SHARD_MAXLEN,
+  batches: ShardBatches = shardBatches(),
+): RedisAuditLog {
+  /** A shard stream's pending copies, and its trim horizon (the latest now - retention). */
+  type Copies = { n: number; denials: boolean; entries: string[][]; trimBefore: number };
+  type Copy = { n: number; denials: boolean; fields: string[]; trimBefore: number };
+  const copy = batches.kind<Copy, Copies>({
+    open: (c) => ({ n: c.n, denials: c.denials, entries: [c.fields], trimBefore: c.trimBefore }),
+    add(b, c) {
+      b.entries.push(c.fields);
+      b.trimBefore = Math.max(b.trimBefore, c.trimBefore);
+    },
+    send: (key, b) =>
+      redis
+        .jitAppendShard(key, b.trimBefore, b.denials ? denialShardMaxlen : 0, b.entries.length, ...b.entries.flatMap((f) => [f.length, ...f]))
+        .then(
+          () => undefined,
+          (e: unknown) => {
+            log.warn({ op: 'auditShard', shard: b.n, events: b.entries.length, err: e instanceof Error ? e.message : String(e) }, 'events not copied to the global audit log (the workload streams have them)');
+          },
+        ),
+  });
+  const flush = () => batches.flush();
 
   const decodeFor = (code: string) => (id: string, fields: string[]): LogEvent | undefined => {
     const qualified = `${id}:${code}`;
@@ -350,17 +350,8 @@ export function redisAuditLog(redis: RedisClient, prefix: string, log: Logger, e
       if (!enabled) return;
       const n = shardOfTag(workloadTag(workload));
       const denials = kind === 'denial';
-      const key = denials ? denialShardKey(prefix, n) : shardKey(prefix, n);
-      let b = pending.get(key);
-      if (!b) pending.set(key, (b = { n, denials, entries: [], trimBefore: 0 }));
-      b.entries.push(fields);
       // A copy whose writer is not told the retention (a closing) trims nothing.
-      if (retentionMs !== undefined) b.trimBefore = Math.max(b.trimBefore, now - retentionMs);
-      if (++pendingCount >= SHARD_BATCH_MAX) void flush();
-      else if (!timer) {
-        timer = setTimeout(() => void flush(), SHARD_FLUSH_MS);
-        timer.unref();
-      }
+      copy(denials ? denialShardKey(prefix, n) : shardKey(prefix, n), { n, denials, fields, trimBefore: retentionMs === undefined ? 0 : Math.max(0, now - retentionMs) });
     },
     flush,
     async appendKeyEvent(e, retentionMs) {

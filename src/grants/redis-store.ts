@@ -52,6 +52,7 @@ import { connectRedis, describeRedis, nodesConnecting, type RedisClient, type Re
 
 export { redactRedisUrl } from './redis-connection.js';
 import { redisAuditLog, validateKeyEvent, type AuditLogQuery, type KeyEvent } from './audit-log.js';
+import { shardBatches } from './shard-batches.js';
 import { NotReplicated, requireReplicas, runGrantWrite, untilReplicated, type Replication } from './replication.js';
 import { checkPublicationSecrets, isAuthenticKey, isAuthenticRevocation, publishedKeyMac, revokedKeyMac } from './key-publication.js';
 import {
@@ -111,7 +112,7 @@ export const LUA_SCRIPTS = {
   appendShard: lua('append-shard.lua'),
   publishKey: lua('publish-key.lua'),
   readGrants: withLib('read-grants.lua'),
-  indexGrant: lua('index-grant.lua'),
+  indexGrants: lua('index-grants.lua'),
 } as const;
 
 declare module 'ioredis' {
@@ -127,7 +128,8 @@ declare module 'ioredis' {
     jitPublishKey(...args: (string | number)[]): Result<number, Context>;
     /** numkeys, then keys and args (the key count varies with the page). */
     jitReadGrants(...args: (string | number)[]): Result<string[], Context>;
-    jitIndexGrant(...args: (string | number)[]): Result<number, Context>;
+    /** One shard of the global index: grants added. */
+    jitIndexGrants(...args: (string | number)[]): Result<number, Context>;
   }
 }
 
@@ -217,7 +219,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   redis.defineCommand('jitAppendShard', { numberOfKeys: 1, lua: LUA_SCRIPTS.appendShard });
   redis.defineCommand('jitPublishKey', { numberOfKeys: 1, lua: LUA_SCRIPTS.publishKey });
   redis.defineCommand('jitReadGrants', { lua: LUA_SCRIPTS.readGrants });
-  redis.defineCommand('jitIndexGrant', { numberOfKeys: 1, lua: LUA_SCRIPTS.indexGrant });
+  redis.defineCommand('jitIndexGrants', { numberOfKeys: 1, lua: LUA_SCRIPTS.indexGrants });
 
   // Connection state is logged on transitions only (ioredis emits an error per reconnect attempt).
   let healthy = true;
@@ -353,8 +355,10 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
   /** The operators' audit streams: their changes (trimmed by age only) and their reads (capped). */
   const operatorAuditKey = `${prefix}audit:operator`;
   const operatorReadsKey = `${prefix}audit:operator:reads`;
+  /** Off-path writes to shard keys (audit shard copies, global index entries), sent together. */
+  const batches = shardBatches();
   /** The merged operators' event log: shard copies of workload events, keys and operator streams. */
-  const auditLog = redisAuditLog(redis, prefix, log, opts.globalAuditLog ?? true, opts.denialShardMaxlen);
+  const auditLog = redisAuditLog(redis, prefix, log, opts.globalAuditLog ?? true, opts.denialShardMaxlen, batches);
   /** Kids of unauthenticated published keys already logged (bounded): one line each, not one per read. */
   const unauthenticLogged = new Set<string>();
 
@@ -491,23 +495,43 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
       }, failed);
   }
 
+  /** A grant for the global index, with how far back its write prunes and how long its shard must live at least. */
+  type IndexEntry = { grant: Grant; pruneBefore: number; ttl: number };
+  /** One shard's pending entries: the batch prunes as far as its latest entry, and keeps the shard as long as its longest. */
+  type IndexBatch = { grants: Grant[]; pruneBefore: number; ttl: number };
+
   /**
-   * Adds a written grant to its shard of the global index, right after its atomic create (which
-   * cannot touch another slot). Not awaited: the task start does not wait on it. It is retried
-   * once; a grant it still could not index is logged by id at error level (it stays in its
-   * workload's own index and audit stream, and queries by workload find it), never silently lost.
+   * Adds written grants to their shard of the global index, after their atomic creates (which
+   * cannot touch another slot): queued with the audit shard copies (shard-batches.ts), one script
+   * call per shard and batch, never awaited by the task start. A batch is retried once; a grant it
+   * still could not index is logged by id at error level (it stays in its workload's own index
+   * and audit stream, and queries by workload find it), never silently lost.
    */
-  function indexGlobally(grant: Grant, now: number, retentionMs: number, attempt = 1): void {
-    const key = shardKeys[globalShard(grant.workload)]!;
-    const ttl = grant.expires_at - now + retentionMs;
-    redis.jitIndexGrant(key, now, retentionMs, grant.id, grant.created_at, ttl).catch((e: unknown) => {
-      const err = e instanceof Error ? e.message : String(e);
-      if (attempt < 2) {
-        setTimeout(() => indexGlobally(grant, now, retentionMs, attempt + 1), 100).unref();
-        return;
-      }
-      log.error({ op: 'globalIndex', grant: grant.id, workload: grant.workload, err }, 'grant not added to the global index: operator queries without a workload will not list it (its workload index and audit stream have it)');
-    });
+  const indexGlobally = batches.kind<IndexEntry, IndexBatch>({
+    open: (e) => ({ grants: [e.grant], pruneBefore: e.pruneBefore, ttl: e.ttl }),
+    add(b, e) {
+      b.grants.push(e.grant);
+      b.pruneBefore = Math.max(b.pruneBefore, e.pruneBefore);
+      b.ttl = Math.max(b.ttl, e.ttl);
+    },
+    send: (key, b) => sendIndexBatch(key, b, 1),
+  });
+
+  function sendIndexBatch(key: string, b: IndexBatch, attempt: number): Promise<void> {
+    const entries = b.grants.flatMap((g) => [g.created_at, g.id]);
+    return redis.jitIndexGrants(key, Math.max(0, Math.floor(b.pruneBefore)), Math.ceil(b.ttl), ...entries).then(
+      () => undefined,
+      (e: unknown) => {
+        if (attempt < 2) {
+          setTimeout(() => void sendIndexBatch(key, b, attempt + 1), 100).unref();
+          return;
+        }
+        const err = e instanceof Error ? e.message : String(e);
+        for (const g of b.grants) {
+          log.error({ op: 'globalIndex', grant: g.id, workload: g.workload, err }, 'grant not added to the global index: operator queries without a workload will not list it (its workload index and audit stream have it)');
+        }
+      },
+    );
   }
 
   /**
@@ -540,8 +564,12 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
     const floor = Math.max(o.since ?? 0, o.now - o.retentionMs);
     let start = o.after;
     if (o.until !== undefined && (start === undefined || start.score > o.until)) start = { score: o.until, id: '\x7f' };
-    // Pruned by retention on read too (a shard nobody writes to any more still shrinks).
-    if (o.workload === undefined) await Promise.all(keys.map((k) => redis.zremrangebyscore(k, '-inf', `(${o.now - o.retentionMs}`)));
+    // This instance's pending index entries first (read-your-writes). Pruned by retention on
+    // read too (a shard nobody writes to any more still shrinks).
+    if (o.workload === undefined) {
+      await batches.flush();
+      await Promise.all(keys.map((k) => redis.zremrangebyscore(k, '-inf', `(${o.now - o.retentionMs}`)));
+    }
     const chunk = Math.min(256, Math.max(16, Math.ceil(Math.min(o.want, o.maxExamined) / keys.length) + 8));
     const shards = keys.map((key) => ({ key, pos: start, buf: [] as IndexPosition[], done: false }));
     const grants: Grant[] = [];
@@ -779,7 +807,9 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
         const [status, count, earliest] = reply;
         if (status === 'ok') {
           auditLog.copyToShard(grant.workload, issued, o.now, o.retentionMs);
-          if (globalIndex) indexGlobally(grant, o.now, o.retentionMs);
+          if (globalIndex) {
+            indexGlobally(shardKeys[globalShard(grant.workload)]!, { grant, pruneBefore: o.now - o.retentionMs, ttl: grant.expires_at - o.now + o.retentionMs });
+          }
           requireReplicas(replication, replicas, 'createGrant', grant);
           return grant;
         }
@@ -1124,7 +1154,7 @@ export function createRedisGrantStore(opts: RedisGrantStoreOptions): RedisGrantS
 
     async close(): Promise<void> {
       if (closed) return;
-      await auditLog.flush(); // the pending shard copies, best effort (failures are logged)
+      await batches.flush(); // the pending shard copies and index entries, best effort (failures are logged)
       closed = true;
       try {
         if (redis.status === 'ready') await redis.quit();

@@ -104,7 +104,7 @@ async function walk(query: string, onPage?: (page: number) => Promise<void>): Pr
 describe('GET /v1/grants over 10,000 grants of 1,000 workloads', () => {
   it('pages the global index newest first: every grant exactly once, stable while new grants arrive', async () => {
     const window = `since=${new Date(base - 30_000).toISOString()}`;
-    // The global index is written right after each create: wait until all of it is there.
+    // The global index is written in batches after the creates: wait until all of it is there.
     await expect.poll(async () => (await walk(`limit=1000&${window}`)).ids.length, { timeout: 20_000 }).toBe(GRANTS);
     const arriving: string[] = [];
     const { ids, pages } = await walk(`limit=500&${window}`, async (page) => {

@@ -256,7 +256,7 @@ describe('operators across every primary of the Cluster', () => {
       for (let i = 0; i < 10; i++) others.push(await store.createGrant(makeGrant(uniqueWorkload('bystander'), t0), opts(t0)));
       await expectSpreadOverEveryPrimary(prefix, [...targets, ...others]);
       const all = new Set([...targets, ...others].map((g) => g.id));
-      // The global index is written right after each create, not awaited by it.
+      // The global index is written in batches after the creates, not awaited by them.
       await expect.poll(async () => (await store.walkGrants({ now: Date.now(), retentionMs: HOUR, want: 1000, maxExamined: 1000 })).grants.length).toBe(all.size);
 
       // Every grant, page by page (the merged shards of the global index): each exactly once.

@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Unavailable, UnreadableGrant } from '../../src/errors.js';
-import { auditToFields, globalShard, grantFromRecord } from '../../src/grants/codec.js';
+import { auditToFields, GLOBAL_INDEX_SHARDS, globalShard, grantFromRecord } from '../../src/grants/codec.js';
 import { grantKeys, tagOfGrantId, workloadTag } from '../../src/grants/ids.js';
 import { AUDIT_SHARDS, shardKey, shardOfTag } from '../../src/grants/audit-log.js';
 import { createRedisGrantStore, redactRedisUrl, type RedisGrantStore } from '../../src/grants/redis-store.js';
@@ -40,6 +40,12 @@ function keySlot(key: string): number {
   }
   return crc16(Buffer.from(key, 'utf8')) % 16384;
 }
+
+/** A script call as MONITOR shows it (ioredis sends EVAL the first time on a connection, then EVALSHA). */
+const isScriptCall = (args: string[]) => /^eval(sha)?$/i.test(args[0] ?? '');
+
+/** [a, b, c, d] as [[a, b], [c, d]]. */
+const chunks = (flat: string[]): [string, string][] => Array.from({ length: flat.length / 2 }, (_, i) => [flat[2 * i]!, flat[2 * i + 1]!]);
 
 /** Rejects if `p` has not settled within `ms` (fail-fast is a correctness property here). */
 function within<T>(p: Promise<T>, ms: number): Promise<T> {
@@ -424,6 +430,97 @@ describe('redis grant store: Redis specifics', () => {
     return w;
   }
 
+  it('lists a grant in a query without a workload right after its start on the same instance (pending index entries are sent first)', async () => {
+    const keyPrefix = uniquePrefix('redis-store-ryw');
+    const s = createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url: redisUrl(), keyPrefix, log: silentLogger });
+    try {
+      const now = Date.now();
+      for (let i = 0; i < 5; i++) {
+        const g = await s.createGrant(makeGrant(uniqueWorkload('ryw'), now + i), { now: now + i, maxActive: 5, retentionMs: 60_000 });
+        // No wait, no poll: the entry is still queued (shard-batches.ts) when the walk starts.
+        const { grants } = await s.walkGrants({ now: now + i, retentionMs: 60_000, want: 1, maxExamined: 10 });
+        expect(grants.map((x) => x.id)).toEqual([g.id]);
+      }
+    } finally {
+      await s.close();
+      await raw.del(...(await raw.keys(`${keyPrefix}*`)));
+    }
+  });
+
+  it('indexes a batch of grants of many workloads in their shards, one script call per shard and batch', async () => {
+    const keyPrefix = uniquePrefix('redis-store-batch');
+    const s = createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url: redisUrl(), keyPrefix, log: silentLogger });
+    const monitor = await raw.monitor();
+    const calls: string[][] = [];
+    monitor.on('monitor', (_time: string, args: string[]) => {
+      if (isScriptCall(args) && args[3]?.startsWith(keyPrefix)) calls.push(args);
+    });
+    try {
+      const now = Date.now();
+      const retention = 60 * 60_000;
+      // 40 workloads (over most of the 16 shards), 3 grants each, started together.
+      const workloads = Array.from({ length: 40 }, () => uniqueWorkload('batch'));
+      const made = workloads.flatMap((w, i) => [0, 1, 2].map((j) => makeGrant(w, now - i * 3 - j, { expires_at: now + (j + 1) * 60_000 })));
+      await Promise.all(made.map((g) => s.createGrant(g, { now, maxActive: 5, retentionMs: retention })));
+      // Sent within SHARD_FLUSH_MS, without a read to flush them.
+      const indexed = async () => (await Promise.all(Array.from({ length: GLOBAL_INDEX_SHARDS }, (_, n) => raw.zcard(`${keyPrefix}{gi:${n}}:grants`)))).reduce((a, b) => a + b, 0);
+      await expect.poll(indexed, { timeout: 2000, interval: 5 }).toBe(made.length);
+      const shards = new Set(workloads.map(globalShard));
+      for (const n of shards) {
+        const key = `${keyPrefix}{gi:${n}}:grants`;
+        const want = made.filter((g) => globalShard(g.workload) === n);
+        expect(Object.fromEntries(chunks(await raw.zrange(key, 0, -1, 'WITHSCORES')))).toEqual(Object.fromEntries(want.map((g) => [g.id, String(g.created_at)])));
+        // The batch's longest-lived grant sets the shard's TTL.
+        const keep = Math.max(...want.map((g) => g.expires_at)) + retention - now;
+        expect(await raw.pttl(key)).toBeGreaterThan(keep - 5000);
+        expect(await raw.pttl(key)).toBeLessThanOrEqual(keep);
+      }
+      await s.ping(); // MONITOR's last lines are in
+      const indexCalls = calls.filter((c) => c[3]!.includes('{gi:'));
+      // Batched: the 120 creates are answered together, so their entries share one or two flushes.
+      expect(indexCalls.length).toBeLessThanOrEqual(2 * shards.size);
+      expect(indexCalls.reduce((sum, c) => sum + (c.length - 6) / 2, 0)).toBe(made.length);
+      for (const c of indexCalls) {
+        const ids = chunks(c.slice(6)).map(([, id]) => id);
+        expect(new Set(ids.map((id) => globalShard(made.find((g) => g.id === id)!.workload)))).toEqual(new Set([Number(/\{gi:(\d+)\}/.exec(c[3]!)![1])]));
+      }
+    } finally {
+      await monitor.disconnect();
+      await s.close();
+      await raw.del(...(await raw.keys(`${keyPrefix}*`)));
+    }
+  });
+
+  it('retries a failed global index write once: a shard writable again by then indexes the grant, and nothing is logged', async () => {
+    const lines: string[] = [];
+    const keyPrefix = uniquePrefix('redis-store-gi-retry');
+    const s = createRedisGrantStore({ keyPublicationSecrets: TEST_KEY_PUBLICATION_SECRETS, url: redisUrl(), keyPrefix, log: warningsTo(lines) });
+    const monitor = await raw.monitor();
+    try {
+      const w = uniqueWorkload();
+      const key = `${keyPrefix}{gi:${globalShard(w)}}:grants`;
+      await raw.set(key, 'not a zset'); // the script's ZADD answers WRONGTYPE
+      // Right after the first attempt (MONITOR shows it), the shard is made writable again.
+      let attempts = 0;
+      const repaired = new Promise<void>((resolve) => {
+        monitor.on('monitor', (_time: string, args: string[]) => {
+          if (isScriptCall(args) && args[3] === key && ++attempts === 1) void raw.del(key).then(() => resolve());
+        });
+      });
+      const now = Date.now();
+      const g = makeGrant(w, now);
+      await s.createGrant(g, { now, maxActive: 5, retentionMs: 60_000 });
+      await repaired;
+      await expect.poll(() => raw.zscore(key, g.id), { timeout: 2000 }).toBe(String(g.created_at));
+      expect(attempts).toBe(2);
+      expect(lines.join('')).not.toContain('global index');
+    } finally {
+      await monitor.disconnect();
+      await s.close();
+      await raw.del(...(await raw.keys(`${keyPrefix}*`)));
+    }
+  });
+
   it('creates the grant though its global index write fails; retries once, then logs the grant by id (never silently)', async () => {
     const lines: string[] = [];
     const keyPrefix = uniquePrefix('redis-store-gi');
@@ -432,14 +529,16 @@ describe('redis grant store: Redis specifics', () => {
       const w = uniqueWorkload();
       await raw.set(`${keyPrefix}{gi:${globalShard(w)}}:grants`, 'not a zset'); // the script's ZADD answers WRONGTYPE
       const now = Date.now();
-      const g = makeGrant(w, now);
-      await expect(s.createGrant(g, { now, maxActive: 5, retentionMs: 60_000 })).resolves.toMatchObject({ id: g.id });
+      // Two grants in one batch of the shard: each is logged by id.
+      const [g, f] = [makeGrant(w, now), makeGrant(w, now)];
+      await expect(Promise.all([g, f].map((x) => s.createGrant(x, { now, maxActive: 5, retentionMs: 60_000 })))).resolves.toMatchObject([{ id: g.id }, { id: f.id }]);
       expect(await s.getGrant(g.id)).toMatchObject({ status: 'active' });
       // Its workload's own index still lists it.
-      expect((await s.walkGrants({ now, retentionMs: 60_000, workload: w, want: 10, maxExamined: 10 })).grants.map((x) => x.id)).toEqual([g.id]);
-      await expect.poll(() => lines.join(''), { timeout: 5000 }).toContain('grant not added to the global index');
+      expect((await s.walkGrants({ now, retentionMs: 60_000, workload: w, want: 10, maxExamined: 10 })).grants.map((x) => x.id).sort()).toEqual([g.id, f.id].sort());
+      await expect.poll(() => lines.filter((l) => l.includes('grant not added to the global index')).length, { timeout: 5000 }).toBe(2);
       const logged = lines.join('');
       expect(logged).toContain(g.id);
+      expect(logged).toContain(f.id);
       expect(logged).toContain('WRONGTYPE');
       expect(logged).not.toContain(g.token_jti);
       // Once the shard is writable again, new grants are indexed.
