@@ -10,8 +10,8 @@
  * "issue@N" (task start) or "renew@N" (renewal) at N connections; "issue@1,issue@64" by default.
  *
  * It prints each round's broker CPU per request and, per scenario, the verdict: B's change
- * counts only when the two revisions' ranges over the rounds do not overlap (the difference is
- * beyond the runs' spread). The worktrees, builds and processes are removed whatever the outcome.
+ * counts only when it is beyond the runs' spread (`verdict`: the ranges apart, or the same sign in
+ * every round). The worktrees, builds and processes are removed whatever the outcome.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -82,11 +82,30 @@ async function measure(scenario: (typeof SCENARIOS)[number], broker: BrokerProce
 
 const fmt = (x: number) => x.toFixed(0);
 
+/**
+ * The verdict on one load. A difference is shown when it is beyond the runs' spread, either way:
+ * the two revisions' ranges over the rounds do not overlap, or, round by round (A and B of one
+ * round run back to back, so a disturbance of the machine hits both), B − A has the same sign in
+ * every round (the range of the paired differences excludes zero; with 5 rounds, a chance of 1 in
+ * 16 either way if the revisions cost the same).
+ */
 function verdict(name: string, a: number[], b: number[]): string {
   const [aMin, aMax, bMin, bMax] = [Math.min(...a), Math.max(...a), Math.min(...b), Math.max(...b)];
   const change = ((median(b) - median(a)) / median(a)) * 100;
-  const beyond = bMax < aMin ? 'B lower, beyond the spread' : bMin > aMax ? 'B higher, beyond the spread' : 'within the spread (no difference shown)';
-  return `${name}: A ${fmt(median(a))} µs (${fmt(aMin)}–${fmt(aMax)}), B ${fmt(median(b))} µs (${fmt(bMin)}–${fmt(bMax)}), B − A ${change >= 0 ? '+' : ''}${change.toFixed(1)}%: ${beyond}`;
+  const paired = a.map((x, i) => ((b[i]! - x) / x) * 100);
+  const [pMin, pMax] = [Math.min(...paired), Math.max(...paired)];
+  const pct = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(1)}%`;
+  const beyond =
+    bMax < aMin
+      ? 'B lower, beyond the spread (ranges apart)'
+      : bMin > aMax
+        ? 'B higher, beyond the spread (ranges apart)'
+        : pMax < 0
+          ? 'B lower, beyond the spread (lower in every round)'
+          : pMin > 0
+            ? 'B higher, beyond the spread (higher in every round)'
+            : 'within the spread (no difference shown)';
+  return `${name}: A ${fmt(median(a))} µs (${fmt(aMin)}–${fmt(aMax)}), B ${fmt(median(b))} µs (${fmt(bMin)}–${fmt(bMax)}), B − A ${pct(change)} (per round ${pct(pMin)} to ${pct(pMax)}): ${beyond}`;
 }
 
 async function main() {
