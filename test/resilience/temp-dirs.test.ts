@@ -2,9 +2,10 @@
  * The suite's temp-dir check (test/helpers/temp-check.ts) fails a run whose tests leave a
  * temporary directory behind, and removes it anyway: shown with a nested vitest run that uses
  * the suite's own global setup, once with a test that leaks a directory (holding a key file) and
- * once with one that removes its own.
+ * once with one that removes its own; and that a run interrupted by a signal leaves nothing in
+ * /tmp either.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -77,4 +78,31 @@ describe('temporary directories', () => {
     }
     expect(existsSync(dir)).toBe(false);
   }, 120_000);
+  it('a run interrupted by SIGTERM (a timeout, a CI cancel) leaves nothing in /tmp: no TMPDIR, no log directory', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'jit-nested-tmp-'));
+    try {
+      const parent = join(dir, 'tmp');
+      mkdirSync(parent);
+      writeFileSync(
+        join(dir, 'vitest.config.mjs'),
+        `export default { test: { root: ${JSON.stringify(dir)}, include: ['*.test.mjs'], globalSetup: [${JSON.stringify(join(ROOT, 'test/helpers/redis-global-setup.ts'))}] } };\n`,
+      );
+      writeFileSync(join(dir, 'slow.test.mjs'), `import { it } from 'vitest';\nit('waits', () => new Promise((r) => setTimeout(r, 60_000)), 70_000);\n`);
+      symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+      const env: NodeJS.ProcessEnv = {};
+      for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('VITEST') && !['NODE_OPTIONS', 'TEST'].includes(k)) env[k] = v;
+      env.REDIS_URL = redisUrl();
+      env.TMPDIR = parent;
+      const child = spawn(process.execPath, [join(ROOT, 'node_modules/vitest/vitest.mjs'), 'run', '--config', join(dir, 'vitest.config.mjs')], { cwd: ROOT, env, stdio: 'ignore' });
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      // Both of the run's directories exist once its global setup is done.
+      for (const end = Date.now() + 30_000; readdirSync(parent).length < 2 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
+      expect(readdirSync(parent).map((n) => n.replace(/[A-Za-z0-9]{6}$/, '')).sort()).toEqual(['jit-broker-test-logs-', RUN_TMP_PREFIX]);
+      child.kill('SIGTERM');
+      expect(await exited).toBe(128 + 15);
+      expect(readdirSync(parent)).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
