@@ -449,11 +449,7 @@ export class Broker {
     const now = this.deps.clock();
     // Our own clock judges our own tokens: expired is expired, without the inbound leeway.
     if (claims.exp * 1000 <= now) return INACTIVE;
-    // A record that does not decode cannot show the grant live: inactive (the store logged it).
-    const grant = await this.deps.store.getGrant(claims.grant).catch((e: unknown) => {
-      if (e instanceof UnreadableGrant) return null;
-      throw e;
-    });
+    const grant = await this.readableGrant(claims.grant);
     // Only the grant's latest token is active: a renewed one is superseded.
     if (!grant || !isLive(grant, now) || grant.token_jti !== claims.jti || !this.matchesRecord(claims, grant, 'introspect')) return INACTIVE;
     // The answer is the record's: the token only named it.
@@ -491,10 +487,7 @@ export class Broker {
     if (!claims || !rs.audiences.includes(claims.aud)) return INACTIVE;
     const now = this.deps.clock();
     if (claims.exp * 1000 <= now) return INACTIVE;
-    const grant = await this.deps.store.getGrant(claims.grant).catch((e: unknown) => {
-      if (e instanceof UnreadableGrant) return null;
-      throw e;
-    });
+    const grant = await this.readableGrant(claims.grant);
     if (!grant || !isLive(grant, now)) return INACTIVE;
     const mismatch = txnRecordMismatch(claims, grant);
     if (mismatch) {
@@ -710,6 +703,14 @@ export class Broker {
   /** Renew and end: a token its record does not vouch for is refused with invalid_grant. */
   private checkRecord(claims: TaskTokenClaims, grant: Grant, op: string): void {
     if (!this.matchesRecord(claims, grant, op)) throw new InvalidGrant('the token does not match its grant record');
+  }
+
+  /** The grant record for introspection: one that does not decode cannot show the grant live, so null (the store logged it). */
+  private readableGrant(grantId: string): Promise<Grant | null> {
+    return this.deps.store.getGrant(grantId).catch((e: unknown) => {
+      if (e instanceof UnreadableGrant) return null;
+      throw e;
+    });
   }
 
   /** The grant record, or what reading it failed with (thrown where the record is needed). */

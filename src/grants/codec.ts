@@ -166,10 +166,7 @@ export function validateNewGrant(grant: NewGrant, opts: CreateGrantOptions): { g
   const record = g.data as Grant;
   record.status = 'active';
   record.generation = 1;
-  if ('cnf' in record && record.cnf === undefined) delete record.cnf;
-  if ('act' in record && record.act === undefined) delete record.act;
-  if ('kid' in record && record.kid === undefined) delete record.kid;
-  if ('token_digest' in record && record.token_digest === undefined) delete record.token_digest;
+  for (const k of ['cnf', 'act', 'kid', 'token_digest'] as const) if (record[k] === undefined) delete record[k];
   return { grant: record, opts: o.data };
 }
 
